@@ -1,0 +1,35 @@
+"""statusbridge: status of background work, from any thread or process to a UI, safely.
+
+Workers write one atomically replaced JSON file per job (``StatusStore``); a
+watchdog observer keeps an immutable in-memory ``Snapshot`` current
+(``StatusCache``), so a UI reads status with no disk I/O and no shared lock.
+"""
+
+from statusbridge.cache import BatchSummary, CacheHealth, Snapshot, StatusCache
+from statusbridge.errors import (
+    InvalidRecordError,
+    JobCancelled,
+    LockTimeout,
+    StatusBridgeError,
+    UnknownJobError,
+)
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.store import StatusStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchJob",
+    "BatchStatus",
+    "BatchSummary",
+    "CacheHealth",
+    "InvalidRecordError",
+    "JobCancelled",
+    "LockTimeout",
+    "Snapshot",
+    "StatusBridgeError",
+    "StatusCache",
+    "StatusStore",
+    "UnknownJobError",
+    "__version__",
+]

@@ -1,0 +1,6 @@
+"""Layer 3, the read side: ``StatusCache`` and its immutable ``Snapshot``."""
+
+from statusbridge.cache._cache import CacheHealth, StatusCache, Subscriber
+from statusbridge.cache._snapshot import BatchSummary, Snapshot, summarize
+
+__all__ = ["BatchSummary", "CacheHealth", "Snapshot", "StatusCache", "Subscriber", "summarize"]

@@ -1,0 +1,476 @@
+"""StatusCache: the read side. Keeps an immutable Snapshot current from file-system events.
+
+Threads: watchdog's thread only records *which names* changed and wakes the
+cache thread; the cache thread reads and decodes each changed file once,
+builds the next Snapshot and swaps one attribute. ``snapshot()`` reads that
+attribute: no system call, no lock, whatever the writers are doing.
+
+Events make it fast; a periodic reconcile (a stat signature per file, so
+unchanged files are not re-read) makes it certain after lost events, a dead
+observer or a deleted and recreated folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+
+import immutables
+
+from statusbridge.cache._snapshot import Snapshot
+from statusbridge.cache._watcher import FolderWatch
+from statusbridge.errors import InvalidRecordError
+from statusbridge.record import BatchJob
+from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
+from statusbridge.store._files import RECORD_SUFFIX, describe_non_regular, signature_of
+
+__all__ = ["CacheHealth", "StatusCache", "Subscriber"]
+
+logger = logging.getLogger(__name__)
+
+Subscriber = Callable[[Snapshot, frozenset[str]], None]
+
+_FOREIGN_REASON = "not a status file (expected <job id>.json)"
+_LIVENESS_INTERVAL = 0.5
+
+
+@dataclass(frozen=True)
+class CacheHealth:
+    """What the cache knows about itself; cheap to take, safe to show in a UI."""
+
+    running: bool
+    backend: str
+    version: int
+    jobs: int
+    events: int
+    rescans: int
+    last_event_at: datetime | None
+    invalid_files: Mapping[str, str]
+    directory: str
+    directory_present: bool
+    observer_restarts: int
+    last_error: str | None
+
+
+_Key = str  # job id
+_Action = BatchJob | None  # new record, or None for "gone"
+
+
+class StatusCache:
+    """Watch ``directory`` and keep an immutable in-memory ``Snapshot`` of every job.
+
+    Starts on construction (initial scan, then observer); use as a context
+    manager or call ``close()``.
+
+    >>> import tempfile
+    >>> from statusbridge import StatusStore
+    >>> folder = tempfile.mkdtemp()
+    >>> _ = StatusStore(folder).update("job-1", status="running", progress=0.5)
+    >>> with StatusCache(folder) as cache:
+    ...     cache.get("job-1").progress
+    0.5
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = "batch_status",
+        *,
+        reconcile_interval: float = 30.0,
+        polling: bool = False,
+        poll_interval: float = 1.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        if reconcile_interval <= 0:
+            raise ValueError(f"reconcile_interval must be positive, got {reconcile_interval}")
+        self._directory = Path(directory).absolute()
+        self._folder = str(self._directory)
+        self.reconcile_interval = reconcile_interval
+        self._polling = polling
+        self._poll_interval = poll_interval
+        self.max_bytes = max_bytes
+
+        self._snapshot = Snapshot()
+        self._apply_lock = threading.RLock()  # cache-internal; never taken by readers
+        self._changed = threading.Condition(threading.Lock())
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers_lock = threading.Lock()
+
+        # State below is changed only while holding _apply_lock.
+        self._known: dict[str, FileSignature] = {}
+        self._invalid: dict[str, str] = {}
+        self._invalid_view: Mapping[str, str] = MappingProxyType({})
+        self._watch: FolderWatch | None = None
+        self._watched_ident: tuple[int, int] | None = None
+        self._directory_present = False
+
+        # Fed by watchdog's thread.
+        self._pending: set[str] = set()
+        self._pending_lock = threading.Lock()
+        self._rescan_requested = False
+        self._check_requested = False
+        self._wake = threading.Event()
+
+        self._events = 0
+        self._rescans = 0
+        self._observer_restarts = 0
+        self._last_event_at: datetime | None = None
+        self._last_error: str | None = None
+        self._closed = False
+
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            logger.warning("statusbridge: cannot create %s (%s); waiting for it", self._folder, exc)
+        with self._apply_lock:
+            # Watch first, then scan: a write landing between the two is seen twice, never missed.
+            self._ensure_watch()
+            self._reconcile(count=False)
+        self._thread = threading.Thread(
+            target=self._run, name=f"statusbridge-cache:{self._directory.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the UI read path: attribute reads only ------------------------------
+    def snapshot(self) -> Snapshot:
+        """The current snapshot. No I/O, no lock: call it on every render."""
+        return self._snapshot
+
+    def get(self, job_id: str) -> BatchJob | None:
+        """The cached record of ``job_id`` (None if unknown). No I/O, no lock."""
+        return self._snapshot.get(job_id)
+
+    @property
+    def directory(self) -> Path:
+        return self._directory
+
+    @property
+    def version(self) -> int:
+        return self._snapshot.version
+
+    # -- waiting and subscribing ----------------------------------------------
+    def wait_for_change(self, since_version: int, timeout: float | None = None) -> Snapshot:
+        """Block until the snapshot's version exceeds ``since_version`` (or the timeout, or close).
+
+        Returns the current snapshot either way; compare its ``version`` to know which.
+        """
+        snap = self._snapshot
+        if snap.version > since_version:
+            return snap
+        with self._changed:
+            self._changed.wait_for(
+                lambda: self._snapshot.version > since_version or self._closed, timeout
+            )
+        return self._snapshot
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Call ``callback(snapshot, changed_ids)`` on the cache thread after each change.
+
+        Keep callbacks short (hand work to your own thread or queue); one that
+        raises is logged and does not stop the cache. Returns an unsubscribe function.
+        """
+        with self._subscribers_lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._subscribers_lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+
+        return unsubscribe
+
+    def health(self) -> CacheHealth:
+        watch = self._watch
+        return CacheHealth(
+            running=not self._closed and self._thread.is_alive(),
+            backend=watch.backend if watch else "none",
+            version=self._snapshot.version,
+            jobs=len(self._snapshot),
+            events=self._events,
+            rescans=self._rescans,
+            last_event_at=self._last_event_at,
+            invalid_files=self._invalid_view,
+            directory=self._folder,
+            directory_present=self._directory_present,
+            observer_restarts=self._observer_restarts,
+            last_error=self._last_error,
+        )
+
+    def rescan(self) -> Snapshot:
+        """Reconcile with the folder now, on the calling thread; return the resulting snapshot."""
+        with self._apply_lock:
+            self._check_watch()
+            self._reconcile()
+        return self._snapshot
+
+    # -- life cycle ---------------------------------------------------------
+    def close(self) -> None:
+        """Stop the observer and the cache thread. The last snapshot stays readable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        with self._apply_lock:
+            if self._watch is not None:
+                self._watch.stop()
+                self._watch = None
+        with self._changed:
+            self._changed.notify_all()
+
+    def __enter__(self) -> StatusCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<StatusCache {self._folder!r} version={self._snapshot.version}>"
+
+    # -- EventSink (called on watchdog's thread; keep them trivial) -----------
+    def names_changed(self, names: list[str]) -> None:
+        with self._pending_lock:
+            self._pending.update(names)
+        self._wake.set()
+
+    def folder_changed(self) -> None:
+        self._check_requested = True
+        self._wake.set()
+
+    def events_lost(self) -> None:
+        logger.warning("statusbridge: events were lost for %s; rescanning", self._folder)
+        self._rescan_requested = True
+        self._wake.set()
+
+    def _count_event(self) -> None:
+        self._events += 1
+        self._last_event_at = datetime.now(UTC)
+
+    # -- the cache thread ---------------------------------------------------
+    def _run(self) -> None:
+        next_reconcile = time.monotonic() + self.reconcile_interval
+        next_check = time.monotonic() + _LIVENESS_INTERVAL
+        while not self._closed:
+            now = time.monotonic()
+            self._wake.wait(max(0.0, min(next_reconcile, next_check) - now))
+            self._wake.clear()
+            if self._closed:
+                break
+            try:
+                with self._pending_lock:
+                    names, self._pending = self._pending, set()
+                full, self._rescan_requested = self._rescan_requested, False
+                now = time.monotonic()
+                with self._apply_lock:
+                    if self._check_requested or now >= next_check:
+                        self._check_requested = False
+                        next_check = now + _LIVENESS_INTERVAL
+                        full = self._check_watch() or full
+                    if full or now >= next_reconcile:
+                        self._reconcile()
+                        next_reconcile = time.monotonic() + self.reconcile_interval
+                    elif names:
+                        self._apply_names(names)
+            except Exception as exc:
+                # The loop must survive anything; the next reconcile repairs the state.
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("statusbridge cache thread error (continuing)")
+                self._rescan_requested = True
+                time.sleep(0.05)
+
+    def _ensure_watch(self) -> None:
+        try:
+            st = os.stat(self._directory)
+            present = stat.S_ISDIR(st.st_mode)
+        except OSError:
+            present = False
+        self._directory_present = present
+        if not present:
+            self._watched_ident = None
+            return
+        try:
+            self._watch = FolderWatch(
+                self._folder,
+                self,
+                polling=self._polling,
+                poll_interval=self._poll_interval,
+                count=self._count_event,
+            )
+            self._watched_ident = (st.st_dev, st.st_ino)
+        except OSError as exc:
+            self._last_error = f"cannot watch {self._folder}: {exc}"
+            logger.warning("statusbridge: %s; relying on periodic rescans", self._last_error)
+            self._watched_ident = None
+
+    def _check_watch(self) -> bool:
+        """Re-watch if the folder vanished, came back or was replaced, or the observer died.
+
+        Returns True if a full rescan is needed.
+        """
+        try:
+            st = os.stat(self._directory)
+            ident: tuple[int, int] | None = (
+                (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+            )
+        except OSError:
+            ident = None
+        watch = self._watch
+        if ident == self._watched_ident and ident is not None:
+            if watch is not None and watch.is_alive():
+                return False
+            logger.warning("statusbridge: observer for %s died; restarting it", self._folder)
+            self._observer_restarts += 1
+        elif ident is None and self._watched_ident is None and not self._directory_present:
+            return False  # still missing, nothing to do
+        else:
+            logger.info("statusbridge: folder %s changed identity; re-watching", self._folder)
+        if watch is not None:
+            watch.stop()
+            self._watch = None
+        self._ensure_watch()
+        return True
+
+    # -- applying changes (holding _apply_lock) --------------------------------
+    def _reconcile(self, *, count: bool = True) -> None:
+        if count:
+            self._rescans += 1
+        try:
+            names = os.listdir(self._directory)
+        except (FileNotFoundError, NotADirectoryError):
+            names = []
+        except OSError as exc:
+            self._last_error = f"cannot list {self._folder}: {exc}"
+            logger.warning("statusbridge: %s", self._last_error)
+            return
+        present = set(names)
+        gone = [n for n in (*self._known, *self._invalid) if n not in present]
+        gone.extend(
+            f"{job_id}{RECORD_SUFFIX}"
+            for job_id in self._snapshot
+            if f"{job_id}{RECORD_SUFFIX}" not in present
+        )
+        self._apply_names([n for n in names if not n.startswith(".")] + gone)
+
+    def _apply_names(self, names: list[str] | set[str]) -> None:
+        changes: dict[_Key, _Action] = {}
+        invalid_before = dict(self._invalid)
+        for name in set(names):
+            kind = classify_name(name)
+            if kind == "internal":
+                continue
+            if kind == "foreign":
+                self._note_foreign(name)
+                continue
+            job_id = name[: -len(RECORD_SUFFIX)]
+            outcome = self._load(name)
+            if outcome is _UNCHANGED:
+                continue
+            current = self._snapshot.get(job_id)
+            if outcome is None:
+                if current is not None:
+                    changes[job_id] = None
+                continue
+            assert isinstance(outcome, BatchJob)
+            if current is not None:
+                if outcome == current:
+                    continue
+                if outcome.created_at == current.created_at and outcome.seq < current.seq:
+                    # Same incarnation of the job, older seq: a stale copy was put back.
+                    self._invalid[name] = (
+                        f"stale record (seq {outcome.seq} < {current.seq} seen before); "
+                        "kept the newer"
+                    )
+                    continue
+            changes[job_id] = outcome
+        if self._invalid != invalid_before:
+            self._invalid_view = MappingProxyType(dict(self._invalid))
+        if changes:
+            self._publish(changes)
+
+    def _note_foreign(self, name: str) -> None:
+        try:
+            os.lstat(self._directory / name)
+        except FileNotFoundError:
+            self._invalid.pop(name, None)
+        except OSError:
+            self._invalid[name] = _FOREIGN_REASON
+        else:
+            self._invalid[name] = _FOREIGN_REASON
+
+    def _load(self, name: str) -> BatchJob | object | None:
+        """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have)."""
+        path = self._directory / name
+        try:
+            st = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._known.pop(name, None)
+            self._invalid.pop(name, None)
+            return None
+        sig = signature_of(st)
+        if self._known.get(name) == sig:
+            return _UNCHANGED
+        if not stat.S_ISREG(st.st_mode):
+            self._known[name] = sig
+            self._invalid[name] = describe_non_regular(st)
+            return _UNCHANGED
+        try:
+            job, sig = read_record_file(path, max_bytes=self.max_bytes)
+        except FileNotFoundError:
+            self._known.pop(name, None)
+            self._invalid.pop(name, None)
+            return None
+        except InvalidRecordError as exc:
+            self._known[name] = sig
+            self._invalid[name] = exc.reason
+            return _UNCHANGED
+        except OSError as exc:
+            # Not remembered in _known, so the next event or reconcile retries it.
+            self._invalid[name] = f"cannot read: {exc.strerror or exc}"
+            return _UNCHANGED
+        self._known[name] = sig
+        self._invalid.pop(name, None)
+        return job
+
+    def _publish(self, changes: dict[_Key, _Action]) -> None:
+        old = self._snapshot
+        jobs = old._jobs.mutate()
+        batches = old._batches.mutate()
+        for job_id, job in changes.items():
+            previous = jobs.get(job_id)
+            if (
+                previous is not None
+                and previous.batch_id is not None
+                and (job is None or job.batch_id != previous.batch_id)
+            ):
+                members = batches[previous.batch_id].delete(job_id)
+                if len(members):
+                    batches[previous.batch_id] = members
+                else:
+                    del batches[previous.batch_id]
+            if job is None:
+                del jobs[job_id]
+                continue
+            jobs[job_id] = job
+            if job.batch_id is not None:
+                members = batches.get(job.batch_id) or immutables.Map()
+                batches[job.batch_id] = members.set(job_id, job)
+        snap = Snapshot(jobs.finish(), batches.finish(), old.version + 1)
+        self._snapshot = snap  # the one atomic swap readers see
+        with self._changed:
+            self._changed.notify_all()
+        changed = frozenset(changes)
+        for callback in self._subscribers:
+            try:
+                callback(snap, changed)
+            except Exception:
+                logger.exception("statusbridge subscriber %r raised; continuing", callback)
+
+
+_UNCHANGED = object()

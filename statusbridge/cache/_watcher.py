@@ -1,0 +1,180 @@
+"""The watchdog side of the cache: pick a backend, filter events, never let a handler die.
+
+Known watchdog behaviour this module works around (see DESIGN.md):
+- an exception in a handler kills the dispatcher thread, so ``dispatch`` catches all;
+- on Linux the cache's own reads produce opened / closed-no-write events; reacting
+  to them would make it re-read forever, so only writes, moves and deletes pass;
+- inotify queue overflow is only logged, so a filter on that logger turns the
+  log line into a rescan request;
+- the watch does not survive deletion of the folder (the cache re-checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import weakref
+from collections.abc import Callable
+from typing import ClassVar, Protocol
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+__all__ = ["EventSink", "FolderWatch", "backend_name"]
+
+logger = logging.getLogger(__name__)
+
+_RELEVANT: list[type[FileSystemEvent]] = [
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileMovedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+]
+_RELEVANT_TYPES = frozenset(cls.event_type for cls in _RELEVANT)
+
+_BACKENDS = {
+    "InotifyObserver": "inotify",
+    "PollingObserver": "polling",
+    "FSEventsObserver": "fsevents",
+    "KqueueObserver": "kqueue",
+    "WindowsApiObserver": "windows",
+}
+
+
+def backend_name(observer: BaseObserver) -> str:
+    name = type(observer).__name__
+    return _BACKENDS.get(name, name)
+
+
+class EventSink(Protocol):
+    """What the watch reports to (the cache)."""
+
+    def names_changed(self, names: list[str]) -> None: ...
+    def folder_changed(self) -> None: ...
+    def events_lost(self) -> None: ...
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, folder: str, sink: EventSink, count: Callable[[], None]) -> None:
+        self._folder = folder
+        self._sink = sink
+        self._count = count
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        # Never raise: watchdog's dispatcher thread dies on a handler exception.
+        try:
+            if event.event_type not in _RELEVANT_TYPES:
+                return
+            self._count()
+            paths = [event.src_path]
+            if event.dest_path:
+                paths.append(event.dest_path)
+            names: list[str] = []
+            for raw in paths:
+                path = os.fsdecode(raw)
+                if path == self._folder:
+                    self._sink.folder_changed()
+                    continue
+                parent, name = os.path.split(path)
+                if parent == self._folder and not name.startswith("."):
+                    names.append(name)
+            if names:
+                self._sink.names_changed(names)
+        except Exception:
+            logger.exception("statusbridge event handler failed on %r (reconcile covers it)", event)
+
+
+class FolderWatch:
+    """One observer on one folder, with a fallback to polling."""
+
+    def __init__(
+        self,
+        folder: str,
+        sink: EventSink,
+        *,
+        polling: bool,
+        poll_interval: float,
+        count: Callable[[], None],
+    ) -> None:
+        self.folder = folder
+        self._handler = _Handler(folder, sink, count)
+        self.fallback_reason: str | None = None
+        self.observer = self._start(polling=polling, poll_interval=poll_interval)
+        _OverflowWatch.register(sink)
+
+    @property
+    def backend(self) -> str:
+        return backend_name(self.observer)
+
+    def _start(self, *, polling: bool, poll_interval: float) -> BaseObserver:
+        if not polling:
+            observer: BaseObserver = Observer()
+            try:
+                observer.start()
+                observer.schedule(self._handler, self.folder, event_filter=_RELEVANT)
+            except OSError as exc:
+                # inotify: ENOSPC = max_user_watches reached, EMFILE = max_user_instances.
+                self.fallback_reason = f"{backend_name(observer)} unavailable ({exc}); polling"
+                logger.warning("statusbridge: %s for %s", self.fallback_reason, self.folder)
+                _stop(observer)
+            else:
+                return observer
+        observer = PollingObserver(timeout=poll_interval)
+        observer.start()
+        observer.schedule(self._handler, self.folder, event_filter=_RELEVANT)
+        return observer
+
+    def is_alive(self) -> bool:
+        return self.observer.is_alive() and all(e.is_alive() for e in self.observer.emitters)
+
+    def stop(self) -> None:
+        _stop(self.observer)
+
+
+def _stop(observer: BaseObserver) -> None:
+    try:
+        observer.stop()
+        if observer.is_alive():
+            observer.join(timeout=5)
+    except Exception:
+        logger.warning("stopping the watchdog observer failed", exc_info=True)
+
+
+class _OverflowWatch(logging.Filter):
+    """Turns watchdog's 'Inotify queue overflowed' log line into a rescan request."""
+
+    _sinks: ClassVar[weakref.WeakSet[EventSink]] = weakref.WeakSet()
+    _installed: ClassVar[bool] = False
+
+    @classmethod
+    def register(cls, sink: EventSink) -> None:
+        cls._sinks.add(sink)
+        if not cls._installed:
+            logging.getLogger("watchdog.observers.inotify_c").addFilter(cls())
+            cls._installed = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if "overflow" in str(record.msg).lower():
+                for sink in list(self._sinks):
+                    sink.events_lost()
+        except Exception:
+            logger.exception("statusbridge overflow hook failed")
+        return True

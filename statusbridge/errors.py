@@ -1,0 +1,63 @@
+"""Every error statusbridge raises on purpose.
+
+One root, so callers can catch everything the library means with one clause,
+and each leaf also subclasses the built-in error it is a kind of, so generic
+handlers (``except ValueError``, ``except TimeoutError``) keep working::
+
+    StatusBridgeError
+     ├── InvalidRecordError   (ValueError)    a status document that cannot be decoded
+     ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
+     ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
+     └── JobCancelled                         raised inside a job after cancel was asked
+
+Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
+(as any Python API does for bad arguments); I/O failures raise the ``OSError``
+with the path in it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidRecordError",
+    "JobCancelled",
+    "LockTimeout",
+    "StatusBridgeError",
+    "UnknownJobError",
+]
+
+
+class StatusBridgeError(Exception):
+    """Root of the errors statusbridge raises on purpose."""
+
+
+class InvalidRecordError(StatusBridgeError, ValueError):
+    """A status document is not a valid schema-1 record; ``reason`` says why."""
+
+    def __init__(self, reason: str, *, source: str | None = None) -> None:
+        self.reason = reason
+        self.source = source
+        super().__init__(f"{source}: {reason}" if source else reason)
+
+
+class LockTimeout(StatusBridgeError, TimeoutError):
+    """The lock guarding a job's file could not be acquired within the timeout."""
+
+    def __init__(self, job_id: str, timeout: float, lock_path: str) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.lock_path = lock_path
+        super().__init__(
+            f"could not lock job {job_id!r} within {timeout:g}s "
+            f"(lock file {lock_path}); another writer holds it"
+        )
+
+
+class UnknownJobError(StatusBridgeError, KeyError):
+    """An operation named a job (or batch) that does not exist."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown job"
+
+
+class JobCancelled(StatusBridgeError):
+    """Raised by ``report_progress`` inside a job once its cancellation was requested."""

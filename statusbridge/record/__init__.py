@@ -1,0 +1,24 @@
+"""Layer 1, the record: ``BatchJob``, ``BatchStatus`` and the schema-1 file format."""
+
+from statusbridge.record._codec import SCHEMA_VERSION, decode_job, encode_job, job_to_dict
+from statusbridge.record._frozen import FrozenMap, JsonValue, freeze, thaw
+from statusbridge.record._ids import JOB_ID_PATTERN, validate_job_id
+from statusbridge.record._model import FIELD_NAMES, FINISHED, BatchJob, BatchStatus, utc_now
+
+__all__ = [
+    "FIELD_NAMES",
+    "FINISHED",
+    "JOB_ID_PATTERN",
+    "SCHEMA_VERSION",
+    "BatchJob",
+    "BatchStatus",
+    "FrozenMap",
+    "JsonValue",
+    "decode_job",
+    "encode_job",
+    "freeze",
+    "job_to_dict",
+    "thaw",
+    "utc_now",
+    "validate_job_id",
+]

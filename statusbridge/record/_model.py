@@ -1,0 +1,142 @@
+"""The record: one job's status, immutable so it can be shared with any thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from statusbridge.record._frozen import EMPTY, FrozenMap, freeze
+from statusbridge.record._ids import validate_job_id
+
+__all__ = ["FINISHED", "BatchJob", "BatchStatus", "utc_now"]
+
+
+class BatchStatus(StrEnum):
+    """Life-cycle state of a job. The value is what the file stores."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_finished(self) -> bool:
+        """True for the three terminal states."""
+        return self in FINISHED
+
+
+FINISHED = frozenset({BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED})
+
+
+def utc_now() -> datetime:
+    """The store's default clock: aware UTC."""
+    return datetime.now(UTC)
+
+
+def _check_time(name: str, value: object) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"{name} must be a datetime or None, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware (got naive {value.isoformat()})")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _check_optional_str(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be a str or None, not {type(value).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """One job's status. Immutable: nested ``params``/``result``/``meta`` are frozen too.
+
+    >>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.5, meta={"step": 2})
+    >>> job.meta["step"], job.is_finished
+    (2, False)
+    """
+
+    id: str
+    status: BatchStatus = BatchStatus.PENDING
+    params: Any = None
+    result: Any = None
+    error_message: str | None = None
+    progress: float | None = None
+    message: str = ""
+    batch_id: str | None = None
+    meta: FrozenMap = field(default=EMPTY)
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    updated_at: datetime | None = None
+    seq: int = 0
+    owner: str | None = None
+    cancel_requested: bool = False
+    heartbeat_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        setattr_ = object.__setattr__
+        validate_job_id(self.id)
+        status = self.status
+        if not isinstance(status, BatchStatus):
+            try:
+                setattr_(self, "status", BatchStatus(status))
+            except ValueError:
+                allowed = ", ".join(s.value for s in BatchStatus)
+                raise ValueError(f"status {status!r} is not one of: {allowed}") from None
+        setattr_(self, "params", freeze(self.params, _path="params"))
+        setattr_(self, "result", freeze(self.result, _path="result"))
+        meta = self.meta
+        if not isinstance(meta, FrozenMap):
+            if not isinstance(meta, dict):
+                raise TypeError(f"meta must be a mapping, not {type(meta).__name__}")
+            setattr_(self, "meta", freeze(meta, _path="meta"))
+        _check_optional_str("error_message", self.error_message)
+        _check_optional_str("owner", self.owner)
+        if not isinstance(self.message, str):
+            raise TypeError(f"message must be a str, not {type(self.message).__name__}")
+        if self.batch_id is not None:
+            validate_job_id(self.batch_id)
+        progress = self.progress
+        if progress is not None:
+            if isinstance(progress, bool) or not isinstance(progress, (int, float)):
+                raise TypeError(f"progress must be a number or None, not {type(progress).__name__}")
+            if not (math.isfinite(progress) and 0.0 <= progress <= 1.0):
+                raise ValueError(f"progress must be between 0.0 and 1.0, got {progress!r}")
+            setattr_(self, "progress", float(progress))
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int):
+            raise TypeError(f"seq must be an int, not {type(self.seq).__name__}")
+        if self.seq < 0:
+            raise ValueError(f"seq must be >= 0, got {self.seq}")
+        if not isinstance(self.cancel_requested, bool):
+            raise TypeError("cancel_requested must be a bool")
+        for name in ("created_at", "started_at", "completed_at", "updated_at", "heartbeat_at"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr_(self, name, _check_time(name, value))
+
+    @property
+    def is_finished(self) -> bool:
+        """True once the job is COMPLETED, FAILED or CANCELLED."""
+        return self.status in FINISHED
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to completion (or to the last update while running)."""
+        if self.started_at is None:
+            return None
+        end = self.completed_at or self.updated_at
+        return None if end is None else max(0.0, (end - self.started_at).total_seconds())
+
+    def replace(self, **changes: Any) -> BatchJob:
+        """A copy with some fields changed (validated like the constructor)."""
+        return dataclasses.replace(self, **changes)
+
+
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob))

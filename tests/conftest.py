@@ -1,0 +1,47 @@
+"""Shared fixtures: a fresh status folder per test; waiting on conditions, never fixed sleeps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from statusbridge import StatusCache, StatusStore
+
+T = TypeVar("T")
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(delay)  # a poll interval inside a condition wait, not a fixed sleep
+        delay = min(delay * 2, 0.05)
+
+
+@pytest.fixture
+def status_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "batch_status"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def store(status_dir: Path) -> Iterator[StatusStore]:
+    with StatusStore(status_dir) as s:
+        yield s
+
+
+@pytest.fixture
+def cache(status_dir: Path) -> Iterator[StatusCache]:
+    with StatusCache(status_dir, reconcile_interval=30.0) as c:
+        yield c

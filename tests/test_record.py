@@ -1,0 +1,224 @@
+"""Layer 1: BatchJob, freezing, ids and the schema-1 codec."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statusbridge import BatchJob, BatchStatus, InvalidRecordError
+from statusbridge.record import FrozenMap, decode_job, encode_job, thaw, validate_job_id
+
+VALID_DOC = {
+    "schema": 1,
+    "id": "job-1",
+    "status": "running",
+    "progress": 0.5,
+    "created_at": "2026-01-01T00:00:00+00:00",
+    "seq": 3,
+}
+
+
+def doc(**changes: object) -> bytes:
+    return json.dumps({**VALID_DOC, **changes}).encode()
+
+
+class TestBatchJob:
+    def test_nested_values_are_deep_frozen(self) -> None:
+        params = {"a": [1, {"b": 2}]}
+        job = BatchJob("j", params=params, meta={"m": [1]})
+        params["a"].append(3)  # the caller's object is copied, not shared
+        assert job.params == {"a": (1, FrozenMap({"b": 2}))}
+        assert isinstance(job.params["a"], tuple)
+        with pytest.raises(TypeError):
+            job.meta["m"] = 2  # type: ignore[index]
+        with pytest.raises(AttributeError):
+            job.status = BatchStatus.FAILED  # type: ignore[misc]
+        assert hash(job.meta) == hash(FrozenMap({"m": [1]}))
+
+    def test_status_accepts_its_value(self) -> None:
+        assert BatchJob("j", status="completed").status is BatchStatus.COMPLETED  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="status 'done' is not one of: pending, running"):
+            BatchJob("j", status="done")  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("progress", [-0.1, 1.5, float("nan"), float("inf")])
+    def test_progress_out_of_range(self, progress: float) -> None:
+        with pytest.raises(ValueError, match="progress must be between 0.0 and 1.0"):
+            BatchJob("j", progress=progress)
+
+    def test_progress_wrong_type(self) -> None:
+        with pytest.raises(TypeError, match="progress must be a number"):
+            BatchJob("j", progress=True)
+
+    def test_non_json_values_refused_with_path(self) -> None:
+        with pytest.raises(TypeError, match=r"params\.x: set is not JSON-serialisable"):
+            BatchJob("j", params={"x": {1}})
+        with pytest.raises(ValueError, match=r"result\[0\]: nan is not valid JSON"):
+            BatchJob("j", result=[float("nan")])
+        with pytest.raises(TypeError, match="keys must be strings"):
+            BatchJob("j", meta={1: "x"})
+
+    def test_times_must_be_aware_and_become_utc(self) -> None:
+        with pytest.raises(ValueError, match="must be timezone-aware"):
+            BatchJob("j", created_at=datetime(2026, 1, 1))
+        plus2 = timezone(timedelta(hours=2))
+        job = BatchJob("j", created_at=datetime(2026, 1, 1, 12, tzinfo=plus2))
+        assert job.created_at == datetime(2026, 1, 1, 10, tzinfo=UTC)
+        assert job.created_at is not None and job.created_at.tzinfo is UTC
+
+    def test_pickle_round_trip(self) -> None:
+        import pickle
+
+        job = BatchJob("j", params={"a": [1]}, meta={"k": "v"})
+        assert pickle.loads(pickle.dumps(job)) == job
+
+
+class TestJobIds:
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            "x\x00y",
+            ".hidden",
+            "-x",
+            "a" * 129,
+            "/abs",
+            "é",
+            "a b",
+            "CON",
+            "nul.txt",
+            "com1",
+            "x.",
+            "a\n",
+        ],
+    )
+    def test_refused(self, bad: str) -> None:
+        with pytest.raises(ValueError, match="invalid job id"):
+            validate_job_id(bad)
+
+    @pytest.mark.parametrize("good", ["a", "A1", "job-1.part_2", "1" * 128, "console"])
+    def test_accepted(self, good: str) -> None:
+        assert validate_job_id(good) == good
+
+    def test_non_string(self) -> None:
+        with pytest.raises(TypeError):
+            validate_job_id(5)
+
+
+class TestCodec:
+    def test_round_trip(self) -> None:
+        now = datetime.now(UTC)
+        job = BatchJob(
+            "j",
+            BatchStatus.FAILED,
+            params={"n": [1, 2]},
+            result=None,
+            error_message="E: x",
+            progress=1.0,
+            message="ünïcode",
+            batch_id="b",
+            meta={"k": {"x": 1}},
+            created_at=now,
+            started_at=now,
+            completed_at=now,
+            updated_at=now,
+            seq=7,
+            owner="host:1",
+            cancel_requested=True,
+            heartbeat_at=now,
+        )
+        data = encode_job(job)
+        assert json.loads(data)["schema"] == 1
+        assert decode_job(data) == job
+
+    @pytest.mark.parametrize(
+        ("data", "reason"),
+        [
+            (b"", "empty file"),
+            (b"\xff\xfe", "not valid UTF-8"),
+            (b'{"schema": 1, "id": "j"', "not valid JSON"),
+            (b"[1, 2]", "top level must be a JSON object"),
+            (doc(schema=2), "schema version 2 is newer than this statusbridge reads (1)"),
+            (doc(schema=0), "unsupported schema version 0"),
+            (doc(schema="1"), "missing or non-integer 'schema'"),
+            (doc(id=5), "non-string 'id'"),
+            (doc(status="weird"), "status 'weird' is not one of"),
+            (doc(progress=2), "progress must be between"),
+            (doc(progress="half"), "progress must be a number"),
+            (doc(created_at="yesterday"), "created_at 'yesterday' is not an ISO-8601"),
+            (doc(created_at="2026-01-01T00:00:00"), "has no UTC offset"),
+            (doc(seq=-1), "seq must be >= 0"),
+            (doc(seq=True), "seq must be an int"),
+            (doc(meta=[1]), "'meta' must be a JSON object"),
+            (doc(id="../x"), "invalid job id"),
+            (b'{"schema": 1, "schema": 1, "id": "j", "status": "pending"}', "duplicate key"),
+            (b'{"schema": 1, "id": "j", "status": "pending", "progress": NaN}', "NaN is not valid"),
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        ],
+    )
+    def test_invalid_documents_give_one_error_type_with_reason(
+        self, data: bytes, reason: str
+    ) -> None:
+        with pytest.raises(InvalidRecordError) as info:
+            decode_job(data, source="j.json")
+        assert reason in info.value.reason
+        assert str(info.value).startswith("j.json: ")
+
+    def test_id_must_match_file_name(self) -> None:
+        with pytest.raises(InvalidRecordError, match="does not match the file name 'other'"):
+            decode_job(doc(), expected_id="other")
+
+    def test_unknown_keys_are_ignored(self) -> None:
+        assert decode_job(doc(future_field=1)).id == "job-1"
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+    max_leaves=20,
+)
+
+
+@given(
+    params=json_values,
+    meta=st.dictionaries(st.text(), json_values, max_size=5),
+    message=st.text(),
+    progress=st.none() | st.floats(0, 1),
+)
+@settings(max_examples=200, deadline=None)
+def test_any_valid_job_round_trips(
+    params: object, meta: dict[str, object], message: str, progress: float | None
+) -> None:
+    job = BatchJob("j", params=params, meta=meta, message=message, progress=progress)
+    again = decode_job(encode_job(job))
+    assert again == job
+    assert thaw(again.params) == json.loads(json.dumps(params))
+
+
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+@settings(max_examples=500, deadline=None)
+def test_decoder_fuzz_raises_only_the_documented_error(data: bytes) -> None:
+    try:
+        decode_job(data)
+    except InvalidRecordError:
+        pass
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_decoder_fuzz_structured(value: object) -> None:
+    candidate = {**VALID_DOC, "params": value} if isinstance(value, dict) else value
+    try:
+        decode_job(json.dumps(candidate).encode())
+    except InvalidRecordError:
+        pass

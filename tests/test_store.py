@@ -1,0 +1,260 @@
+"""Layer 2: StatusStore writes are atomic, locked, validated and bounded."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing as mp
+import os
+import threading
+import warnings
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from _workers import hold_lock, set_meta_keys
+from conftest import wait_until
+
+from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
+from statusbridge.store import STRIPES
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+def records(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if not n.startswith("."))
+
+
+class TestUpdate:
+    def test_creates_then_merges(self, store: StatusStore) -> None:
+        first = store.update("j", status=BatchStatus.PENDING, params={"n": 1}, meta={"a": 1})
+        assert first.seq == 1
+        assert first.created_at is not None and first.created_at == first.updated_at
+        second = store.update("j", status="running", meta={"b": 2})
+        assert second.seq == 2
+        assert second.params == {"n": 1}  # untouched fields kept
+        assert dict(second.meta) == {"a": 1, "b": 2}  # meta merged key by key
+        assert second.started_at is not None  # RUNNING fills started_at
+        third = store.update("j", status="completed", result=[1, 2])
+        assert third.completed_at is not None and third.result == (1, 2)
+        assert store.read("j") == third
+
+    def test_file_is_schema_1_json_readable_by_hand(self, store: StatusStore) -> None:
+        store.update("j", message="hi")
+        doc = json.loads((store.directory / "j.json").read_text("utf-8"))
+        assert doc["schema"] == 1 and doc["id"] == "j" and doc["message"] == "hi"
+        assert datetime.fromisoformat(doc["updated_at"]).utcoffset() == timedelta(0)
+
+    def test_clock_is_a_parameter(self, status_dir: Path) -> None:
+        t0 = datetime(2030, 1, 1, tzinfo=UTC)
+        store = StatusStore(status_dir, clock=lambda: t0)
+        assert store.update("j").updated_at == t0
+
+    def test_durable_writes(self, status_dir: Path) -> None:
+        store = StatusStore(status_dir, durable=True)
+        assert store.update("j", progress=0.1).progress == 0.1
+        assert store.read("j") is not None
+
+    def test_read_missing_is_none(self, store: StatusStore) -> None:
+        assert store.read("nope") is None
+
+    def test_read_invalid_raises(self, store: StatusStore) -> None:
+        (store.directory / "bad.json").write_text("{")
+        with pytest.raises(InvalidRecordError, match="not valid JSON"):
+            store.read("bad")
+
+    def test_delete(self, store: StatusStore) -> None:
+        store.update("j")
+        assert store.delete("j") is True
+        assert store.delete("j") is False
+        assert records(store.directory) == []
+
+    def test_recreates_deleted_folder(self, store: StatusStore) -> None:
+        store.update("j")
+        for name in os.listdir(store.directory):
+            os.unlink(store.directory / name)
+        os.rmdir(store.directory)
+        assert store.update("j").seq == 1
+        assert records(store.directory) == ["j.json"]
+
+
+class TestBadInput:
+    """Each bad input: a clear error, and nothing written or lost."""
+
+    @pytest.mark.parametrize("bad", ["../x", "a/b", "", "x\x00", ".hidden", "CON"])
+    def test_invalid_ids_touch_nothing(self, store: StatusStore, bad: str) -> None:
+        before = files(store.directory)
+        for call in (lambda: store.update(bad), lambda: store.read(bad), lambda: store.delete(bad)):
+            with pytest.raises(ValueError, match="invalid job id"):
+                call()
+        assert files(store.directory) == before
+        assert not (store.directory.parent / "x").exists()
+
+    def test_unknown_field(self, store: StatusStore) -> None:
+        with pytest.raises(TypeError, match="unknown field.*colour.*allowed"):
+            store.update("j", colour="red")
+        with pytest.raises(TypeError, match="unknown field.*seq"):
+            store.update("j", seq=5)
+        assert records(store.directory) == []
+
+    def test_not_serialisable_keeps_previous(self, store: StatusStore) -> None:
+        good = store.update("j", result={"ok": 1})
+        with pytest.raises(TypeError, match="result.x: object is not JSON-serialisable"):
+            store.update("j", result={"x": object()})
+        with pytest.raises(ValueError, match="NaN and Infinity are refused"):
+            store.update("j", meta={"v": float("inf")})
+        assert store.read("j") == good
+
+    def test_progress_out_of_range_keeps_previous(self, store: StatusStore) -> None:
+        good = store.update("j", progress=0.2)
+        with pytest.raises(ValueError, match="between 0.0 and 1.0, got 1.5"):
+            store.update("j", progress=1.5)
+        assert store.read("j") == good
+
+    def test_oversized_document(self, status_dir: Path) -> None:
+        store = StatusStore(status_dir, max_bytes=2000)
+        good = store.update("j", message="small")
+        with pytest.raises(ValueError, match=r"would be \d+ bytes; the limit is 2000"):
+            store.update("j", message="x" * 5000)
+        assert store.read("j") == good
+        assert records(status_dir) == ["j.json"]
+
+    def test_refuses_to_overwrite_a_corrupt_file(self, store: StatusStore) -> None:
+        (store.directory / "j.json").write_text("garbage")
+        with pytest.raises(InvalidRecordError, match="refusing to overwrite"):
+            store.update("j", progress=0.5)
+        assert (store.directory / "j.json").read_text() == "garbage"
+
+    def test_full_disk_keeps_old_document(
+        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Mock: a full disk cannot be produced portably in a unit test (the fault
+        # suite uses a real small tmpfs where it can). os.write fails with ENOSPC.
+        good = store.update("j", progress=0.1)
+        real_write = os.write
+
+        def full(fd: int, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "write", full)
+        with pytest.raises(OSError, match="No space left on device") as info:
+            store.update("j", progress=0.9)
+        monkeypatch.setattr(os, "write", real_write)
+        assert info.value.errno == errno.ENOSPC
+        assert info.value.filename == str(store.directory / "j.json")
+        assert store.read("j") == good
+        assert not [n for n in files(store.directory) if n.endswith(".tmp")]
+
+    def test_lock_timeout_names_the_job(self, store: StatusStore, tmp_path: Path) -> None:
+        ready, release = tmp_path / "ready", tmp_path / "release"
+        ctx = mp.get_context("spawn")
+        holder = ctx.Process(
+            target=hold_lock, args=(str(store.directory), "j", str(ready), str(release))
+        )
+        holder.start()
+        try:
+            wait_until(ready.exists, 30, "the other process to hold the lock")
+            quick = StatusStore(store.directory, lock_timeout=0.2)
+            with pytest.raises(LockTimeout, match="could not lock job 'j' within 0.2s") as info:
+                quick.update("j", progress=0.5)
+            assert isinstance(info.value, TimeoutError)
+            assert quick.read("j") is None
+        finally:
+            release.touch()
+            holder.join(30)
+        assert holder.exitcode == 0
+        assert quick.update("j", progress=0.5).seq == 1  # free again
+
+
+class TestConcurrency:
+    def test_threads_never_lose_an_update(self, store: StatusStore) -> None:
+        def work(worker: int) -> None:
+            for i in range(50):
+                store.update("shared", meta={f"t{worker}": i})
+
+        threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        job = store.read("shared")
+        assert job is not None
+        assert job.seq == 8 * 50
+        assert dict(job.meta) == {f"t{w}": 49 for w in range(8)}
+
+    def test_processes_never_lose_an_update(self, store: StatusStore) -> None:
+        ctx = mp.get_context("spawn")
+        procs = [
+            ctx.Process(target=set_meta_keys, args=(str(store.directory), "shared", w, 50))
+            for w in range(8)
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(120)
+            assert p.exitcode == 0
+        job = store.read("shared")
+        assert job is not None
+        assert job.seq == 8 * 50
+        assert dict(job.meta) == {f"w{w}": 49 for w in range(8)}
+
+    def test_fork_child_gets_fresh_locks(self, store: StatusStore) -> None:
+        store.update("j")  # opens a lock descriptor in the parent
+        ctx = mp.get_context("fork")
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads; that is the point here.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            p = ctx.Process(target=set_meta_keys, args=(str(store.directory), "j", 1, 20))
+            p.start()
+        set_meta_keys(str(store.directory), "j", 0, 20)
+        p.join(60)
+        assert p.exitcode == 0
+        job = store.read("j")
+        assert job is not None and job.seq == 41
+
+
+class TestBounded:
+    def test_lock_files_are_bounded(self, store: StatusStore) -> None:
+        for i in range(500):
+            store.update(f"job-{i}")
+        locks = [n for n in files(store.directory) if n.startswith(".lock-")]
+        assert 0 < len(locks) <= STRIPES
+        assert not [n for n in files(store.directory) if n.endswith(".tmp")]
+
+    def test_stale_temp_files_removed_on_start(self, status_dir: Path) -> None:
+        stale = status_dir / ".j.999-dead.tmp"
+        stale.write_text('{"half')
+        fresh = status_dir / ".k.998-live.tmp"
+        fresh.write_text('{"writing')
+        old = datetime.now(UTC).timestamp() - 3600
+        os.utime(stale, (old, old))
+        StatusStore(status_dir)
+        assert not stale.exists()
+        assert fresh.exists()  # may belong to a writer still at work
+
+    def test_cleanup_by_age_and_count(self, status_dir: Path) -> None:
+        t0 = datetime(2030, 1, 1, tzinfo=UTC)
+        clock = [t0]
+        store = StatusStore(status_dir, clock=lambda: clock[0])
+        for i in range(5):
+            clock[0] = t0 + timedelta(minutes=i)
+            store.update(f"done-{i}", status="completed")
+        store.update("running", status="running")
+        store.update("pending")
+        later = t0 + timedelta(hours=24, minutes=2, seconds=30)  # done-0..2 are > 24 h old
+        assert store.cleanup(max_age_hours=24, now=later, dry_run=True) == 3
+        assert len(records(status_dir)) == 7
+        assert store.cleanup(max_age_hours=24, now=later) == 3
+        assert records(status_dir) == ["done-3.json", "done-4.json", "pending.json", "running.json"]
+        assert store.cleanup(max_age_hours=None, max_completed=1, now=later) == 1
+        assert records(status_dir) == ["done-4.json", "pending.json", "running.json"]
+        assert store.cleanup(max_age_hours=0, max_completed=0, now=later) == 1
+        assert records(status_dir) == ["pending.json", "running.json"]
+
+    def test_scan_skips_invalid(self, store: StatusStore) -> None:
+        store.update("good")
+        (store.directory / "bad.json").write_text("nope")
+        (store.directory / "notes.txt").write_text("hello")
+        assert list(store.scan()) == ["good"]
