@@ -7,7 +7,7 @@ updated as fast as one of 100, and old snapshots stay valid for whoever holds th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, overload
@@ -140,6 +140,16 @@ class Snapshot(Mapping[str, BatchJob]):
 
     def __len__(self) -> int:
         return len(self._jobs)
+
+    # The Mapping mixins would look every key up again; the trie iterates natively.
+    def keys(self) -> KeysView[str]:
+        return self._jobs.keys()  # type: ignore[return-value]
+
+    def values(self) -> ValuesView[BatchJob]:
+        return self._jobs.values()  # type: ignore[return-value]
+
+    def items(self) -> ItemsView[str, BatchJob]:
+        return self._jobs.items()  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"<Snapshot version={self.version} jobs={len(self._jobs)}>"
