@@ -13,6 +13,13 @@ from statusbridge.errors import (
     StatusBridgeError,
     UnknownJobError,
 )
+from statusbridge.jobs import (
+    BatchManager,
+    BatchQueue,
+    current_job_id,
+    is_cancelled,
+    report_progress,
+)
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
 
@@ -20,6 +27,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BatchJob",
+    "BatchManager",
+    "BatchQueue",
     "BatchStatus",
     "BatchSummary",
     "CacheHealth",
@@ -32,4 +41,7 @@ __all__ = [
     "StatusStore",
     "UnknownJobError",
     "__version__",
+    "current_job_id",
+    "is_cancelled",
+    "report_progress",
 ]

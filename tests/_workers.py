@@ -39,3 +39,76 @@ def hold_lock(folder: str, job_id: str, ready_file: str, release_file: str) -> N
         while not os.path.exists(release_file):
             time.sleep(0.01)
     sys.exit(0)
+
+
+# -- job functions (module level, so process executors can pickle them) --------
+
+
+def double(params: dict[str, int]) -> dict[str, int]:
+    from statusbridge import report_progress
+
+    report_progress(0.5, "halfway")
+    if params.get("fail"):
+        raise RuntimeError("boom")
+    return {"value": params["x"] * 2}
+
+
+def wait_for_gate(params: dict[str, str]) -> str:
+    """Report progress, then block until the gate file exists."""
+    import time
+
+    from statusbridge import report_progress
+
+    report_progress(0.5, "waiting at the gate", pid=os.getpid())
+    while not os.path.exists(params["gate"]):
+        time.sleep(0.01)
+    return "passed"
+
+
+def until_cancelled(params: dict[str, object]) -> str:
+    """Loop reporting progress until cancelled (JobCancelled escapes report_progress)."""
+    import time
+
+    from statusbridge import is_cancelled, report_progress
+
+    report_progress(0.1, "looping", pid=os.getpid())
+    for _ in range(100_000):
+        if is_cancelled():
+            report_progress(message="saw the cancel")
+        report_progress(0.2)
+        time.sleep(0.005)
+    return "never cancelled"
+
+
+def many_reports(params: dict[str, int]) -> int:
+    from statusbridge import report_progress
+
+    n = params["n"]
+    for i in range(n):
+        report_progress((i + 1) / n, f"{i + 1}/{n}")
+    return n
+
+
+def bad_progress(params: object) -> None:
+    from statusbridge import report_progress
+
+    report_progress(1.5)
+
+
+def unstorable_result(params: object) -> object:
+    return {"a": {1, 2}}
+
+
+def queue_then_die(folder: str, gate: str, ready: str) -> None:
+    """A whole application: its queue starts a job and queues another, then it is killed."""
+    import time
+
+    from statusbridge import BatchQueue
+
+    queue = BatchQueue(1, status_dir=folder)
+    queue.submit(wait_for_gate, {"gate": gate}, job_id="running-one")
+    queue.submit(wait_for_gate, {"gate": gate}, job_id="pending-one")
+    while (job := queue.get_job_status("running-one")) is None or job.status != "running":
+        time.sleep(0.01)
+    Path(ready).touch()
+    time.sleep(600)  # SIGKILLed by the test

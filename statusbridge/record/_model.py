@@ -77,6 +77,7 @@ class BatchJob:
     updated_at: datetime | None = None
     seq: int = 0
     owner: str | None = None
+    owner_start: int | None = None
     cancel_requested: bool = False
     heartbeat_at: datetime | None = None
 
@@ -114,6 +115,10 @@ class BatchJob:
             raise TypeError(f"seq must be an int, not {type(self.seq).__name__}")
         if self.seq < 0:
             raise ValueError(f"seq must be >= 0, got {self.seq}")
+        if self.owner_start is not None and (
+            isinstance(self.owner_start, bool) or not isinstance(self.owner_start, int)
+        ):
+            raise TypeError("owner_start must be an int or None")
         if not isinstance(self.cancel_requested, bool):
             raise TypeError("cancel_requested must be a bool")
         for name in ("created_at", "started_at", "completed_at", "updated_at", "heartbeat_at"):

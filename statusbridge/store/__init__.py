@@ -8,7 +8,7 @@ from statusbridge.store._files import (
     read_record_file,
 )
 from statusbridge.store._locks import STRIPES
-from statusbridge.store._store import UPDATABLE_FIELDS, StatusStore
+from statusbridge.store._store import UPDATABLE_FIELDS, StatusStore, select_expired
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -18,5 +18,6 @@ __all__ = [
     "StatusStore",
     "classify_name",
     "read_record_file",
+    "select_expired",
     "write_atomic",
 ]

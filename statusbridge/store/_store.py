@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -16,6 +16,7 @@ from statusbridge.record import (
     FIELD_NAMES,
     BatchJob,
     BatchStatus,
+    FrozenMap,
     encode_job,
     freeze,
     utc_now,
@@ -30,7 +31,7 @@ from statusbridge.store._files import (
 )
 from statusbridge.store._locks import StripedLocks
 
-__all__ = ["UPDATABLE_FIELDS", "StatusStore"]
+__all__ = ["UPDATABLE_FIELDS", "StatusStore", "select_expired"]
 
 logger = logging.getLogger(__name__)
 
@@ -147,23 +148,44 @@ class StatusStore:
         ``started_at`` and a finished status fills ``completed_at`` unless given.
         When this returns, the record is on disk.
         """
+        self._check_fields(fields)
+        job = self.modify(job_id, lambda current: fields)
+        assert job is not None
+        return job
+
+    def modify(
+        self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
+    ) -> BatchJob | None:
+        """Conditional read-modify-write: ``change(current)`` returns the fields to set, or None.
+
+        ``change`` runs while the job's lock is held, so a decision such as "only
+        if still PENDING" cannot race with another writer. Returns the new
+        record, or None if ``change`` chose to write nothing.
+        """
         path = self.path_for(job_id)
+        with self._locks.hold(job_id, self.lock_timeout):
+            current = self._read_for_update(path)
+            fields = change(current)
+            if fields is None:
+                return None
+            self._check_fields(fields)
+            job = self._merge(job_id, current, fields)
+            self._write(path, job)
+        return job
+
+    @staticmethod
+    def _check_fields(fields: dict[str, Any]) -> None:
         unknown = set(fields) - UPDATABLE_FIELDS
         if unknown:
             raise TypeError(
                 f"update() got unknown field(s) {', '.join(sorted(unknown))}; "
                 f"allowed: {', '.join(sorted(UPDATABLE_FIELDS))}"
             )
-        if "meta" in fields:
-            meta = fields["meta"]
+        meta = fields.get("meta")
+        if "meta" in fields and not isinstance(meta, FrozenMap):
             if not isinstance(meta, dict) and meta is not None:
                 raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
             fields["meta"] = freeze(meta or {}, _path="meta")
-        with self._locks.hold(job_id, self.lock_timeout):
-            current = self._read_for_update(path)
-            job = self._merge(job_id, current, fields)
-            self._write(path, job)
-        return job
 
     def _read_for_update(self, path: Path) -> BatchJob | None:
         try:
@@ -185,9 +207,9 @@ class StatusStore:
         else:
             values = {}
             seq = current.seq + 1
-            if "meta" in fields:
-                fields["meta"] = {**current.meta, **fields["meta"]}
         values.update(fields)
+        if current is not None and "meta" in fields:
+            values["meta"] = {**current.meta, **fields["meta"]}
         values["seq"] = seq
         values["updated_at"] = now
         status = values.get("status")
@@ -247,33 +269,19 @@ class StatusStore:
         dry_run: bool = False,
     ) -> list[str]:
         """Like ``cleanup`` but returns the removed ids."""
-        if max_completed is not None and max_completed < 0:
-            raise ValueError(f"max_completed must be >= 0, got {max_completed}")
         now = now or self._clock()
-        finished = sorted(
-            (job for job in self.scan().values() if job.is_finished),
-            key=_finished_order,
-            reverse=True,
-        )
-        doomed: list[BatchJob] = []
-        for rank, job in enumerate(finished):
-            too_many = max_completed is not None and rank >= max_completed
-            when = job.completed_at or job.updated_at
-            too_old = (
-                max_age_hours is not None
-                and when is not None
-                and now - when > timedelta(hours=max_age_hours)
-            )
-            if too_many or too_old:
-                doomed.append(job)
-        removed: list[str] = []
-        for job in doomed:
-            if dry_run or self._delete_if_unchanged(job):
-                removed.append(job.id)
+        doomed = select_expired(self.scan().values(), max_age_hours, max_completed, now=now)
+        if dry_run:
+            return [job.id for job in doomed]
+        removed = self.delete_if_unchanged(doomed)
         self.remove_stale_temp_files()
         return removed
 
-    def _delete_if_unchanged(self, job: BatchJob) -> bool:
+    def delete_if_unchanged(self, jobs: Iterable[BatchJob]) -> list[str]:
+        """Delete these records unless they changed since read; return the ids removed."""
+        return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
+
+    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
         path = self.path_for(job.id)
         with self._locks.hold(job.id, self.lock_timeout):
             # Re-read under the lock: the job may have been restarted since the scan.
@@ -310,6 +318,31 @@ class StatusStore:
         if removed:
             logger.info("removed %d stale temp file(s) from %s", removed, self._directory)
         return removed
+
+
+def select_expired(
+    jobs: Iterable[BatchJob],
+    max_age_hours: float | None,
+    max_completed: int | None,
+    *,
+    now: datetime,
+) -> list[BatchJob]:
+    """Finished jobs older than ``max_age_hours`` or beyond the newest ``max_completed``."""
+    if max_completed is not None and max_completed < 0:
+        raise ValueError(f"max_completed must be >= 0, got {max_completed}")
+    finished = sorted((job for job in jobs if job.is_finished), key=_finished_order, reverse=True)
+    doomed: list[BatchJob] = []
+    for rank, job in enumerate(finished):
+        too_many = max_completed is not None and rank >= max_completed
+        when = job.completed_at or job.updated_at
+        too_old = (
+            max_age_hours is not None
+            and when is not None
+            and now - when > timedelta(hours=max_age_hours)
+        )
+        if too_many or too_old:
+            doomed.append(job)
+    return doomed
 
 
 def _finished_order(job: BatchJob) -> tuple[datetime, str]:

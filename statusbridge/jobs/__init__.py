@@ -1,0 +1,15 @@
+"""Layer 4, jobs: ``BatchQueue``, ``BatchManager`` and the in-job helpers."""
+
+from statusbridge.jobs._context import current_job_id, is_cancelled, report_progress
+from statusbridge.jobs._manager import BatchDefinition, BatchManager
+from statusbridge.jobs._queue import BatchQueue, MaintenanceReport
+
+__all__ = [
+    "BatchDefinition",
+    "BatchManager",
+    "BatchQueue",
+    "MaintenanceReport",
+    "current_job_id",
+    "is_cancelled",
+    "report_progress",
+]

@@ -1,0 +1,156 @@
+"""What a running job can call: ``report_progress`` and ``is_cancelled``, no object passed in.
+
+The current job lives in a ContextVar set by the runner on the worker's thread,
+in a thread or a process alike. Outside a job both functions are no-ops.
+
+Progress is throttled like tqdm's ``mininterval``: a call inside the interval
+only records the values (a few microseconds); the next call after it, the
+heartbeat thread, or the end of the job writes them. Every real write reads
+the record back under its lock, which is how a cancel request made by another
+process (``cancel_requested`` in the file) reaches this job.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import weakref
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any
+
+from statusbridge.errors import InvalidRecordError, JobCancelled
+from statusbridge.record import freeze, utc_now
+from statusbridge.store import StatusStore
+
+__all__ = ["JobContext", "current_job_id", "is_cancelled", "report_progress", "signal_cancel"]
+
+logger = logging.getLogger(__name__)
+
+_current: ContextVar[JobContext | None] = ContextVar("statusbridge_job", default=None)
+
+# Jobs running in this process, by id: a cancel from this process reaches them
+# at once instead of at their next write.
+_running: weakref.WeakValueDictionary[str, JobContext] = weakref.WeakValueDictionary()
+
+
+class JobContext:
+    """The state of one running job, shared by its thread and the heartbeat thread."""
+
+    def __init__(self, store: StatusStore, job_id: str, *, interval: float) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.interval = interval
+        self.cancel_event = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict[str, Any] = {}
+        self._pending_meta: dict[str, Any] = {}
+        # The first report is written at once (like tqdm); later ones are throttled.
+        self.last_write = time.monotonic() - interval
+        self.last_check = self.last_write
+
+    def record(self, progress: float | None, message: str | None, meta: dict[str, Any]) -> None:
+        with self._lock:
+            if progress is not None:
+                self._pending["progress"] = progress
+            if message is not None:
+                self._pending["message"] = message
+            if meta:
+                self._pending_meta.update(meta)
+
+    def take_pending(self) -> dict[str, Any]:
+        with self._lock:
+            fields = dict(self._pending)
+            if self._pending_meta:
+                fields["meta"] = dict(self._pending_meta)
+            self._pending.clear()
+            self._pending_meta.clear()
+            return fields
+
+    def flush(self, *, now_utc: datetime | None = None) -> None:
+        """Write what is pending plus a heartbeat; notice a cancel request in the file."""
+        fields = self.take_pending()
+        fields["heartbeat_at"] = now_utc or utc_now()
+        self.last_write = self.last_check = time.monotonic()
+        job = self.store.update(self.job_id, **fields)
+        if job.cancel_requested:
+            self.cancel_event.set()
+
+    def check_cancel(self) -> bool:
+        now = time.monotonic()
+        if not self.cancel_event.is_set() and now - self.last_check >= self.interval:
+            self.last_check = now
+            try:
+                job = self.store.read(self.job_id)
+            except InvalidRecordError:
+                logger.warning("record of job %s is unreadable; cannot check cancel", self.job_id)
+                job = None
+            if job is not None and job.cancel_requested:
+                self.cancel_event.set()
+        return self.cancel_event.is_set()
+
+
+def activate(ctx: JobContext) -> object:
+    _running[ctx.job_id] = ctx
+    return _current.set(ctx)
+
+
+def deactivate(ctx: JobContext, token: object) -> None:
+    _current.reset(token)  # type: ignore[arg-type]
+    if _running.get(ctx.job_id) is ctx:
+        del _running[ctx.job_id]
+
+
+def signal_cancel(job_id: str) -> None:
+    """Tell a job running in this process that it was cancelled (the file says so too)."""
+    ctx = _running.get(job_id)
+    if ctx is not None:
+        ctx.cancel_event.set()
+
+
+def current_job_id() -> str | None:
+    """Id of the job running on this thread, None outside a job."""
+    ctx = _current.get()
+    return ctx.job_id if ctx else None
+
+
+def report_progress(progress: float | None = None, message: str | None = None, **meta: Any) -> None:
+    """Report a running job's progress (0.0..1.0), a message and extra ``meta`` values.
+
+    Throttled (default 0.1 s per job): calls in between cost microseconds and the
+    latest values are always written before the job ends. Raises JobCancelled
+    once the job's cancellation was requested. Outside a job: does nothing.
+
+    >>> report_progress(0.5, "outside any job: a no-op")
+    """
+    ctx = _current.get()
+    if ctx is None:
+        return
+    if progress is not None:
+        if isinstance(progress, bool) or not isinstance(progress, (int, float)):
+            raise TypeError(f"progress must be a number, not {type(progress).__name__}")
+        if not (math.isfinite(progress) and 0.0 <= progress <= 1.0):
+            raise ValueError(f"progress must be between 0.0 and 1.0, got {progress!r}")
+    if message is not None and not isinstance(message, str):
+        raise TypeError(f"message must be a str, not {type(message).__name__}")
+    if meta:
+        freeze(meta, _path="meta")  # refuse unserialisable values now, not at a later flush
+    ctx.record(progress, message, meta)  # kept even if we raise: the end of the job writes it
+    if ctx.cancel_event.is_set():
+        raise JobCancelled(f"job {ctx.job_id!r} was cancelled")
+    if time.monotonic() - ctx.last_write < ctx.interval:
+        return
+    ctx.flush()
+    if ctx.cancel_event.is_set():
+        raise JobCancelled(f"job {ctx.job_id!r} was cancelled")
+
+
+def is_cancelled() -> bool:
+    """True once cancellation of the current job was requested (False outside a job).
+
+    Checks the record at most once per progress interval, so it is cheap in a loop.
+    """
+    ctx = _current.get()
+    return False if ctx is None else ctx.check_cancel()
