@@ -6,6 +6,7 @@ cache (read side), so ``get_job_status`` never touches the disk.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import pickle
@@ -32,6 +33,18 @@ from statusbridge.store import StatusStore, select_expired
 __all__ = ["BatchQueue", "MaintenanceReport"]
 
 BrokenExecutor = (BrokenProcessPool, BrokenThreadPool)
+
+_id_prefix: tuple[int, str] | None = None
+_id_counter = itertools.count()
+
+
+def _new_job_id() -> str:
+    """``job-<random per process>-<counter>``: one os.urandom per process, not per job."""
+    global _id_prefix  # noqa: PLW0603 - per-process memo, renewed after fork
+    if _id_prefix is None or _id_prefix[0] != os.getpid():
+        _id_prefix = (os.getpid(), uuid.uuid4().hex[:12])
+    return f"job-{_id_prefix[1]}-{next(_id_counter)}"
+
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +166,8 @@ class BatchQueue:
             raise RuntimeError("this BatchQueue was shut down; create a new one")
         if not callable(func):
             raise TypeError(f"func must be callable, not {type(func).__name__}")
-        job_id = validate_job_id(job_id) if job_id is not None else f"job-{uuid.uuid4().hex[:16]}"
+        given_id = job_id is not None
+        job_id = validate_job_id(job_id) if job_id is not None else _new_job_id()
         if batch_id is not None:
             validate_job_id(batch_id)
         freeze(params, _path="params")
@@ -188,9 +202,10 @@ class BatchQueue:
                 "heartbeat_at": None,
             }
 
-        existing = self.store.read(job_id)
-        if existing is not None and existing.is_finished:
-            self.store.delete_if_unchanged([existing])  # a new run starts a new record
+        if given_id:
+            existing = self.store.read(job_id)
+            if existing is not None and existing.is_finished:
+                self.store.delete_if_unchanged([existing])  # a new run starts a new record
         job = self.store.modify(job_id, create)
         assert job is not None
         spec = RunSpec(
@@ -299,11 +314,17 @@ class BatchQueue:
 
         Returns False on timeout. Waits on cache changes, not by polling the disk.
         """
-        ids = list(job_ids) if job_ids is not None else list(self._futures)
+        with self._lock:
+            remaining_ids = list(job_ids) if job_ids is not None else list(self._futures)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             snap = self.cache.snapshot()
-            if all((job := self.get_job_status(i)) is None or job.is_finished for i in ids):
+            remaining_ids = [
+                i
+                for i in remaining_ids
+                if (job := self.get_job_status(i)) is not None and not job.is_finished
+            ]
+            if not remaining_ids:
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
