@@ -17,6 +17,30 @@ def test_readme_example_is_the_quickstart() -> None:
     assert blocks[0] == (ROOT / "examples" / "quickstart.py").read_text().split('"""\n\n', 1)[1]
 
 
+def test_readme_jobs_example_is_the_seed_app() -> None:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    seed = (ROOT / "examples" / "seed_app.py").read_text().split('"""\n\n', 1)[1]
+    assert seed in blocks
+
+
+def test_seed_app_runs(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "seed_app.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    assert "Test: failed 100% (3 completed, 1 failed)" in out
+    assert "completed {'text': 'CAT'}" in out
+    assert "ValueError: cannot generate 'bad'" in out
+    assert "cancelled: 4" in out
+    assert "second batch: cancelled" in out
+    assert sorted(p.name for p in (tmp_path / "batches").iterdir())
+
+
 def test_quickstart_runs(tmp_path: Path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],

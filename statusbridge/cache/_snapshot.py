@@ -46,6 +46,12 @@ class BatchSummary:
         """True when no job is pending or running (also for an empty group)."""
         return self.finished == self.total
 
+    def __str__(self) -> str:
+        """One line for logs and terminals: ``Test: running 55% (2 running, 2 completed)``."""
+        parts = ", ".join(f"{n} {s.value}" for s, n in self.counts.items() if n)
+        label = self.name or self.id or "all jobs"
+        return f"{label}: {self.state} {self.progress:.0%} ({parts or 'no jobs'})"
+
     def with_name(self, name: str | None) -> BatchSummary:
         return BatchSummary(self.id, name, self.total, self.counts, self.progress, self.state)
 

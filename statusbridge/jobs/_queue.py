@@ -440,6 +440,9 @@ class BatchQueue:
         self._retention_due.set()
         self._maintenance.join(timeout=10)
         if self._owns_cache and wait:
+            # Catch up with the final records before the watch stops, so that
+            # reads after shutdown show how every job ended.
+            self.cache.rescan()
             self.cache.close()
 
     def __enter__(self) -> BatchQueue:
