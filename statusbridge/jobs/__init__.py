@@ -1,6 +1,8 @@
 """Layer 4, jobs: ``BatchQueue``, ``BatchManager`` and the in-job helpers."""
 
+from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import current_job_id, is_cancelled, report_progress
+from statusbridge.jobs._liveness import is_owner_alive
 from statusbridge.jobs._manager import BatchDefinition, BatchManager
 from statusbridge.jobs._queue import BatchQueue, MaintenanceReport
 
@@ -10,6 +12,8 @@ __all__ = [
     "BatchQueue",
     "MaintenanceReport",
     "current_job_id",
+    "is_owner_alive",
+    "request_cancel",
     "is_cancelled",
     "report_progress",
 ]

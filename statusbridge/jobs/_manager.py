@@ -138,7 +138,7 @@ class BatchManager:
             raise TypeError(f"jobs must be a list of params, not {type(jobs).__name__}")
         params = tuple(freeze(p, _path=f"jobs[{i}]") for i, p in enumerate(jobs))
         now = self._clock()
-        batch_id = f"batch-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        batch_id = f"batch-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
         definition = BatchDefinition(
             id=batch_id,
             name=name,

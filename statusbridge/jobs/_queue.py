@@ -24,6 +24,7 @@ from multiprocessing import get_context
 from typing import Any, Literal
 
 from statusbridge.cache import Snapshot, StatusCache
+from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import signal_cancel
 from statusbridge.jobs._liveness import HOST, is_owner_alive, this_process
 from statusbridge.jobs._runner import RunSpec, run_job
@@ -273,18 +274,7 @@ class BatchQueue:
         file). Returns False if the job is unknown or already finished.
         """
 
-        def change(current: BatchJob | None) -> dict[str, Any] | None:
-            if current is None or current.is_finished:
-                return None
-            if current.status is BatchStatus.PENDING:
-                return {
-                    "status": BatchStatus.CANCELLED,
-                    "cancel_requested": True,
-                    "message": "cancelled before it started",
-                }
-            return {"cancel_requested": True}
-
-        if self.store.modify(validate_job_id(job_id), change) is None:
+        if not request_cancel(self.store, job_id):
             return False
         with self._lock:
             future = self._futures.get(job_id)

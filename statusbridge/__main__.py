@@ -1,0 +1,7 @@
+"""``python -m statusbridge``: the command-line monitor."""
+
+import sys
+
+from statusbridge.cli import main
+
+sys.exit(main())

@@ -1,0 +1,280 @@
+"""The ``statusbridge`` command: look at and manage a status folder from a terminal.
+
+Exit codes: 0 success; 1 not found, or ``doctor`` found something that needs
+attention; 2 bad usage, or the folder is missing or unusable; 130 interrupted.
+Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from statusbridge.cache import StatusCache, summarize
+from statusbridge.cli._doctor import diagnose
+from statusbridge.cli._render import job_table, summary_line
+from statusbridge.errors import InvalidRecordError, StatusBridgeError
+from statusbridge.jobs import request_cancel
+from statusbridge.record import BatchJob, BatchStatus, job_to_dict, utc_now
+from statusbridge.store import StatusStore
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+ENV_DIR = "STATUSBRIDGE_DIR"
+
+
+class CliError(Exception):
+    """A problem to report as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')")
+
+
+def parse_duration(text: str) -> float:
+    """Hours from '90s', '30m', '24h', '7d' or a plain number of hours.
+
+    >>> parse_duration("30m"), parse_duration("2d"), parse_duration("1.5")
+    (0.5, 48.0, 1.5)
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (try 90s, 30m, 24h or 7d)")
+    value, unit = float(match.group(1)), match.group(2) or "h"
+    return value * {"s": 1 / 3600, "m": 1 / 60, "h": 1.0, "d": 24.0}[unit]
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    default_dir = os.environ.get(ENV_DIR, "batch_status")
+    parser = _Parser(
+        prog="statusbridge",
+        description="Look at and manage a statusbridge status folder.",
+        epilog="Exit codes: 0 ok, 1 not found / needs attention, 2 usage or folder error, "
+        "130 interrupted.",
+    )
+    parser.add_argument(
+        "--dir", default=default_dir, help=f"status folder (default: ${ENV_DIR} or batch_status)"
+    )
+    common = _Parser(add_help=False)
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="status folder")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ls = sub.add_parser("ls", parents=[common], help="list jobs")
+    ls.add_argument(
+        "--status",
+        action="append",
+        choices=[s.value for s in BatchStatus],
+        help="only jobs in this state (repeatable)",
+    )
+    ls.add_argument("--batch", help="only jobs of this batch")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    show = sub.add_parser("show", parents=[common], help="one job as JSON")
+    show.add_argument("job_id")
+
+    watch = sub.add_parser("watch", parents=[common], help="live table, redrawn on every change")
+    watch.add_argument("--batch", help="only jobs of this batch")
+    watch.add_argument(
+        "--until-done", action="store_true", help="exit once no job is pending or running"
+    )
+    watch.add_argument("--once", action="store_true", help="draw once and exit")
+    watch.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="redraw at least this often, in seconds, to update ages",
+    )
+
+    cancel = sub.add_parser("cancel", parents=[common], help="cancel a job or a batch")
+    target = cancel.add_mutually_exclusive_group(required=True)
+    target.add_argument("job_id", nargs="?")
+    target.add_argument("--batch", help="cancel every unfinished job of this batch")
+
+    cleanup = sub.add_parser("cleanup", parents=[common], help="remove old finished records")
+    cleanup.add_argument(
+        "--older-than",
+        type=parse_duration,
+        default=None,
+        metavar="AGE",
+        help="remove finished records older than this (90s, 30m, 24h, 7d)",
+    )
+    cleanup.add_argument(
+        "--keep",
+        type=_non_negative,
+        default=None,
+        metavar="N",
+        help="keep at most N finished records (newest)",
+    )
+    cleanup.add_argument("--dry-run", action="store_true", help="only print what would go")
+
+    sub.add_parser("doctor", parents=[common], help="check the folder and this machine")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    try:
+        args = build_parser().parse_args(argv)
+        return _run(args, out)
+    except CliError as exc:
+        print(f"statusbridge: error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except (StatusBridgeError, OSError, ValueError) as exc:
+        print(f"statusbridge: error: {exc}", file=sys.stderr)
+        return EXIT_ATTENTION if isinstance(exc, InvalidRecordError) else EXIT_USAGE
+
+
+def _folder(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
+    folder = Path(args.dir)
+    if must_exist and not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise CliError(f"status folder {str(folder)!r} {what} (set --dir or ${ENV_DIR})")
+    return folder
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> int:
+    if args.command == "doctor":
+        return _doctor(_folder(args, must_exist=False), out)
+    folder = _folder(args)
+    store = StatusStore(folder)
+    if args.command == "ls":
+        return _ls(store, args, out)
+    if args.command == "show":
+        return _show(store, args.job_id, out)
+    if args.command == "watch":
+        return _watch(folder, args, out)
+    if args.command == "cancel":
+        return _cancel(store, args, out)
+    if args.command == "cleanup":
+        return _cleanup(store, args, out)
+    raise CliError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
+
+
+def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
+    jobs = list(store.scan().values())
+    if args.status:
+        jobs = [j for j in jobs if j.status.value in args.status]
+    if args.batch:
+        jobs = [j for j in jobs if j.batch_id == args.batch]
+    if args.json:
+        docs = [job_to_dict(j) for j in sorted(jobs, key=lambda j: j.id)]
+        json.dump(docs, out, indent=2, ensure_ascii=False)
+        out.write("\n")
+    elif jobs:
+        print(job_table(jobs, utc_now()), file=out)
+    else:
+        print("no jobs", file=out)
+    return EXIT_OK
+
+
+def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
+    job = store.read(job_id)
+    if job is None:
+        raise CliError(f"no job {job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+    json.dump(job_to_dict(job), out, indent=2, ensure_ascii=False)
+    out.write("\n")
+    return EXIT_OK
+
+
+def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
+    tty = out.isatty()
+    with StatusCache(folder) as cache:
+        last_drawn = -1
+        while True:
+            snap = cache.snapshot()
+            jobs: Sequence[BatchJob] = snap.batch(args.batch) if args.batch else list(snap.values())
+            if tty or snap.version != last_drawn:
+                _draw(folder, jobs, out, tty=tty, batch=args.batch)
+                last_drawn = snap.version
+            if args.once:
+                return EXIT_OK
+            if args.until_done and all(job.is_finished for job in jobs):
+                return EXIT_OK
+            cache.wait_for_change(snap.version, timeout=args.interval)
+
+
+def _draw(
+    folder: Path, jobs: Sequence[BatchJob], out: TextIO, *, tty: bool, batch: str | None
+) -> None:
+    now = utc_now()
+    scope = f" batch {batch}" if batch else ""
+    frame = [
+        f"statusbridge watch {folder}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
+        job_table(jobs, now) if jobs else "no jobs yet",
+        summary_line(summarize(jobs)),
+    ]
+    text = "\n".join(frame)
+    # Home + clear on a terminal; plain frames separated by a blank line elsewhere (logs, pipes).
+    out.write(f"\x1b[H\x1b[2J{text}\n" if tty else f"{text}\n\n")
+    out.flush()
+
+
+def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
+    if args.batch:
+        ids = sorted(
+            j.id for j in store.scan().values() if j.batch_id == args.batch and not j.is_finished
+        )
+        cancelled = [job_id for job_id in ids if request_cancel(store, job_id)]
+        for job_id in cancelled:
+            print(f"cancel requested: {job_id}", file=out)
+        print(f"{len(cancelled)} job(s) of batch {args.batch} asked to stop", file=out)
+        return EXIT_OK
+    if request_cancel(store, args.job_id):
+        print(f"cancel requested: {args.job_id}", file=out)
+        return EXIT_OK
+    job = store.read(args.job_id)
+    if job is None:
+        raise CliError(f"no job {args.job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+    print(f"{args.job_id} is already {job.status.value}; nothing to cancel", file=out)
+    return EXIT_ATTENTION
+
+
+def _cleanup(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
+    if args.older_than is None and args.keep is None:
+        raise CliError("give --older-than AGE and/or --keep N")
+    removed = store.cleanup_ids(args.older_than, args.keep, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for job_id in removed:
+        print(f"{verb} {job_id}", file=out)
+    print(f"{len(removed)} finished record(s) {verb}", file=out)
+    return EXIT_OK
+
+
+def _doctor(folder: Path, out: TextIO) -> int:
+    findings = diagnose(folder)
+    for finding in findings:
+        print(f"[{'ok' if finding.ok else '!!'}] {finding.title}", file=out)
+        for line in finding.details:
+            print(f"     {line}", file=out)
+    bad = sum(1 for f in findings if not f.ok)
+    print("all good" if not bad else f"{bad} problem(s) need attention", file=out)
+    return EXIT_OK if not bad else EXIT_ATTENTION
+
+
+def main_entry() -> NoReturn:
+    """Console-script entry point."""
+    sys.exit(main())

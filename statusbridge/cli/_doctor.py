@@ -1,0 +1,116 @@
+"""``statusbridge doctor``: is this folder healthy, and is this machine fit to watch it?"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from statusbridge.cache import StatusCache
+from statusbridge.jobs import is_owner_alive
+from statusbridge.record import BatchStatus, utc_now
+from statusbridge.store import STRIPES
+
+__all__ = ["Finding", "diagnose"]
+
+STALE_TEMP_SECONDS = 60.0
+INOTIFY = Path("/proc/sys/fs/inotify")
+
+
+@dataclass
+class Finding:
+    ok: bool
+    title: str
+    details: list[str] = field(default_factory=list)
+
+
+def diagnose(folder: Path, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
+    findings: list[Finding] = []
+    if not folder.exists():
+        return [Finding(False, f"folder {folder} does not exist")]
+    if not folder.is_dir():
+        return [Finding(False, f"{folder} is not a folder")]
+    findings.append(_writable(folder))
+    cache = StatusCache(folder)
+    try:
+        health = cache.health()
+        snap = cache.snapshot()
+    finally:
+        cache.close()
+    backend_ok = health.backend != "none"
+    findings.append(
+        Finding(
+            backend_ok,
+            f"file-system events: {health.backend} backend",
+            [] if backend_ok else [health.last_error or "no observer"],
+        )
+    )
+    if sys.platform.startswith("linux") and INOTIFY.is_dir():
+        limits = {}
+        for name in ("max_user_watches", "max_user_instances", "max_queued_events"):
+            try:
+                limits[name] = (INOTIFY / name).read_text().strip()
+            except OSError as exc:
+                limits[name] = f"unreadable ({exc.strerror})"
+        findings.append(Finding(True, "inotify limits", [f"{k} = {v}" for k, v in limits.items()]))
+    invalid = dict(health.invalid_files)
+    findings.append(
+        Finding(
+            not invalid,
+            f"{len(invalid)} invalid or foreign file(s)",
+            [f"{name}: {reason}" for name, reason in sorted(invalid.items())],
+        )
+    )
+    findings.append(_leftovers(folder))
+    now = utc_now()
+    dead = [
+        job
+        for job in snap.values()
+        if job.status is BatchStatus.RUNNING
+        and not is_owner_alive(job, now=now, heartbeat_timeout=heartbeat_timeout)
+    ]
+    findings.append(
+        Finding(
+            not dead,
+            f"{len(dead)} running job(s) whose worker is gone",
+            [f"{j.id} (owner {j.owner})" for j in dead]
+            + (["a BatchQueue or BatchManager on this folder marks them FAILED"] if dead else []),
+        )
+    )
+    findings.append(Finding(True, f"{len(snap)} valid job record(s)"))
+    return findings
+
+
+def _writable(folder: Path) -> Finding:
+    probe = folder / f".doctor-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return Finding(False, "folder is not writable", [f"{exc.strerror}: {probe}"])
+    return Finding(True, "folder exists and is writable")
+
+
+def _leftovers(folder: Path) -> Finding:
+    locks, stale = [], []
+    cutoff = time.time() - STALE_TEMP_SECONDS
+    for name in os.listdir(folder):
+        if name.startswith(".lock-"):
+            locks.append(name)
+        elif name.startswith(".") and name.endswith(".tmp"):
+            try:
+                if os.lstat(folder / name).st_mtime < cutoff:
+                    stale.append(name)
+            except FileNotFoundError:
+                continue
+    details = [
+        f"stale temp file {n} (a writer died mid-write; removed by any new StatusStore)"
+        for n in sorted(stale)
+    ]
+    if len(locks) > STRIPES:
+        details.append(f"{len(locks)} lock files, expected at most {STRIPES}")
+    return Finding(
+        not details, f"{len(locks)} lock file(s), {len(stale)} stale temp file(s)", details
+    )

@@ -1,0 +1,76 @@
+"""Plain-text rendering for terminals: a job table that fits 80 columns, progress bars, ages."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from datetime import datetime
+
+from statusbridge.cache import BatchSummary
+from statusbridge.record import BatchJob
+
+__all__ = ["age", "bar", "job_table", "summary_line"]
+
+
+def age(when: datetime | None, now: datetime) -> str:
+    """Compact age: 5s, 3m, 2h, 4d.
+
+    >>> from datetime import UTC, datetime, timedelta
+    >>> t = datetime(2030, 1, 1, tzinfo=UTC)
+    >>> age(t, t + timedelta(seconds=95)), age(None, t)
+    ('1m', '-')
+    """
+    if when is None:
+        return "-"
+    seconds = max(0, int((now - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def bar(progress: float | None, width: int = 10) -> str:
+    """``[####------]  40%`` (ASCII: any terminal, any font).
+
+    >>> bar(0.4)
+    '[####------]  40%'
+    """
+    if progress is None:
+        return "[" + " " * width + "]    -"
+    filled = round(progress * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {progress:4.0%}"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())  # no newlines or tabs from job messages in a table
+    return text if len(text) <= width else text[: max(0, width - 1)] + "~"
+
+
+def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = None) -> str:
+    """A table of jobs, oldest first, fitted to ``width`` columns (default: the terminal's)."""
+    width = width or shutil.get_terminal_size((80, 24)).columns
+    rows = sorted(jobs, key=lambda j: (j.created_at or now, j.id))
+    # The batch column only when it tells something: BatchManager's job ids start with
+    # their batch id already, and one batch for all rows says nothing per row.
+    show_batch = len({j.batch_id for j in rows}) > 1 and any(
+        j.batch_id and not j.id.startswith(j.batch_id) for j in rows
+    )
+    batch_w = min(max([5, *(len(j.batch_id or "-") for j in rows)]), 16) if show_batch else 0
+    fixed = (batch_w + 1 if show_batch else 0) + 9 + 1 + 17 + 1 + 4 + 1
+    id_w = min(max([2, *(len(j.id) for j in rows)]), max(8, width - fixed - 16))
+    msg_w = max(10, width - fixed - id_w - 1)
+    batch_head = f"{'BATCH':<{batch_w}} " if show_batch else ""
+    lines = [f"{'ID':<{id_w}} {batch_head}{'STATE':<9} {'PROGRESS':<17} {'AGE':>4} MESSAGE"]
+    for j in rows:
+        text = j.error_message if j.error_message else j.message
+        batch = f"{_clip(j.batch_id or '-', batch_w):<{batch_w}} " if show_batch else ""
+        lines.append(
+            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {bar(j.progress):<17} "
+            f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
+        )
+    return "\n".join(lines)
+
+
+def summary_line(summary: BatchSummary) -> str:
+    counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items() if n) or "no jobs"
+    return f"{summary.total} jobs: {counts} | overall {bar(summary.progress, 20)}"
