@@ -112,3 +112,20 @@ def queue_then_die(folder: str, gate: str, ready: str) -> None:
         time.sleep(0.01)
     Path(ready).touch()
     time.sleep(600)  # SIGKILLed by the test
+
+
+def progress_writer(folder: str, job_ids: list[str], steps: int, go_file: str) -> None:
+    """Another program: runs jobs to completion, writing progress, once go_file exists."""
+    import time
+
+    store = StatusStore(folder)
+    for job_id in job_ids:
+        store.update(job_id, status="pending", batch_id="cli")
+    while not os.path.exists(go_file):
+        time.sleep(0.01)
+    for step in range(1, steps + 1):
+        for job_id in job_ids:
+            store.update(job_id, status="running", progress=step / steps, message=f"step {step}")
+        time.sleep(0.02)
+    for job_id in job_ids:
+        store.update(job_id, status="completed", result=step)

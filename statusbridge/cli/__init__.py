@@ -260,7 +260,8 @@ def _cleanup(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for job_id in removed:
         print(f"{verb} {job_id}", file=out)
-    print(f"{len(removed)} finished record(s) {verb}", file=out)
+    done = "would be removed" if args.dry_run else "removed"
+    print(f"{len(removed)} finished record(s) {done}", file=out)
     return EXIT_OK
 
 

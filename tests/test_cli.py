@@ -1,0 +1,207 @@
+"""The `statusbridge` command, run for real in a subprocess against real folders and writers."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from _workers import progress_writer
+from conftest import wait_until
+
+from statusbridge import BatchStatus, StatusStore
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "statusbridge", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    store.update("alpha", status="running", progress=0.4, message="loading", batch_id="b1")
+    store.update("beta", status="completed", result=1, batch_id="b1")
+    store.update("gamma", status="failed", error_message="ValueError: nope")
+    return folder
+
+
+def test_ls_table_and_filters(folder: Path) -> None:
+    r = cli("ls", "--dir", str(folder))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["ID", "BATCH", "STATE", "PROGRESS"]
+    assert all(len(line) <= 80 for line in lines)
+    assert "alpha" in r.stdout and "[####------]  40%" in r.stdout and "loading" in r.stdout
+    assert "ValueError: nope" in r.stdout
+    running = cli("ls", "--dir", str(folder), "--status", "running")
+    assert "alpha" in running.stdout and "beta" not in running.stdout
+    batch = cli("ls", "--dir", str(folder), "--batch", "b1")
+    assert "beta" in batch.stdout and "gamma" not in batch.stdout
+
+
+def test_ls_json_and_env_dir(folder: Path) -> None:
+    r = cli("ls", "--json", env={"STATUSBRIDGE_DIR": str(folder)})
+    assert r.returncode == 0, r.stderr
+    docs = json.loads(r.stdout)
+    assert [d["id"] for d in docs] == ["alpha", "beta", "gamma"]
+    assert docs[0]["schema"] == 1 and docs[0]["progress"] == 0.4
+
+
+def test_show(folder: Path) -> None:
+    r = cli("--dir", str(folder), "show", "beta")
+    assert r.returncode == 0
+    assert json.loads(r.stdout)["result"] == 1
+    missing = cli("--dir", str(folder), "show", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"statusbridge: error: no job 'nope' in '{folder}'"
+    bad = cli("--dir", str(folder), "show", "../etc")
+    assert bad.returncode == 2
+    assert "invalid job id" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
+    missing = cli("ls", "--dir", str(tmp_path / "nope"))
+    assert missing.returncode == 2
+    assert missing.stderr.count("\n") == 1 and "does not exist" in missing.stderr
+    assert not (tmp_path / "nope").exists()  # a read command creates nothing
+    bad_option = cli("ls", "--colour")
+    assert bad_option.returncode == 2
+    assert bad_option.stderr.count("\n") == 1 and "unrecognized arguments" in bad_option.stderr
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "x.json").write_text("{broken")
+    unreadable = cli("show", "x", "--dir", str(tmp_path / "s"))
+    assert unreadable.returncode == 1
+    assert "not valid JSON" in unreadable.stderr and "Traceback" not in unreadable.stderr
+
+
+def test_watch_until_done_with_a_live_writer(tmp_path: Path) -> None:
+    folder, go = tmp_path / "status", tmp_path / "go"
+    ids = ["w1", "w2", "w3"]
+    writer = mp.get_context("spawn").Process(
+        target=progress_writer, args=(str(folder), ids, 10, str(go))
+    )
+    writer.start()
+    wait_until(lambda: folder.is_dir() and len(StatusStore(folder).scan()) == 3, 60)
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "statusbridge", "watch", "--until-done", "--dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    go.touch()
+    out, err = watcher.communicate(timeout=60)
+    writer.join(60)
+    assert watcher.returncode == 0, err
+    frames = out.strip().split("\n\n")
+    assert len(frames) >= 2  # redrawn on changes, not once
+    assert "3 jobs: 3 pending" in frames[0] or "running" in frames[0]
+    assert frames[-1].splitlines()[-1].startswith("3 jobs: 3 completed")
+    assert "step 10" in frames[-1]
+
+
+def test_watch_once_and_batch_filter(folder: Path) -> None:
+    r = cli("watch", "--once", "--batch", "b1", "--dir", str(folder))
+    assert r.returncode == 0
+    assert "alpha" in r.stdout and "gamma" not in r.stdout
+    assert "2 jobs: 1 running, 1 completed" in r.stdout
+
+
+def test_watch_ends_cleanly_on_ctrl_c(folder: Path) -> None:
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "statusbridge", "watch", "--dir", str(folder)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # the first frame is drawn: it is in its loop
+    assert first.startswith("statusbridge watch")
+    watcher.send_signal(signal.SIGINT)
+    _, err = watcher.communicate(timeout=30)
+    assert watcher.returncode == 130
+    assert "Traceback" not in err
+
+
+def test_cancel_job_and_batch(folder: Path) -> None:
+    r = cli("cancel", "alpha", "--dir", str(folder))
+    assert r.returncode == 0 and "cancel requested: alpha" in r.stdout
+    job = StatusStore(folder).read("alpha")
+    assert job is not None and job.cancel_requested  # what a running job's worker notices
+    done = cli("cancel", "beta", "--dir", str(folder))
+    assert done.returncode == 1 and "already completed" in done.stdout
+    store = StatusStore(folder)
+    store.update("p1", batch_id="b2")
+    store.update("p2", batch_id="b2")
+    batch = cli("cancel", "--batch", "b2", "--dir", str(folder))
+    assert batch.returncode == 0 and "2 job(s) of batch b2 asked to stop" in batch.stdout
+    assert {store.read(i).status for i in ("p1", "p2")} == {BatchStatus.CANCELLED}  # type: ignore[union-attr]
+    unknown = cli("cancel", "ghost", "--dir", str(folder))
+    assert unknown.returncode == 1 and "no job 'ghost'" in unknown.stderr
+
+
+def test_cleanup(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    old = datetime.now(UTC) - timedelta(hours=30)
+    store = StatusStore(folder, clock=lambda: old)
+    store.update("old-done", status="completed")
+    store.update("old-running", status="running")
+    StatusStore(folder).update("new-done", status="completed")
+    dry = cli("cleanup", "--older-than", "24h", "--dry-run", "--dir", str(folder))
+    assert dry.returncode == 0
+    assert dry.stdout.splitlines() == ["would remove old-done", "1 finished record(s) would be removed"]
+    assert (folder / "old-done.json").exists()
+    real = cli("cleanup", "--older-than", "1d", "--dir", str(folder))
+    assert "removed old-done" in real.stdout
+    assert sorted(p.name for p in folder.glob("*.json")) == ["new-done.json", "old-running.json"]
+    keep = cli("cleanup", "--keep", "0", "--dir", str(folder))
+    assert "removed new-done" in keep.stdout
+    nothing = cli("cleanup", "--dir", str(folder))
+    assert nothing.returncode == 2 and "--older-than" in nothing.stderr
+    bad = cli("cleanup", "--older-than", "soon", "--dir", str(folder))
+    assert bad.returncode == 2 and "invalid duration 'soon'" in bad.stderr
+
+
+def test_doctor(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    store = StatusStore(folder)
+    store.update("fine")
+    healthy = cli("doctor", "--dir", str(folder))
+    assert healthy.returncode == 0, healthy.stdout
+    assert "[ok] file-system events: inotify backend" in healthy.stdout
+    assert "all good" in healthy.stdout
+    (folder / "junk.json").write_text("{")
+    stale = folder / ".x.1-1.tmp"
+    stale.write_text("{")
+    past = datetime.now(UTC).timestamp() - 3600
+    os.utime(stale, (past, past))
+    store.update("orphan", status="running", owner="vm-that-is-gone:1",
+                 heartbeat_at=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
+    sick = cli("doctor", "--dir", str(folder))
+    assert sick.returncode == 1
+    assert "junk.json: not valid JSON" in sick.stdout
+    assert "stale temp file .x.1-1.tmp" in sick.stdout
+    assert "orphan (owner vm-that-is-gone:1)" in sick.stdout
+    assert "3 problem(s) need attention" in sick.stdout
+    missing = cli("doctor", "--dir", str(tmp_path / "nope"))
+    assert missing.returncode == 1 and "does not exist" in missing.stdout
+
+
+def test_module_and_console_script_agree(folder: Path) -> None:
+    script = Path(sys.executable).with_name("statusbridge")
+    if not script.exists():
+        pytest.skip("console script not installed in this environment")
+    a = subprocess.run([str(script), "ls", "--json", "--dir", str(folder)],
+                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    b = cli("ls", "--json", "--dir", str(folder))
+    assert a.returncode == b.returncode == 0
+    assert json.loads(a.stdout) == json.loads(b.stdout)
