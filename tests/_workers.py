@@ -54,13 +54,19 @@ def double(params: dict[str, int]) -> dict[str, int]:
 
 
 def wait_for_gate(params: dict[str, str]) -> str:
-    """Report progress, then block until the gate file exists."""
+    """Report progress, then block until the gate file exists (30 s at most).
+
+    The bound keeps a failing test from hanging in ``shutdown(wait=True)``.
+    """
     import time
 
     from statusbridge import report_progress
 
     report_progress(0.5, "waiting at the gate", pid=os.getpid())
+    deadline = time.monotonic() + 30
     while not os.path.exists(params["gate"]):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never opened the gate")
         time.sleep(0.01)
     return "passed"
 

@@ -158,7 +158,10 @@ def test_cleanup(tmp_path: Path) -> None:
     StatusStore(folder).update("new-done", status="completed")
     dry = cli("cleanup", "--older-than", "24h", "--dry-run", "--dir", str(folder))
     assert dry.returncode == 0
-    assert dry.stdout.splitlines() == ["would remove old-done", "1 finished record(s) would be removed"]
+    assert dry.stdout.splitlines() == [
+        "would remove old-done",
+        "1 finished record(s) would be removed",
+    ]
     assert (folder / "old-done.json").exists()
     real = cli("cleanup", "--older-than", "1d", "--dir", str(folder))
     assert "removed old-done" in real.stdout

@@ -293,10 +293,13 @@ class TestRetention:
             a = queue.submit(wait_for_gate, {"gate": str(gate)})
             b = queue.submit(wait_for_gate, {"gate": str(gate)})
             wait_until(lambda: status_of(queue, a) is BatchStatus.RUNNING, 30)
-            report = queue.maintain(now=queue._clock() + timedelta(days=30))
-            assert report.removed == ()
-            assert {a, b} <= set(queue.snapshot())
-            gate.touch()
+            wait_until(lambda: {a, b} <= set(queue.snapshot()), 30, "cache to see both")
+            try:
+                report = queue.maintain(now=queue._clock() + timedelta(days=30))
+                assert report.removed == ()
+                assert {a, b} <= set(queue.snapshot())
+            finally:
+                gate.touch()
             assert queue.wait([a, b], timeout=30)
 
 

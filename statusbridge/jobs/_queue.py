@@ -216,10 +216,24 @@ class BatchQueue:
             progress_interval=self.progress_interval,
             heartbeat_interval=self.heartbeat_interval,
         )
-        with self._lock:
-            self._submitted[job_id] = job
-            future = self._executor.submit(run_job, spec)
-            self._futures[job_id] = future
+        try:
+            with self._lock:
+                self._submitted[job_id] = job
+                try:
+                    future = self._executor.submit(run_job, spec)
+                except BrokenExecutor:
+                    # A worker died and its pool's callback has not replaced it yet.
+                    old = self._replace_broken_executor_locked()
+                    if old is None:
+                        raise
+                    old.shutdown(wait=False, cancel_futures=True)
+                    future = self._executor.submit(run_job, spec)
+                self._futures[job_id] = future
+        except Exception as exc:
+            self._mark_if_unfinished(
+                job_id, BatchStatus.FAILED, f"could not submit: {type(exc).__name__}: {exc}"
+            )
+            raise
         future.add_done_callback(partial(self._job_done, job_id))
         return job_id
 
@@ -244,14 +258,20 @@ class BatchQueue:
     def _replace_broken_executor(self) -> None:
         """A killed worker process breaks the whole pool; start a fresh one for later jobs."""
         with self._lock:
-            if not self._owns_executor or self._closed or self._executor_kind == "given":
-                return
-            old = self._executor
-            if not getattr(old, "_broken", False):
-                return  # already replaced
-            self._executor, _, _ = self._make_executor(self._executor_kind)
+            old = self._replace_broken_executor_locked()
+        if old is not None:
+            old.shutdown(wait=False, cancel_futures=True)
+
+    def _replace_broken_executor_locked(self) -> Executor | None:
+        """Swap in a new pool if ours is broken; returns the old one (to shut down), or None."""
+        if not self._owns_executor or self._closed or self._executor_kind == "given":
+            return None
+        old = self._executor
+        if not getattr(old, "_broken", False):
+            return None  # already replaced
+        self._executor, _, _ = self._make_executor(self._executor_kind)
         logger.warning("statusbridge: worker pool was broken (a worker died); replaced it")
-        old.shutdown(wait=False, cancel_futures=True)
+        return old
 
     def _mark_if_unfinished(self, job_id: str, status: BatchStatus, message: str) -> None:
         def change(current: BatchJob | None) -> dict[str, Any] | None:
