@@ -20,8 +20,9 @@ def trivial(params: Any) -> int:
 
 
 def jobs_per_second(executor: str, n: int) -> float:
-    with BatchQueue(2, max_completed_jobs=n, status_dir=tempfile.mkdtemp(),
-                    executor=executor) as queue:  # type: ignore[arg-type]
+    with BatchQueue(
+        2, max_completed_jobs=n, status_dir=tempfile.mkdtemp(), executor=executor
+    ) as queue:  # type: ignore[arg-type]
         warm = queue.submit(trivial)  # process pools start their workers lazily
         queue.wait([warm], timeout=60)
         t = time.perf_counter()
@@ -60,8 +61,10 @@ def main() -> None:
     for executor in ("thread", "process"):
         print(f"trivial jobs/s, 2 {executor}s: {jobs_per_second(executor, n):8.0f}")
     c, w = report_costs(20_000 if args.quick else 200_000)
-    print(f"report_progress coalesced {c * 1e6:7.2f} us   written {w * 1e6:7.1f} us"
-          f"   ratio {w / c:.0f}x")
+    print(
+        f"report_progress coalesced {c * 1e6:7.2f} us   written {w * 1e6:7.1f} us"
+        f"   ratio {w / c:.0f}x"
+    )
 
 
 if __name__ == "__main__":

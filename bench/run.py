@@ -75,8 +75,7 @@ class Report:
     raw: dict[str, Any] = field(default_factory=dict)
 
     def table(self, title: str, header: list[str], rows: list[list[str]], note: str = "") -> None:
-        lines = [f"### {title}", "", "| " + " | ".join(header) + " |",
-                 "|" + "---|" * len(header)]
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         if note:
             lines += ["", note]
@@ -86,14 +85,23 @@ class Report:
 
 
 def make_jobs(n: int) -> list[BatchJob]:
-    return [BatchJob(f"job-{i}", "running", progress=(i % 100) / 100, message="working",
-                     batch_id=f"b{i % 10}") for i in range(n)]
+    return [
+        BatchJob(
+            f"job-{i}",
+            "running",
+            progress=(i % 100) / 100,
+            message="working",
+            batch_id=f"b{i % 10}",
+        )
+        for i in range(n)
+    ]
 
 
 # -- 1. render cost ---------------------------------------------------------------------------
 def bench_render(report: Report, sizes: list[int], runs: int) -> dict[str, dict[int, float]]:
-    medians: dict[str, dict[int, float]] = {k: {} for k in
-                                            ("dict", "statusbridge", "queue", "sqlite", "seed")}
+    medians: dict[str, dict[int, float]] = {
+        k: {} for k in ("dict", "statusbridge", "queue", "sqlite", "seed")
+    }
     rows = []
     for n in sizes:
         root = Path(tempfile.mkdtemp(prefix="sb-render-"))
@@ -105,8 +113,11 @@ def bench_render(report: Report, sizes: list[int], runs: int) -> dict[str, dict[
         conn.execute("BEGIN")
         for job in jobs:
             store.update(job.id, status=job.status, progress=job.progress, message=job.message)
-            peers.seed_write(seed_dir, job.id, {"status": "running", "progress": job.progress,
-                                                "message": job.message})
+            peers.seed_write(
+                seed_dir,
+                job.id,
+                {"status": "running", "progress": job.progress, "message": job.message},
+            )
             peers.sqlite_write(conn, job.id, job.progress or 0.0, 0.0)
         conn.execute("COMMIT")
         plain = {job.id: job for job in jobs}
@@ -146,14 +157,26 @@ def bench_render(report: Report, sizes: list[int], runs: int) -> dict[str, dict[
         shutil.rmtree(root, ignore_errors=True)
         for key, st in stats.items():
             medians[key][n] = st.median
-        rows.append([f"{n:,}"] + [stats[k].fmt() for k in
-                                  ("dict", "statusbridge", "queue", "sqlite", "seed")]
-                    + [f"{stats['statusbridge'].median / stats['dict'].median:.2f}x",
-                       f"{stats['seed'].median / stats['statusbridge'].median:,.0f}x"])
+        rows.append(
+            [f"{n:,}"]
+            + [stats[k].fmt() for k in ("dict", "statusbridge", "queue", "sqlite", "seed")]
+            + [
+                f"{stats['statusbridge'].median / stats['dict'].median:.2f}x",
+                f"{stats['seed'].median / stats['statusbridge'].median:,.0f}x",
+            ]
+        )
     report.table(
         "Render: read every job's status once (what a UI does per rerun)",
-        ["jobs", "plain dict (floor)", "statusbridge snapshot", "in-process queue",
-         "SQLite SELECT", "seed-style files", "sb / dict", "seed / sb"],
+        [
+            "jobs",
+            "plain dict (floor)",
+            "statusbridge snapshot",
+            "in-process queue",
+            "SQLite SELECT",
+            "seed-style files",
+            "sb / dict",
+            "seed / sb",
+        ],
         rows,
         "Goal: statusbridge <= 2x the plain-dict floor and >= 300x cheaper than seed-style "
         "files at 1,000 jobs.",
@@ -189,12 +212,14 @@ def _percentiles(lat: list[float]) -> tuple[float, float, float]:
     return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))], lat[-1]
 
 
-def _run_writer(kind: str, target: Path, rate: float, duration: float,
-                poll: Callable[[], None] | None = None) -> list[float]:
+def _run_writer(
+    kind: str, target: Path, rate: float, duration: float, poll: Callable[[], None] | None = None
+) -> list[float]:
     """Run a writer process; call ``poll`` in a loop meanwhile; return its write times."""
     ready = target.with_name(target.name + ".ready")
-    proc = SPAWN.Process(target=peers.latency_writer,
-                         args=(kind, str(target), rate, duration, str(ready)))
+    proc = SPAWN.Process(
+        target=peers.latency_writer, args=(kind, str(target), rate, duration, str(ready))
+    )
     proc.start()
     deadline = time.monotonic() + 60
     while not ready.exists():
@@ -216,6 +241,7 @@ def latency_statusbridge(rate: float, duration: float) -> dict[str, Any]:
     folder.mkdir()
     seen: list[tuple[float, int]] = []
     with StatusCache(folder) as cache:
+
         def on_change(snap: Snapshot, changed: frozenset[str]) -> None:
             job = snap.get("lat")
             if job is not None and "i" in job.meta:
@@ -286,8 +312,13 @@ def _poll_latency(kind: str, rate: float, duration: float, interval: float) -> d
         conn.close()
     shutil.rmtree(root, ignore_errors=True)
     lat, missed = _latencies(times, seen)
-    return {"lat": lat, "missed": missed, "writes": len(times), "views": counts["polls"],
-            "torn": counts["torn"]}
+    return {
+        "lat": lat,
+        "missed": missed,
+        "writes": len(times),
+        "views": counts["polls"],
+        "torn": counts["torn"],
+    }
 
 
 def latency_queue(rate: float, duration: float) -> dict[str, Any]:
@@ -307,10 +338,16 @@ def latency_queue(rate: float, duration: float) -> dict[str, Any]:
     return {"lat": lat, "missed": 0, "writes": len(lat), "views": len(lat)}
 
 
-def bench_latency(report: Report, rates: list[float], duration: float,
-                  poll_duration: float, poll_rates: list[float]) -> None:
+def bench_latency(
+    report: Report,
+    rates: list[float],
+    duration: float,
+    poll_duration: float,
+    poll_rates: list[float],
+) -> None:
     rows = []
     raw: dict[str, Any] = {}
+
     def timed(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         """Run one measurement and add the reader process' CPU use (all its threads)."""
         cpu, wall = time.process_time(), time.perf_counter()
@@ -338,19 +375,33 @@ def bench_latency(report: Report, rates: list[float], duration: float,
                 notes.append(f"**{res['torn']} torn reads**")
             if res["missed"]:
                 notes.append(f"{res['missed']} never seen")
-            rows.append([f"{rate:g}/s", name, f"{p50 * 1e3:.2f}", f"{p99 * 1e3:.2f}",
-                         f"{mx * 1e3:.2f}", f"{p99 / floor_p99:.1f}x", f"{res['cpu']:.0%}",
-                         ", ".join(notes)])
-            raw[f"{rate:g}/{name}"] = {"p50": p50, "p99": p99, "max": mx,
-                                       **{k: v for k, v in res.items() if k != "lat"}}
+            rows.append(
+                [
+                    f"{rate:g}/s",
+                    name,
+                    f"{p50 * 1e3:.2f}",
+                    f"{p99 * 1e3:.2f}",
+                    f"{mx * 1e3:.2f}",
+                    f"{p99 / floor_p99:.1f}x",
+                    f"{res['cpu']:.0%}",
+                    ", ".join(notes),
+                ]
+            )
+            raw[f"{rate:g}/{name}"] = {
+                "p50": p50,
+                "p99": p99,
+                "max": mx,
+                **{k: v for k, v in res.items() if k != "lat"},
+            }
     report.table(
         "Write -> visible latency, updates from another process (ms)",
         ["rate", "peer", "p50", "p99", "max", "p99 / floor", "reader CPU", "notes"],
         rows,
         "Latency of every write: from the write until the reader first saw it or a later "
         "value. 'reader CPU': CPU time of the reading process (all threads) over wall time, "
-        "writer excluded. 'reads' counts the reader's observations (a poller's renders). 'torn reads': "
-        "a seed-style file read empty or half-written (json.load failed). Goal: statusbridge "
+        "writer excluded. 'reads' counts the reader's observations (a poller's renders). "
+        "'torn reads': a seed-style file read empty or half-written (json.load failed). "
+        "Goal: statusbridge "
         "p99 <= 10 ms at 250/s and <= 3x the bare-watchdog floor.",
     )
     report.raw["latency"] = raw
@@ -368,30 +419,37 @@ def bench_write_cost(report: Report, runs: int, inner: int) -> None:
     counter = iter(range(10**9))
     stats = {
         "in-place json.dump + flock (seed)": repeat(
-            lambda: peers.seed_write(seed_dir, "w", doc), runs=runs, inner=inner),
+            lambda: peers.seed_write(seed_dir, "w", doc), runs=runs, inner=inner
+        ),
         "bare temp file + os.replace (floor)": repeat(
-            lambda: write_atomic(root / "bare.json", data), runs=runs, inner=inner),
+            lambda: write_atomic(root / "bare.json", data), runs=runs, inner=inner
+        ),
         "StatusStore.update": repeat(
-            lambda: store.update("w", progress=(next(counter) % 100) / 100), runs=runs,
-            inner=inner),
+            lambda: store.update("w", progress=(next(counter) % 100) / 100), runs=runs, inner=inner
+        ),
     }
     ctx = JobContext(store, "w", interval=3600.0)
     token = activate(ctx)
     report_progress(0.0)  # the first report is written, the rest coalesce
     stats["report_progress, coalesced"] = repeat(
-        lambda: report_progress(0.5, "working"), runs=runs, inner=inner * 100)
+        lambda: report_progress(0.5, "working"), runs=runs, inner=inner * 100
+    )
     deactivate(ctx, token)
     ctx = JobContext(store, "w", interval=0.0)
     token = activate(ctx)
     stats["report_progress, written"] = repeat(
-        lambda: report_progress(0.5, "working"), runs=runs, inner=inner)
+        lambda: report_progress(0.5, "working"), runs=runs, inner=inner
+    )
     deactivate(ctx, token)
     shutil.rmtree(root, ignore_errors=True)
     floor = stats["bare temp file + os.replace (floor)"].median
     rows = [[name, st.fmt(digits=2), f"{st.median / floor:.2f}x"] for name, st in stats.items()]
-    report.table("Write cost per update", ["write", "time", "/ bare replace"], rows,
-                 "Goals: update() <= 2x a bare temp-file-plus-replace; a coalesced "
-                 "report_progress <= 5 us.")
+    report.table(
+        "Write cost per update",
+        ["write", "time", "/ bare replace"],
+        rows,
+        "Goals: update() <= 2x a bare temp-file-plus-replace; a coalesced report_progress <= 5 us.",
+    )
     report.raw["write"] = {k: v.median for k, v in stats.items()}
 
 
@@ -399,8 +457,13 @@ def bench_write_cost(report: Report, runs: int, inner: int) -> None:
 def _populate(folder: Path, n: int) -> None:
     store = StatusStore(folder)
     for i in range(n):
-        store.update(f"job-{i}", status="running", progress=(i % 100) / 100,
-                     batch_id=f"b{i % 10}", message="working")
+        store.update(
+            f"job-{i}",
+            status="running",
+            progress=(i % 100) / 100,
+            batch_id=f"b{i % 10}",
+            message="working",
+        )
 
 
 def bench_scale(report: Report, scan_sizes: list[int], burst: int) -> None:
@@ -420,10 +483,10 @@ def bench_scale(report: Report, scan_sizes: list[int], burst: int) -> None:
         per_record = (after - before) / n
         cache.close()
         shutil.rmtree(folder.parent, ignore_errors=True)
-        rows.append([f"initial scan of {n:,} files", f"{scan:.2f} s",
-                     "goal <= 3 s at 100,000"])
-        rows.append([f"memory per cached record ({n:,} jobs)", f"{per_record:,.0f} bytes",
-                     "goal <= 2 KiB"])
+        rows.append([f"initial scan of {n:,} files", f"{scan:.2f} s", "goal <= 3 s at 100,000"])
+        rows.append(
+            [f"memory per cached record ({n:,} jobs)", f"{per_record:,.0f} bytes", "goal <= 2 KiB"]
+        )
         raw[f"scan_{n}"] = scan
         raw[f"bytes_per_record_{n}"] = per_record
     for n in (100, 100_000):
@@ -437,16 +500,22 @@ def bench_scale(report: Report, scan_sizes: list[int], burst: int) -> None:
             Snapshot(m.finish(), snap._batches, snap.version + 1)
 
         st = repeat(apply, runs=5, inner=20_000)
-        rows.append([f"apply one change at {n:,} jobs", st.fmt(digits=2),
-                     "goal: no more at 100,000 than at 100"])
+        rows.append(
+            [
+                f"apply one change at {n:,} jobs",
+                st.fmt(digits=2),
+                "goal: no more at 100,000 than at 100",
+            ]
+        )
         raw[f"apply_{n}"] = st.median
     # events applied per second under a burst of renames from another process
     folder = Path(tempfile.mkdtemp(prefix="sb-burst-")) / "status"
     folder.mkdir()
     ready, go = folder.with_name("ready"), folder.with_name("go")
     with StatusCache(folder) as cache:
-        proc = SPAWN.Process(target=peers.burst_writer, args=(str(folder), burst, str(ready),
-                                                                str(go)))
+        proc = SPAWN.Process(
+            target=peers.burst_writer, args=(str(folder), burst, str(ready), str(go))
+        )
         proc.start()
         while not ready.exists():
             time.sleep(0.005)
@@ -459,9 +528,14 @@ def bench_scale(report: Report, scan_sizes: list[int], burst: int) -> None:
         elapsed = time.perf_counter() - t
         proc.join()
         health = cache.health()
-    rows.append([f"burst: {burst:,} records renamed in by another process",
-                 f"{burst / elapsed:,.0f} records/s applied ({elapsed:.2f} s, "
-                 f"{health.version} versions, {health.rescans} rescans)", ""])
+    rows.append(
+        [
+            f"burst: {burst:,} records renamed in by another process",
+            f"{burst / elapsed:,.0f} records/s applied ({elapsed:.2f} s, "
+            f"{health.version} versions, {health.rescans} rescans)",
+            "",
+        ]
+    )
     raw["burst_per_s"] = burst / elapsed
     shutil.rmtree(folder.parent, ignore_errors=True)
     report.table("Scale", ["what", "measured", "goal"], rows)
@@ -475,9 +549,13 @@ def plot(medians: dict[str, dict[int, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    labels = {"dict": "plain dict (floor)", "statusbridge": "statusbridge snapshot",
-              "queue": "in-process queue", "sqlite": "SQLite SELECT",
-              "seed": "seed-style files"}
+    labels = {
+        "dict": "plain dict (floor)",
+        "statusbridge": "statusbridge snapshot",
+        "queue": "in-process queue",
+        "sqlite": "SQLite SELECT",
+        "seed": "seed-style files",
+    }
     for key, label in labels.items():
         sizes = sorted(medians[key])
         ax.plot(sizes, [medians[key][n] * 1e6 for n in sizes], marker="o", label=label)
@@ -494,8 +572,10 @@ def plot(medians: dict[str, dict[int, float]], path: Path) -> None:
 
 
 def machine() -> str:
-    return (f"{platform.system()} {platform.release()}, {platform.machine()}, "
-            f"{os.cpu_count()} cores, Python {platform.python_version()}")
+    return (
+        f"{platform.system()} {platform.release()}, {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -508,24 +588,27 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# statusbridge benchmark{' (quick)' if args.quick else ''}\n\n{machine()}\n")
     if args.quick:
         medians = bench_render(report, [100, 1000, 10_000], runs=3)
-        bench_latency(report, [250.0, 1000.0], duration=0.6, poll_duration=2.0,
-                      poll_rates=[250.0])
+        bench_latency(report, [250.0, 1000.0], duration=0.6, poll_duration=2.0, poll_rates=[250.0])
         bench_write_cost(report, runs=3, inner=200)
         bench_scale(report, [2_000], burst=2_000)
     else:
         medians = bench_render(report, [100, 1000, 10_000], runs=7)
-        bench_latency(report, [250.0, 1000.0], duration=4.0, poll_duration=6.0,
-                      poll_rates=[250.0, 1000.0])
+        bench_latency(
+            report, [250.0, 1000.0], duration=4.0, poll_duration=6.0, poll_rates=[250.0, 1000.0]
+        )
         bench_write_cost(report, runs=7, inner=1000)
         bench_scale(report, [10_000, 100_000], burst=20_000)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = "-quick" if args.quick else ""
     plot(medians, args.out / f"render{suffix}.png")
-    header = (f"# statusbridge benchmark{' (quick)' if args.quick else ''}\n\n"
-              f"Machine: {machine()}. Total time {time.perf_counter() - started:.0f} s.\n\n")
+    header = (
+        f"# statusbridge benchmark{' (quick)' if args.quick else ''}\n\n"
+        f"Machine: {machine()}. Total time {time.perf_counter() - started:.0f} s.\n\n"
+    )
     (args.out / f"results{suffix}.md").write_text(header + "\n".join(report.sections))
-    (args.out / f"results{suffix}.json").write_text(json.dumps(report.raw, indent=2,
-                                                               default=str))
-    print(f"wrote {args.out}/results{suffix}.md, .json and render{suffix}.png "
-          f"in {time.perf_counter() - started:.0f} s")
+    (args.out / f"results{suffix}.json").write_text(json.dumps(report.raw, indent=2, default=str))
+    print(
+        f"wrote {args.out}/results{suffix}.md, .json and render{suffix}.png "
+        f"in {time.perf_counter() - started:.0f} s"
+    )
     return 0
