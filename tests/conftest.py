@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +27,19 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(delay)  # a poll interval inside a condition wait, not a fixed sleep
         delay = min(delay * 2, 0.05)
+
+
+def temp_files(folder: Path) -> list[str]:
+    """Writers' temp files, in the folder (other writers) or its hidden .tmp/ (StatusStore)."""
+    found = []
+    for where in (folder, folder / ".tmp"):
+        if where.is_dir():
+            found += [
+                n
+                for n in os.listdir(where)
+                if n.startswith(".") and n.endswith(".tmp") and (where / n).is_file()
+            ]
+    return sorted(found)
 
 
 @pytest.fixture

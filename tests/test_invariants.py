@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from _workers import write_forever
-from conftest import wait_until
+from conftest import temp_files, wait_until
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
@@ -54,10 +54,10 @@ def test_no_torn_reads_when_writers_are_killed(status_dir: Path, tmp_path: Path)
     assert reads > 100
     store = StatusStore(status_dir)
     assert set(store.scan()) == set(job_ids)  # every record still valid after the kills
-    leftovers = [n for n in os.listdir(status_dir) if n.endswith(".tmp")]
+    leftovers = temp_files(status_dir)
     assert len(leftovers) <= 4  # at most one per kill, and removed once stale:
     store.remove_stale_temp_files(max_age=0)
-    assert not [n for n in os.listdir(status_dir) if n.endswith(".tmp")]
+    assert not temp_files(status_dir)
     with StatusCache(status_dir) as cache:
         assert dict(cache.snapshot()) == store.scan()
 

@@ -6,6 +6,7 @@ import errno
 import json
 import multiprocessing as mp
 import os
+import shutil
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from _workers import hold_lock, set_meta_keys
-from conftest import wait_until
+from conftest import temp_files, wait_until
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
 from statusbridge.store import STRIPES
@@ -73,9 +74,7 @@ class TestUpdate:
 
     def test_recreates_deleted_folder(self, store: StatusStore) -> None:
         store.update("j")
-        for name in os.listdir(store.directory):
-            os.unlink(store.directory / name)
-        os.rmdir(store.directory)
+        shutil.rmtree(store.directory)
         assert store.update("j").seq == 1
         assert records(store.directory) == ["j.json"]
 
@@ -145,7 +144,7 @@ class TestBadInput:
         assert info.value.errno == errno.ENOSPC
         assert info.value.filename == str(store.directory / "j.json")
         assert store.read("j") == good
-        assert not [n for n in files(store.directory) if n.endswith(".tmp")]
+        assert not temp_files(store.directory)
 
     def test_lock_timeout_names_the_job(self, store: StatusStore, tmp_path: Path) -> None:
         ready, release = tmp_path / "ready", tmp_path / "release"
@@ -221,17 +220,22 @@ class TestBounded:
             store.update(f"job-{i}")
         locks = [n for n in files(store.directory) if n.startswith(".lock-")]
         assert 0 < len(locks) <= STRIPES
-        assert not [n for n in files(store.directory) if n.endswith(".tmp")]
+        assert not temp_files(store.directory)
 
     def test_stale_temp_files_removed_on_start(self, status_dir: Path) -> None:
-        stale = status_dir / ".j.999-dead.tmp"
+        (status_dir / ".tmp").mkdir()
+        stale = status_dir / ".tmp" / ".j.999-dead.tmp"
         stale.write_text('{"half')
+        stale_beside = status_dir / ".x.997-dead.tmp"  # another writer's, beside the records
+        stale_beside.write_text('{"half')
         fresh = status_dir / ".k.998-live.tmp"
         fresh.write_text('{"writing')
         old = datetime.now(UTC).timestamp() - 3600
         os.utime(stale, (old, old))
+        os.utime(stale_beside, (old, old))
         StatusStore(status_dir)
         assert not stale.exists()
+        assert not stale_beside.exists()
         assert fresh.exists()  # may belong to a writer still at work
 
     def test_cleanup_by_age_and_count(self, status_dir: Path) -> None:

@@ -60,18 +60,31 @@ def fsync_directory(directory: Path) -> None:
 
 
 def write_atomic(
-    target: Path, data: bytes, *, durable: bool = False, file_mode: int = 0o600
+    target: Path,
+    data: bytes,
+    *,
+    durable: bool = False,
+    file_mode: int = 0o600,
+    temp_dir: Path | None = None,
 ) -> FileSignature:
-    """Atomically replace ``target`` with ``data``; return the new file's signature."""
+    """Atomically replace ``target`` with ``data``; return the new file's signature.
+
+    ``temp_dir`` (default: the target's folder) must be on the same file system.
+    A temp folder *inside* a watched folder makes the rename reach the watch as a
+    lone IN_MOVED_TO: with the temp file beside the target, inotify reports a
+    MOVED_FROM/MOVED_TO pair, and watchdog's pairing queue can stall every event
+    behind it for 0.5 s (watchdog issue #649).
+    """
     stem = target.name.rsplit(".", 1)[0]
-    tmp = target.with_name(temp_name(stem))
+    folder = temp_dir if temp_dir is not None else target.parent
+    tmp = folder / temp_name(stem)
     try:
         fd = os.open(tmp, _CREATE_FLAGS, file_mode)
     except FileNotFoundError:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(tmp, _CREATE_FLAGS, file_mode)
     except FileExistsError:
-        tmp = target.with_name(temp_name(stem))  # a stale file from a dead namesake
+        tmp = folder / temp_name(stem)  # a stale file from a dead namesake
         fd = os.open(tmp, _CREATE_FLAGS, file_mode)
     try:
         try:

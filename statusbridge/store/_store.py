@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
 
 STALE_TEMP_SECONDS = 60.0
+# Temp files live in a hidden sub-folder (same file system, so the rename stays
+# atomic); see write_atomic for why not beside the records.
+TEMP_DIR = ".tmp"
 
 
 class StatusStore:
@@ -78,6 +81,7 @@ class StatusStore:
         self._dir_mode = dir_mode
         self._clock = clock
         self._directory.mkdir(parents=True, exist_ok=True, mode=dir_mode)
+        self._temp_dir = self._directory / TEMP_DIR
         self._locks = StripedLocks(self._directory, file_mode=file_mode)
         self.remove_stale_temp_files()
 
@@ -232,7 +236,9 @@ class StatusStore:
                 f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        write_atomic(path, data, durable=self.durable, file_mode=self._file_mode)
+        write_atomic(
+            path, data, durable=self.durable, file_mode=self._file_mode, temp_dir=self._temp_dir
+        )
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
@@ -299,22 +305,23 @@ class StatusStore:
         """Remove temp files left by writers that died mid-write (older than ``max_age`` s)."""
         removed = 0
         cutoff = time.time() - max_age
-        try:
-            names = os.listdir(self._directory)
-        except FileNotFoundError:
-            return 0
-        for name in names:
-            if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                continue
-            path = self._directory / name
+        for folder in (self._directory, self._temp_dir):
             try:
-                if os.lstat(path).st_mtime < cutoff:
-                    os.unlink(path)
-                    removed += 1
-            except FileNotFoundError:
+                names = os.listdir(folder)
+            except (FileNotFoundError, NotADirectoryError):
                 continue
-            except OSError as exc:
-                logger.warning("cannot remove stale temp file: %s", with_path(exc, path))
+            for name in names:
+                if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
+                    continue
+                path = folder / name
+                try:
+                    if os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    logger.warning("cannot remove stale temp file: %s", with_path(exc, path))
         if removed:
             logger.info("removed %d stale temp file(s) from %s", removed, self._directory)
         return removed
