@@ -130,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--dry-run", action="store_true", help="only print what would go")
 
     sub.add_parser("doctor", parents=[common], help="check the folder and this machine")
+
+    simulate = sub.add_parser(
+        "simulate", parents=[common], help="write simulated jobs from this process (demo)"
+    )
+    simulate.add_argument("--jobs", type=int, default=10, help="how many jobs (1..10000)")
+    simulate.add_argument("--duration", type=float, default=5.0, help="seconds in all")
+    simulate.add_argument("--fail-rate", type=float, default=0.1, help="share that fail, 0..1")
+    simulate.add_argument("--seed", type=int, default=None, help="random seed")
     return parser
 
 
@@ -159,6 +167,8 @@ def _folder(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
 def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "doctor":
         return _doctor(_folder(args, must_exist=False), out)
+    if args.command == "simulate":
+        return _simulate(args, out)
     folder = _folder(args)
     store = StatusStore(folder)
     if args.command == "ls":
@@ -262,6 +272,23 @@ def _cleanup(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         print(f"{verb} {job_id}", file=out)
     done = "would be removed" if args.dry_run else "removed"
     print(f"{len(removed)} finished record(s) {done}", file=out)
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace, out: TextIO) -> int:
+    from statusbridge.demo import run_external
+
+    if not 1 <= args.jobs <= 10_000:
+        raise CliError("--jobs must be between 1 and 10000")
+    if not 0.0 <= args.fail_rate <= 1.0:
+        raise CliError("--fail-rate must be between 0 and 1")
+    if args.duration <= 0:
+        raise CliError("--duration must be positive")
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    print(f"writing {args.jobs} simulated jobs to {args.dir} for {args.duration:g}s ...",
+          file=out, flush=True)
+    batch_id = run_external(args.dir, args.jobs, args.duration, args.fail_rate, seed)
+    print(f"done: batch {batch_id}", file=out)
     return EXIT_OK
 
 

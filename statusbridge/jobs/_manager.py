@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from statusbridge.cache import BatchSummary, summarize
+from statusbridge.cache import BatchSummary, StatusCache, summarize
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._queue import BatchQueue
 from statusbridge.record import BatchJob, BatchStatus, freeze, thaw, utc_now, validate_job_id
@@ -94,6 +94,7 @@ class BatchManager:
         max_completed_jobs: int = 1000,
         retention_hours: float | None = 24.0,
         clock: Callable[[], datetime] = utc_now,
+        cache: StatusCache | None = None,
         **queue_options: Any,
     ) -> None:
         self.batch_dir = Path(batch_dir)
@@ -107,6 +108,7 @@ class BatchManager:
             executor=executor,
             retention_hours=retention_hours,
             clock=clock,
+            cache=cache,
             **queue_options,
         )
         self._lock = threading.Lock()

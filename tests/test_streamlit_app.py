@@ -1,0 +1,271 @@
+"""The Streamlit adapter and demo app: AppTest for the logic, headless Chromium end to end."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_until
+
+st = pytest.importorskip("streamlit", reason="the demo extra is not installed")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from statusbridge import BatchStatus, StatusStore  # noqa: E402
+from statusbridge import streamlit as sbst  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = ROOT / "demo_app.py"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    status_dir, batch_dir = tmp_path / "batch_status", tmp_path / "batches"
+    monkeypatch.setenv("STATUSBRIDGE_DIR", str(status_dir))
+    monkeypatch.setenv("STATUSBRIDGE_BATCH_DIR", str(batch_dir))
+    yield status_dir, batch_dir
+    # Resources are per server process; stop the ones this test's app created.
+    for executor in ("thread", "process"):
+        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)  # type: ignore[arg-type]
+    sbst.get_cache(status_dir).close()
+    st.cache_resource.clear()
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def submit(at: AppTest, jobs: int, seconds: float, fail_rate: float, executor: str) -> None:
+    by_label = {w.label: w for w in at.number_input}
+    by_label["Number of jobs"].set_value(jobs)
+    by_label["Seconds per job"].set_value(seconds)
+    at.slider[0].set_value(fail_rate)
+    at.radio[0].set_value(executor)
+    next(b for b in at.button if b.label == "Start batch").click()
+    at.run()
+    assert not at.exception, at.exception
+
+
+def page_text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [str(s.value) for s in at.success] + [str(i.value) for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+class TestAppLogic:
+    def test_empty_start(self, folders: tuple[Path, Path]) -> None:
+        at = app()
+        assert "No batches yet" in page_text(at)
+        assert at.title[0].value.endswith("statusbridge demo")
+
+    @pytest.mark.parametrize("executor", ["threads", "processes"])
+    def test_submit_render_complete(self, folders: tuple[Path, Path], executor: str) -> None:
+        at = app()
+        submit(at, jobs=3, seconds=0.2, fail_rate=0.0, executor=executor)
+        assert any("Started batch-" in str(s.value) for s in at.success)
+        status_dir, batch_dir = folders
+        mgr = sbst.get_manager(
+            batch_dir, status_dir, executor="process" if executor == "processes" else "thread"
+        )
+        batch_id = mgr.list_batches()[0].id
+        assert batch_id is not None
+        wait_until(lambda: mgr.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+        at.run()
+        assert not at.exception
+        assert f"3 jobs on {executor}: completed 100% (3 completed)" in page_text(at)
+        table = at.dataframe[0].value
+        assert list(table["progress"]) == [1.0, 1.0, 1.0]
+        assert all("completed" in s for s in table["state"])
+
+    def test_cancel_batch_from_the_page(self, folders: tuple[Path, Path]) -> None:
+        at = app()
+        submit(at, jobs=4, seconds=30.0, fail_rate=0.0, executor="threads")
+        next(b for b in at.button if b.label == "Cancel batch").click()
+        at.run()
+        status_dir, batch_dir = folders
+        mgr = sbst.get_manager(batch_dir, status_dir)
+        batch_id = mgr.list_batches()[0].id or ""
+        wait_until(lambda: mgr.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+        summary = mgr.get_batch_status(batch_id)
+        assert summary is not None
+        assert summary.counts[BatchStatus.CANCELLED] == 4
+
+    def test_other_programs_and_escaping(self, folders: tuple[Path, Path]) -> None:
+        status_dir, _ = folders
+        StatusStore(status_dir).update(
+            "ext-1", batch_id="external", status="running", progress=0.5,
+            message="<script>alert('x')</script> **not bold**",
+        )  # fmt: skip
+        at = app()
+        frames = [df.value for df in at.dataframe]
+        messages = [m for frame in frames for m in frame["message"]]
+        # Shown as data, verbatim: never interpreted as HTML or markdown.
+        assert "<script>alert('x')</script> **not bold**" in messages
+        assert not any("<script>" in str(m.value) for m in at.markdown)
+
+
+def test_job_rows_and_chart_data() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from statusbridge import BatchJob
+
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    jobs = [
+        BatchJob("a", "completed", started_at=t0, completed_at=t0 + timedelta(seconds=3)),
+        BatchJob("b", "failed", error_message="E: x", started_at=t0,
+                 completed_at=t0 + timedelta(seconds=12)),
+        BatchJob("c", "running", progress=0.25, message="going", started_at=t0),
+    ]  # fmt: skip
+    rows = sbst.job_rows(jobs, now=t0 + timedelta(seconds=20))
+    assert [r["seconds"] for r in rows] == [3.0, 12.0, 20.0]
+    assert rows[1]["message"] == "E: x" and rows[2]["progress"] == 0.25
+    chart = sbst.finished_over_time(jobs, bucket_seconds=5)
+    assert chart["finished"] == [1, 2]
+
+
+# -- end to end, in a real browser ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    port = free_port()
+    log = tmp_path / "streamlit.log"
+    env = {**os.environ, "STATUSBRIDGE_DIR": str(tmp_path / "batch_status"),
+           "STATUSBRIDGE_BATCH_DIR": str(tmp_path / "batches")}  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 60, "streamlit health endpoint")
+        yield url, tmp_path, log
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, tmp_path, server_log = server
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        t0 = time.perf_counter()
+        driver.get(url)
+
+        def text() -> str:
+            return str(driver.find_element(By.TAG_NAME, "body").text)
+
+        wait_until(lambda: "No batches yet" in text(), 60, "the first page")
+        jobs = wait_until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, 'input[aria-label="Number of jobs"]'),
+            60, "the form",
+        )[0]  # fmt: skip
+        first_page = time.perf_counter() - t0
+        jobs.send_keys(Keys.CONTROL, "a")
+        jobs.send_keys("3")
+        seconds = driver.find_element(By.CSS_SELECTOR, 'input[aria-label="Seconds per job"]')
+        seconds.send_keys(Keys.CONTROL, "a")
+        seconds.send_keys("2")
+        # The slider's range input is visually hidden: focus it, then press Home (rate 0).
+        rate = driver.find_element(
+            By.CSS_SELECTOR, 'input[type="range"][aria-label="Failure rate"]'
+        )
+        driver.execute_script("arguments[0].focus()", rate)
+        ActionChains(driver).send_keys(Keys.HOME).perform()
+        wait_until(lambda: float(rate.get_attribute("value") or 1) == 0.0, 10, "failure rate 0")
+        start = next(b for b in driver.find_elements(By.TAG_NAME, "button")
+                     if b.text.strip() == "Start batch")  # fmt: skip
+        start.click()
+        wait_until(lambda: "3 jobs on threads: running" in text(), 60, "the batch to start")
+        percents: set[str] = set()
+
+        def progress_advanced() -> bool:
+            for line in text().splitlines():
+                if line.startswith("3 jobs on threads: running"):
+                    percents.add(line.rsplit(" ", 1)[-1])
+            return len(percents) >= 2
+
+        wait_until(progress_advanced, 60, "overall progress to advance")
+        wait_until(lambda: "3 jobs on threads: completed 100%" in text(), 90, "completion")
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "demo-completed.png"))
+        # How fast a write from another program shows up in the page.
+        store = StatusStore(tmp_path / "batch_status")
+        t_write = time.perf_counter()
+        store.update("probe-1", batch_id="latency-probe", status="running", progress=0.42,
+                     message="written by the test")  # fmt: skip
+        # Tables are drawn on a canvas; the summary line above them is page text.
+        wait_until(lambda: "latency-probe: running, 42%" in text(), 30, "the external write")
+        shown = time.perf_counter() - t_write
+        (ARTIFACTS / "browser-timings.txt").write_text(
+            f"first page {first_page:.2f}s\nwrite -> visible in browser {shown:.2f}s\n"
+        )
+    except BaseException:
+        ARTIFACTS.mkdir(exist_ok=True)
+        driver.save_screenshot(str(ARTIFACTS / "demo-failure.png"))
+        raise
+    finally:
+        driver.quit()
+    assert percents
+    # Workers never touched Streamlit: no ScriptRunContext warning in the server log.
+    log = server_log.read_text()
+    assert "Traceback" not in log, log
+    assert "ScriptRunContext" not in log, log
