@@ -118,11 +118,12 @@ def latency_writer(kind: str, target: str, rate: float, duration: float, ready: 
         for i in _paced(rate, duration):
             times.append(time.time())
             store.update("lat", progress=(i % 100) / 100, meta={"i": i})
-    elif kind == "watchdog":
+    elif kind in ("watchdog", "watchdog-beside"):
+        temp_dir = path / ".tmp" if kind == "watchdog" else None
         Path(ready).touch()
         for i in _paced(rate, duration):
             times.append(time.time())
-            write_atomic(path / "lat.json", json.dumps({"i": i}).encode())
+            write_atomic(path / "lat.json", json.dumps({"i": i}).encode(), temp_dir=temp_dir)
     elif kind == "seed":
         seed_write(path, "lat", {"i": -1})
         Path(ready).touch()

@@ -341,8 +341,16 @@ class StatusCache:
     def _reconcile(self, *, count: bool = True) -> None:
         if count:
             self._rescans += 1
+        # scandir, not listdir: the entry type comes free with the listing (d_type),
+        # so new regular files are opened without a stat first.
+        regular: set[str] = set()
+        names: list[str] = []
         try:
-            names = os.listdir(self._directory)
+            with os.scandir(self._directory) as entries:
+                for entry in entries:
+                    names.append(entry.name)
+                    if entry.is_file(follow_symlinks=False):
+                        regular.add(entry.name)
         except (FileNotFoundError, NotADirectoryError):
             names = []
         except OSError as exc:
@@ -356,9 +364,12 @@ class StatusCache:
             for job_id in self._snapshot
             if f"{job_id}{RECORD_SUFFIX}" not in present
         )
-        self._apply_names([n for n in names if not n.startswith(".")] + gone)
+        self._apply_names([n for n in names if not n.startswith(".")] + gone, regular)
 
-    def _apply_names(self, names: list[str] | set[str]) -> None:
+    def _apply_names(
+        self, names: list[str] | set[str], regular: set[str] | frozenset[str] = frozenset()
+    ) -> None:
+        """Re-read these names; ``regular`` lists those a fresh listing saw as regular files."""
         changes: dict[_Key, _Action] = {}
         invalid_before = dict(self._invalid)
         for name in set(names):
@@ -369,7 +380,7 @@ class StatusCache:
                 self._note_foreign(name)
                 continue
             job_id = name[: -len(RECORD_SUFFIX)]
-            outcome = self._load(name)
+            outcome = self._load(name, listed_regular=name in regular)
             if outcome is _UNCHANGED:
                 continue
             current = self._snapshot.get(job_id)
@@ -404,22 +415,31 @@ class StatusCache:
         else:
             self._invalid[name] = _FOREIGN_REASON
 
-    def _load(self, name: str) -> BatchJob | object | None:
-        """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have)."""
+    def _load(self, name: str, *, listed_regular: bool = False) -> BatchJob | object | None:
+        """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have).
+
+        A file seen before gets one lstat to tell whether it changed (a replace makes a
+        new inode), and any file of unknown type too: a FIFO or device file must be
+        recognised before it is opened. Only a new file that the directory listing
+        already reported as regular is opened straight away (O_NOFOLLOW still guards
+        against a symlink swapped in since).
+        """
         path = self._directory / name
-        try:
-            st = os.lstat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            self._known.pop(name, None)
-            self._invalid.pop(name, None)
-            return None
-        sig = signature_of(st)
-        if self._known.get(name) == sig:
-            return _UNCHANGED
-        if not stat.S_ISREG(st.st_mode):
-            self._known[name] = sig
-            self._invalid[name] = describe_non_regular(st)
-            return _UNCHANGED
+        known = self._known.get(name)
+        if known is not None or not listed_regular:
+            try:
+                st = os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                self._known.pop(name, None)
+                self._invalid.pop(name, None)
+                return None
+            sig = signature_of(st)
+            if known == sig:
+                return _UNCHANGED
+            if not stat.S_ISREG(st.st_mode):
+                self._known[name] = sig
+                self._invalid[name] = describe_non_regular(st)
+                return _UNCHANGED
         try:
             job, sig = read_record_file(path, max_bytes=self.max_bytes)
         except FileNotFoundError:
@@ -427,7 +447,10 @@ class StatusCache:
             self._invalid.pop(name, None)
             return None
         except InvalidRecordError as exc:
-            self._known[name] = sig
+            try:  # remember this version, so it is not re-read until it changes
+                self._known[name] = signature_of(os.lstat(path))
+            except OSError:
+                self._known.pop(name, None)
             self._invalid[name] = exc.reason
             return _UNCHANGED
         except OSError as exc:

@@ -101,15 +101,19 @@ def read_record_file(
             raise InvalidRecordError(
                 f"{st.st_size} bytes exceeds the {max_bytes}-byte limit", source=name
             )
-        chunks: list[bytes] = []
-        total = 0
-        while chunk := os.read(fd, max_bytes + 1 - total):
-            chunks.append(chunk)
-            total += len(chunk)
+        # One read of size+1: a short read of a regular file means end of file, so
+        # the usual second read (to see EOF) is only needed if the file grew.
+        data = os.read(fd, st.st_size + 1)
+        if len(data) > st.st_size:
+            chunks = [data]
+            total = len(data)
+            while total <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - total)):
+                chunks.append(chunk)
+                total += len(chunk)
             if total > max_bytes:
                 # The file grew after fstat: not one of our atomic writes.
                 raise InvalidRecordError(f"more than {max_bytes} bytes", source=name)
-        data = b"".join(chunks)
+            data = b"".join(chunks)
     finally:
         os.close(fd)
     return decode_job(data, source=name, expected_id=expected_id), signature_of(st)
