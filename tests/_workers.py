@@ -135,3 +135,28 @@ def progress_writer(folder: str, job_ids: list[str], steps: int, go_file: str) -
         time.sleep(0.02)
     for job_id in job_ids:
         store.update(job_id, status="completed", result=step)
+
+
+def acked_writer(folder: str, job_id: str, ack_file: str, seed: int) -> None:
+    """Update one job forever; after each update returns, append its number to ack_file."""
+    import random
+
+    rng = random.Random(seed)
+    store = StatusStore(folder)
+    pad = "p" * rng.randint(0, 50_000)  # vary the write size, so kills land at varied points
+    with open(ack_file, "a", buffering=1) as acks:
+        i = 0
+        while True:
+            store.update(job_id, meta={"i": i, "pad": pad})
+            acks.write(f"{i}\n")
+            i += 1
+
+
+def rename_all(staging: str, folder: str, n: int, go: str) -> None:
+    """Once ``go`` exists, rename n prepared records from staging into folder, flat out."""
+    import time
+
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    for i in range(n):
+        os.rename(os.path.join(staging, f"b{i}.json"), os.path.join(folder, f"b{i}.json"))

@@ -380,7 +380,19 @@ class StatusCache:
                 self._note_foreign(name)
                 continue
             job_id = name[: -len(RECORD_SUFFIX)]
-            outcome = self._load(name, listed_regular=name in regular)
+            try:
+                outcome = self._load(name, listed_regular=name in regular)
+            except Exception as exc:
+                # A bug or an unexpected OS error on one file must not stop the others,
+                # nor make the cache retry it in a hot loop: it waits until the file changes.
+                logger.exception("statusbridge: reading %s failed unexpectedly", name)
+                self._invalid[name] = f"internal error while reading: {type(exc).__name__}: {exc}"
+                self._last_error = f"{name}: {type(exc).__name__}: {exc}"
+                try:
+                    self._known[name] = signature_of(os.lstat(self._directory / name))
+                except OSError:
+                    self._known.pop(name, None)
+                continue
             if outcome is _UNCHANGED:
                 continue
             current = self._snapshot.get(job_id)

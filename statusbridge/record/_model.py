@@ -103,7 +103,14 @@ class BatchJob:
         if not isinstance(self.message, str):
             raise TypeError(f"message must be a str, not {type(self.message).__name__}")
         if self.batch_id is not None:
-            validate_job_id(self.batch_id)
+            if not isinstance(self.batch_id, str):
+                raise TypeError(
+                    f"batch_id must be a str or None, not {type(self.batch_id).__name__}"
+                )
+            try:
+                validate_job_id(self.batch_id)
+            except ValueError as exc:
+                raise ValueError(f"batch_id: {exc}") from None
         progress = self.progress
         if progress is not None:
             if isinstance(progress, bool) or not isinstance(progress, (int, float)):

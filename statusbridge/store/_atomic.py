@@ -66,6 +66,7 @@ def write_atomic(
     durable: bool = False,
     file_mode: int = 0o600,
     temp_dir: Path | None = None,
+    dir_mode: int = 0o700,
 ) -> FileSignature:
     """Atomically replace ``target`` with ``data``; return the new file's signature.
 
@@ -81,7 +82,7 @@ def write_atomic(
     try:
         fd = os.open(tmp, _CREATE_FLAGS, file_mode)
     except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        folder.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         fd = os.open(tmp, _CREATE_FLAGS, file_mode)
     except FileExistsError:
         tmp = folder / temp_name(stem)  # a stale file from a dead namesake

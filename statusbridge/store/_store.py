@@ -237,7 +237,12 @@ class StatusStore:
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
         write_atomic(
-            path, data, durable=self.durable, file_mode=self._file_mode, temp_dir=self._temp_dir
+            path,
+            data,
+            durable=self.durable,
+            file_mode=self._file_mode,
+            temp_dir=self._temp_dir,
+            dir_mode=self._dir_mode,
         )
 
     def delete(self, job_id: str) -> bool:
