@@ -48,19 +48,31 @@ def run_external(folder: str, jobs: int, duration: float, fail_rate: float, seed
     failing = {job_id for job_id in ids if rng.random() < fail_rate}
     owner = f"external:{os.getpid()}"
     for job_id in ids:
-        store.update(job_id, status=BatchStatus.PENDING, batch_id=batch_id, owner=owner,
-                     message="written by another program")
+        store.update(
+            job_id,
+            status=BatchStatus.PENDING,
+            batch_id=batch_id,
+            owner=owner,
+            message="written by another program",
+        )
     for step in range(1, STEPS + 1):
         time.sleep(duration / STEPS)
         for job_id in ids:
             if job_id in failing and step == STEPS // 2:
-                store.update(job_id, status=BatchStatus.FAILED,
-                             error_message="RuntimeError: simulated external failure")
+                store.update(
+                    job_id,
+                    status=BatchStatus.FAILED,
+                    error_message="RuntimeError: simulated external failure",
+                )
                 continue
             if job_id in failing and step > STEPS // 2:
                 continue
-            store.update(job_id, status=BatchStatus.RUNNING, progress=step / STEPS,
-                         message=f"external step {step}/{STEPS}")
+            store.update(
+                job_id,
+                status=BatchStatus.RUNNING,
+                progress=step / STEPS,
+                message=f"external step {step}/{STEPS}",
+            )
     for job_id in ids:
         if job_id not in failing:
             store.update(job_id, status=BatchStatus.COMPLETED, result={"by": owner})

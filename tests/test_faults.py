@@ -275,3 +275,26 @@ def test_shared_permissions_when_asked(status_dir: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(os.stat(status_dir / "shared").st_mode) == 0o775
     assert stat.S_IMODE(os.stat(status_dir / "shared" / "j.json").st_mode) == 0o664
+
+
+MAX_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+
+
+def test_inotify_limit_reached_falls_back_to_polling(
+    status_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not (IS_ROOT and MAX_INSTANCES.exists()):
+        pytest.skip("needs root and Linux inotify to lower max_user_instances")
+    original = MAX_INSTANCES.read_text()
+    try:
+        MAX_INSTANCES.write_text("0")  # no new inotify instance can be created now
+        with caplog.at_level("WARNING", logger="statusbridge"):
+            cache = StatusCache(status_dir, poll_interval=0.1)
+    finally:
+        MAX_INSTANCES.write_text(original)
+    with cache:
+        assert cache.health().backend == "polling"
+        assert "inotify instance limit reached" in (cache.health().backend_note or "")
+        assert "polling" in caplog.text and "unavailable" in caplog.text
+        StatusStore(status_dir).update("j", progress=0.3)
+        wait_until(lambda: cache.get("j") is not None, 10, "polled change")

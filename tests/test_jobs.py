@@ -377,3 +377,25 @@ def test_get_job_status_reads_memory_only(tmp_path: Path) -> None:
         assert opened == []
         gate.touch()
         assert queue.wait([job_id], timeout=30)
+
+
+@pytest.mark.parametrize("kind", ["threads", "processes"])
+def test_any_executor_the_user_passes(tmp_path: Path, kind: str) -> None:
+    from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+
+    pool: Executor = (
+        ThreadPoolExecutor(2) if kind == "threads"
+        else ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"))
+    )  # fmt: skip
+    try:
+        with BatchQueue(status_dir=tmp_path / "s", executor=pool) as queue:
+            if kind == "processes":  # any non-thread executor may pickle: checked at submit
+                with pytest.raises(TypeError, match="cannot send"):
+                    queue.submit(lambda p: p)
+            ids = [queue.submit(double, {"x": i}) for i in range(4)]
+            assert queue.wait(ids, timeout=60)
+            assert [queue.get_job_status(i).result["value"] for i in ids] == [0, 2, 4, 6]  # type: ignore[union-attr]
+        # The queue did not shut the user's executor down: it is theirs.
+        assert pool.submit(int, "7").result(timeout=30) == 7
+    finally:
+        pool.shutdown()

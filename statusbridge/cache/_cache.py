@@ -58,6 +58,7 @@ class CacheHealth:
     directory_present: bool
     observer_restarts: int
     last_error: str | None
+    backend_note: str | None = None  # why the backend is not the platform's native one
 
 
 _Key = str  # job id
@@ -200,6 +201,7 @@ class StatusCache:
             directory_present=self._directory_present,
             observer_restarts=self._observer_restarts,
             last_error=self._last_error,
+            backend_note=watch.fallback_reason if watch else None,
         )
 
     def rescan(self) -> Snapshot:

@@ -125,18 +125,23 @@ class FolderWatch:
 
     def _start(self, *, polling: bool, poll_interval: float) -> BaseObserver:
         if not polling:
-            observer: BaseObserver = Observer()
+            native: BaseObserver | None = None
             try:
-                observer.start()
-                observer.schedule(self._handler, self.folder, event_filter=_RELEVANT)
+                # The constructor may already fail: watchdog's inotify observer opens its
+                # inotify instance there (EMFILE = max_user_instances reached), and
+                # schedule() adds the watch (ENOSPC = max_user_watches reached).
+                native = Observer()
+                native.start()
+                native.schedule(self._handler, self.folder, event_filter=_RELEVANT)
             except OSError as exc:
-                # inotify: ENOSPC = max_user_watches reached, EMFILE = max_user_instances.
-                self.fallback_reason = f"{backend_name(observer)} unavailable ({exc}); polling"
+                kind = backend_name(native) if native is not None else "native observer"
+                self.fallback_reason = f"{kind} unavailable ({exc}); polling"
                 logger.warning("statusbridge: %s for %s", self.fallback_reason, self.folder)
-                _stop(observer)
+                if native is not None:
+                    _stop(native)
             else:
-                return observer
-        observer = PollingObserver(timeout=poll_interval)
+                return native
+        observer: BaseObserver = PollingObserver(timeout=poll_interval)
         observer.start()
         observer.schedule(self._handler, self.folder, event_filter=_RELEVANT)
         return observer

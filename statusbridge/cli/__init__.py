@@ -285,8 +285,11 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     if args.duration <= 0:
         raise CliError("--duration must be positive")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
-    print(f"writing {args.jobs} simulated jobs to {args.dir} for {args.duration:g}s ...",
-          file=out, flush=True)
+    print(
+        f"writing {args.jobs} simulated jobs to {args.dir} for {args.duration:g}s ...",
+        file=out,
+        flush=True,
+    )
     batch_id = run_external(args.dir, args.jobs, args.duration, args.fail_rate, seed)
     print(f"done: batch {batch_id}", file=out)
     return EXIT_OK

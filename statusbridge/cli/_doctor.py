@@ -44,7 +44,9 @@ def diagnose(folder: Path, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
         Finding(
             backend_ok,
             f"file-system events: {health.backend} backend",
-            [] if backend_ok else [health.last_error or "no observer"],
+            ([health.backend_note] if health.backend_note else [])
+            if backend_ok
+            else [health.last_error or "no observer"],
         )
     )
     if sys.platform.startswith("linux") and INOTIFY.is_dir():
