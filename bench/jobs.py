@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     n = 200 if args.quick else 2000
     for executor in ("thread", "process"):
-        print(f"trivial jobs/s, 2 {executor}s: {jobs_per_second(executor, n):8.0f}")
+        print(f"trivial jobs/s, 2 {executor} workers: {jobs_per_second(executor, n):8.0f}")
     c, w = report_costs(20_000 if args.quick else 200_000)
     print(
         f"report_progress coalesced {c * 1e6:7.2f} us   written {w * 1e6:7.1f} us"
