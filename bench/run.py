@@ -599,25 +599,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller, under a minute")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
+    parser.add_argument(
+        "--only",
+        choices=["render", "latency", "write", "scale"],
+        help="run one part (results go to results-<part>.*)",
+    )
     args = parser.parse_args(argv)
     report = Report(args.quick)
     started = time.perf_counter()
     print(f"# statusbridge benchmark{' (quick)' if args.quick else ''}\n\n{machine()}\n")
-    if args.quick:
-        medians = bench_render(report, [100, 1000, 10_000], runs=3)
-        bench_latency(report, [250.0, 1000.0], duration=0.6, poll_duration=2.0, poll_rates=[250.0])
-        bench_write_cost(report, runs=3, inner=200)
-        bench_scale(report, [2_000], burst=2_000)
-    else:
-        medians = bench_render(report, [100, 1000, 10_000], runs=7)
+
+    def want(part: str) -> bool:
+        return args.only in (None, part)
+
+    q = args.quick
+    medians = None
+    if want("render"):
+        medians = bench_render(report, [100, 1000, 10_000], runs=3 if q else 7)
+    if want("latency"):
         bench_latency(
-            report, [250.0, 1000.0], duration=4.0, poll_duration=6.0, poll_rates=[250.0, 1000.0]
+            report,
+            [250.0, 1000.0],
+            duration=0.6 if q else 4.0,
+            poll_duration=2.0 if q else 6.0,
+            poll_rates=[250.0] if q else [250.0, 1000.0],
         )
-        bench_write_cost(report, runs=7, inner=1000)
-        bench_scale(report, [10_000, 100_000], burst=20_000)
+    if want("write"):
+        bench_write_cost(report, runs=3 if q else 7, inner=200 if q else 1000)
+    if want("scale"):
+        bench_scale(report, [2_000] if q else [10_000, 100_000], burst=2_000 if q else 20_000)
     args.out.mkdir(parents=True, exist_ok=True)
-    suffix = "-quick" if args.quick else ""
-    plot(medians, args.out / f"render{suffix}.png")
+    suffix = ("-quick" if q else "") + (f"-{args.only}" if args.only else "")
+    if medians is not None:
+        plot(medians, args.out / f"render{suffix}.png")
     header = (
         f"# statusbridge benchmark{' (quick)' if args.quick else ''}\n\n"
         f"Machine: {machine()}. Total time {time.perf_counter() - started:.0f} s.\n\n"

@@ -438,7 +438,8 @@ class StatusCache:
         already reported as regular is opened straight away (O_NOFOLLOW still guards
         against a symlink swapped in since).
         """
-        path = self._directory / name
+        # A str path, not a Path: joining Paths costs more than the open() at scan scale.
+        path = f"{self._folder}{os.sep}{name}"
         known = self._known.get(name)
         if known is not None or not listed_regular:
             try:
@@ -478,7 +479,9 @@ class StatusCache:
     def _publish(self, changes: dict[_Key, _Action]) -> None:
         old = self._snapshot
         jobs = old._jobs.mutate()
-        batches = old._batches.mutate()
+        # Batch index edits, grouped per batch so that each batch's map is mutated
+        # once per publish (one set() per job would copy a path per job).
+        batch_edits: dict[str, dict[str, BatchJob | None]] = {}
         for job_id, job in changes.items():
             previous = jobs.get(job_id)
             if (
@@ -486,18 +489,25 @@ class StatusCache:
                 and previous.batch_id is not None
                 and (job is None or job.batch_id != previous.batch_id)
             ):
-                members = batches[previous.batch_id].delete(job_id)
-                if len(members):
-                    batches[previous.batch_id] = members
-                else:
-                    del batches[previous.batch_id]
+                batch_edits.setdefault(previous.batch_id, {})[job_id] = None
             if job is None:
                 del jobs[job_id]
                 continue
             jobs[job_id] = job
             if job.batch_id is not None:
-                members = batches.get(job.batch_id) or immutables.Map()
-                batches[job.batch_id] = members.set(job_id, job)
+                batch_edits.setdefault(job.batch_id, {})[job_id] = job
+        batches = old._batches.mutate()
+        for batch_id, edits in batch_edits.items():
+            members = (batches.get(batch_id) or immutables.Map()).mutate()
+            for job_id, member in edits.items():
+                if member is None:
+                    members.pop(job_id, None)
+                else:
+                    members[job_id] = member
+            if len(members):
+                batches[batch_id] = members.finish()
+            else:
+                batches.pop(batch_id, None)
         snap = Snapshot(jobs.finish(), batches.finish(), old.version + 1)
         self._snapshot = snap  # the one atomic swap readers see
         with self._changed:

@@ -59,6 +59,10 @@ def _no_constants(name: str) -> Any:
     raise InvalidRecordError(f"{name} is not valid JSON")
 
 
+# One decoder, built once: json.loads(..., object_pairs_hook=...) builds a new one per call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def _parse_time(name: str, value: object) -> datetime | None:
     if value is None:
         return None
@@ -105,7 +109,7 @@ def _decode(data: bytes, expected_id: str | None) -> BatchJob:
     except UnicodeDecodeError as exc:
         raise InvalidRecordError(f"not valid UTF-8 (byte {exc.start})") from None
     try:
-        doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        doc = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidRecordError(
             f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
@@ -137,11 +141,14 @@ def _decode(data: bytes, expected_id: str | None) -> BatchJob:
     elif not isinstance(meta, dict):
         raise InvalidRecordError("'meta' must be a JSON object")
     for name in _TIME_FIELDS:
-        if name in doc:
-            doc[name] = _parse_time(name, doc[name])
+        value = doc.get(name)
+        if value is not None:
+            doc[name] = _parse_time(name, value)
     if "message" in doc and doc["message"] is None:
         doc["message"] = ""
+    del doc["schema"]
+    if doc.keys() <= _DECODABLE:
+        return BatchJob(**doc)
     # Unknown keys are ignored so that files written by a newer minor release
     # (new optional fields, same schema) stay readable.
-    fields = {key: value for key, value in doc.items() if key in _DECODABLE}
-    return BatchJob(**fields)
+    return BatchJob(**{key: value for key, value in doc.items() if key in _DECODABLE})

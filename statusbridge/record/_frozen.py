@@ -92,6 +92,8 @@ def freeze(value: Any, *, _path: str = "value") -> Any:
     if isinstance(value, FrozenMap):
         return value
     if isinstance(value, Mapping):
+        if not value:
+            return EMPTY  # shared: most records have empty meta, and fewer objects = less GC work
         frozen: dict[str, Any] = {}
         for key, item in value.items():
             if not isinstance(key, str):

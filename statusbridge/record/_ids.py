@@ -17,6 +17,12 @@ _WINDOWS_RESERVED = frozenset(
 )
 
 
+# Ids already checked: every record decode checks its id and batch id, and the
+# same ids come back again and again. Plain set operations are atomic under the GIL.
+_known_valid: set[str] = set()
+_KNOWN_VALID_MAX = 200_000
+
+
 def validate_job_id(job_id: object) -> str:
     """Return ``job_id`` if it is a safe id, else raise ValueError (TypeError for non-str).
 
@@ -27,6 +33,8 @@ def validate_job_id(job_id: object) -> str:
     ...
     ValueError: invalid job id '../etc/passwd': ids must match [A-Za-z0-9][A-Za-z0-9._-]{0,127}
     """
+    if type(job_id) is str and job_id in _known_valid:
+        return job_id
     if not isinstance(job_id, str):
         raise TypeError(f"job id must be a str, not {type(job_id).__name__}")
     if JOB_ID_PATTERN.fullmatch(job_id) is None:
@@ -37,4 +45,7 @@ def validate_job_id(job_id: object) -> str:
         raise ValueError(f"invalid job id {job_id!r}: ids must not end with '.'")
     if job_id.split(".", 1)[0].upper() in _WINDOWS_RESERVED:
         raise ValueError(f"invalid job id {job_id!r}: reserved device name on Windows")
+    if len(_known_valid) >= _KNOWN_VALID_MAX:
+        _known_valid.clear()  # a bound, not an LRU: refilling is cheap
+    _known_valid.add(job_id)
     return job_id

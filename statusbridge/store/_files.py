@@ -70,7 +70,7 @@ def describe_non_regular(st: os.stat_result) -> str:
 
 
 def read_record_file(
-    path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+    path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[BatchJob, FileSignature]:
     """Read and decode one record file.
 
@@ -79,7 +79,7 @@ def read_record_file(
     by the file: symlinks, non-regular files, hard-linked files, oversized
     files and undecodable content.
     """
-    name = path.name
+    name = os.path.basename(path)
     expected_id = name[: -len(RECORD_SUFFIX)] if name.endswith(RECORD_SUFFIX) else None
     try:
         fd = os.open(path, _OPEN_FLAGS)
