@@ -1,0 +1,44 @@
+"""The folder layout is the architecture: each layer imports only the layers below it."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "statusbridge"
+LAYERS = ["errors", "record", "store", "cache", "jobs"]
+
+
+def imported_layers(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("statusbridge.")
+        ):
+            found.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.split(".")[1] for a in node.names if a.name.startswith("statusbridge.")
+            }
+    return found
+
+
+def test_arrows_only_point_down() -> None:
+    for rank, layer in enumerate(LAYERS):
+        allowed = set(LAYERS[: rank + 1])
+        files = [PACKAGE / "errors.py"] if layer == "errors" else (PACKAGE / layer).rglob("*.py")
+        for path in files:
+            wrong = imported_layers(path) - allowed
+            assert not wrong, f"{path.relative_to(PACKAGE)} imports {wrong} (layer {layer})"
+
+
+def test_core_does_not_import_streamlit() -> None:
+    code = (
+        "import sys, statusbridge, statusbridge.cli, statusbridge.demo; "
+        "assert 'streamlit' not in sys.modules, 'core imported streamlit'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
