@@ -36,6 +36,8 @@ class InvalidRecordError(StatusBridgeError, ValueError):
     def __init__(self, reason: str, *, source: str | None = None) -> None:
         self.reason = reason
         self.source = source
+        # Set by the file reader: the (inode, size, mtime, ctime) of the version read.
+        self.signature: object | None = None
         super().__init__(f"{source}: {reason}" if source else reason)
 
 

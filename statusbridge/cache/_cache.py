@@ -462,10 +462,15 @@ class StatusCache:
             self._invalid.pop(name, None)
             return None
         except InvalidRecordError as exc:
-            try:  # remember this version, so it is not re-read until it changes
-                self._known[name] = signature_of(os.lstat(path))
-            except OSError:
-                self._known.pop(name, None)
+            # Remember the version that was read (not a later stat: a writer may have
+            # finished in between, and its close event must still trigger a re-read).
+            if isinstance(exc.signature, FileSignature):
+                self._known[name] = exc.signature
+            else:  # refused before opening (a symlink): its own lstat identifies it
+                try:
+                    self._known[name] = signature_of(os.lstat(path))
+                except OSError:
+                    self._known.pop(name, None)
             self._invalid[name] = exc.reason
             return _UNCHANGED
         except OSError as exc:

@@ -69,6 +69,12 @@ def describe_non_regular(st: os.stat_result) -> str:
     return "not a regular file"
 
 
+def _refused(reason: str, name: str, st: os.stat_result) -> InvalidRecordError:
+    exc = InvalidRecordError(reason, source=name)
+    exc.signature = signature_of(st)  # the version refused; see read_record_file
+    return exc
+
+
 def read_record_file(
     path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> tuple[BatchJob, FileSignature]:
@@ -92,15 +98,13 @@ def read_record_file(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InvalidRecordError(describe_non_regular(st), source=name)
+            raise _refused(describe_non_regular(st), name, st)
         if st.st_nlink > 1:
             # Writers always replace, so a record never has a second name; a hard
             # link means someone linked another file in here.
-            raise InvalidRecordError("file has other hard links", source=name)
+            raise _refused("file has other hard links", name, st)
         if st.st_size > max_bytes:
-            raise InvalidRecordError(
-                f"{st.st_size} bytes exceeds the {max_bytes}-byte limit", source=name
-            )
+            raise _refused(f"{st.st_size} bytes exceeds the {max_bytes}-byte limit", name, st)
         # One read of size+1: a short read of a regular file means end of file, so
         # the usual second read (to see EOF) is only needed if the file grew.
         data = os.read(fd, st.st_size + 1)
@@ -112,8 +116,15 @@ def read_record_file(
                 total += len(chunk)
             if total > max_bytes:
                 # The file grew after fstat: not one of our atomic writes.
-                raise InvalidRecordError(f"more than {max_bytes} bytes", source=name)
+                raise _refused(f"more than {max_bytes} bytes", name, st)
             data = b"".join(chunks)
     finally:
         os.close(fd)
-    return decode_job(data, source=name, expected_id=expected_id), signature_of(st)
+    sig = signature_of(st)
+    try:
+        return decode_job(data, source=name, expected_id=expected_id), sig
+    except InvalidRecordError as exc:
+        # The signature of the very version that was read: a reader that remembers
+        # it re-reads the file when it changes, and not before.
+        exc.signature = sig
+        raise
