@@ -107,7 +107,9 @@ def test_watch_until_done_with_a_live_writer(tmp_path: Path) -> None:
     frames = out.strip().split("\n\n")
     assert len(frames) >= 2  # redrawn on changes, not once
     assert "3 jobs: 3 pending" in frames[0] or "running" in frames[0]
-    assert frames[-1].splitlines()[-1].startswith("3 jobs: 3 completed")
+    assert frames[-1].splitlines()[-2] == "3 jobs: 3 completed"
+    assert frames[-1].splitlines()[-1] == "overall [####################] 100%"
+    assert all(len(line) <= 80 for frame in frames for line in frame.splitlines()[1:])
     assert "step 10" in frames[-1]
 
 

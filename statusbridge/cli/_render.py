@@ -72,5 +72,13 @@ def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = No
 
 
 def summary_line(summary: BatchSummary) -> str:
+    """Counts, then the overall bar on its own line (both fit 80 columns).
+
+    >>> from statusbridge.cache import summarize
+    >>> from statusbridge.record import BatchJob
+    >>> print(summary_line(summarize([BatchJob("a", "completed"), BatchJob("b")])))
+    2 jobs: 1 pending, 1 completed
+    overall [##########----------]  50%
+    """
     counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items() if n) or "no jobs"
-    return f"{summary.total} jobs: {counts} | overall {bar(summary.progress, 20)}"
+    return f"{summary.total} jobs: {counts}\noverall {bar(summary.progress, 20)}"
