@@ -23,8 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
-import immutables
-
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
@@ -482,38 +480,7 @@ class StatusCache:
         return job
 
     def _publish(self, changes: dict[_Key, _Action]) -> None:
-        old = self._snapshot
-        jobs = old._jobs.mutate()
-        # Batch index edits, grouped per batch so that each batch's map is mutated
-        # once per publish (one set() per job would copy a path per job).
-        batch_edits: dict[str, dict[str, BatchJob | None]] = {}
-        for job_id, job in changes.items():
-            previous = jobs.get(job_id)
-            if (
-                previous is not None
-                and previous.batch_id is not None
-                and (job is None or job.batch_id != previous.batch_id)
-            ):
-                batch_edits.setdefault(previous.batch_id, {})[job_id] = None
-            if job is None:
-                del jobs[job_id]
-                continue
-            jobs[job_id] = job
-            if job.batch_id is not None:
-                batch_edits.setdefault(job.batch_id, {})[job_id] = job
-        batches = old._batches.mutate()
-        for batch_id, edits in batch_edits.items():
-            members = (batches.get(batch_id) or immutables.Map()).mutate()
-            for job_id, member in edits.items():
-                if member is None:
-                    members.pop(job_id, None)
-                else:
-                    members[job_id] = member
-            if len(members):
-                batches[batch_id] = members.finish()
-            else:
-                batches.pop(batch_id, None)
-        snap = Snapshot(jobs.finish(), batches.finish(), old.version + 1)
+        snap = self._snapshot.with_changes(changes)
         self._snapshot = snap  # the one atomic swap readers see
         with self._changed:
             self._changed.notify_all()

@@ -160,6 +160,43 @@ class Snapshot(Mapping[str, BatchJob]):
     def __repr__(self) -> str:
         return f"<Snapshot version={self.version} jobs={len(self._jobs)}>"
 
+    def with_changes(self, changes: Mapping[str, BatchJob | None]) -> Snapshot:
+        """The next snapshot: these jobs set (or removed, for None), version + 1.
+
+        Costs O(changes x log n): the tries share every untouched node with this one.
+        """
+        jobs = self._jobs.mutate()
+        # Batch index edits, grouped per batch so that each batch's map is mutated
+        # once (one set() per job would copy a path per job).
+        batch_edits: dict[str, dict[str, BatchJob | None]] = {}
+        for job_id, job in changes.items():
+            previous = jobs.get(job_id)
+            if (
+                previous is not None
+                and previous.batch_id is not None
+                and (job is None or job.batch_id != previous.batch_id)
+            ):
+                batch_edits.setdefault(previous.batch_id, {})[job_id] = None
+            if job is None:
+                jobs.pop(job_id, None)
+                continue
+            jobs[job_id] = job
+            if job.batch_id is not None:
+                batch_edits.setdefault(job.batch_id, {})[job_id] = job
+        batches = self._batches.mutate()
+        for batch_id, edits in batch_edits.items():
+            members = (batches.get(batch_id) or immutables.Map()).mutate()
+            for job_id, member in edits.items():
+                if member is None:
+                    members.pop(job_id, None)
+                else:
+                    members[job_id] = member
+            if len(members):
+                batches[batch_id] = members.finish()
+            else:
+                batches.pop(batch_id, None)
+        return Snapshot(jobs.finish(), batches.finish(), self.version + 1)
+
     def batch_ids(self) -> tuple[str, ...]:
         """Ids of the batches that have at least one job, sorted."""
         key = ("batch_ids",)
