@@ -1,4 +1,9 @@
-"""Functions run in child processes by the tests (importable by ``spawn`` children)."""
+"""Functions run in child processes by the tests (importable by ``spawn`` children).
+
+No condition variable crosses a process boundary, so a child waits for the test
+by polling for a file the test creates (a condition wait, with a short poll
+interval). The other sleeps here pace simulated work: they are the work.
+"""
 
 from __future__ import annotations
 
