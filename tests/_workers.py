@@ -41,7 +41,8 @@ def hold_lock(folder: str, job_id: str, ready_file: str, release_file: str) -> N
     store = StatusStore(folder)
     with store._locks.hold(job_id, timeout=5):
         Path(ready_file).touch()
-        while not os.path.exists(release_file):
+        deadline = time.monotonic() + 60  # never outlive a failed test by long
+        while not os.path.exists(release_file) and time.monotonic() < deadline:
             time.sleep(0.01)
     sys.exit(0)
 

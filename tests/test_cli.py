@@ -187,14 +187,19 @@ def test_doctor(tmp_path: Path) -> None:
     (folder / "junk.json").write_text("{")
     stale = folder / ".x.1-1.tmp"
     stale.write_text("{")
+    stale_inside = folder / ".tmp" / ".y.2-2.tmp"  # where StatusStore's own temp files live
+    stale_inside.write_text("{")
     past = datetime.now(UTC).timestamp() - 3600
-    os.utime(stale, (past, past))
+    for path in (stale, stale_inside, folder / ".tmp"):
+        os.utime(path, (past, past))
     store.update("orphan", status="running", owner="vm-that-is-gone:1",
                  heartbeat_at=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
     sick = cli("doctor", "--dir", str(folder))
     assert sick.returncode == 1
     assert "junk.json: not valid JSON" in sick.stdout
     assert "stale temp file .x.1-1.tmp" in sick.stdout
+    assert "stale temp file .tmp/.y.2-2.tmp" in sick.stdout
+    assert "stale temp file .tmp " not in sick.stdout  # the folder itself is not one
     assert "orphan (owner vm-that-is-gone:1)" in sick.stdout
     assert "3 problem(s) need attention" in sick.stdout
     missing = cli("doctor", "--dir", str(tmp_path / "nope"))

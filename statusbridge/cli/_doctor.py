@@ -11,11 +11,10 @@ from pathlib import Path
 from statusbridge.cache import StatusCache
 from statusbridge.jobs import is_owner_alive
 from statusbridge.record import BatchStatus, utc_now
-from statusbridge.store import STRIPES
+from statusbridge.store import STALE_TEMP_SECONDS, STRIPES, TEMP_DIR
 
 __all__ = ["Finding", "diagnose"]
 
-STALE_TEMP_SECONDS = 60.0
 INOTIFY = Path("/proc/sys/fs/inotify")
 
 
@@ -96,15 +95,21 @@ def _writable(folder: Path) -> Finding:
 
 
 def _leftovers(folder: Path) -> Finding:
-    locks, stale = [], []
+    locks = [n for n in os.listdir(folder) if n.startswith(".lock-")]
+    stale = []
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for name in os.listdir(folder):
-        if name.startswith(".lock-"):
-            locks.append(name)
-        elif name.startswith(".") and name.endswith(".tmp"):
+    # StatusStore writes its temp files in .tmp/; other writers may leave theirs beside.
+    for where in (folder, folder / TEMP_DIR):
+        try:
+            entries = list(os.scandir(where))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if not (entry.name.startswith(".") and entry.name.endswith(".tmp")):
+                continue
             try:
-                if os.lstat(folder / name).st_mtime < cutoff:
-                    stale.append(name)
+                if entry.is_file(follow_symlinks=False) and entry.stat().st_mtime < cutoff:
+                    stale.append(str(Path(entry.path).relative_to(folder)))
             except FileNotFoundError:
                 continue
     details = [

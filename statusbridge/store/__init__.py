@@ -8,11 +8,19 @@ from statusbridge.store._files import (
     read_record_file,
 )
 from statusbridge.store._locks import STRIPES
-from statusbridge.store._store import UPDATABLE_FIELDS, StatusStore, select_expired
+from statusbridge.store._store import (
+    STALE_TEMP_SECONDS,
+    TEMP_DIR,
+    UPDATABLE_FIELDS,
+    StatusStore,
+    select_expired,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "STALE_TEMP_SECONDS",
     "STRIPES",
+    "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",
     "StatusStore",
