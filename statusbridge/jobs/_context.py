@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError, JobCancelled
-from statusbridge.record import freeze, utc_now
+from statusbridge.record import BatchJob, freeze, utc_now
 from statusbridge.store import StatusStore
 
 __all__ = ["JobContext", "current_job_id", "is_cancelled", "report_progress", "signal_cancel"]
@@ -45,6 +45,11 @@ class JobContext:
         self.interval = interval
         self.cancel_event = threading.Event()
         self._lock = threading.Lock()
+        # Serialises writes of this job (its own thread, the heartbeat thread, the
+        # final write): a heartbeat that took the pending values must not land
+        # after the final record.
+        self.write_lock = threading.Lock()
+        self.finished = False
         self._pending: dict[str, Any] = {}
         self._pending_meta: dict[str, Any] = {}
         # The first report is written at once (like tqdm); later ones are throttled.
@@ -70,11 +75,35 @@ class JobContext:
             return fields
 
     def flush(self, *, now_utc: datetime | None = None) -> None:
-        """Write what is pending plus a heartbeat; notice a cancel request in the file."""
-        fields = self.take_pending()
-        fields["heartbeat_at"] = now_utc or utc_now()
-        self.last_write = self.last_check = time.monotonic()
-        job = self.store.update(self.job_id, **fields)
+        """Write what is pending plus a heartbeat; notice a cancel request in the file.
+
+        Never changes a finished record: once the job's final status is written
+        (by its runner, or by anyone who judged it dead or cancelled), late
+        progress and heartbeats are dropped.
+        """
+        with self.write_lock:
+            if self.finished:
+                return
+            fields = self.take_pending()
+            fields["heartbeat_at"] = now_utc or utc_now()
+            self.last_write = self.last_check = time.monotonic()
+            seen: list[BatchJob | None] = []
+
+            def change(current: BatchJob | None) -> dict[str, Any] | None:
+                seen.append(current)
+                if current is None or current.is_finished:
+                    return None
+                return fields
+
+            job = self.store.modify(self.job_id, change)
+        if job is None:
+            current = seen[-1] if seen else None
+            logger.debug(
+                "job %s: progress not written, the record is %s",
+                self.job_id,
+                "gone" if current is None else current.status.value,
+            )
+            return
         if job.cancel_requested:
             self.cancel_event.set()
 

@@ -1,9 +1,18 @@
 """BatchManager: named batches of jobs, with the seed application's API.
 
-A batch definition (name, the jobs' params, when it was created and started)
-is saved atomically as ``<batch_dir>/<batch_id>.json``; the jobs' status lives
-in the status folder like any other job's. Definitions are loaded once at
-start and kept in memory, so status calls never touch the disk.
+A batch definition (name, the jobs' params, when it was created and started,
+and, once it has finished, its final counts) is saved atomically as
+``<batch_dir>/<batch_id>.json``; the jobs' status lives in the status folder
+like any other job's.
+
+Retention never makes a batch lie: the records of a started batch are kept
+until its final counts are saved with its definition, and from then on its
+summary comes from there.
+
+Managers built again and again for the same locations (a Streamlit script runs
+``manager = BatchManager()`` on every rerun) share one engine per process: one
+queue, one cache, one pool. The engine is released when the last manager using
+it is shut down or collected and its jobs are done.
 """
 
 from __future__ import annotations
@@ -12,29 +21,82 @@ import contextlib
 import json
 import logging
 import os
+import secrets
 import threading
-import uuid
-from collections.abc import Callable, Mapping
+import time
+import weakref
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from statusbridge.cache import BatchSummary, StatusCache, summarize
+from statusbridge.cache import BatchSummary, Snapshot, StatusCache, summarize
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._queue import BatchQueue
-from statusbridge.record import BatchJob, BatchStatus, freeze, thaw, utc_now, validate_job_id
+from statusbridge.record import (
+    JOB_ID_PATTERN,
+    BatchJob,
+    BatchStatus,
+    freeze,
+    thaw,
+    utc_now,
+    validate_job_id,
+)
 from statusbridge.store import write_atomic
 
-__all__ = ["BatchDefinition", "BatchManager"]
+__all__ = ["BatchDefinition", "BatchManager", "FinalCounts"]
 
 logger = logging.getLogger(__name__)
+
+# How often, at most, list_batches() lists the batch folder for batches that
+# other processes created (one listdir; everything else is in memory).
+RELIST_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class FinalCounts:
+    """How a finished batch ended: saved with its definition before retention may trim it."""
+
+    counts: Mapping[BatchStatus, int]
+    progress: float
+    state: str
+    finished_at: datetime
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "counts": {s.value: n for s, n in self.counts.items()},
+            "progress": self.progress,
+            "state": self.state,
+            "finished_at": self.finished_at.isoformat(),
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> FinalCounts:
+        if not isinstance(doc, dict):
+            raise TypeError("final must be an object")
+        counts = {BatchStatus(k): int(v) for k, v in doc["counts"].items()}
+        return cls(
+            counts={s: counts.get(s, 0) for s in BatchStatus},
+            progress=float(doc["progress"]),
+            state=str(doc["state"]),
+            finished_at=_aware(doc["finished_at"], "final.finished_at"),
+        )
+
+
+def _aware(text: Any, field: str) -> datetime:
+    if not isinstance(text, str):
+        raise TypeError(f"{field} must be an ISO-8601 string")
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{field} {text!r} has no UTC offset")
+    return value
 
 
 @dataclass(frozen=True)
 class BatchDefinition:
-    """What a batch is: its jobs' ids and params, its name and times."""
+    """What a batch is: its jobs' ids and params, its name and times, and how it ended."""
 
     id: str
     name: str
@@ -42,6 +104,7 @@ class BatchDefinition:
     params: tuple[Any, ...]
     created_at: datetime
     started_at: datetime | None = None
+    final: FinalCounts | None = None
 
     def to_json(self) -> bytes:
         doc = {
@@ -54,23 +117,321 @@ class BatchDefinition:
                 {"id": j, "params": thaw(p)} for j, p in zip(self.job_ids, self.params, strict=True)
             ],
         }
+        if self.final is not None:
+            doc["final"] = self.final.to_doc()
         return json.dumps(doc, ensure_ascii=False).encode() + b"\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> BatchDefinition:
+        """Decode a definition; ValueError/KeyError/TypeError say what is wrong."""
         doc = json.loads(data)
         if not isinstance(doc, dict) or doc.get("schema") != 1:
             raise ValueError("not a schema-1 batch definition")
         jobs = doc["jobs"]
+        if not isinstance(jobs, list):
+            raise TypeError("jobs must be a list")
         started = doc.get("started_at")
+        final = doc.get("final")
         return cls(
             id=validate_job_id(doc["id"]),
             name=str(doc["name"]),
             job_ids=tuple(validate_job_id(j["id"]) for j in jobs),
             params=tuple(freeze(j.get("params")) for j in jobs),
-            created_at=datetime.fromisoformat(doc["created_at"]),
-            started_at=datetime.fromisoformat(started) if started else None,
+            created_at=_aware(doc["created_at"], "created_at"),
+            started_at=_aware(started, "started_at") if started else None,
+            final=FinalCounts.from_doc(final) if final is not None else None,
         )
+
+    def summary(self) -> BatchSummary | None:
+        """The saved final summary, None while the batch has not finished."""
+        if self.final is None:
+            return None
+        f = self.final
+        return BatchSummary(self.id, self.name, len(self.job_ids), f.counts, f.progress, f.state)
+
+
+def is_valid_job_id(text: str) -> bool:
+    return JOB_ID_PATTERN.fullmatch(text) is not None
+
+
+def new_batch_id(now: datetime) -> str:
+    """Sortable by creation time, unique across processes and hosts (64 random bits)."""
+    return f"batch-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(8)}"
+
+
+class _Batches:
+    """The engine behind one or more ``BatchManager`` handles: definitions + a queue."""
+
+    def __init__(
+        self,
+        batch_dir: Path,
+        queue: BatchQueue,
+        retention_hours: float | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.batch_dir = batch_dir
+        self.queue = queue
+        self.retention_hours = retention_hours
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._batches: dict[str, BatchDefinition] = {}
+        self._missing: dict[str, float] = {}  # ids looked for and not found, when
+        self._reread: dict[str, float] = {}  # started batches with a record gone, when re-read
+        self._listed_at = 0.0
+        self.handles = 0
+        self.key: Hashable | None = None
+        self._relist(force=True)
+        self.remove_old_batches()
+        queue.add_retention_hook(self._before_retention)
+        queue.add_idle_hook(self._on_idle)
+
+    # -- definitions on disk ---------------------------------------------------
+    def _path(self, batch_id: str) -> Path:
+        return self.batch_dir / f"{batch_id}.json"
+
+    def _read(self, path: Path) -> BatchDefinition | None:
+        try:
+            definition = BatchDefinition.from_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            logger.warning("skipping batch file %s: %s", path, exc)
+            return None
+        if path.name != f"{definition.id}.json":
+            logger.warning("skipping batch file %s: it defines batch %r", path, definition.id)
+            return None
+        return definition
+
+    def _relist(self, *, force: bool = False) -> None:
+        """Pick up batches other processes created (at most every RELIST_SECONDS)."""
+        now = time.monotonic()
+        if not force and now - self._listed_at < RELIST_SECONDS:
+            return
+        self._listed_at = now
+        try:
+            names = os.listdir(self.batch_dir)
+        except FileNotFoundError:
+            return
+        for name in sorted(names):
+            batch_id = name[:-5] if name.endswith(".json") else ""
+            if batch_id in self._batches or not is_valid_job_id(batch_id):
+                continue
+            definition = self._read(self.batch_dir / name)
+            if definition is not None:
+                with self._lock:
+                    self._batches.setdefault(definition.id, definition)
+
+    def lookup(self, batch_id: str) -> BatchDefinition | None:
+        """The definition, loading it from disk if another process created it since."""
+        definition = self._batches.get(batch_id)
+        if definition is not None or not is_valid_job_id(batch_id):
+            return definition
+        now = time.monotonic()
+        if now - self._missing.get(batch_id, -RELIST_SECONDS) < RELIST_SECONDS:
+            return None
+        definition = self._read(self._path(batch_id))
+        if definition is None:
+            self._missing[batch_id] = now
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            return None
+        with self._lock:
+            return self._batches.setdefault(batch_id, definition)
+
+    def definition(self, batch_id: str) -> BatchDefinition:
+        definition = self.lookup(batch_id)
+        if definition is None:
+            raise UnknownJobError(f"unknown batch id {batch_id!r}")
+        return definition
+
+    def _store(self, definition: BatchDefinition, *, exclusive: bool = False) -> None:
+        write_atomic(self._path(definition.id), definition.to_json(), exclusive=exclusive)
+        with self._lock:
+            self._batches[definition.id] = definition
+
+    # -- the seed API ----------------------------------------------------------
+    def create(self, jobs: list[dict[str, Any]], name: str) -> str:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("a batch needs a non-empty name")
+        if not isinstance(jobs, (list, tuple)):
+            raise TypeError(f"jobs must be a list of params, not {type(jobs).__name__}")
+        params = tuple(freeze(p, _path=f"jobs[{i}]") for i, p in enumerate(jobs))
+        now = self._clock()
+        for _ in range(5):
+            batch_id = new_batch_id(now)
+            definition = BatchDefinition(
+                id=batch_id,
+                name=name,
+                job_ids=tuple(f"{batch_id}-{i:04d}" for i in range(len(params))),
+                params=params,
+                created_at=now,
+            )
+            try:
+                self._store(definition, exclusive=True)  # never overwrites another batch
+            except FileExistsError:
+                continue  # 64 random bits collided: astronomically rare, but never silent
+            return batch_id
+        raise RuntimeError("could not find a free batch id (is the batch folder shared oddly?)")
+
+    def start(self, batch_id: str, generator_func: Callable[[Any], Any]) -> None:
+        definition = self.definition(batch_id)
+        if definition.started_at is not None:
+            raise ValueError(f"batch {batch_id!r} was already started at {definition.started_at}")
+        # All or nothing: everything that can refuse the batch is checked before
+        # the definition says "started".
+        self.queue.check_submittable(generator_func)
+        busy = [
+            j
+            for j in definition.job_ids
+            if (job := self.queue.get_job_status(j)) is not None and not job.is_finished
+        ]
+        if busy:
+            raise ValueError(f"batch {batch_id!r}: its job {busy[0]!r} is already running")
+        self._store(replace(definition, started_at=self._clock()))
+        submitted = 0
+        try:
+            for job_id, params in zip(definition.job_ids, definition.params, strict=True):
+                self.queue.submit(generator_func, thaw(params), job_id=job_id, batch_id=batch_id)
+                submitted += 1
+        except BaseException as exc:
+            # Unforeseeable (the disk, the pool): the jobs never submitted fail, so
+            # the batch still finishes and says why.
+            why = f"batch could not be submitted: {type(exc).__name__}: {exc}"
+            for job_id in definition.job_ids[submitted:]:
+                try:
+                    self.queue.store.update(
+                        job_id, status=BatchStatus.FAILED, batch_id=batch_id, error_message=why
+                    )
+                except Exception:
+                    logger.exception("batch %s: cannot mark job %s failed", batch_id, job_id)
+            raise
+
+    def status(self, batch_id: str) -> BatchSummary | None:
+        definition = self.lookup(batch_id)
+        if definition is None:
+            return None
+        final = definition.summary()
+        if final is not None:
+            return final
+        jobs = [self.job(job_id, definition) for job_id in definition.job_ids]
+        summary = summarize(jobs, batch_id=batch_id, name=definition.name)
+        if definition.started_at is None and summary.total:
+            return BatchSummary(
+                batch_id, definition.name, summary.total, summary.counts, 0.0, "created"
+            )
+        return summary
+
+    def job(self, job_id: str, definition: BatchDefinition) -> BatchJob:
+        job = self.queue.get_job_status(job_id)
+        if job is not None:
+            return job
+        now = time.monotonic()
+        if (
+            definition.started_at is not None
+            and definition.final is None
+            and now - self._reread.get(definition.id, -RELIST_SECONDS) >= RELIST_SECONDS
+        ):
+            # A started batch's record is gone: has another process saved the
+            # final counts (and trimmed the records) meanwhile?
+            self._reread[definition.id] = now
+            fresh = self._read(self._path(definition.id))
+            if fresh is not None and fresh.final is not None:
+                with self._lock:
+                    self._batches[definition.id] = fresh
+        return BatchJob(job_id, BatchStatus.PENDING, batch_id=definition.id)
+
+    def jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
+        definition = self.definition(batch_id)
+        return tuple(self.job(job_id, definition) for job_id in definition.job_ids)
+
+    def cancel(self, batch_id: str) -> int:
+        definition = self.definition(batch_id)
+        return sum(1 for job_id in definition.job_ids if self.queue.cancel(job_id))
+
+    def summaries(self) -> list[BatchSummary]:
+        self._relist()
+        with self._lock:
+            definitions = sorted(self._batches.values(), key=lambda d: d.created_at, reverse=True)
+        return [s for d in definitions if (s := self.status(d.id)) is not None]
+
+    def definitions(self) -> Mapping[str, BatchDefinition]:
+        self._relist()
+        with self._lock:
+            return dict(self._batches)
+
+    # -- housekeeping (on the queue's supervisor thread) -------------------------
+    def _before_retention(self, snapshot: Snapshot) -> set[str]:
+        """Save the final counts of batches that just finished; protect the others."""
+        protected: set[str] = set()
+        with self._lock:
+            open_batches = [d for d in self._batches.values() if d.final is None]
+        for definition in open_batches:
+            jobs = [snapshot.get(j) for j in definition.job_ids]
+            if definition.started_at is None:
+                continue
+            if not all(j is not None and j.is_finished for j in jobs):
+                protected.add(definition.id)
+                continue
+            summary = summarize([j for j in jobs if j is not None], batch_id=definition.id)
+            final = FinalCounts(summary.counts, summary.progress, summary.state, self._clock())
+            try:
+                self._store(replace(definition, final=final))
+            except OSError:
+                logger.exception("batch %s: cannot save its final counts", definition.id)
+                protected.add(definition.id)
+        return protected
+
+    def _on_idle(self) -> None:
+        _release_if_unused(self)
+
+    def remove_old_batches(self, now: datetime | None = None) -> list[str]:
+        """Remove batch files older than ``retention_hours`` whose jobs are all finished."""
+        if self.retention_hours is None:
+            return []
+        now = now or self._clock()
+        cutoff = now - timedelta(hours=self.retention_hours)
+        removed = []
+        with self._lock:
+            candidates = [d for d in self._batches.values() if d.created_at < cutoff]
+        for d in candidates:
+            if d.final is None:
+                # Records already removed by retention count as finished.
+                jobs = (self.queue.get_job_status(job_id) for job_id in d.job_ids)
+                if d.started_at is None or any(j is not None and not j.is_finished for j in jobs):
+                    continue
+            with contextlib.suppress(FileNotFoundError):
+                self._path(d.id).unlink()
+            with self._lock:
+                self._batches.pop(d.id, None)
+            removed.append(d.id)
+        return removed
+
+
+# -- sharing engines between managers of one process ---------------------------
+_engines: dict[Hashable, _Batches] = {}
+_engines_lock = threading.RLock()
+
+
+def _release_if_unused(engine: _Batches, *, wait: bool = False) -> None:
+    """Shut the engine's queue down once no manager uses it and its jobs are done."""
+    with _engines_lock:
+        if engine.handles > 0:
+            return
+        if engine.queue.running and not wait:
+            return  # its queue tells us (on_idle) when its jobs are done
+        if engine.key is not None and _engines.get(engine.key) is engine:
+            del _engines[engine.key]
+    engine.queue.shutdown(wait=wait)
+
+
+def _detach(engine: _Batches, wait: bool) -> None:
+    with _engines_lock:
+        engine.handles -= 1
+    _release_if_unused(engine, wait=wait)
+
+
+def _location_key(location: str | os.PathLike[str]) -> str:
+    return os.path.realpath(location)
 
 
 class BatchManager:
@@ -82,6 +443,9 @@ class BatchManager:
         batch_id = manager.create_custom_batch(jobs, "Test")
         manager.start_batch(batch_id, generator)
         status = manager.get_batch_status(batch_id)
+
+    Building a manager again for the same folders and options in one process
+    (as a Streamlit script does on every rerun) reuses the running engine.
     """
 
     def __init__(
@@ -97,163 +461,117 @@ class BatchManager:
         cache: StatusCache | None = None,
         **queue_options: Any,
     ) -> None:
-        self.batch_dir = Path(batch_dir)
-        self.batch_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.retention_hours = retention_hours
-        self._clock = clock
-        self.queue = BatchQueue(
-            max_concurrent,
-            max_completed_jobs,
-            status_dir,
-            executor=executor,
-            retention_hours=retention_hours,
-            clock=clock,
-            cache=cache,
-            **queue_options,
-        )
-        self._lock = threading.Lock()
-        self._batches: dict[str, BatchDefinition] = self._load()
-        self.remove_old_batches()
-
-    def _load(self) -> dict[str, BatchDefinition]:
-        batches: dict[str, BatchDefinition] = {}
-        for path in sorted(self.batch_dir.glob("*.json")):
-            if path.name.startswith("."):
-                continue
+        key: Hashable | None = None
+        if isinstance(executor, str) and clock is utc_now and cache is None:
             try:
-                definition = BatchDefinition.from_json(path.read_bytes())
-            except (ValueError, KeyError, TypeError, OSError) as exc:
-                logger.warning("skipping batch file %s: %s", path, exc)
-                continue
-            batches[definition.id] = definition
-        return batches
+                key = (
+                    _location_key(batch_dir),
+                    _location_key(status_dir),
+                    max_concurrent,
+                    executor,
+                    max_completed_jobs,
+                    retention_hours,
+                    frozenset(queue_options.items()),
+                )
+                hash(key)
+            except TypeError:
+                key = None  # an unhashable option: this manager gets its own engine
+        with _engines_lock:
+            engine = _engines.get(key) if key is not None else None
+            if engine is None:
+                folder = Path(batch_dir)
+                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                queue = BatchQueue(
+                    max_concurrent,
+                    max_completed_jobs,
+                    status_dir,
+                    executor=executor,
+                    retention_hours=retention_hours,
+                    clock=clock,
+                    cache=cache,
+                    **queue_options,
+                )
+                engine = _Batches(folder, queue, retention_hours, clock)
+                engine.key = key
+                if key is not None:
+                    _engines[key] = engine
+            engine.handles += 1
+        self._engine = engine
+        self._detach = weakref.finalize(self, _detach, engine, False)
 
-    def _save(self, definition: BatchDefinition) -> None:
-        write_atomic(self.batch_dir / f"{definition.id}.json", definition.to_json())
+    @property
+    def queue(self) -> BatchQueue:
+        return self._engine.queue
+
+    @property
+    def batch_dir(self) -> Path:
+        return self._engine.batch_dir
+
+    @property
+    def retention_hours(self) -> float | None:
+        return self._engine.retention_hours
 
     # -- the seed API ----------------------------------------------------------
     def create_custom_batch(self, jobs: list[dict[str, Any]], name: str) -> str:
         """Define a batch, one job per params dict; returns its id (run it with ``start_batch``)."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError("a batch needs a non-empty name")
-        if not isinstance(jobs, (list, tuple)):
-            raise TypeError(f"jobs must be a list of params, not {type(jobs).__name__}")
-        params = tuple(freeze(p, _path=f"jobs[{i}]") for i, p in enumerate(jobs))
-        now = self._clock()
-        batch_id = f"batch-{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
-        definition = BatchDefinition(
-            id=batch_id,
-            name=name,
-            job_ids=tuple(f"{batch_id}-{i:04d}" for i in range(len(params))),
-            params=params,
-            created_at=now,
-        )
-        self._save(definition)
-        with self._lock:
-            self._batches[batch_id] = definition
-        return batch_id
+        return self._engine.create(jobs, name)
 
     def start_batch(self, batch_id: str, generator_func: Callable[[Any], Any]) -> None:
-        """Submit every job of the batch: ``generator_func(params)`` runs once per job."""
-        definition = self._definition(batch_id)
-        if definition.started_at is not None:
-            raise ValueError(f"batch {batch_id!r} was already started at {definition.started_at}")
-        started = BatchDefinition(
-            definition.id,
-            definition.name,
-            definition.job_ids,
-            definition.params,
-            definition.created_at,
-            self._clock(),
-        )
-        self._save(started)
-        with self._lock:
-            self._batches[batch_id] = started
-        for job_id, params in zip(definition.job_ids, definition.params, strict=True):
-            self.queue.submit(generator_func, thaw(params), job_id=job_id, batch_id=batch_id)
+        """Submit every job of the batch: ``generator_func(params)`` runs once per job.
+
+        All or nothing: if the function cannot be sent to the workers (a lambda
+        with ``executor="process"``), it raises and the batch stays unstarted.
+        """
+        self._engine.start(batch_id, generator_func)
 
     def get_batch_status(self, batch_id: str) -> BatchSummary | None:
-        """Counts per status, overall progress and state; None for an unknown batch. No disk I/O."""
-        definition = self._batches.get(batch_id)
-        if definition is None:
-            return None
-        jobs = [self._job(job_id, definition) for job_id in definition.job_ids]
-        summary = summarize(jobs, batch_id=batch_id, name=definition.name)
-        if definition.started_at is None and summary.total:
-            return BatchSummary(
-                batch_id, definition.name, summary.total, summary.counts, 0.0, "created"
-            )
-        return summary
-
-    def _job(self, job_id: str, definition: BatchDefinition) -> BatchJob:
-        job = self.queue.get_job_status(job_id)
-        if job is not None:
-            return job
-        # Not written yet (or removed by retention): count it as pending, or as
-        # finished if its batch ran long ago.
-        return BatchJob(job_id, BatchStatus.PENDING, batch_id=definition.id)
+        """Counts per status, overall progress and state; None for an unknown batch."""
+        return self._engine.status(batch_id)
 
     def get_job_status(self, job_id: str) -> BatchJob | None:
-        return self.queue.get_job_status(job_id)
+        return self._engine.queue.get_job_status(job_id)
 
     def get_batch_jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
         """Every job of the batch, in definition order (unstarted ones as PENDING)."""
-        definition = self._definition(batch_id)
-        return tuple(self._job(job_id, definition) for job_id in definition.job_ids)
+        return self._engine.jobs(batch_id)
 
     def cancel_batch(self, batch_id: str) -> int:
         """Cancel every unfinished job of the batch; returns how many were cancelled."""
-        definition = self._definition(batch_id)
-        return sum(1 for job_id in definition.job_ids if self.queue.cancel(job_id))
+        return self._engine.cancel(batch_id)
 
     def list_batches(self) -> list[BatchSummary]:
-        """Every known batch, newest first."""
-        with self._lock:
-            definitions = sorted(self._batches.values(), key=lambda d: d.created_at, reverse=True)
-        summaries = []
-        for d in definitions:
-            summary = self.get_batch_status(d.id)
-            if summary is not None:
-                summaries.append(summary)
-        return summaries
+        """Every known batch (also those other processes created), newest first."""
+        return self._engine.summaries()
 
     @property
     def batches(self) -> Mapping[str, BatchDefinition]:
-        return dict(self._batches)
+        return self._engine.definitions()
 
-    def _definition(self, batch_id: str) -> BatchDefinition:
-        definition = self._batches.get(batch_id)
-        if definition is None:
-            raise UnknownJobError(f"unknown batch id {batch_id!r}")
-        return definition
-
-    # -- housekeeping --------------------------------------------------------
     def remove_old_batches(self, now: datetime | None = None) -> list[str]:
         """Remove batch files older than ``retention_hours`` whose jobs are all finished."""
-        if self.retention_hours is None:
-            return []
-        now = now or self._clock()
-        cutoff = now - timedelta(hours=self.retention_hours)
-        removed = []
-        with self._lock:
-            candidates = [d for d in self._batches.values() if d.created_at < cutoff]
-        for d in candidates:
-            # Records already removed by retention count as finished.
-            jobs = (self.queue.get_job_status(job_id) for job_id in d.job_ids)
-            if d.started_at is None or any(j is not None and not j.is_finished for j in jobs):
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                (self.batch_dir / f"{d.id}.json").unlink()
-            with self._lock:
-                self._batches.pop(d.id, None)
-            removed.append(d.id)
-        return removed
+        return self._engine.remove_old_batches(now)
 
+    # -- life cycle ---------------------------------------------------------
     def shutdown(self, wait: bool = True) -> None:
-        self.queue.shutdown(wait=wait)
+        """Let go of the engine; the last manager using it shuts it down.
+
+        With ``wait`` (and no other manager on it), waits for the jobs first.
+        May be called twice.
+        """
+        if self._detach.detach() is not None:
+            _detach(self._engine, wait)
+        elif wait:
+            _release_if_unused(self._engine, wait=True)
+
+    def close(self) -> None:
+        """``shutdown(wait=True)``."""
+        self.shutdown(wait=True)
 
     def __enter__(self) -> BatchManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<BatchManager {str(self.batch_dir)!r} queue={self.queue!r}>"

@@ -2,38 +2,55 @@
 
 All status goes through the store (write side); all status reads come from the
 cache (read side), so ``get_job_status`` never touches the disk.
+
+Threads and locks: a future's done-callback only posts ``(job_id, future)`` to
+a ``SimpleQueue``; one supervisor thread per queue does everything else (final
+records, pool replacement, re-submitting jobs a dead pool never started,
+retention, heartbeat checks). No callback ever takes a lock, so nothing can
+deadlock with a pool that runs callbacks under its own lock (CPython >= 3.12).
+
+Ownership: the supervisor holds the queue only weakly between events, so a
+queue dropped without ``shutdown()`` is collected once its jobs are done, and
+its finalizer releases the pool, the cache, the store and the thread.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import os
 import pickle
+import queue as stdlib_queue
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from concurrent.futures.thread import BrokenThreadPool
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from multiprocessing import get_context
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from statusbridge.cache import Snapshot, StatusCache
+from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import signal_cancel
 from statusbridge.jobs._liveness import HOST, is_owner_alive, this_process
+from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
+from statusbridge.jobs._retention import FinishOrder, open_batches, select_for_retention
 from statusbridge.jobs._runner import RunSpec, run_job
 from statusbridge.record import BatchJob, BatchStatus, freeze, utc_now, validate_job_id
-from statusbridge.store import StatusStore, select_expired
+from statusbridge.store import StatusStore
 
 __all__ = ["BatchQueue", "MaintenanceReport"]
 
-BrokenExecutor = (BrokenProcessPool, BrokenThreadPool)
+logger = logging.getLogger(__name__)
+
+# A job that a dead pool never started runs again on the new pool, at most this
+# many times in all (a job whose mere unpickling kills its worker must not loop).
+MAX_ATTEMPTS = 3
 
 _id_prefix: tuple[int, str] | None = None
 _id_counter = itertools.count()
@@ -47,7 +64,14 @@ def _new_job_id() -> str:
     return f"job-{_id_prefix[1]}-{next(_id_counter)}"
 
 
-logger = logging.getLogger(__name__)
+# How many ids of records removed by retention a queue remembers, so that
+# ``wait()`` on a job that finished and was removed is not "unknown".
+REMEMBER_REMOVED = 10_000
+
+# Queues with unfinished jobs stay alive even if the application dropped them
+# (a Streamlit rerun does), so their jobs still get final records and retention.
+_busy: set[BatchQueue] = set()
+_busy_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -59,11 +83,47 @@ class MaintenanceReport:
     removed: tuple[str, ...] = ()
 
 
+@dataclass
+class _Submission:
+    spec: RunSpec
+    future: Future[Any]
+    executor: Executor
+    attempts: int = 1
+
+
+_STOP = object()  # posted to the supervisor: release everything once idle
+_DRAIN = object()  # posted to the supervisor: stop after what was posted before
+
+
+def _post_done(events: stdlib_queue.SimpleQueue[Any], job_id: str, future: Future[Any]) -> None:
+    # Runs inside the pool, possibly under its internal lock: no locks, no I/O.
+    events.put((job_id, future))
+
+
+T = TypeVar("T")
+RetentionHook = Callable[[Snapshot], Iterable[str]]
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+def _weak(hook: T) -> Callable[[], T | None]:
+    """A weak reference to a bound method; a plain function is held strongly."""
+    if inspect.ismethod(hook):
+        return weakref.WeakMethod(hook)
+    return partial(_identity, hook)
+
+
 class BatchQueue:
     """Run ``func(params)`` jobs with at most ``max_concurrent`` at a time.
 
     ``executor`` is "thread" (default), "process" (a spawn-based process pool) or
     any ``concurrent.futures.Executor`` (it is not shut down by ``shutdown``).
+
+    When a worker process dies, only the jobs that were running in its pool
+    fail ("worker process died (exit code 3)"); jobs it had not started run on a
+    fresh pool.
 
     >>> import tempfile
     >>> with BatchQueue(status_dir=tempfile.mkdtemp()) as queue:
@@ -106,50 +166,60 @@ class BatchQueue:
         )
         self.retention_hours = retention_hours
         self._clock = clock
+        self._pool = WorkerPool(executor, max_concurrent)
         self.store = StatusStore(status_dir, clock=clock)
         self._folder = str(self.store.directory.absolute())
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else StatusCache(status_dir)
-        self._executor_kind = executor if isinstance(executor, str) else "given"
-        self._executor, self._owns_executor, self._pickles = self._make_executor(executor)
-        self._futures: dict[str, Future[str]] = {}
+        self._finish_order = FinishOrder()
+        self._unsubscribe = self.cache.subscribe(self._finish_order)
+
+        self._lock = threading.Lock()  # guards the dicts below; never held around the pool
+        self._subs: dict[str, _Submission] = {}
         self._submitted: dict[str, BatchJob] = {}  # read-your-writes until the cache catches up
-        self._just_finished: list[str] = []
-        self._lock = threading.Lock()
+        self._absent_once: set[str] = set()
+        self._removed: dict[str, None] = {}  # recently removed by retention, oldest first
+        self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
+        self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._closed = False
-        self._stop = threading.Event()
-        self._retention_due = threading.Event()
+        self._events: stdlib_queue.SimpleQueue[Any] = stdlib_queue.SimpleQueue()
+        self._stopped = threading.Event()
+
         self.maintain()
-        self._maintenance = threading.Thread(
-            target=self._maintenance_loop,
-            args=(maintenance_interval,),
-            name="statusbridge-maintenance",
+        self._supervisor = threading.Thread(
+            target=_supervise,
+            args=(weakref.ref(self), self._events, self._stopped, maintenance_interval),
+            name="statusbridge-queue",
             daemon=True,
         )
-        self._maintenance.start()
-
-    def _make_executor(
-        self, executor: Literal["thread", "process"] | Executor
-    ) -> tuple[Executor, bool, bool]:
-        if executor == "thread":
-            pool = ThreadPoolExecutor(self.max_concurrent, thread_name_prefix="statusbridge-job")
-            return pool, True, False
-        if executor == "process":
-            # spawn, not fork: forking a process that runs threads (the cache, the
-            # observer) can deadlock the child on a lock held at fork time.
-            return (
-                ProcessPoolExecutor(self.max_concurrent, mp_context=get_context("spawn")),
-                True,
-                True,
-            )
-        if isinstance(executor, Executor):
-            return executor, False, not isinstance(executor, ThreadPoolExecutor)
-        raise ValueError(
-            f"executor must be 'thread', 'process' or a concurrent.futures.Executor, "
-            f"not {executor!r}"
+        self._supervisor.start()
+        owned = _Owned(
+            self._pool,
+            self.cache if self._owns_cache else None,
+            self._unsubscribe,
+            self.store,
+            self._events,
+            self._stopped,
+            self._supervisor,
         )
+        self._release = weakref.finalize(self, owned.release)
 
     # -- submitting -----------------------------------------------------------
+    def check_submittable(self, func: Callable[[Any], Any]) -> None:
+        """Raise now what ``submit(func, ...)`` would raise about ``func`` or this queue."""
+        if self._closed:
+            raise RuntimeError("this BatchQueue was shut down; create a new one")
+        if not callable(func):
+            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        if self._pool.pickles:
+            try:
+                pickle.dumps(func)
+            except Exception as exc:
+                raise TypeError(
+                    f"cannot send {func!r} to a worker process: {exc}. Process executors need "
+                    "a function defined at module level (not a lambda or a local function)."
+                ) from exc
+
     def submit(
         self,
         func: Callable[[Any], Any],
@@ -163,23 +233,12 @@ class BatchQueue:
         ``params`` must be JSON-serialisable (it is stored in the record); the job
         receives it as plain dicts and lists.
         """
-        if self._closed:
-            raise RuntimeError("this BatchQueue was shut down; create a new one")
-        if not callable(func):
-            raise TypeError(f"func must be callable, not {type(func).__name__}")
+        self.check_submittable(func)
         given_id = job_id is not None
         job_id = validate_job_id(job_id) if job_id is not None else _new_job_id()
         if batch_id is not None:
             validate_job_id(batch_id)
         freeze(params, _path="params")
-        if self._pickles:
-            try:
-                pickle.dumps(func)
-            except Exception as exc:
-                raise TypeError(
-                    f"cannot send {func!r} to a worker process: {exc}. Process executors need "
-                    "a function defined at module level (not a lambda or a local function)."
-                ) from exc
         me = this_process()
         now = self._clock()
 
@@ -216,66 +275,134 @@ class BatchQueue:
             progress_interval=self.progress_interval,
             heartbeat_interval=self.heartbeat_interval,
         )
+        with self._lock:
+            self._submitted[job_id] = job
         try:
-            with self._lock:
-                self._submitted[job_id] = job
-                try:
-                    future = self._executor.submit(run_job, spec)
-                except BrokenExecutor:
-                    # A worker died and its pool's callback has not replaced it yet.
-                    old = self._replace_broken_executor_locked()
-                    if old is None:
-                        raise
-                    old.shutdown(wait=False, cancel_futures=True)
-                    future = self._executor.submit(run_job, spec)
-                self._futures[job_id] = future
+            self._start(spec, attempts=1)
         except Exception as exc:
             self._mark_if_unfinished(
                 job_id, BatchStatus.FAILED, f"could not submit: {type(exc).__name__}: {exc}"
             )
             raise
-        future.add_done_callback(partial(self._job_done, job_id))
         return job_id
 
-    def _job_done(self, job_id: str, future: Future[str]) -> None:
+    def _start(self, spec: RunSpec, *, attempts: int) -> None:
+        # Holding our lock around the pool's submit is safe because no done-callback
+        # ever takes it (they only post to ``_events``); it makes "registered as
+        # busy" and "has a submission" one step for ``_forget``.
         with self._lock:
-            if self._futures.get(job_id) is future:
-                del self._futures[job_id]
+            with _busy_lock:
+                _busy.add(self)
+            try:
+                future, executor = self._pool.submit(run_job, spec)
+            except BaseException:
+                if not self._subs:
+                    with _busy_lock:
+                        _busy.discard(self)
+                raise
+            self._subs[spec.job_id] = _Submission(spec, future, executor, attempts)
+        # Added after the bookkeeping: a future already done calls back at once.
+        future.add_done_callback(partial(_post_done, self._events, spec.job_id))
+
+    def add_retention_hook(self, hook: RetentionHook) -> None:
+        """``hook(snapshot)`` returns batch ids whose records retention must keep for now.
+
+        Held weakly (a bound method of an object that owns this queue is fine).
+        """
+        with self._lock:
+            self._retention_hooks.append(_weak(hook))
+
+    def add_idle_hook(self, hook: Callable[[], None]) -> None:
+        """``hook()`` runs (on the supervisor thread) each time the last job submitted
+        here is done. Held weakly, like retention hooks."""
+        with self._lock:
+            self._idle_hooks.append(_weak(hook))
+
+    # -- the supervisor's work (one thread) ------------------------------------
+    def _handle_done(self, job_id: str, future: Future[Any]) -> None:
+        with self._lock:
+            sub = self._subs.get(job_id)
+        if sub is None or sub.future is not future:
+            return  # a stale future (the job was re-submitted since)
+        exc = None if future.cancelled() else future.exception()
         if future.cancelled():
             self._mark_if_unfinished(job_id, BatchStatus.CANCELLED, "cancelled before it started")
-        elif (exc := future.exception()) is not None:
-            # run_job itself could not run: a broken pool, an unpicklable result, ...
+        elif isinstance(exc, BrokenExecutor):
+            if self._after_broken_pool(sub):
+                return  # runs again on the new pool
+        elif exc is not None:
+            # run_job itself could not run: an unpicklable function or result, ...
             logger.error("job %s: worker failed: %s", job_id, exc)
             self._mark_if_unfinished(
                 job_id, BatchStatus.FAILED, f"worker failed: {type(exc).__name__}: {exc}"
             )
-            if isinstance(exc, BrokenExecutor):
-                self._replace_broken_executor()
+        self._forget(job_id, sub)
+
+    def _after_broken_pool(self, sub: _Submission) -> bool:
+        """A worker of ``sub``'s pool died. Re-submit the job if it never started (True)."""
+        replaced = self._pool.replace(sub.executor)
+        codes = self._pool.exit_codes(sub.executor) if self._pool.owned else {}
+        job_id = sub.spec.job_id
+        try:
+            current = self.store.read(job_id)
+        except Exception:
+            logger.exception("job %s: cannot read its record after its pool broke", job_id)
+            current = None
+        if current is None or current.is_finished:
+            return False
+        if current.status is BatchStatus.PENDING:
+            retry = self._pool.owned and not self._closed and not current.cancel_requested
+            if retry and sub.attempts < MAX_ATTEMPTS:
+                try:
+                    self._start(sub.spec, attempts=sub.attempts + 1)
+                except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
+                    logger.warning("job %s: could not re-submit: %s", job_id, exc)
+                else:
+                    return True
+            why = (
+                f"its worker pool broke {sub.attempts} time(s) before it started"
+                if retry
+                else "its worker pool broke before it started"
+            )
+            self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
+            return False
+        # RUNNING in a process of the dead pool.
+        owner = current.owner or ""
+        host, _, pid_text = owner.rpartition(":")
+        pid = int(pid_text) if host == HOST and pid_text.isdigit() else None
+        if pid in codes:
+            why = f"worker process died ({describe_exit(codes[pid])})"
+        elif pid is not None and is_owner_alive(current, now=self._clock(), heartbeat_timeout=0):
+            # Not a worker of that pool (or not yet gone): the heartbeat check decides later.
+            return False
+        else:
+            why = "worker process died (exit code unknown)"
+        if not replaced:
+            why += "; its pool cannot be replaced"
+        self._mark_if_unfinished(job_id, BatchStatus.FAILED, why, only_owner=current.owner)
+        return False
+
+    def _forget(self, job_id: str, sub: _Submission) -> None:
         with self._lock:
-            self._just_finished.append(job_id)
-        self._retention_due.set()
+            if self._subs.get(job_id) is sub:
+                del self._subs[job_id]
+            idle = not self._subs
+            hooks = [ref() for ref in self._idle_hooks] if idle else []
+            if idle:
+                with _busy_lock:
+                    _busy.discard(self)
+        self._prune_submitted(self.cache.snapshot(), [job_id])
+        for hook in hooks:
+            if hook is not None:
+                hook()
 
-    def _replace_broken_executor(self) -> None:
-        """A killed worker process breaks the whole pool; start a fresh one for later jobs."""
-        with self._lock:
-            old = self._replace_broken_executor_locked()
-        if old is not None:
-            old.shutdown(wait=False, cancel_futures=True)
-
-    def _replace_broken_executor_locked(self) -> Executor | None:
-        """Swap in a new pool if ours is broken; returns the old one (to shut down), or None."""
-        if not self._owns_executor or self._closed or self._executor_kind == "given":
-            return None
-        old = self._executor
-        if not getattr(old, "_broken", False):
-            return None  # already replaced
-        self._executor, _, _ = self._make_executor(self._executor_kind)
-        logger.warning("statusbridge: worker pool was broken (a worker died); replaced it")
-        return old
-
-    def _mark_if_unfinished(self, job_id: str, status: BatchStatus, message: str) -> None:
+    def _mark_if_unfinished(
+        self, job_id: str, status: BatchStatus, message: str, *, only_owner: str | None = None
+    ) -> None:
         def change(current: BatchJob | None) -> dict[str, Any] | None:
             if current is None or current.is_finished:
+                return None
+            if only_owner is not None and current.owner != only_owner:
                 return None
             if status is BatchStatus.FAILED:
                 return {"status": status, "error_message": message}
@@ -297,9 +424,9 @@ class BatchQueue:
         if not request_cancel(self.store, job_id):
             return False
         with self._lock:
-            future = self._futures.get(job_id)
-        if future is not None:
-            future.cancel()
+            sub = self._subs.get(job_id)
+        if sub is not None:
+            sub.future.cancel()
         signal_cancel(job_id)
         return True
 
@@ -319,16 +446,28 @@ class BatchQueue:
         """The cache's current snapshot of every job in the folder."""
         return self.cache.snapshot()
 
-    def wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
-        """Block until these jobs (default: all submitted here and still running) are finished.
+    @property
+    def running(self) -> int:
+        """Jobs submitted here that are not done yet (pending or running)."""
+        return len(self._subs)
 
-        Returns False on timeout. Waits on cache changes, not by polling the disk.
+    def wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
+        """Block until these jobs (default: all submitted here and not done) are finished.
+
+        Returns False on timeout; raises UnknownJobError for an id that names no
+        job. Waits on cache changes, not by polling the disk.
         """
         with self._lock:
-            remaining_ids = list(job_ids) if job_ids is not None else list(self._futures)
+            remaining_ids = list(job_ids) if job_ids is not None else list(self._subs)
+        unknown = [
+            i for i in remaining_ids if self.get_job_status(i) is None and i not in self._removed
+        ]
+        if unknown:
+            raise UnknownJobError(f"no such job: {', '.join(map(repr, unknown[:5]))}")
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             snap = self.cache.snapshot()
+            # A job that vanished meanwhile finished first (retention removed it).
             remaining_ids = [
                 i
                 for i in remaining_ids
@@ -362,13 +501,8 @@ class BatchQueue:
                 alive = is_owner_alive(job, now=now, heartbeat_timeout=float("inf"))
                 if not alive and self._fail_dead(job, now):
                     abandoned.append(job.id)
-        removed: list[str] = []
-        if self.retention_hours is not None or self.max_completed_jobs is not None:
-            doomed = select_expired(
-                snap.values(), self.retention_hours, self.max_completed_jobs, now=now
-            )
-            if doomed:
-                removed = self.store.delete_if_unchanged(doomed)
+        removed = self._apply_retention(snap, now=now, max_age_hours=self.retention_hours)
+        self._prune_submitted(snap)
         if died or abandoned:
             logger.warning(
                 "statusbridge: %d job(s) whose worker died and %d abandoned pending job(s) "
@@ -377,6 +511,68 @@ class BatchQueue:
                 len(abandoned),
             )
         return MaintenanceReport(tuple(died), tuple(abandoned), tuple(removed))
+
+    def _apply_retention(
+        self, snap: Snapshot, *, now: datetime, max_age_hours: float | None
+    ) -> list[str]:
+        finished = snap.summary().finished
+        if finished <= self.max_completed_jobs and max_age_hours is None:
+            return []
+        protected = open_batches(snap)
+        with self._lock:
+            hooks = [ref() for ref in self._retention_hooks]
+        for hook in hooks:
+            if hook is not None:
+                protected.update(hook(snap))
+        doomed = select_for_retention(
+            snap.values(),
+            max_completed=self.max_completed_jobs,
+            max_age_hours=max_age_hours,
+            now=now,
+            ranks=self._finish_order.ranks(),
+            protected_batches=protected,
+        )
+        if not doomed:
+            return []
+        removed = self.store.delete_if_unchanged(doomed)
+        self._note_removed(removed)
+        return removed
+
+    def _prune_submitted(self, snap: Snapshot, job_ids: Iterable[str] | None = None) -> None:
+        """Drop read-your-writes entries the cache has caught up with.
+
+        An entry of a job that is done here but absent from the cache (removed, or
+        replaced by a newer run) goes at the second full pass that finds it so:
+        one pass alone may just be ahead of a slow (polling) cache.
+        """
+        full_pass = job_ids is None
+        with self._lock:
+            absent_before, absent_now = self._absent_once, set()
+            for job_id in list(self._submitted) if job_ids is None else job_ids:
+                local = self._submitted.get(job_id)
+                if local is None:
+                    continue
+                cached = snap.get(job_id)
+                if (
+                    cached is not None
+                    and cached.created_at == local.created_at
+                    and cached.seq >= local.seq
+                ):
+                    del self._submitted[job_id]
+                elif full_pass and job_id not in self._subs:
+                    if job_id in absent_before:
+                        del self._submitted[job_id]
+                    else:
+                        absent_now.add(job_id)
+            if full_pass:
+                self._absent_once = absent_now
+
+    def _note_removed(self, job_ids: Iterable[str]) -> None:
+        with self._lock:
+            for job_id in job_ids:
+                self._removed[job_id] = None
+            while len(self._removed) > REMEMBER_REMOVED:
+                del self._removed[next(iter(self._removed))]
 
     def _fail_dead(self, seen: BatchJob, now: datetime) -> bool:
         def change(current: BatchJob | None) -> dict[str, Any] | None:
@@ -404,56 +600,44 @@ class BatchQueue:
 
         return self.store.modify(seen.id, change) is not None
 
-    def _maintenance_loop(self, interval: float) -> None:
-        next_full = time.monotonic() + interval
-        while not self._stop.is_set():
-            self._retention_due.wait(max(0.0, next_full - time.monotonic()))
-            if self._stop.is_set():
-                return
-            self._retention_due.clear()
-            try:
-                if time.monotonic() >= next_full:
-                    self.maintain()
-                    next_full = time.monotonic() + interval
-                else:
-                    self._enforce_retention()
-            except Exception:
-                logger.exception("statusbridge maintenance failed (will retry)")
-
-    def _enforce_retention(self) -> None:
-        with self._lock:
-            ids, self._just_finished = self._just_finished, []
-        # Give the cache a moment to see the final records of the jobs that just ended.
-        self.wait(ids, timeout=1.0)
-        snap = self.cache.snapshot()
-        finished = len(snap) - sum(1 for j in snap.values() if not j.is_finished)
-        if finished > self.max_completed_jobs:
-            doomed = select_expired(snap.values(), None, self.max_completed_jobs, now=self._clock())
-            self.store.delete_if_unchanged(doomed)
+    def _after_job_done(self) -> None:
+        """Count-based retention right after jobs finish (age-based runs in ``maintain``)."""
+        self._apply_retention(self.cache.snapshot(), now=self._clock(), max_age_hours=None)
 
     # -- life cycle ---------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
-        """Stop accepting jobs; with ``wait``, let running and queued jobs finish first."""
-        if self._closed:
-            return
+        """Stop accepting jobs and release the pool, cache, store and thread.
+
+        With ``wait``, first let running and queued jobs finish; without, return at
+        once and release everything when they have. May be called again (a later
+        ``wait=True`` then waits).
+        """
         self._closed = True
         if cancel_pending:
             with self._lock:
-                ids = list(self._futures)
+                ids = list(self._subs)
             for job_id in ids:
                 job = self.get_job_status(job_id)
                 if job is not None and job.status is BatchStatus.PENDING:
                     self.cancel(job_id)
-        if self._owns_executor:
-            self._executor.shutdown(wait=wait, cancel_futures=cancel_pending)
-        self._stop.set()
-        self._retention_due.set()
-        self._maintenance.join(timeout=10)
-        if self._owns_cache and wait:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
+        if not wait:
+            self._events.put(_STOP)  # the supervisor releases once the jobs are done
+            return
+        # Every future is done and has posted its event: let the supervisor
+        # record them all, then stop it.
+        self._events.put(_DRAIN)
+        if self._supervisor is not threading.current_thread():
+            self._supervisor.join(timeout=30)
+        if self._owns_cache and self._release.alive:
             # Catch up with the final records before the watch stops, so that
             # reads after shutdown show how every job ended.
             self.cache.rescan()
-            self.cache.close()
+        self._release()
+
+    def close(self) -> None:
+        """``shutdown(wait=True)``."""
+        self.shutdown(wait=True)
 
     def __enter__(self) -> BatchQueue:
         return self
@@ -462,4 +646,68 @@ class BatchQueue:
         self.shutdown(wait=True)
 
     def __repr__(self) -> str:
-        return f"<BatchQueue {self._folder!r} running={len(self._futures)}>"
+        return f"<BatchQueue {self._folder!r} running={len(self._subs)}>"
+
+
+def _supervise(
+    queue_ref: weakref.ref[BatchQueue],
+    events: stdlib_queue.SimpleQueue[Any],
+    stopped: threading.Event,
+    interval: float,
+) -> None:
+    """The supervisor loop; holds the queue strongly only while handling something."""
+    next_maintenance = time.monotonic() + interval
+    stopping = False
+    while not stopped.is_set():
+        try:
+            item = events.get(timeout=max(0.0, next_maintenance - time.monotonic()))
+        except stdlib_queue.Empty:
+            item = None
+        if stopped.is_set():
+            return
+        queue = queue_ref()
+        if queue is None:
+            return  # collected: its finalizer released everything
+        try:
+            if item is _DRAIN:
+                return
+            if item is _STOP:
+                stopping = True
+            elif item is not None:
+                queue._handle_done(*item)
+                if events.empty():  # a burst of finished jobs: one retention pass after it
+                    queue._after_job_done()
+            if time.monotonic() >= next_maintenance:
+                queue.maintain()
+                next_maintenance = time.monotonic() + interval
+            if stopping and not queue._subs:
+                queue._release()
+                return
+        except Exception:
+            logger.exception("statusbridge queue supervisor: an error (will go on)")
+        finally:
+            del queue
+
+
+@dataclass(frozen=True)
+class _Owned:
+    """What a queue owns; released through weakref.finalize, so it never refers to the queue."""
+
+    pool: WorkerPool
+    cache: StatusCache | None
+    unsubscribe: Callable[[], None]
+    store: StatusStore
+    events: stdlib_queue.SimpleQueue[Any]
+    stopped: threading.Event
+    supervisor: threading.Thread
+
+    def release(self) -> None:
+        self.stopped.set()
+        self.events.put(None)  # wake the supervisor so it sees ``stopped``
+        self.pool.shutdown(wait=False)
+        self.unsubscribe()
+        if self.cache is not None:
+            self.cache.close()
+        self.store.close()
+        if self.supervisor is not threading.current_thread() and self.supervisor.is_alive():
+            self.supervisor.join(timeout=10)

@@ -143,6 +143,12 @@ def run_job(spec: RunSpec) -> str:
 
 
 def _finish(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> str:
+    with ctx.write_lock:  # no heartbeat may land after this
+        ctx.finished = True
+        return _write_final(store, ctx, final)
+
+
+def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> str:
     fields = ctx.take_pending()
     meta = {**fields.pop("meta", {}), **final.pop("meta", {})}
     fields.update(final)

@@ -67,8 +67,13 @@ def write_atomic(
     file_mode: int = 0o600,
     temp_dir: Path | None = None,
     dir_mode: int = 0o700,
+    exclusive: bool = False,
 ) -> FileSignature:
     """Atomically replace ``target`` with ``data``; return the new file's signature.
+
+    ``exclusive=True`` creates ``target`` complete or not at all, and raises
+    FileExistsError instead of replacing an existing file (``link``, which
+    refuses an existing name, instead of ``replace``).
 
     ``temp_dir`` (default: the target's folder) must be on the same file system.
     A temp folder *inside* a watched folder makes the rename reach the watch as a
@@ -98,7 +103,14 @@ def write_atomic(
             sig = signature_of(os.fstat(fd))
         finally:
             os.close(fd)
-        os.replace(tmp, target)
+        if exclusive:
+            os.link(tmp, target)
+            _discard(tmp)
+        else:
+            os.replace(tmp, target)
+    except FileExistsError:
+        _discard(tmp)
+        raise
     except OSError as exc:
         _discard(tmp)
         if exc.filename is None:

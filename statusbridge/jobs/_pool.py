@@ -1,0 +1,156 @@
+"""The executor a queue runs jobs on, replaced when a worker process dies.
+
+Lock order, and why it matters: from CPython 3.12 on, a process pool runs the
+done-callbacks of its futures while holding its own internal lock. A callback
+that takes a lock which another thread holds around ``executor.submit`` (which
+takes the pool's lock) deadlocks the two. So the only lock here, ``_lock``, is
+never taken by a done-callback: callbacks only post to a queue that the
+queue's supervisor thread drains (see ``BatchQueue``).
+
+A broken pool is recognised by what it raised (``BrokenExecutor`` from
+``submit`` or in a future), never by reading the pool's private state.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+)
+from multiprocessing import get_context
+from multiprocessing.connection import wait as wait_for_sentinels
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+__all__ = ["BrokenExecutor", "WorkerPool", "describe_exit"]
+
+logger = logging.getLogger(__name__)
+
+ExecutorChoice = Literal["thread", "process"] | Executor
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """``exit code 3`` / ``killed by signal SIGKILL`` / ``exit code unknown``."""
+    if exitcode is None:
+        return "exit code unknown"
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class WorkerPool:
+    """An owned thread or process pool (replaceable), or an executor the user gave us."""
+
+    def __init__(self, choice: ExecutorChoice, max_workers: int) -> None:
+        if not (choice in ("thread", "process") or isinstance(choice, Executor)):
+            raise ValueError(
+                f"executor must be 'thread', 'process' or a concurrent.futures.Executor, "
+                f"not {choice!r}"
+            )
+        self._choice = choice
+        self._max_workers = max_workers
+        self.owned = not isinstance(choice, Executor)
+        # Functions and specs cross a process boundary unless the pool is threads.
+        self.pickles = choice == "process" or (
+            isinstance(choice, Executor) and not isinstance(choice, ThreadPoolExecutor)
+        )
+        self._lock = threading.Lock()
+        self._executor = self._new_executor()
+        self._closed = False
+        # Worker processes we have seen, by pid, with the pool they belong to:
+        # their Process objects tell the exit code after they die.
+        self._workers: dict[int, tuple[BaseProcess, Executor]] = {}
+
+    @property
+    def executor(self) -> Executor:
+        return self._executor
+
+    def _new_executor(self) -> Executor:
+        if self._choice == "thread":
+            return ThreadPoolExecutor(self._max_workers, thread_name_prefix="statusbridge-job")
+        if self._choice == "process":
+            # spawn, not fork: forking a process that runs threads (the cache, the
+            # observer) can deadlock the child on a lock held at fork time.
+            return ProcessPoolExecutor(self._max_workers, mp_context=get_context("spawn"))
+        assert isinstance(self._choice, Executor)
+        return self._choice
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> tuple[Future[Any], Executor]:
+        """Submit to the current executor (replacing it once if it is broken)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the worker pool was shut down")
+            executor = self._executor
+            try:
+                future = executor.submit(fn, *args)
+            except BrokenExecutor:
+                # A worker died and the supervisor has not replaced the pool yet.
+                if not self._replace_locked(executor):
+                    raise
+                executor = self._executor
+                future = executor.submit(fn, *args)
+            if self._choice == "process":
+                self._note_workers(executor)
+            return future, executor
+
+    def _note_workers(self, executor: Executor) -> None:
+        # A process pool starts its workers inside submit(); whatever child is new
+        # now is one of them. active_children() also reaps exited children.
+        for child in multiprocessing.active_children():
+            if child.pid is not None and child.pid not in self._workers:
+                self._workers[child.pid] = (child, executor)
+
+    def replace(self, broken: Executor) -> bool:
+        """Swap in a fresh pool if ``broken`` is still the current one; True if replaced."""
+        with self._lock:
+            return self._replace_locked(broken)
+
+    def _replace_locked(self, broken: Executor) -> bool:
+        if not self.owned or self._closed or self._executor is not broken:
+            return False
+        self._executor = self._new_executor()
+        logger.warning("statusbridge: a worker process died; replaced its pool")
+        # Outside of any callback; shutting down a broken pool only joins its threads.
+        broken.shutdown(wait=False, cancel_futures=True)
+        return True
+
+    def exit_codes(self, broken: Executor, timeout: float = 10.0) -> dict[int, int | None]:
+        """Wait (bounded) until every worker of ``broken`` has exited; their exit codes by pid.
+
+        The pool fails its futures *before* it terminates its other workers, so a
+        record may still change until they are gone.
+        """
+        with self._lock:
+            workers = [p for p, ex in self._workers.values() if ex is broken]
+        deadline = time.monotonic() + timeout
+        alive = [p for p in workers if p.exitcode is None]
+        while alive and (remaining := deadline - time.monotonic()) > 0:
+            wait_for_sentinels([p.sentinel for p in alive], timeout=remaining)
+            # The pool's own thread reaps them; exitcode is set once it (or we) did.
+            alive = [p for p in alive if p.exitcode is None]
+            if alive:
+                time.sleep(0.01)  # reaping in progress on the pool's thread
+        codes = {p.pid: p.exitcode for p in workers if p.pid is not None}
+        with self._lock:
+            for pid in codes:
+                self._workers.pop(pid, None)
+        return codes
+
+    def shutdown(self, *, wait: bool, cancel_futures: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            executor = self._executor
+        if self.owned:
+            executor.shutdown(wait=wait, cancel_futures=cancel_futures)

@@ -1,0 +1,87 @@
+"""Which finished records a queue may remove, and in what order they finished.
+
+Two rules keep a batch's summary true after retention:
+
+* a record is never removed while its batch is still open: a batch with an
+  unfinished job, or one a ``BatchManager`` protects until it has saved the
+  batch's final counts with its definition;
+* "the newest N finished records" is judged by the order in which this process
+  *saw* jobs finish (a counter, fed by the cache), not by ``completed_at``
+  alone: after the wall clock steps back, the job that just finished would look
+  like the oldest one and be the first to go.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Collection, Iterable, Mapping
+from datetime import datetime, timedelta
+
+from statusbridge.cache import Snapshot
+from statusbridge.record import BatchJob
+
+__all__ = ["FinishOrder", "open_batches", "select_for_retention"]
+
+
+class FinishOrder:
+    """Numbers jobs in the order the cache saw them finish; fed by ``StatusCache.subscribe``.
+
+    Jobs already finished when the queue started have no number and count as
+    older than every numbered one (among themselves, ``completed_at`` decides).
+    """
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+        self._rank: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, snapshot: Snapshot, changed_ids: Iterable[str]) -> None:
+        with self._lock:
+            for job_id in changed_ids:
+                job = snapshot.get(job_id)
+                if job is None or not job.is_finished:
+                    self._rank.pop(job_id, None)  # removed, or restarted under the same id
+                elif job_id not in self._rank:
+                    self._rank[job_id] = next(self._counter)
+
+    def ranks(self) -> Mapping[str, int]:
+        with self._lock:
+            return dict(self._rank)
+
+
+def open_batches(snapshot: Snapshot) -> set[str]:
+    """Batches with at least one pending or running job in ``snapshot``."""
+    return {b for b in snapshot.batch_ids() if not snapshot.summary(b).is_done}
+
+
+def select_for_retention(
+    jobs: Iterable[BatchJob],
+    *,
+    max_completed: int | None,
+    max_age_hours: float | None,
+    now: datetime,
+    ranks: Mapping[str, int],
+    protected_batches: Collection[str] = (),
+) -> list[BatchJob]:
+    """Finished jobs beyond the newest ``max_completed`` or older than ``max_age_hours``.
+
+    Protected batches' records count towards ``max_completed`` but are never chosen.
+    """
+
+    def newest_first(job: BatchJob) -> tuple[int, float, str]:
+        when = job.completed_at or job.updated_at or job.created_at
+        return (ranks.get(job.id, 0), when.timestamp() if when else 0.0, job.id)
+
+    finished = sorted((j for j in jobs if j.is_finished), key=newest_first, reverse=True)
+    age_limit = None if max_age_hours is None else timedelta(hours=max_age_hours)
+    doomed = []
+    for position, job in enumerate(finished):
+        if job.batch_id is not None and job.batch_id in protected_batches:
+            continue
+        too_many = max_completed is not None and position >= max_completed
+        when = job.completed_at or job.updated_at
+        too_old = age_limit is not None and when is not None and now - when > age_limit
+        if too_many or too_old:
+            doomed.append(job)
+    return doomed
