@@ -166,3 +166,27 @@ def rename_all(staging: str, folder: str, n: int, go: str) -> None:
         time.sleep(0.001)
     for i in range(n):
         os.rename(os.path.join(staging, f"b{i}.json"), os.path.join(folder, f"b{i}.json"))
+
+
+def exit_at_gate(params: dict[str, object]) -> None:
+    """Report that it runs, wait for the gate file, then die with ``os._exit(code)``."""
+    import time
+
+    from statusbridge import report_progress
+
+    report_progress(0.5, "about to die", pid=os.getpid())
+    deadline = time.monotonic() + 30
+    while not os.path.exists(str(params["gate"])) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os._exit(int(params["code"]))  # type: ignore[call-overload]
+
+
+def create_and_start_batch(batch_dir: str, status_dir: str, out_file: str) -> None:
+    """Another application: creates a batch on the shared folders and runs it until cancelled."""
+    from statusbridge import BatchManager
+
+    manager = BatchManager(batch_dir, 2, status_dir)
+    batch_id = manager.create_custom_batch([{}, {}], "from another process")
+    manager.start_batch(batch_id, until_cancelled)
+    Path(out_file).write_text(batch_id)
+    manager.shutdown(wait=True)

@@ -274,6 +274,7 @@ class BatchQueue:
             func,
             progress_interval=self.progress_interval,
             heartbeat_interval=self.heartbeat_interval,
+            store=self.store,
         )
         with self._lock:
             self._submitted[job_id] = job

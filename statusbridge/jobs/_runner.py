@@ -13,7 +13,7 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from statusbridge.errors import JobCancelled
@@ -36,6 +36,17 @@ class RunSpec:
     func: Callable[[Any], Any]
     progress_interval: float = 0.1
     heartbeat_interval: float = 5.0
+    # The queue's own store, for jobs run in its process; not sent to worker
+    # processes, which open one store per folder for their lifetime.
+    store: StatusStore | None = field(default=None, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["store"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 _stores: dict[str, StatusStore] = {}
@@ -101,7 +112,7 @@ _heartbeats = _Heartbeats()
 
 def run_job(spec: RunSpec) -> str:
     """Run one job to its end and write its final status; returns that status' value."""
-    store = _store_for(spec.folder)
+    store = spec.store if spec.store is not None else _store_for(spec.folder)
     me = this_process()
 
     def start(current: BatchJob | None) -> dict[str, Any] | None:
