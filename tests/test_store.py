@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -165,6 +166,40 @@ class TestBadInput:
             holder.join(30)
         assert holder.exitcode == 0
         assert quick.update("j", progress=0.5).seq == 1  # free again
+
+    def test_infinite_lock_timeout_waits_for_the_holder(
+        self, store: StatusStore, tmp_path: Path
+    ) -> None:
+        patient = StatusStore(store.directory, lock_timeout=math.inf)
+        assert patient.update("free", progress=0.1).seq == 1  # was OverflowError
+        ready, release = tmp_path / "ready", tmp_path / "release"
+        holder = mp.get_context("spawn").Process(
+            target=hold_lock, args=(str(store.directory), "j", str(ready), str(release))
+        )
+        holder.start()
+        outcome: list[object] = []
+        try:
+            wait_until(ready.exists, 30, "the other process to hold the lock")
+            waiter = threading.Thread(
+                target=lambda: outcome.append((patient.update("j").seq, release.exists()))
+            )
+            waiter.start()
+        finally:
+            release.touch()
+            holder.join(30)
+        waiter.join(30)
+        assert outcome == [(1, True)]  # it returned only once the holder let go
+
+    @pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
+    def test_bad_lock_timeouts_are_refused_at_construction(
+        self, status_dir: Path, bad: float
+    ) -> None:
+        with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
+            StatusStore(status_dir, lock_timeout=bad)
+        store = StatusStore(status_dir)
+        with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
+            store.lock_timeout = bad
+        assert store.lock_timeout == 10.0
 
 
 class TestConcurrency:

@@ -112,12 +112,18 @@ class StripedLocks:
 
     @contextmanager
     def hold(self, job_id: str, timeout: float) -> Iterator[None]:
-        """Hold the stripe of ``job_id`` across threads and processes, or raise LockTimeout."""
+        """Hold the stripe of ``job_id`` across threads and processes, or raise LockTimeout.
+
+        ``timeout`` may be ``math.inf``: wait as long as it takes.
+        """
         stripe = stripe_of(job_id)
         path = self._directory / lock_name(stripe)
         deadline = time.monotonic() + timeout
         thread_lock = self._thread_locks[stripe]
-        if not thread_lock.acquire(timeout=max(timeout, 0.0)):
+        # Lock.acquire takes -1 for "forever"; a timeout above threading.TIMEOUT_MAX
+        # (inf, or 1e300) raises OverflowError.
+        wait = -1.0 if timeout >= threading.TIMEOUT_MAX else max(timeout, 0.0)
+        if not thread_lock.acquire(timeout=wait):
             raise LockTimeout(job_id, timeout, str(path))
         try:
             fd = self._acquire_file(stripe, path, job_id, timeout, deadline)

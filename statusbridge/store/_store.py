@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -58,6 +59,8 @@ class StatusStore:
 
     ``durable=True`` also fsyncs the file and the folder, so an acknowledged
     write survives power loss (costs a few ms per write on most disks).
+    ``lock_timeout`` bounds the wait for a job's lock, in seconds (``math.inf``:
+    wait forever); NaN or a negative value raises ValueError here.
     """
 
     def __init__(
@@ -76,7 +79,7 @@ class StatusStore:
         self._directory = Path(directory)
         self.durable = durable
         self.max_bytes = max_bytes
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout  # validated by the property
         self._file_mode = file_mode
         self._dir_mode = dir_mode
         self._clock = clock
@@ -88,6 +91,21 @@ class StatusStore:
     @property
     def directory(self) -> Path:
         return self._directory
+
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a write waits for its job's lock; ``math.inf`` waits forever."""
+        return self._lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"lock_timeout must be a number, not {type(value).__name__}")
+        if math.isnan(value) or value < 0:
+            raise ValueError(
+                f"lock_timeout must be >= 0 (or math.inf to wait forever), got {value}"
+            )
+        self._lock_timeout = float(value)
 
     def __repr__(self) -> str:
         return f"StatusStore({str(self._directory)!r}, durable={self.durable})"
