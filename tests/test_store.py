@@ -18,7 +18,16 @@ from _workers import hold_lock, set_meta_keys
 from conftest import temp_files, wait_until
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
+from statusbridge.record import MAX_NESTING
 from statusbridge.store import STRIPES
+
+
+def nested(levels: int, key: str | None = "k") -> object:
+    """``levels`` objects ({"k": ...}) or, with key=None, lists, one inside the other."""
+    value: object = 1
+    for _ in range(levels):
+        value = [value] if key is None else {key: value}
+    return value
 
 
 def files(folder: Path) -> list[str]:
@@ -106,6 +115,18 @@ class TestBadInput:
         with pytest.raises(ValueError, match="NaN and Infinity are refused"):
             store.update("j", meta={"v": float("inf")})
         assert store.read("j") == good
+
+    def test_deep_nesting_is_a_value_error_naming_the_path(self, store: StatusStore) -> None:
+        good = store.update("j", params=nested(MAX_NESTING))  # the limit itself is fine
+        assert store.read("j") == good
+        with pytest.raises(ValueError, match=r"params\.k\.k\.k.*nest more than 100 levels"):
+            store.update("j", params=nested(495))  # was RecursionError
+        with pytest.raises(ValueError, match=r"meta\.x\[0\]\[0\].*nest more than 100"):
+            store.update("j", meta={"x": nested(MAX_NESTING, key=None)})
+        with pytest.raises(ValueError, match=r"result\.k: .*nest more than 100"):
+            store.update("j", result={"k": good.params})  # a frozen value, one level lower
+        assert store.read("j") == good
+        assert not temp_files(store.directory)
 
     def test_progress_out_of_range_keeps_previous(self, store: StatusStore) -> None:
         good = store.update("j", progress=0.2)
