@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,26 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(delay)  # a poll interval inside a condition wait, not a fixed sleep
         delay = min(delay * 2, 0.05)
+
+
+def process_resources() -> tuple[int, int, int]:
+    """(threads, open descriptors, inotify watches) of this process, from Linux's /proc."""
+    if not os.path.isdir("/proc/self/fdinfo"):
+        pytest.skip("counting descriptors and inotify watches needs Linux /proc")
+    fds = os.listdir("/proc/self/fd")
+    watches = 0
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                watches += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:  # closed meanwhile (or the listing's own descriptor)
+            continue
+    return threading.active_count(), len(fds), watches
+
+
+def no_more_than(before: tuple[int, ...]) -> Callable[[], bool]:
+    """Condition: every count of process_resources() is back at (or below) ``before``."""
+    return lambda: all(now <= then for now, then in zip(process_resources(), before, strict=True))
 
 
 def temp_files(folder: Path) -> list[str]:

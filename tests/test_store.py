@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import math
 import multiprocessing as mp
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from _workers import hold_lock, set_meta_keys
-from conftest import temp_files, wait_until
+from conftest import no_more_than, process_resources, temp_files, wait_until
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
 from statusbridge.record import MAX_NESTING
@@ -271,6 +272,22 @@ class TestConcurrency:
 
 
 class TestBounded:
+    def test_dropped_stores_release_their_descriptors(self, status_dir: Path) -> None:
+        StatusStore(status_dir).update("warm-up")
+        gc.collect()
+        before = process_resources()
+        for i in range(200):
+            StatusStore(status_dir).update(f"j{i}")  # opens a lock descriptor; never closed
+        gc.collect()  # (refcounting frees them already; this makes sure)
+        assert no_more_than(before)(), (process_resources(), before)
+        store = StatusStore(status_dir)
+        store.update("j")
+        store.close()
+        store.close()  # twice is fine
+        assert store.update("j").seq == 2  # and it reopens what it needs
+        store.close()
+        assert no_more_than(before)()
+
     def test_lock_files_are_bounded(self, store: StatusStore) -> None:
         for i in range(500):
             store.update(f"job-{i}")

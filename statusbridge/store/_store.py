@@ -85,7 +85,7 @@ class StatusStore:
         self._clock = clock
         self._directory.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         self._temp_dir = self._directory / TEMP_DIR
-        self._locks = StripedLocks(self._directory, file_mode=file_mode)
+        self._locks = StripedLocks(self._directory, file_mode=file_mode, dir_mode=dir_mode)
         self.remove_stale_temp_files()
 
     @property
@@ -111,7 +111,11 @@ class StatusStore:
         return f"StatusStore({str(self._directory)!r}, durable={self.durable})"
 
     def close(self) -> None:
-        """Close the lock descriptors this store keeps open (they reopen on next use)."""
+        """Close the lock descriptors this store keeps open (they reopen on next use).
+
+        May be called twice. A store dropped without ``close()`` releases them when
+        it is collected.
+        """
         self._locks.close()
 
     def __enter__(self) -> StatusStore:
