@@ -69,20 +69,24 @@ class EventSink(Protocol):
     def names_changed(self, names: list[str]) -> None: ...
     def folder_changed(self) -> None: ...
     def events_lost(self) -> None: ...
+    def event_seen(self) -> None: ...
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, folder: str, sink: EventSink, count: Callable[[], None]) -> None:
+    def __init__(self, folder: str, sink: EventSink) -> None:
         self._folder = folder
-        self._sink = sink
-        self._count = count
+        # Weak: watchdog's threads must not keep the cache alive (see StatusCache).
+        self._sink: Callable[[], EventSink | None] = weakref.ref(sink)
 
     def dispatch(self, event: FileSystemEvent) -> None:
         # Never raise: watchdog's dispatcher thread dies on a handler exception.
         try:
             if event.event_type not in _RELEVANT_TYPES:
                 return
-            self._count()
+            sink = self._sink()
+            if sink is None:
+                return  # the cache was collected; its thread is stopping us
+            sink.event_seen()
             paths = [event.src_path]
             if event.dest_path:
                 paths.append(event.dest_path)
@@ -90,13 +94,13 @@ class _Handler(FileSystemEventHandler):
             for raw in paths:
                 path = os.fsdecode(raw)
                 if path == self._folder:
-                    self._sink.folder_changed()
+                    sink.folder_changed()
                     continue
                 parent, name = os.path.split(path)
                 if parent == self._folder and not name.startswith("."):
                     names.append(name)
             if names:
-                self._sink.names_changed(names)
+                sink.names_changed(names)
         except Exception:
             logger.exception("statusbridge event handler failed on %r (reconcile covers it)", event)
 
@@ -111,10 +115,9 @@ class FolderWatch:
         *,
         polling: bool,
         poll_interval: float,
-        count: Callable[[], None],
     ) -> None:
         self.folder = folder
-        self._handler = _Handler(folder, sink, count)
+        self._handler = _Handler(folder, sink)
         self.fallback_reason: str | None = None
         self.observer = self._start(polling=polling, poll_interval=poll_interval)
         _OverflowWatch.register(sink)
