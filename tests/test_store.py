@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gc
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -310,6 +311,28 @@ class TestBounded:
         assert not stale.exists()
         assert not stale_beside.exists()
         assert fresh.exists()  # may belong to a writer still at work
+
+    def test_stale_sweep_takes_regular_files_only(
+        self, status_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        inner = status_dir / ".tmp"
+        inner.mkdir()
+        (inner / ".j.1-1.tmp").write_text("{")
+        (status_dir / ".d.tmp").mkdir()  # a folder with a temp file's name
+        (tmp_path / "elsewhere").write_text("keep")
+        (status_dir / ".l.tmp").symlink_to(tmp_path / "elsewhere")
+        old = datetime.now(UTC).timestamp() - 3600
+        for path in (inner / ".j.1-1.tmp", status_dir / ".d.tmp", inner):  # .tmp/ is old too
+            os.utime(path, (old, old))
+        os.utime(status_dir / ".l.tmp", (old, old), follow_symlinks=False)
+        with caplog.at_level(logging.INFO, logger="statusbridge"):
+            StatusStore(status_dir).update("j")  # sweeps stale temp files
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert "removed 1 stale temp file(s)" in caplog.text
+        assert not (inner / ".j.1-1.tmp").exists()
+        assert inner.is_dir() and (status_dir / ".d.tmp").is_dir()
+        assert (status_dir / ".l.tmp").is_symlink()
+        assert (tmp_path / "elsewhere").read_text() == "keep"
 
     def test_cleanup_by_age_and_count(self, status_dir: Path) -> None:
         t0 = datetime(2030, 1, 1, tzinfo=UTC)

@@ -3,14 +3,16 @@
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
+    STALE_TEMP_SECONDS,
+    TEMP_DIR,
     FileSignature,
+    TempSweep,
     classify_name,
     read_record_file,
+    sweep_temp_files,
 )
 from statusbridge.store._locks import STRIPES
 from statusbridge.store._store import (
-    STALE_TEMP_SECONDS,
-    TEMP_DIR,
     UPDATABLE_FIELDS,
     StatusStore,
     select_expired,
@@ -24,8 +26,10 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "FileSignature",
     "StatusStore",
+    "TempSweep",
     "classify_name",
     "read_record_file",
     "select_expired",
+    "sweep_temp_files",
     "write_atomic",
 ]

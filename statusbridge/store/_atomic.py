@@ -13,13 +13,12 @@ import os
 import sys
 from pathlib import Path
 
-from statusbridge.store._files import FileSignature, signature_of
+from statusbridge.store._files import TEMP_SUFFIX, FileSignature, signature_of
 
 __all__ = ["TEMP_SUFFIX", "fsync_directory", "temp_name", "with_path", "write_atomic"]
 
 logger = logging.getLogger(__name__)
 
-TEMP_SUFFIX = ".tmp"
 _CREATE_FLAGS = (
     os.O_WRONLY
     | os.O_CREAT

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
@@ -23,26 +22,24 @@ from statusbridge.record import (
     utc_now,
     validate_job_id,
 )
-from statusbridge.store._atomic import TEMP_SUFFIX, with_path, write_atomic
+from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
     RECORD_SUFFIX,
+    STALE_TEMP_SECONDS,
+    TEMP_DIR,
     classify_name,
     read_record_file,
+    sweep_temp_files,
 )
 from statusbridge.store._locks import StripedLocks
 
-__all__ = ["UPDATABLE_FIELDS", "StatusStore", "select_expired"]
+__all__ = ["STALE_TEMP_SECONDS", "TEMP_DIR", "UPDATABLE_FIELDS", "StatusStore", "select_expired"]
 
 logger = logging.getLogger(__name__)
 
 # id names the file, seq and updated_at are the store's to set.
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
-
-STALE_TEMP_SECONDS = 60.0
-# Temp files live in a hidden sub-folder (same file system, so the rename stays
-# atomic); see write_atomic for why not beside the records.
-TEMP_DIR = ".tmp"
 
 
 class StatusStore:
@@ -329,29 +326,18 @@ class StatusStore:
         return True
 
     def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Remove temp files left by writers that died mid-write (older than ``max_age`` s)."""
-        removed = 0
-        cutoff = time.time() - max_age
-        for folder in (self._directory, self._temp_dir):
-            try:
-                names = os.listdir(folder)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                    continue
-                path = folder / name
-                try:
-                    if os.lstat(path).st_mtime < cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    logger.warning("cannot remove stale temp file: %s", with_path(exc, path))
-        if removed:
-            logger.info("removed %d stale temp file(s) from %s", removed, self._directory)
-        return removed
+        """Remove temp files left by writers that died mid-write (older than ``max_age`` s).
+
+        Regular files only, in the folder and its ``.tmp/`` (see ``sweep_temp_files``).
+        """
+        sweep = sweep_temp_files(self._directory, max_age=max_age, remove=True)
+        for problem in sweep.problems:
+            logger.warning("statusbridge: %s (in %s)", problem, self._directory)
+        for place in sweep.unchecked:
+            logger.warning("statusbridge: cannot look for stale temp files in %s", place)
+        if sweep.stale:
+            logger.info("removed %d stale temp file(s) from %s", len(sweep.stale), self._directory)
+        return len(sweep.stale)
 
 
 def select_expired(
