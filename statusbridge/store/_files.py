@@ -117,7 +117,8 @@ def _open_temp_dir_for_sweep(
     try:
         st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
         if not stat.S_ISDIR(st.st_mode):
-            problems.append(f"{TEMP_DIR} is {describe_non_regular(st)}; not looked into")
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            problems.append(f"{TEMP_DIR} is {what}; not looked into")
             return None
         if dir_fd is None:
             return path  # no O_NOFOLLOW here (Windows): checked, then listed
