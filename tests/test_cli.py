@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from _workers import progress_writer
-from conftest import wait_until
+from conftest import run_as_nobody, wait_until
 
 from statusbridge import BatchStatus, StatusStore
+from statusbridge.cli import main
 
 
 def cli(
@@ -215,3 +222,78 @@ def test_module_and_console_script_agree(folder: Path) -> None:
     b = cli("ls", "--json", "--dir", str(folder))
     assert a.returncode == b.returncode == 0
     assert json.loads(a.stdout) == json.loads(b.stdout)
+
+
+def in_process(*args: str) -> tuple[int, str, str]:
+    """The real command run in this process: (exit code, stdout, stderr with logged warnings).
+
+    For a child that dropped privileges and so cannot exec this interpreter again.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("statusbridge")
+    logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(list(args), out=out)
+    finally:
+        logger.removeHandler(handler)
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every entry under ``folder`` with its type, owner, size and times (not atime)."""
+    state = {}
+    for root, dirs, names in os.walk(folder):
+        for name in [".", *dirs, *names]:
+            path = Path(root, name)
+            st = path.lstat()
+            state[str(path.relative_to(folder))] = (
+                st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+            )  # fmt: skip
+    return state
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A folder that other users may enter (pytest's tmp_path is private to root here)."""
+    path = Path(tempfile.mkdtemp(prefix="sb-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+READ_COMMANDS = [["ls"], ["ls", "--json"], ["show", "alpha"], ["watch", "--once"], ["doctor"]]
+
+
+def test_read_commands_work_for_a_read_only_monitor(public_tmp: Path) -> None:
+    folder = public_tmp / "status"
+    store = StatusStore(folder, file_mode=0o644, dir_mode=0o755)  # readable by all
+    store.update("alpha", status="running", progress=0.5, message="hello")
+    (folder / ".tmp").chmod(0o700)  # the writers' temp folder stays private
+    before = tree_state(folder)
+    for args in READ_COMMANDS:  # as root first: imports are done before the child forks
+        code, _, err = in_process(*args, "--dir", str(folder))
+        assert (code, err) == (0, ""), args
+    assert tree_state(folder) == before  # read commands write nothing, create nothing
+
+    def monitor() -> dict[str, object]:
+        done: dict[str, object] = {
+            " ".join(args): in_process(*args, "--dir", str(folder)) for args in READ_COMMANDS
+        }
+        reader = StatusStore(folder)
+        done["scan"] = sorted(reader.scan())
+        done["read"] = reader.read("alpha").message  # type: ignore[union-attr]
+        return done
+
+    seen = run_as_nobody(monitor)
+    assert tree_state(folder) == before
+    assert seen["scan"] == ["alpha"] and seen["read"] == "hello"
+    for args in READ_COMMANDS:
+        code, out, err = seen[" ".join(args)]  # type: ignore[misc]
+        assert (code, err) == (0, ""), (args, out, err)
+        assert "alpha" in out or args == ["doctor"]
+    doctor_out = seen["doctor"][1]  # type: ignore[index]
+    assert "read-only for this user" in doctor_out
+    assert "not checked: .tmp/: Permission denied" in doctor_out

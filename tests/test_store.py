@@ -296,7 +296,7 @@ class TestBounded:
         assert 0 < len(locks) <= STRIPES
         assert not temp_files(store.directory)
 
-    def test_stale_temp_files_removed_on_start(self, status_dir: Path) -> None:
+    def test_stale_temp_files_removed_at_first_write(self, status_dir: Path) -> None:
         (status_dir / ".tmp").mkdir()
         stale = status_dir / ".tmp" / ".j.999-dead.tmp"
         stale.write_text('{"half')
@@ -307,7 +307,9 @@ class TestBounded:
         old = datetime.now(UTC).timestamp() - 3600
         os.utime(stale, (old, old))
         os.utime(stale_beside, (old, old))
-        StatusStore(status_dir)
+        store = StatusStore(status_dir)
+        assert stale.exists()  # opening a store touches nothing (read-only users can open it)
+        store.update("j")
         assert not stale.exists()
         assert not stale_beside.exists()
         assert fresh.exists()  # may belong to a writer still at work

@@ -160,7 +160,8 @@ class StatusCache:
         self._next_check = time.monotonic() + _LIVENESS_INTERVAL
 
         try:
-            self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self._directory.is_dir():  # (an existing folder is only read)
+                self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             logger.warning("statusbridge: cannot create %s (%s); waiting for it", self._folder, exc)
         with self._apply_lock:

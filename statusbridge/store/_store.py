@@ -58,6 +58,11 @@ class StatusStore:
     write survives power loss (costs a few ms per write on most disks).
     ``lock_timeout`` bounds the wait for a job's lock, in seconds (``math.inf``:
     wait forever); NaN or a negative value raises ValueError here.
+
+    Opening a store touches nothing on disk, so a user who may only read the
+    folder can ``read`` and ``scan`` it. The first write creates the folder
+    (``dir_mode``) and its hidden ``.tmp/`` if missing, and removes temp files
+    that writers who died mid-write left behind.
     """
 
     def __init__(
@@ -80,10 +85,9 @@ class StatusStore:
         self._file_mode = file_mode
         self._dir_mode = dir_mode
         self._clock = clock
-        self._directory.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         self._temp_dir = self._directory / TEMP_DIR
         self._locks = StripedLocks(self._directory, file_mode=file_mode, dir_mode=dir_mode)
-        self.remove_stale_temp_files()
+        self._swept = False  # stale temp files are removed at the first write
 
     @property
     def directory(self) -> Path:
@@ -194,6 +198,9 @@ class StatusStore:
             self._check_fields(fields)
             job = self._merge(job_id, current, fields)
             self._write(path, job)
+        if not self._swept:
+            self._swept = True  # (two threads' first writes may both sweep: harmless)
+            self.remove_stale_temp_files()
         return job
 
     @staticmethod
