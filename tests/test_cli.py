@@ -21,7 +21,7 @@ import pytest
 from _workers import progress_writer
 from conftest import run_as_nobody, wait_until
 
-from statusbridge import BatchStatus, StatusStore
+from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.cli import main
 
 
@@ -297,3 +297,57 @@ def test_read_commands_work_for_a_read_only_monitor(public_tmp: Path) -> None:
     doctor_out = seen["doctor"][1]  # type: ignore[index]
     assert "read-only for this user" in doctor_out
     assert "not checked: .tmp/: Permission denied" in doctor_out
+
+
+def test_an_unreadable_record_is_that_records_problem(public_tmp: Path) -> None:
+    folder = public_tmp / "status"
+    store = StatusStore(folder, file_mode=0o644, dir_mode=0o755)
+    store.update("alpha", status="running", message="readable")
+    store.update("secret", status="running")
+    (folder / "secret.json").chmod(0o600)  # root's: nobody cannot open it
+    args = [["ls"], ["ls", "--json"], ["show", "secret"], ["watch", "--once"]]
+    args.append(["cancel", "--batch", "x"])
+    for command in args:
+        in_process(*command, "--dir", str(folder))  # imports done before the fork
+
+    def monitor() -> dict[str, object]:
+        done: dict[str, object] = {
+            " ".join(command): in_process(*command, "--dir", str(folder)) for command in args
+        }
+        reader = StatusStore(folder)
+        done["scan"] = sorted(reader.scan())
+        done["report"] = reader.scan_report().invalid
+        with StatusCache(folder) as cache:
+            done["cache"] = (sorted(cache.snapshot()), dict(cache.health().invalid_files))
+        return done
+
+    seen = run_as_nobody(monitor)
+    reason = "cannot read: Permission denied"
+    assert seen["scan"] == ["alpha"]  # was PermissionError
+    assert seen["report"] == {"secret.json": reason}
+    assert seen["cache"] == (["alpha"], {"secret.json": reason})
+    warning = f"statusbridge: warning: secret.json: {reason}\n"
+    code, out, err = seen["ls"]  # type: ignore[misc]
+    assert (code, err) == (0, warning) and "alpha" in out  # was exit 2
+    code, out, err = seen["ls --json"]  # type: ignore[misc]
+    assert (code, err) == (0, warning) and [d["id"] for d in json.loads(out)] == ["alpha"]
+    code, out, err = seen["show secret"]  # type: ignore[misc]
+    assert (code, out, err) == (1, "", f"statusbridge: error: secret.json: {reason}\n")
+    code, out, err = seen["watch --once"]  # type: ignore[misc]
+    assert code == 0 and f"! secret.json: {reason}" in out.splitlines()
+    code, out, err = seen["cancel --batch x"]  # type: ignore[misc]
+    assert (code, err) == (0, warning)
+
+
+def test_ls_names_undecodable_records_on_stderr(folder: Path) -> None:
+    (folder / "broken.json").write_text("{")
+    (folder / "notes.txt").write_text("not a record: doctor reports it, ls does not")
+    r = cli("ls", "--dir", str(folder))
+    assert r.returncode == 0
+    assert r.stderr == (
+        "statusbridge: warning: broken.json: not valid JSON: Expecting property name "
+        "enclosed in double quotes at line 1 column 2\n"
+    )
+    assert "alpha" in r.stdout and "broken" not in r.stdout
+    watch = cli("watch", "--once", "--dir", str(folder))
+    assert "! broken.json: not valid JSON" in watch.stdout

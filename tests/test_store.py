@@ -19,7 +19,7 @@ import pytest
 from _workers import hold_lock, set_meta_keys
 from conftest import no_more_than, process_resources, temp_files, wait_until
 
-from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
+from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
 from statusbridge.record import MAX_NESTING
 from statusbridge.store import STRIPES
 
@@ -360,3 +360,18 @@ class TestBounded:
         (store.directory / "bad.json").write_text("nope")
         (store.directory / "notes.txt").write_text("hello")
         assert list(store.scan()) == ["good"]
+
+    def test_scan_report_gives_the_reasons_the_cache_gives(
+        self, store: StatusStore, cache: StatusCache
+    ) -> None:
+        store.update("good")
+        (store.directory / "bad.json").write_text("nope")
+        (store.directory / "notes.txt").write_text("hello")
+        report = store.scan_report()
+        assert list(report.jobs) == ["good"]
+        assert report.invalid == {
+            "bad.json": "not valid JSON: Expecting value at line 1 column 1",
+            "notes.txt": "not a status file (expected <job id>.json)",
+        }
+        assert report.invalid_records() == {"bad.json": report.invalid["bad.json"]}
+        wait_until(lambda: cache.health().invalid_files == report.invalid, message="same words")

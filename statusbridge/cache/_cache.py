@@ -35,7 +35,13 @@ from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
-from statusbridge.store._files import RECORD_SUFFIX, describe_non_regular, signature_of
+from statusbridge.store._files import (
+    FOREIGN_REASON,
+    RECORD_SUFFIX,
+    describe_non_regular,
+    signature_of,
+    unreadable_reason,
+)
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -43,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
-_FOREIGN_REASON = "not a status file (expected <job id>.json)"
 _LIVENESS_INTERVAL = 0.5
 
 
@@ -499,9 +504,9 @@ class StatusCache:
         except FileNotFoundError:
             self._invalid.pop(name, None)
         except OSError:
-            self._invalid[name] = _FOREIGN_REASON
+            self._invalid[name] = FOREIGN_REASON
         else:
-            self._invalid[name] = _FOREIGN_REASON
+            self._invalid[name] = FOREIGN_REASON
 
     def _load(self, name: str, *, listed_regular: bool = False) -> BatchJob | object | None:
         """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have).
@@ -549,7 +554,7 @@ class StatusCache:
             return _UNCHANGED
         except OSError as exc:
             # Not remembered in _known, so the next event or reconcile retries it.
-            self._invalid[name] = f"cannot read: {exc.strerror or exc}"
+            self._invalid[name] = unreadable_reason(exc)
             return _UNCHANGED
         self._known[name] = sig
         self._invalid.pop(name, None)

@@ -1,8 +1,11 @@
 """The ``statusbridge`` command: look at and manage a status folder from a terminal.
 
-Exit codes: 0 success; 1 not found, or ``doctor`` found something that needs
-attention; 2 bad usage, or the folder is missing or unusable; 130 interrupted.
-Errors are one line on stderr, never a traceback.
+Exit codes: 0 success; 1 not found, a record that cannot be read or decoded
+(``show``), or ``doctor`` found something that needs attention; 2 bad usage, or
+the folder is missing or unusable; 130 interrupted. Errors are one line on
+stderr, never a traceback. A record file that cannot be read or decoded is that
+record's problem: ``ls`` and ``cancel --batch`` name it with the reason in a
+warning line on stderr and go on (exit 0), ``watch`` shows it under the table.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache, summarize
 from statusbridge.cli._doctor import diagnose
-from statusbridge.cli._render import job_table, summary_line
+from statusbridge.cli._render import invalid_lines, job_table, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.record import BatchJob, BatchStatus, job_to_dict, utc_now
-from statusbridge.store import StatusStore
+from statusbridge.store import ScanReport, StatusStore, classify_name, unreadable_reason
 
 __all__ = ["main"]
 
@@ -184,8 +187,15 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     raise CliError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
 
 
+def _warn_invalid(report: ScanReport) -> None:
+    for name, reason in sorted(report.invalid_records().items()):
+        print(f"statusbridge: warning: {name}: {reason}", file=sys.stderr)
+
+
 def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
-    jobs = list(store.scan().values())
+    report = store.scan_report()
+    _warn_invalid(report)
+    jobs = list(report.jobs.values())
     if args.status:
         jobs = [j for j in jobs if j.status.value in args.status]
     if args.batch:
@@ -202,7 +212,14 @@ def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
-    job = store.read(job_id)
+    try:
+        job = store.read(job_id)
+    except InvalidRecordError as exc:
+        raise CliError(str(exc), EXIT_ATTENTION) from None
+    except OSError as exc:  # this record's problem (permissions, I/O), not the folder's
+        raise CliError(
+            f"{store.path_for(job_id).name}: {unreadable_reason(exc)}", EXIT_ATTENTION
+        ) from None
     if job is None:
         raise CliError(f"no job {job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
     json.dump(job_to_dict(job), out, indent=2, ensure_ascii=False)
@@ -218,7 +235,9 @@ def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
             snap = cache.snapshot()
             jobs: Sequence[BatchJob] = snap.batch(args.batch) if args.batch else list(snap.values())
             if tty or snap.version != last_drawn:
-                _draw(folder, jobs, out, tty=tty, batch=args.batch)
+                invalid = cache.health().invalid_files
+                bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
+                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad)
                 last_drawn = snap.version
             if args.once:
                 return EXIT_OK
@@ -228,13 +247,20 @@ def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _draw(
-    folder: Path, jobs: Sequence[BatchJob], out: TextIO, *, tty: bool, batch: str | None
+    folder: Path,
+    jobs: Sequence[BatchJob],
+    out: TextIO,
+    *,
+    tty: bool,
+    batch: str | None,
+    invalid: Mapping[str, str],
 ) -> None:
     now = utc_now()
     scope = f" batch {batch}" if batch else ""
     frame = [
         f"statusbridge watch {folder}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
         job_table(jobs, now) if jobs else "no jobs yet",
+        *invalid_lines(invalid),
         summary_line(summarize(jobs)),
     ]
     text = "\n".join(frame)
@@ -245,8 +271,10 @@ def _draw(
 
 def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
     if args.batch:
+        report = store.scan_report()
+        _warn_invalid(report)
         ids = sorted(
-            j.id for j in store.scan().values() if j.batch_id == args.batch and not j.is_finished
+            j.id for j in report.jobs.values() if j.batch_id == args.batch and not j.is_finished
         )
         cancelled = [job_id for job_id in ids if request_cancel(store, job_id)]
         for job_id in cancelled:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
 from statusbridge.record import BatchJob
 
-__all__ = ["age", "bar", "job_table", "summary_line"]
+__all__ = ["age", "bar", "invalid_lines", "job_table", "summary_line"]
 
 
 def age(when: datetime | None, now: datetime) -> str:
@@ -69,6 +69,19 @@ def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = No
             f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
         )
     return "\n".join(lines)
+
+
+def invalid_lines(invalid: Mapping[str, str], *, most: int = 3, width: int = 80) -> list[str]:
+    """One line per record file that could not be read, at most ``most`` (then a count).
+
+    >>> invalid_lines({"a.json": "not valid JSON", "b.json": "cannot read: Permission denied"})
+    ['! a.json: not valid JSON', '! b.json: cannot read: Permission denied']
+    """
+    names = sorted(invalid)
+    lines = [_clip(f"! {name}: {invalid[name]}", width) for name in names[:most]]
+    if len(names) > most:
+        lines.append(f"! and {len(names) - most} more unreadable record file(s)")
+    return lines
 
 
 def summary_line(summary: BatchSummary) -> str:

@@ -10,10 +10,12 @@ from statusbridge.store._files import (
     classify_name,
     read_record_file,
     sweep_temp_files,
+    unreadable_reason,
 )
 from statusbridge.store._locks import STRIPES
 from statusbridge.store._store import (
     UPDATABLE_FIELDS,
+    ScanReport,
     StatusStore,
     select_expired,
 )
@@ -25,11 +27,13 @@ __all__ = [
     "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",
+    "ScanReport",
     "StatusStore",
     "TempSweep",
     "classify_name",
     "read_record_file",
     "select_expired",
     "sweep_temp_files",
+    "unreadable_reason",
     "write_atomic",
 ]

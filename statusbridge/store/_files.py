@@ -22,6 +22,7 @@ from statusbridge.record import JOB_ID_PATTERN, BatchJob, decode_job
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "FOREIGN_REASON",
     "RECORD_SUFFIX",
     "STALE_TEMP_SECONDS",
     "TEMP_DIR",
@@ -32,6 +33,7 @@ __all__ = [
     "read_record_file",
     "signature_of",
     "sweep_temp_files",
+    "unreadable_reason",
 ]
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -42,6 +44,13 @@ TEMP_DIR = ".tmp"
 TEMP_SUFFIX = ".tmp"
 # A temp file this old belongs to a writer that died mid-write.
 STALE_TEMP_SECONDS = 60.0
+# Reasons given for files that are no valid record (the same words everywhere).
+FOREIGN_REASON = "not a status file (expected <job id>.json)"
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """Why a record file could not be read (permissions, I/O error): one file's problem."""
+    return f"cannot read: {exc.strerror or exc}"
 
 # O_NOFOLLOW: a symlink planted in the folder is refused by the kernel, with no
 # check-then-open race. O_NONBLOCK: a FIFO planted as "x.json" must not hang the

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import (
@@ -25,21 +25,41 @@ from statusbridge.record import (
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
+    FOREIGN_REASON,
     RECORD_SUFFIX,
     STALE_TEMP_SECONDS,
     TEMP_DIR,
     classify_name,
     read_record_file,
     sweep_temp_files,
+    unreadable_reason,
 )
 from statusbridge.store._locks import StripedLocks
 
-__all__ = ["STALE_TEMP_SECONDS", "TEMP_DIR", "UPDATABLE_FIELDS", "StatusStore", "select_expired"]
+__all__ = [
+    "STALE_TEMP_SECONDS",
+    "TEMP_DIR",
+    "UPDATABLE_FIELDS",
+    "ScanReport",
+    "StatusStore",
+    "select_expired",
+]
 
 logger = logging.getLogger(__name__)
 
 # id names the file, seq and updated_at are the store's to set.
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
+
+
+class ScanReport(NamedTuple):
+    """What ``StatusStore.scan_report`` found: valid records, and every other file's reason."""
+
+    jobs: dict[str, BatchJob]
+    invalid: dict[str, str]  # file name -> reason, in the words of StatusCache.health()
+
+    def invalid_records(self) -> dict[str, str]:
+        """Only files named like records (``<job id>.json``): each a job that could not be read."""
+        return {n: r for n, r in self.invalid.items() if classify_name(n) == "record"}
 
 
 class StatusStore:
@@ -144,27 +164,49 @@ class StatusStore:
         return job
 
     def scan(self) -> dict[str, BatchJob]:
-        """Every valid record in the folder; invalid and foreign files are skipped."""
+        """Every valid record in the folder; invalid, unreadable and foreign files are skipped.
+
+        ``scan_report()`` says which were skipped and why.
+        """
+        return self.scan_report().jobs
+
+    def scan_report(self) -> ScanReport:
+        """Every valid record, and for every other file in the folder the reason it is not one.
+
+        A record that cannot be decoded or read (permissions, I/O error) is one
+        file's problem: it is reported and the others are read. Only a folder that
+        cannot be listed raises.
+        """
         jobs: dict[str, BatchJob] = {}
-        for name in self._record_names():
+        invalid: dict[str, str] = {}
+        for name, kind in self._names():
+            if kind == "foreign":
+                invalid[name] = FOREIGN_REASON
+                continue
             try:
                 job, _sig = read_record_file(self._directory / name, max_bytes=self.max_bytes)
             except FileNotFoundError:
                 continue
             except InvalidRecordError as exc:
-                logger.debug("scan skips %s", exc)
-                continue
-            jobs[job.id] = job
-        return jobs
+                invalid[name] = exc.reason
+            except OSError as exc:
+                invalid[name] = unreadable_reason(exc)
+            else:
+                jobs[job.id] = job
+        for name, reason in invalid.items():
+            logger.debug("scan skips %s: %s", name, reason)
+        return ScanReport(jobs, invalid)
 
-    def _record_names(self) -> Iterator[str]:
+    def _names(self) -> Iterator[tuple[str, str]]:
+        """(name, "record" or "foreign") of each file in the folder that is not ours."""
         try:
             names = os.listdir(self._directory)
         except FileNotFoundError:
             return
         for name in names:
-            if classify_name(name) == "record":
-                yield name
+            kind = classify_name(name)
+            if kind != "internal":
+                yield name, kind
 
     # -- writes --------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> BatchJob:
