@@ -351,3 +351,46 @@ def test_ls_names_undecodable_records_on_stderr(folder: Path) -> None:
     assert "alpha" in r.stdout and "broken" not in r.stdout
     watch = cli("watch", "--once", "--dir", str(folder))
     assert "! broken.json: not valid JSON" in watch.stdout
+
+
+# ESC (escape sequences), BEL, backspace, carriage return, DEL, a C1 CSI, and bidi overrides.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x08\r\x7f\x9b31m\u202eevil\u2066\u200f"
+FORBIDDEN = set("\x1b\x07\x08\r\x7f\x9b\u202e\u2066\u200f")
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    store.update("msg", status="running", message=f"msg {HOSTILE}", batch_id="b1")
+    store.update("err", status="failed", error_message=f"err {HOSTILE}", batch_id="b2")
+    store.update("gone", status="running", owner=f"vm{HOSTILE}:1",
+                 heartbeat_at=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
+    (folder / f"\x1b[2J{HOSTILE}.json").write_text("{}")  # a foreign file's name
+    (folder / "bad.json").write_text(json.dumps({"schema": 1, "id": "bad", "status": 3}))
+    human = {
+        "ls": cli("ls", "--dir", str(folder)),
+        "watch": cli("watch", "--once", "--dir", str(folder)),
+        "doctor": cli("doctor", "--dir", str(folder)),
+        "cancel": cli("cancel", "--batch", HOSTILE, "--dir", str(folder)),
+        "error": cli("show", "x", "--dir", str(folder / HOSTILE)),
+    }
+    for name, r in human.items():
+        shown = r.stdout + r.stderr
+        assert not FORBIDDEN & set(shown), (name, shown)
+    assert "msg \\x1b[2J\\x1b]0;owned\\x07\\x08" in human["ls"].stdout  # shown, visibly
+    assert "err \\x1b[2J" in human["watch"].stdout
+    assert "gone (owner vm\\x1b[2J\\x1b]0;owned\\x07" in human["doctor"].stdout
+    assert ".json: not a status file" in human["doctor"].stdout
+    assert human["error"].returncode == 2 and "\\x1b[2J" in human["error"].stderr
+    exact = {
+        "ls --json": cli("ls", "--json", "--dir", str(folder)),
+        "show": cli("show", "msg", "--dir", str(folder)),
+    }
+    for name, r in exact.items():
+        assert r.returncode == 0, r.stderr
+        assert not FORBIDDEN & set(r.stdout), name  # escaped as JSON does...
+    docs = {d["id"]: d for d in json.loads(exact["ls --json"].stdout)}
+    assert docs["msg"]["message"] == f"msg {HOSTILE}"  # ...so the strings stay exact
+    assert docs["err"]["error_message"] == f"err {HOSTILE}"
+    assert docs["gone"]["owner"] == f"vm{HOSTILE}:1"
+    assert json.loads(exact["show"].stdout)["message"] == f"msg {HOSTILE}"
