@@ -1,6 +1,6 @@
 """The watchdog side of the cache: pick a backend, filter events, never let a handler die.
 
-Known watchdog behaviour this module works around (see DESIGN.md):
+Known watchdog behaviour (7.1) this module works around:
 - an exception in a handler kills the dispatcher thread, so ``dispatch`` catches all;
 - on Linux the cache's own reads produce opened / closed-no-write events; reacting
   to them would make it re-read forever, so only writes, moves and deletes pass;

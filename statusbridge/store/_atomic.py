@@ -46,7 +46,7 @@ _counter = itertools.count()
 
 
 def temp_name(stem: str) -> str:
-    """A dot-file (so readers ignore it) unique to this process and call.
+    """A dot-file name (readers never take it for a record) unique to this process and call.
 
     pid + a process-wide counter, not random bytes: os.urandom costs ~80 us per
     call on some VMs, more than the rest of the name. O_EXCL still guards
