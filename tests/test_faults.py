@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -99,6 +100,47 @@ def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
         health = cache.health()
         assert health.events < 50_000  # events were lost...
         assert health.rescans >= 1  # ...noticed (watchdog's overflow log line) and rescanned
+
+
+def test_overflow_is_noticed_whatever_the_logging_config(tmp_path: Path) -> None:
+    """A real overflow while the application has silenced watchdog's logger."""
+    if not (IS_ROOT and MAX_QUEUED.exists()):
+        pytest.skip("needs root and Linux inotify to shrink max_queued_events")
+    n = 3000
+    folder, staging, go = tmp_path / "s", tmp_path / "staging", tmp_path / "go"
+    folder.mkdir()
+    store = StatusStore(staging)
+    for i in range(n):
+        store.update(f"b{i}")
+    watchdog_logger = logging.getLogger("watchdog")
+    level = watchdog_logger.level
+    watchdog_logger.setLevel(logging.ERROR)  # the app wants no watchdog warnings
+    original = MAX_QUEUED.read_text()
+    try:
+        MAX_QUEUED.write_text("64")  # applies to inotify instances created from now on
+        try:
+            cache = StatusCache(folder, reconcile_interval=3600)  # events or overflow only
+        finally:
+            MAX_QUEUED.write_text(original)
+        renamer = SPAWN.Process(target=rename_all, args=(str(staging), str(folder), n, str(go)))
+        renamer.start()
+        with cache:
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(2.0)  # hold the GIL: watchdog's reader cannot drain the queue
+            try:
+                go.touch()
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    pass
+            finally:
+                sys.setswitchinterval(interval)
+            renamer.join(120)
+            wait_until(lambda: len(cache.snapshot()) == n, 60, "convergence after overflow")
+            health = cache.health()
+            assert health.events < n  # events were lost...
+            assert health.rescans >= 1  # ...and noticed, with watchdog's log line filtered out
+    finally:
+        watchdog_logger.setLevel(level)
 
 
 def test_decode_raising_is_contained(

@@ -4,8 +4,11 @@ Known watchdog behaviour (7.1) this module works around:
 - an exception in a handler kills the dispatcher thread, so ``dispatch`` catches all;
 - on Linux the cache's own reads produce opened / closed-no-write events; reacting
   to them would make it re-read forever, so only writes, moves and deletes pass;
-- inotify queue overflow is only logged, so a filter on that logger turns the
-  log line into a rescan request;
+- inotify queue overflow is only logged and passed to the watch's internal
+  ``on_queue_overflow`` callback, not to handlers: the watch hooks that callback
+  (so detection does not depend on how the application configures logging), and
+  where it cannot (another backend or watchdog version), a filter on watchdog's
+  logger turns the log line into a rescan request;
 - the watch does not survive deletion of the folder (the cache re-checks it).
 """
 
@@ -120,7 +123,8 @@ class FolderWatch:
         self._handler = _Handler(folder, sink)
         self.fallback_reason: str | None = None
         self.observer = self._start(polling=polling, poll_interval=poll_interval)
-        _OverflowWatch.register(sink)
+        if not _hook_overflow(self.observer, sink):
+            _OverflowWatch.register(sink)
 
     @property
     def backend(self) -> str:
@@ -163,6 +167,40 @@ def _stop(observer: BaseObserver) -> None:
             observer.join(timeout=5)
     except Exception:
         logger.warning("stopping the watchdog observer failed", exc_info=True)
+
+
+def _hook_overflow(observer: BaseObserver, sink: EventSink) -> bool:
+    """Report inotify queue overflow of this observer to ``sink``; False if it cannot.
+
+    watchdog 7.1's InotifyFD calls ``on_queue_overflow()`` on each watch group of
+    its instance (the emitter's ``_inotify``, made in ``on_thread_start``, so
+    before ``schedule`` returns). The group's own handling runs first, as before.
+    """
+    ref = weakref.ref(sink)
+    hooked = False
+    for emitter in observer.emitters:
+        group = getattr(emitter, "_inotify", None)
+        original = getattr(group, "on_queue_overflow", None)
+        if not callable(original):
+            continue
+
+        def on_queue_overflow(original: Callable[[], None] = original) -> None:
+            try:
+                original()
+            finally:
+                try:
+                    target = ref()
+                    if target is not None:
+                        target.events_lost()
+                except Exception:
+                    logger.exception("statusbridge overflow hook failed")
+
+        try:
+            group.on_queue_overflow = on_queue_overflow  # type: ignore[union-attr]
+        except AttributeError:  # e.g. a class with __slots__ in another version
+            continue
+        hooked = True
+    return hooked
 
 
 class _OverflowWatch(logging.Filter):
