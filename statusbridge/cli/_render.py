@@ -49,7 +49,6 @@ def json_text(value: object) -> str:
     return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-
 def age(when: datetime | None, now: datetime) -> str:
     """Compact age: 5s, 3m, 2h, 4d.
 

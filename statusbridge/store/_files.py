@@ -52,6 +52,7 @@ def unreadable_reason(exc: OSError) -> str:
     """Why a record file could not be read (permissions, I/O error): one file's problem."""
     return f"cannot read: {exc.strerror or exc}"
 
+
 # O_NOFOLLOW: a symlink planted in the folder is refused by the kernel, with no
 # check-then-open race. O_NONBLOCK: a FIFO planted as "x.json" must not hang the
 # reader in open(); regular files ignore the flag.
