@@ -12,6 +12,7 @@ from statusbridge.errors import (
     LockTimeout,
     StatusBridgeError,
     UnknownJobError,
+    UnsafeFolderError,
 )
 from statusbridge.jobs import (
     BatchManager,
@@ -40,6 +41,7 @@ __all__ = [
     "StatusCache",
     "StatusStore",
     "UnknownJobError",
+    "UnsafeFolderError",
     "__version__",
     "current_job_id",
     "is_cancelled",

@@ -8,6 +8,7 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
      ├── InvalidRecordError   (ValueError)    a status document that cannot be decoded
      ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
+     ├── UnsafeFolderError                    the folder's layout is unsafe to write through
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -17,12 +18,15 @@ with the path in it.
 
 from __future__ import annotations
 
+import os
+
 __all__ = [
     "InvalidRecordError",
     "JobCancelled",
     "LockTimeout",
     "StatusBridgeError",
     "UnknownJobError",
+    "UnsafeFolderError",
 ]
 
 
@@ -59,6 +63,18 @@ class UnknownJobError(StatusBridgeError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "unknown job"
+
+
+class UnsafeFolderError(StatusBridgeError):
+    """Writing would go through a symlink or into a place another user controls.
+
+    For example the status folder's ``.tmp`` is a symlink that cannot be removed, a
+    file, or a folder owned by someone else. ``path`` names it; nothing was written.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(message)
 
 
 class JobCancelled(StatusBridgeError):

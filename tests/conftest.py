@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
+import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +31,66 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str =
             pytest.fail(f"timed out after {timeout}s waiting for {message}")
         time.sleep(delay)  # a poll interval inside a condition wait, not a fixed sleep
         delay = min(delay * 2, 0.05)
+
+
+def process_resources() -> tuple[int, int, int]:
+    """(threads, open descriptors, inotify watches) of this process, from Linux's /proc."""
+    if not os.path.isdir("/proc/self/fdinfo"):
+        pytest.skip("counting descriptors and inotify watches needs Linux /proc")
+    fds = os.listdir("/proc/self/fd")
+    watches = 0
+    for fd in fds:
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as info:
+                watches += sum(1 for line in info if line.startswith("inotify wd:"))
+        except OSError:  # closed meanwhile (or the listing's own descriptor)
+            continue
+    return threading.active_count(), len(fds), watches
+
+
+def no_more_than(before: tuple[int, ...]) -> Callable[[], bool]:
+    """Condition: every count of process_resources() is back at (or below) ``before``."""
+    return lambda: all(now <= then for now, then in zip(process_resources(), before, strict=True))
+
+
+NOBODY = 65534
+
+
+def run_as_nobody(func: Callable[[], T]) -> T:
+    """Run ``func`` in a forked child that dropped root to uid/gid nobody; return its result.
+
+    Tests run as root here, and root ignores permission bits. The child is forked,
+    not spawned: nobody may not be able to read this interpreter's files, so
+    whatever ``func`` needs should be imported before (run it once as root first).
+    """
+    if not hasattr(os, "fork") or os.geteuid() != 0:
+        pytest.skip("needs root (to drop privileges to nobody in a child process)")
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads (3.12+)
+        pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            try:
+                payload = (True, func())
+            except BaseException as exc:
+                payload = (False, "".join(traceback.format_exception(exc)))
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(payload, pipe)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        data = pipe.read()
+    os.waitpid(pid, 0)
+    ok, value = pickle.loads(data)
+    if not ok:
+        pytest.fail(f"as nobody, in the child:\n{value}")
+    return value  # type: ignore[no-any-return]
 
 
 def temp_files(folder: Path) -> list[str]:

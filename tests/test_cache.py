@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -9,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import no_more_than, process_resources, wait_until
 
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
 
@@ -126,6 +127,32 @@ class TestBasics:
         assert not cache.health().running
         assert cache.get("a") is not None
         assert cache.wait_for_change(cache.version, timeout=5).version == cache.version
+
+    def test_dropped_caches_release_threads_descriptors_and_watches(
+        self, store: StatusStore
+    ) -> None:
+        store.update("a")
+        with StatusCache(store.directory) as warm:  # watchdog's one-off module state
+            warm.close()  # close() twice is fine
+        gc.collect()
+        before = process_resources()
+        for _ in range(200):
+            cache = StatusCache(store.directory)
+            assert cache.get("a") is not None
+            del cache  # never closed
+        gc.collect()
+        wait_until(no_more_than(before), 60, f"threads, fds, watches back at {before}")
+
+    def test_rescan_runs_subscribers_on_the_cache_thread(self, store: StatusStore) -> None:
+        # Polling that never polls: only rescan() sees the change.
+        with StatusCache(store.directory, polling=True, poll_interval=3600) as cache:
+            threads: list[int] = []
+            cache.subscribe(lambda snap, changed: threads.append(threading.get_ident()))
+            store.update("a", progress=0.5)
+            snap = cache.rescan()
+            assert snap["a"].progress == 0.5  # the caller waited for the result
+            assert threads == [cache._thread.ident]
+            assert threading.get_ident() not in threads
 
     def test_polling_backend(self, store: StatusStore) -> None:
         with StatusCache(store.directory, polling=True, poll_interval=0.1) as cache:
@@ -286,7 +313,8 @@ class TestRecovery:
     ) -> None:
         assert cache._watch is not None
         handler = cache._watch._handler
-        original = handler._sink
+        original = handler._sink()  # the handler holds the cache weakly
+        assert original is cache
         calls = {"n": 0}
 
         class Exploding:
@@ -302,7 +330,11 @@ class TestRecovery:
             def events_lost(self) -> None:
                 original.events_lost()
 
-        handler._sink = Exploding()
+            def event_seen(self) -> None:
+                original.event_seen()
+
+        exploding = Exploding()
+        handler._sink = lambda: exploding
         with caplog.at_level(logging.ERROR):
             store.update("x", progress=0.1)
             wait_until(lambda: calls["n"] >= 1)

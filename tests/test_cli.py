@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from _workers import progress_writer
-from conftest import wait_until
+from conftest import run_as_nobody, wait_until
 
-from statusbridge import BatchStatus, StatusStore
+from statusbridge import BatchStatus, StatusCache, StatusStore
+from statusbridge.cli import main
 
 
 def cli(
@@ -215,3 +222,175 @@ def test_module_and_console_script_agree(folder: Path) -> None:
     b = cli("ls", "--json", "--dir", str(folder))
     assert a.returncode == b.returncode == 0
     assert json.loads(a.stdout) == json.loads(b.stdout)
+
+
+def in_process(*args: str) -> tuple[int, str, str]:
+    """The real command run in this process: (exit code, stdout, stderr with logged warnings).
+
+    For a child that dropped privileges and so cannot exec this interpreter again.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)
+    handler.setLevel(logging.WARNING)
+    logger = logging.getLogger("statusbridge")
+    logger.addHandler(handler)
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(list(args), out=out)
+    finally:
+        logger.removeHandler(handler)
+    return code, out.getvalue(), err.getvalue()
+
+
+def tree_state(folder: Path) -> dict[str, tuple[int, ...]]:
+    """Every entry under ``folder`` with its type, owner, size and times (not atime)."""
+    state = {}
+    for root, dirs, names in os.walk(folder):
+        for name in [".", *dirs, *names]:
+            path = Path(root, name)
+            st = path.lstat()
+            state[str(path.relative_to(folder))] = (
+                st.st_mode, st.st_uid, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+            )  # fmt: skip
+    return state
+
+
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A folder that other users may enter (pytest's tmp_path is private to root here)."""
+    path = Path(tempfile.mkdtemp(prefix="sb-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+READ_COMMANDS = [["ls"], ["ls", "--json"], ["show", "alpha"], ["watch", "--once"], ["doctor"]]
+
+
+def test_read_commands_work_for_a_read_only_monitor(public_tmp: Path) -> None:
+    folder = public_tmp / "status"
+    store = StatusStore(folder, file_mode=0o644, dir_mode=0o755)  # readable by all
+    store.update("alpha", status="running", progress=0.5, message="hello")
+    (folder / ".tmp").chmod(0o700)  # the writers' temp folder stays private
+    before = tree_state(folder)
+    for args in READ_COMMANDS:  # as root first: imports are done before the child forks
+        code, _, err = in_process(*args, "--dir", str(folder))
+        assert (code, err) == (0, ""), args
+    assert tree_state(folder) == before  # read commands write nothing, create nothing
+
+    def monitor() -> dict[str, object]:
+        done: dict[str, object] = {
+            " ".join(args): in_process(*args, "--dir", str(folder)) for args in READ_COMMANDS
+        }
+        reader = StatusStore(folder)
+        done["scan"] = sorted(reader.scan())
+        done["read"] = reader.read("alpha").message  # type: ignore[union-attr]
+        return done
+
+    seen = run_as_nobody(monitor)
+    assert tree_state(folder) == before
+    assert seen["scan"] == ["alpha"] and seen["read"] == "hello"
+    for args in READ_COMMANDS:
+        code, out, err = seen[" ".join(args)]  # type: ignore[misc]
+        assert (code, err) == (0, ""), (args, out, err)
+        assert "alpha" in out or args == ["doctor"]
+    doctor_out = seen["doctor"][1]  # type: ignore[index]
+    assert "read-only for this user" in doctor_out
+    assert "not checked: .tmp/: Permission denied" in doctor_out
+
+
+def test_an_unreadable_record_is_that_records_problem(public_tmp: Path) -> None:
+    folder = public_tmp / "status"
+    store = StatusStore(folder, file_mode=0o644, dir_mode=0o755)
+    store.update("alpha", status="running", message="readable")
+    store.update("secret", status="running")
+    (folder / "secret.json").chmod(0o600)  # root's: nobody cannot open it
+    args = [["ls"], ["ls", "--json"], ["show", "secret"], ["watch", "--once"]]
+    args.append(["cancel", "--batch", "x"])
+    for command in args:
+        in_process(*command, "--dir", str(folder))  # imports done before the fork
+
+    def monitor() -> dict[str, object]:
+        done: dict[str, object] = {
+            " ".join(command): in_process(*command, "--dir", str(folder)) for command in args
+        }
+        reader = StatusStore(folder)
+        done["scan"] = sorted(reader.scan())
+        done["report"] = reader.scan_report().invalid
+        with StatusCache(folder) as cache:
+            done["cache"] = (sorted(cache.snapshot()), dict(cache.health().invalid_files))
+        return done
+
+    seen = run_as_nobody(monitor)
+    reason = "cannot read: Permission denied"
+    assert seen["scan"] == ["alpha"]  # was PermissionError
+    assert seen["report"] == {"secret.json": reason}
+    assert seen["cache"] == (["alpha"], {"secret.json": reason})
+    warning = f"statusbridge: warning: secret.json: {reason}\n"
+    code, out, err = seen["ls"]  # type: ignore[misc]
+    assert (code, err) == (0, warning) and "alpha" in out  # was exit 2
+    code, out, err = seen["ls --json"]  # type: ignore[misc]
+    assert (code, err) == (0, warning) and [d["id"] for d in json.loads(out)] == ["alpha"]
+    code, out, err = seen["show secret"]  # type: ignore[misc]
+    assert (code, out, err) == (1, "", f"statusbridge: error: secret.json: {reason}\n")
+    code, out, err = seen["watch --once"]  # type: ignore[misc]
+    assert code == 0 and f"! secret.json: {reason}" in out.splitlines()
+    code, out, err = seen["cancel --batch x"]  # type: ignore[misc]
+    assert (code, err) == (0, warning)
+
+
+def test_ls_names_undecodable_records_on_stderr(folder: Path) -> None:
+    (folder / "broken.json").write_text("{")
+    (folder / "notes.txt").write_text("not a record: doctor reports it, ls does not")
+    r = cli("ls", "--dir", str(folder))
+    assert r.returncode == 0
+    assert r.stderr == (
+        "statusbridge: warning: broken.json: not valid JSON: Expecting property name "
+        "enclosed in double quotes at line 1 column 2\n"
+    )
+    assert "alpha" in r.stdout and "broken" not in r.stdout
+    watch = cli("watch", "--once", "--dir", str(folder))
+    assert "! broken.json: not valid JSON" in watch.stdout
+
+
+# ESC (escape sequences), BEL, backspace, carriage return, DEL, a C1 CSI, and bidi overrides.
+HOSTILE = "\x1b[2J\x1b]0;owned\x07\x08\r\x7f\x9b31m\u202eevil\u2066\u200f"
+FORBIDDEN = set("\x1b\x07\x08\r\x7f\x9b\u202e\u2066\u200f")
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    store.update("msg", status="running", message=f"msg {HOSTILE}", batch_id="b1")
+    store.update("err", status="failed", error_message=f"err {HOSTILE}", batch_id="b2")
+    store.update("gone", status="running", owner=f"vm{HOSTILE}:1",
+                 heartbeat_at=datetime.now(UTC) - timedelta(hours=1))  # fmt: skip
+    (folder / f"\x1b[2J{HOSTILE}.json").write_text("{}")  # a foreign file's name
+    (folder / "bad.json").write_text(json.dumps({"schema": 1, "id": "bad", "status": 3}))
+    human = {
+        "ls": cli("ls", "--dir", str(folder)),
+        "watch": cli("watch", "--once", "--dir", str(folder)),
+        "doctor": cli("doctor", "--dir", str(folder)),
+        "cancel": cli("cancel", "--batch", HOSTILE, "--dir", str(folder)),
+        "error": cli("show", "x", "--dir", str(folder / HOSTILE)),
+    }
+    for name, r in human.items():
+        shown = r.stdout + r.stderr
+        assert not FORBIDDEN & set(shown), (name, shown)
+    assert "msg \\x1b[2J\\x1b]0;owned\\x07\\x08" in human["ls"].stdout  # shown, visibly
+    assert "err \\x1b[2J" in human["watch"].stdout
+    assert "gone (owner vm\\x1b[2J\\x1b]0;owned\\x07" in human["doctor"].stdout
+    assert ".json: not a status file" in human["doctor"].stdout
+    assert human["error"].returncode == 2 and "\\x1b[2J" in human["error"].stderr
+    exact = {
+        "ls --json": cli("ls", "--json", "--dir", str(folder)),
+        "show": cli("show", "msg", "--dir", str(folder)),
+    }
+    for name, r in exact.items():
+        assert r.returncode == 0, r.stderr
+        assert not FORBIDDEN & set(r.stdout), name  # escaped as JSON does...
+    docs = {d["id"]: d for d in json.loads(exact["ls --json"].stdout)}
+    assert docs["msg"]["message"] == f"msg {HOSTILE}"  # ...so the strings stay exact
+    assert docs["err"]["error_message"] == f"err {HOSTILE}"
+    assert docs["gone"]["owner"] == f"vm{HOSTILE}:1"
+    assert json.loads(exact["show"].stdout)["message"] == f"msg {HOSTILE}"

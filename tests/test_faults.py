@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import multiprocessing as mp
 import os
 import random
@@ -25,7 +26,13 @@ import pytest
 from _workers import acked_writer, rename_all
 from conftest import wait_until
 
-from statusbridge import InvalidRecordError, StatusCache, StatusStore
+from statusbridge import (
+    InvalidRecordError,
+    StatusBridgeError,
+    StatusCache,
+    StatusStore,
+    UnsafeFolderError,
+)
 from statusbridge.record import FIELD_NAMES, validate_job_id
 
 SPAWN = mp.get_context("spawn")
@@ -95,6 +102,47 @@ def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
         assert health.rescans >= 1  # ...noticed (watchdog's overflow log line) and rescanned
 
 
+def test_overflow_is_noticed_whatever_the_logging_config(tmp_path: Path) -> None:
+    """A real overflow while the application has silenced watchdog's logger."""
+    if not (IS_ROOT and MAX_QUEUED.exists()):
+        pytest.skip("needs root and Linux inotify to shrink max_queued_events")
+    n = 3000
+    folder, staging, go = tmp_path / "s", tmp_path / "staging", tmp_path / "go"
+    folder.mkdir()
+    store = StatusStore(staging)
+    for i in range(n):
+        store.update(f"b{i}")
+    watchdog_logger = logging.getLogger("watchdog")
+    level = watchdog_logger.level
+    watchdog_logger.setLevel(logging.ERROR)  # the app wants no watchdog warnings
+    original = MAX_QUEUED.read_text()
+    try:
+        MAX_QUEUED.write_text("64")  # applies to inotify instances created from now on
+        try:
+            cache = StatusCache(folder, reconcile_interval=3600)  # events or overflow only
+        finally:
+            MAX_QUEUED.write_text(original)
+        renamer = SPAWN.Process(target=rename_all, args=(str(staging), str(folder), n, str(go)))
+        renamer.start()
+        with cache:
+            interval = sys.getswitchinterval()
+            sys.setswitchinterval(2.0)  # hold the GIL: watchdog's reader cannot drain the queue
+            try:
+                go.touch()
+                deadline = time.monotonic() + 2.0
+                while time.monotonic() < deadline:
+                    pass
+            finally:
+                sys.setswitchinterval(interval)
+            renamer.join(120)
+            wait_until(lambda: len(cache.snapshot()) == n, 60, "convergence after overflow")
+            health = cache.health()
+            assert health.events < n  # events were lost...
+            assert health.rescans >= 1  # ...and noticed, with watchdog's log line filtered out
+    finally:
+        watchdog_logger.setLevel(level)
+
+
 def test_decode_raising_is_contained(
     store: StatusStore, cache: StatusCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,6 +188,76 @@ def test_read_only_folder(status_dir: Path) -> None:
     finally:
         subprocess.run(["chattr", "-i", str(status_dir / ".tmp")], check=True)
     assert store.update("j", progress=0.9).progress == 0.9  # recovered
+
+
+def test_temp_folder_replaced_by_a_symlink(
+    status_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StatusStore(status_dir)
+    store.update("j", progress=0.1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / ".old.1-1.tmp").write_text("not ours to remove")
+    past = time.time() - 3600
+    os.utime(elsewhere / ".old.1-1.tmp", (past, past))
+    os.utime(elsewhere, (past, past))  # any file made or renamed in it would change this
+    before = os.stat(elsewhere)
+    shutil.rmtree(status_dir / ".tmp")
+    (status_dir / ".tmp").symlink_to(elsewhere)
+    with caplog.at_level("WARNING", logger="statusbridge"):
+        assert StatusStore(status_dir).update("j", progress=0.2).seq == 2
+    assert "was a symbolic link" in caplog.text
+    assert (status_dir / ".tmp").is_dir() and not (status_dir / ".tmp").is_symlink()
+    after = os.stat(elsewhere)
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    assert os.listdir(elsewhere) == [".old.1-1.tmp"]  # nothing written, nothing swept there
+    assert StatusStore(status_dir).read("j").progress == 0.2  # type: ignore[union-attr]
+
+
+def test_temp_folder_that_is_a_file_is_refused(status_dir: Path) -> None:
+    store = StatusStore(status_dir)
+    good = store.update("j", progress=0.1)
+    shutil.rmtree(status_dir / ".tmp")
+    (status_dir / ".tmp").write_text("someone's notes")
+    with pytest.raises(UnsafeFolderError, match=r"\.tmp is not a folder") as info:
+        store.update("j", progress=0.2)
+    assert isinstance(info.value, StatusBridgeError)
+    assert info.value.path == str(status_dir / ".tmp")
+    assert (status_dir / ".tmp").read_text() == "someone's notes"
+    assert store.read("j") == good
+
+
+def test_temp_folder_of_another_user_is_refused(status_dir: Path) -> None:
+    if not IS_ROOT:
+        pytest.skip("giving a folder to another user needs root")
+    store = StatusStore(status_dir)
+    good = store.update("j", progress=0.1)
+    os.chown(status_dir / ".tmp", 65534, 65534)  # nobody
+    with pytest.raises(UnsafeFolderError, match="belongs to uid 65534, neither to this user"):
+        store.update("j", progress=0.2)
+    assert store.read("j") == good
+    assert os.listdir(status_dir / ".tmp") == []
+    shared = StatusStore(status_dir, dir_mode=0o770)  # shared on purpose: any writer's folder
+    assert shared.update("j", progress=0.3).seq == 2
+
+
+def test_undeletable_symlink_in_place_of_the_temp_folder(status_dir: Path, tmp_path: Path) -> None:
+    if not IS_ROOT or shutil.which("chattr") is None:
+        pytest.skip("needs root and chattr to make a folder's entries undeletable")
+    store = StatusStore(status_dir)
+    good = store.update("j", progress=0.1)
+    shutil.rmtree(status_dir / ".tmp")
+    (tmp_path / "elsewhere").mkdir()
+    (status_dir / ".tmp").symlink_to(tmp_path / "elsewhere")
+    if subprocess.run(["chattr", "+i", str(status_dir)], check=False).returncode:
+        pytest.skip("this file system does not support the immutable attribute")
+    try:
+        with pytest.raises(UnsafeFolderError, match="symbolic link.*cannot be removed"):
+            store.update("j", progress=0.2)
+    finally:
+        subprocess.run(["chattr", "-i", str(status_dir)], check=True)
+    assert os.listdir(tmp_path / "elsewhere") == []
+    assert store.read("j") == good
 
 
 def fill(path: Path) -> None:

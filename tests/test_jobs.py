@@ -228,7 +228,7 @@ class TestCrashes:
             assert queue.wait([job_id], timeout=60)
             failed = queue.get_job_status(job_id)
             assert failed is not None and failed.status is BatchStatus.FAILED
-            assert "worker process died (killed by signal SIGKILL)" == failed.error_message
+            assert failed.error_message == "worker process died (killed by signal SIGKILL)"
             # The queue replaces its broken pool: later jobs still run.
             again = queue.submit(double, {"x": 5})
             assert queue.wait([again], timeout=60)

@@ -13,8 +13,8 @@ import logging
 import multiprocessing as mp
 import os
 import threading
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -168,7 +168,7 @@ class TestRetention:
 
     def test_trimming_survives_the_clock_stepping_back(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"
-        now = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+        now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
         times = [now, now - timedelta(hours=1)]  # one clock reading per update
         writer = StatusStore(folder, clock=lambda: times.pop(0))
         with BatchQueue(max_completed_jobs=1, status_dir=folder, retention_hours=None) as queue:
@@ -291,9 +291,9 @@ def _back_to(baseline: tuple[int, int, int]) -> Callable[[], bool]:
 
 
 @pytest.fixture
-def baseline() -> Iterator[tuple[int, int, int]]:
+def baseline() -> tuple[int, int, int]:
     gc.collect()
-    yield _process_resources()
+    return _process_resources()
 
 
 class TestOwnership:
@@ -312,7 +312,7 @@ class TestOwnership:
         gate = tmp_path / "gate"
         queue = BatchQueue(1, status_dir=tmp_path / "s")
         job_id = queue.submit(wait_for_gate, {"gate": str(gate)})
-        wait_until(lambda: status_of(queue, job_id) is BatchStatus.RUNNING, 30)
+        wait_until(lambda q=queue: status_of(q, job_id) is BatchStatus.RUNNING, 30)
         queue.shutdown(wait=False)
         with pytest.raises(RuntimeError, match="shut down"):
             queue.submit(double, {"x": 1})

@@ -159,7 +159,8 @@ class TestCodec:
             (doc(id="../x"), "invalid job id"),
             (b'{"schema": 1, "schema": 1, "id": "j", "status": "pending"}', "duplicate key"),
             (b'{"schema": 1, "id": "j", "status": "pending", "progress": NaN}', "NaN is not valid"),
-            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+            (b"[" * 100_000 + b"]" * 100_000, "nested too deeply (more than 100 levels)"),
+            (doc(params=json.loads("[" * 101 + "]" * 101)), "nest more than 100 levels"),
         ],
     )
     def test_invalid_documents_give_one_error_type_with_reason(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import errno
+import gc
 import json
+import logging
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -14,10 +17,19 @@ from pathlib import Path
 
 import pytest
 from _workers import hold_lock, set_meta_keys
-from conftest import temp_files, wait_until
+from conftest import no_more_than, process_resources, temp_files, wait_until
 
-from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusStore
+from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
+from statusbridge.record import MAX_NESTING
 from statusbridge.store import STRIPES
+
+
+def nested(levels: int, key: str | None = "k") -> object:
+    """``levels`` objects ({"k": ...}) or, with key=None, lists, one inside the other."""
+    value: object = 1
+    for _ in range(levels):
+        value = [value] if key is None else {key: value}
+    return value
 
 
 def files(folder: Path) -> list[str]:
@@ -106,6 +118,18 @@ class TestBadInput:
             store.update("j", meta={"v": float("inf")})
         assert store.read("j") == good
 
+    def test_deep_nesting_is_a_value_error_naming_the_path(self, store: StatusStore) -> None:
+        good = store.update("j", params=nested(MAX_NESTING))  # the limit itself is fine
+        assert store.read("j") == good
+        with pytest.raises(ValueError, match=r"params\.k\.k\.k.*nest more than 100 levels"):
+            store.update("j", params=nested(495))  # was RecursionError
+        with pytest.raises(ValueError, match=r"meta\.x\[0\]\[0\].*nest more than 100"):
+            store.update("j", meta={"x": nested(MAX_NESTING, key=None)})
+        with pytest.raises(ValueError, match=r"result\.k: .*nest more than 100"):
+            store.update("j", result={"k": good.params})  # a frozen value, one level lower
+        assert store.read("j") == good
+        assert not temp_files(store.directory)
+
     def test_progress_out_of_range_keeps_previous(self, store: StatusStore) -> None:
         good = store.update("j", progress=0.2)
         with pytest.raises(ValueError, match="between 0.0 and 1.0, got 1.5"):
@@ -166,6 +190,40 @@ class TestBadInput:
         assert holder.exitcode == 0
         assert quick.update("j", progress=0.5).seq == 1  # free again
 
+    def test_infinite_lock_timeout_waits_for_the_holder(
+        self, store: StatusStore, tmp_path: Path
+    ) -> None:
+        patient = StatusStore(store.directory, lock_timeout=math.inf)
+        assert patient.update("free", progress=0.1).seq == 1  # was OverflowError
+        ready, release = tmp_path / "ready", tmp_path / "release"
+        holder = mp.get_context("spawn").Process(
+            target=hold_lock, args=(str(store.directory), "j", str(ready), str(release))
+        )
+        holder.start()
+        outcome: list[object] = []
+        try:
+            wait_until(ready.exists, 30, "the other process to hold the lock")
+            waiter = threading.Thread(
+                target=lambda: outcome.append((patient.update("j").seq, release.exists()))
+            )
+            waiter.start()
+        finally:
+            release.touch()
+            holder.join(30)
+        waiter.join(30)
+        assert outcome == [(1, True)]  # it returned only once the holder let go
+
+    @pytest.mark.parametrize("bad", [math.nan, -1.0, -math.inf])
+    def test_bad_lock_timeouts_are_refused_at_construction(
+        self, status_dir: Path, bad: float
+    ) -> None:
+        with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
+            StatusStore(status_dir, lock_timeout=bad)
+        store = StatusStore(status_dir)
+        with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
+            store.lock_timeout = bad
+        assert store.lock_timeout == 10.0
+
 
 class TestConcurrency:
     def test_threads_never_lose_an_update(self, store: StatusStore) -> None:
@@ -215,6 +273,22 @@ class TestConcurrency:
 
 
 class TestBounded:
+    def test_dropped_stores_release_their_descriptors(self, status_dir: Path) -> None:
+        StatusStore(status_dir).update("warm-up")
+        gc.collect()
+        before = process_resources()
+        for i in range(200):
+            StatusStore(status_dir).update(f"j{i}")  # opens a lock descriptor; never closed
+        gc.collect()  # (refcounting frees them already; this makes sure)
+        assert no_more_than(before)(), (process_resources(), before)
+        store = StatusStore(status_dir)
+        store.update("j")
+        store.close()
+        store.close()  # twice is fine
+        assert store.update("j").seq == 2  # and it reopens what it needs
+        store.close()
+        assert no_more_than(before)()
+
     def test_lock_files_are_bounded(self, store: StatusStore) -> None:
         for i in range(500):
             store.update(f"job-{i}")
@@ -222,7 +296,7 @@ class TestBounded:
         assert 0 < len(locks) <= STRIPES
         assert not temp_files(store.directory)
 
-    def test_stale_temp_files_removed_on_start(self, status_dir: Path) -> None:
+    def test_stale_temp_files_removed_at_first_write(self, status_dir: Path) -> None:
         (status_dir / ".tmp").mkdir()
         stale = status_dir / ".tmp" / ".j.999-dead.tmp"
         stale.write_text('{"half')
@@ -233,10 +307,34 @@ class TestBounded:
         old = datetime.now(UTC).timestamp() - 3600
         os.utime(stale, (old, old))
         os.utime(stale_beside, (old, old))
-        StatusStore(status_dir)
+        store = StatusStore(status_dir)
+        assert stale.exists()  # opening a store touches nothing (read-only users can open it)
+        store.update("j")
         assert not stale.exists()
         assert not stale_beside.exists()
         assert fresh.exists()  # may belong to a writer still at work
+
+    def test_stale_sweep_takes_regular_files_only(
+        self, status_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        inner = status_dir / ".tmp"
+        inner.mkdir()
+        (inner / ".j.1-1.tmp").write_text("{")
+        (status_dir / ".d.tmp").mkdir()  # a folder with a temp file's name
+        (tmp_path / "elsewhere").write_text("keep")
+        (status_dir / ".l.tmp").symlink_to(tmp_path / "elsewhere")
+        old = datetime.now(UTC).timestamp() - 3600
+        for path in (inner / ".j.1-1.tmp", status_dir / ".d.tmp", inner):  # .tmp/ is old too
+            os.utime(path, (old, old))
+        os.utime(status_dir / ".l.tmp", (old, old), follow_symlinks=False)
+        with caplog.at_level(logging.INFO, logger="statusbridge"):
+            StatusStore(status_dir).update("j")  # sweeps stale temp files
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert "removed 1 stale temp file(s)" in caplog.text
+        assert not (inner / ".j.1-1.tmp").exists()
+        assert inner.is_dir() and (status_dir / ".d.tmp").is_dir()
+        assert (status_dir / ".l.tmp").is_symlink()
+        assert (tmp_path / "elsewhere").read_text() == "keep"
 
     def test_cleanup_by_age_and_count(self, status_dir: Path) -> None:
         t0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -262,3 +360,18 @@ class TestBounded:
         (store.directory / "bad.json").write_text("nope")
         (store.directory / "notes.txt").write_text("hello")
         assert list(store.scan()) == ["good"]
+
+    def test_scan_report_gives_the_reasons_the_cache_gives(
+        self, store: StatusStore, cache: StatusCache
+    ) -> None:
+        store.update("good")
+        (store.directory / "bad.json").write_text("nope")
+        (store.directory / "notes.txt").write_text("hello")
+        report = store.scan_report()
+        assert list(report.jobs) == ["good"]
+        assert report.invalid == {
+            "bad.json": "not valid JSON: Expecting value at line 1 column 1",
+            "notes.txt": "not a status file (expected <job id>.json)",
+        }
+        assert report.invalid_records() == {"bad.json": report.invalid["bad.json"]}
+        wait_until(lambda: cache.health().invalid_files == report.invalid, message="same words")

@@ -8,6 +8,11 @@ attribute: no system call, no lock, whatever the writers are doing.
 Events make it fast; a periodic reconcile (a stat signature per file, so
 unchanged files are not re-read) makes it certain after lost events, a dead
 observer or a deleted and recreated folder.
+
+Ownership: neither the cache thread nor watchdog's threads hold a strong
+reference to the cache (the thread holds a weak one between steps, the event
+handler a weak one always). A cache dropped without ``close()`` is collected,
+and its finalizer makes the cache thread stop the observer and end.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ import os
 import stat
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +35,13 @@ from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
-from statusbridge.store._files import RECORD_SUFFIX, describe_non_regular, signature_of
+from statusbridge.store._files import (
+    FOREIGN_REASON,
+    RECORD_SUFFIX,
+    describe_non_regular,
+    signature_of,
+    unreadable_reason,
+)
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -36,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
-_FOREIGN_REASON = "not a status file (expected <job id>.json)"
 _LIVENESS_INTERVAL = 0.5
 
 
@@ -61,6 +73,33 @@ class CacheHealth:
 
 _Key = str  # job id
 _Action = BatchJob | None  # new record, or None for "gone"
+
+
+class _Life:
+    """What the cache thread and the finalizer share, so that neither keeps the cache alive."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.wake = threading.Event()
+        self.watch: FolderWatch | None = None
+        self.rescans_waiting: list[Future[Snapshot]] = []
+        self.lock = threading.Lock()  # guards watch and rescans_waiting
+
+    def end(self) -> None:
+        """Called by the finalizer of a cache nobody closed: the cache thread does the rest."""
+        self.closed = True
+        self.wake.set()
+
+    def stop_watch(self) -> None:
+        with self.lock:
+            watch, self.watch = self.watch, None
+        if watch is not None:
+            watch.stop()
+
+    def take_rescans(self) -> list[Future[Snapshot]]:
+        with self.lock:
+            waiting, self.rescans_waiting = self.rescans_waiting, []
+        return waiting
 
 
 class StatusCache:
@@ -106,7 +145,7 @@ class StatusCache:
         self._known: dict[str, FileSignature] = {}
         self._invalid: dict[str, str] = {}
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
-        self._watch: FolderWatch | None = None
+        self._life = _Life()
         self._watched_ident: tuple[int, int] | None = None
         self._directory_present = False
 
@@ -115,17 +154,19 @@ class StatusCache:
         self._pending_lock = threading.Lock()
         self._rescan_requested = False
         self._check_requested = False
-        self._wake = threading.Event()
+        self._wake = self._life.wake
 
         self._events = 0
         self._rescans = 0
         self._observer_restarts = 0
         self._last_event_at: datetime | None = None
         self._last_error: str | None = None
-        self._closed = False
+        self._next_reconcile = time.monotonic() + reconcile_interval
+        self._next_check = time.monotonic() + _LIVENESS_INTERVAL
 
         try:
-            self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self._directory.is_dir():  # (an existing folder is only read)
+                self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             logger.warning("statusbridge: cannot create %s (%s); waiting for it", self._folder, exc)
         with self._apply_lock:
@@ -133,9 +174,15 @@ class StatusCache:
             self._ensure_watch()
             self._reconcile(count=False)
         self._thread = threading.Thread(
-            target=self._run, name=f"statusbridge-cache:{self._directory.name}", daemon=True
+            target=_run,
+            args=(weakref.ref(self), self._life),
+            name=f"statusbridge-cache:{self._directory.name}",
+            daemon=True,
         )
         self._thread.start()
+        # Dropped without close(): the cache thread stops the observer and ends.
+        self._finalizer = weakref.finalize(self, self._life.end)
+        self._finalizer.atexit = False
 
     # -- the UI read path: attribute reads only ------------------------------
     def snapshot(self) -> Snapshot:
@@ -153,6 +200,19 @@ class StatusCache:
     @property
     def version(self) -> int:
         return self._snapshot.version
+
+    @property
+    def _closed(self) -> bool:
+        return self._life.closed
+
+    @property
+    def _watch(self) -> FolderWatch | None:
+        return self._life.watch
+
+    @_watch.setter
+    def _watch(self, watch: FolderWatch | None) -> None:
+        with self._life.lock:
+            self._life.watch = watch
 
     # -- waiting and subscribing ----------------------------------------------
     def wait_for_change(self, since_version: int, timeout: float | None = None) -> Snapshot:
@@ -203,7 +263,25 @@ class StatusCache:
         )
 
     def rescan(self) -> Snapshot:
-        """Reconcile with the folder now, on the calling thread; return the resulting snapshot."""
+        """Reconcile with the folder now and return the resulting snapshot.
+
+        The work runs on the cache thread, like every other change, so subscribers
+        are always called there; the caller waits for it. Called from the cache
+        thread itself (a subscriber) or on a closed cache, it runs in place.
+        """
+        if self._closed or threading.current_thread() is self._thread:
+            return self._rescan_here()
+        done: Future[Snapshot] = Future()
+        with self._life.lock:
+            self._life.rescans_waiting.append(done)
+        self._wake.set()
+        if self._closed or not self._thread.is_alive():
+            # Closed meanwhile (or the thread is gone): nobody else will answer.
+            for waiting in self._life.take_rescans():
+                waiting.set_result(self._rescan_here())
+        return done.result()
+
+    def _rescan_here(self) -> Snapshot:
         with self._apply_lock:
             self._check_watch()
             self._reconcile()
@@ -211,17 +289,21 @@ class StatusCache:
 
     # -- life cycle ---------------------------------------------------------
     def close(self) -> None:
-        """Stop the observer and the cache thread. The last snapshot stays readable."""
+        """Stop the observer and the cache thread. The last snapshot stays readable.
+
+        May be called twice. A cache dropped without ``close()`` is stopped when
+        it is collected.
+        """
         if self._closed:
             return
-        self._closed = True
+        self._life.closed = True
         self._wake.set()
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
         with self._apply_lock:
-            if self._watch is not None:
-                self._watch.stop()
-                self._watch = None
+            self._life.stop_watch()
+        for waiting in self._life.take_rescans():
+            waiting.set_result(self._snapshot)
         with self._changed:
             self._changed.notify_all()
 
@@ -249,41 +331,44 @@ class StatusCache:
         self._rescan_requested = True
         self._wake.set()
 
-    def _count_event(self) -> None:
+    def event_seen(self) -> None:
         self._events += 1
         self._last_event_at = datetime.now(UTC)
 
-    # -- the cache thread ---------------------------------------------------
-    def _run(self) -> None:
-        next_reconcile = time.monotonic() + self.reconcile_interval
-        next_check = time.monotonic() + _LIVENESS_INTERVAL
-        while not self._closed:
+    # -- the cache thread (see _run) -------------------------------------------
+    def _seconds_to_next_step(self) -> float:
+        return max(0.0, min(self._next_reconcile, self._next_check) - time.monotonic())
+
+    def _step(self) -> None:
+        """One round of the cache thread: apply what changed, reconcile when due."""
+        rescans = self._life.take_rescans()
+        try:
+            with self._pending_lock:
+                names, self._pending = self._pending, set()
+            full, self._rescan_requested = self._rescan_requested, False
+            full = full or bool(rescans)
             now = time.monotonic()
-            self._wake.wait(max(0.0, min(next_reconcile, next_check) - now))
-            self._wake.clear()
-            if self._closed:
-                break
-            try:
-                with self._pending_lock:
-                    names, self._pending = self._pending, set()
-                full, self._rescan_requested = self._rescan_requested, False
-                now = time.monotonic()
-                with self._apply_lock:
-                    if self._check_requested or now >= next_check:
-                        self._check_requested = False
-                        next_check = now + _LIVENESS_INTERVAL
-                        full = self._check_watch() or full
-                    if full or now >= next_reconcile:
-                        self._reconcile()
-                        next_reconcile = time.monotonic() + self.reconcile_interval
-                    elif names:
-                        self._apply_names(names)
-            except Exception as exc:
-                # The loop must survive anything; the next reconcile repairs the state.
-                self._last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("statusbridge cache thread error (continuing)")
-                self._rescan_requested = True
-                time.sleep(0.05)
+            with self._apply_lock:
+                if rescans or self._check_requested or now >= self._next_check:
+                    self._check_requested = False
+                    self._next_check = now + _LIVENESS_INTERVAL
+                    full = self._check_watch() or full
+                if full or now >= self._next_reconcile:
+                    self._reconcile()
+                    self._next_reconcile = time.monotonic() + self.reconcile_interval
+                elif names:
+                    self._apply_names(names)
+        except Exception as exc:
+            for waiting in rescans:
+                waiting.set_exception(exc)
+            # The loop must survive anything; the next reconcile repairs the state.
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("statusbridge cache thread error (continuing)")
+            self._rescan_requested = True
+            time.sleep(0.05)
+        else:
+            for waiting in rescans:
+                waiting.set_result(self._snapshot)
 
     def _ensure_watch(self) -> None:
         try:
@@ -297,11 +382,7 @@ class StatusCache:
             return
         try:
             self._watch = FolderWatch(
-                self._folder,
-                self,
-                polling=self._polling,
-                poll_interval=self._poll_interval,
-                count=self._count_event,
+                self._folder, self, polling=self._polling, poll_interval=self._poll_interval
             )
             self._watched_ident = (st.st_dev, st.st_ino)
         except OSError as exc:
@@ -423,9 +504,9 @@ class StatusCache:
         except FileNotFoundError:
             self._invalid.pop(name, None)
         except OSError:
-            self._invalid[name] = _FOREIGN_REASON
+            self._invalid[name] = FOREIGN_REASON
         else:
-            self._invalid[name] = _FOREIGN_REASON
+            self._invalid[name] = FOREIGN_REASON
 
     def _load(self, name: str, *, listed_regular: bool = False) -> BatchJob | object | None:
         """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have).
@@ -473,7 +554,7 @@ class StatusCache:
             return _UNCHANGED
         except OSError as exc:
             # Not remembered in _known, so the next event or reconcile retries it.
-            self._invalid[name] = f"cannot read: {exc.strerror or exc}"
+            self._invalid[name] = unreadable_reason(exc)
             return _UNCHANGED
         self._known[name] = sig
         self._invalid.pop(name, None)
@@ -493,3 +574,28 @@ class StatusCache:
 
 
 _UNCHANGED = object()
+
+
+def _run(ref: weakref.ref[StatusCache], life: _Life) -> None:
+    """The cache thread. It holds the cache only while it works on it, never while waiting."""
+    try:
+        while not life.closed:
+            cache = ref()
+            if cache is None:
+                break
+            timeout = cache._seconds_to_next_step()
+            del cache
+            life.wake.wait(timeout)
+            life.wake.clear()
+            if life.closed:
+                break
+            cache = ref()
+            if cache is None:
+                break
+            cache._step()
+            del cache
+    finally:
+        # After close() this finds nothing left to do; after the cache was collected
+        # unclosed, it stops the observer (never from a finalizer, which may run on
+        # one of watchdog's own threads, where joining them would fail).
+        life.stop_watch()

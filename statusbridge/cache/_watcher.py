@@ -1,11 +1,14 @@
 """The watchdog side of the cache: pick a backend, filter events, never let a handler die.
 
-Known watchdog behaviour this module works around (see DESIGN.md):
+Known watchdog behaviour (7.1) this module works around:
 - an exception in a handler kills the dispatcher thread, so ``dispatch`` catches all;
 - on Linux the cache's own reads produce opened / closed-no-write events; reacting
   to them would make it re-read forever, so only writes, moves and deletes pass;
-- inotify queue overflow is only logged, so a filter on that logger turns the
-  log line into a rescan request;
+- inotify queue overflow is only logged and passed to the watch's internal
+  ``on_queue_overflow`` callback, not to handlers: the watch hooks that callback
+  (so detection does not depend on how the application configures logging), and
+  where it cannot (another backend or watchdog version), a filter on watchdog's
+  logger turns the log line into a rescan request;
 - the watch does not survive deletion of the folder (the cache re-checks it).
 """
 
@@ -69,20 +72,24 @@ class EventSink(Protocol):
     def names_changed(self, names: list[str]) -> None: ...
     def folder_changed(self) -> None: ...
     def events_lost(self) -> None: ...
+    def event_seen(self) -> None: ...
 
 
 class _Handler(FileSystemEventHandler):
-    def __init__(self, folder: str, sink: EventSink, count: Callable[[], None]) -> None:
+    def __init__(self, folder: str, sink: EventSink) -> None:
         self._folder = folder
-        self._sink = sink
-        self._count = count
+        # Weak: watchdog's threads must not keep the cache alive (see StatusCache).
+        self._sink: Callable[[], EventSink | None] = weakref.ref(sink)
 
     def dispatch(self, event: FileSystemEvent) -> None:
         # Never raise: watchdog's dispatcher thread dies on a handler exception.
         try:
             if event.event_type not in _RELEVANT_TYPES:
                 return
-            self._count()
+            sink = self._sink()
+            if sink is None:
+                return  # the cache was collected; its thread is stopping us
+            sink.event_seen()
             paths = [event.src_path]
             if event.dest_path:
                 paths.append(event.dest_path)
@@ -90,13 +97,13 @@ class _Handler(FileSystemEventHandler):
             for raw in paths:
                 path = os.fsdecode(raw)
                 if path == self._folder:
-                    self._sink.folder_changed()
+                    sink.folder_changed()
                     continue
                 parent, name = os.path.split(path)
                 if parent == self._folder and not name.startswith("."):
                     names.append(name)
             if names:
-                self._sink.names_changed(names)
+                sink.names_changed(names)
         except Exception:
             logger.exception("statusbridge event handler failed on %r (reconcile covers it)", event)
 
@@ -111,13 +118,13 @@ class FolderWatch:
         *,
         polling: bool,
         poll_interval: float,
-        count: Callable[[], None],
     ) -> None:
         self.folder = folder
-        self._handler = _Handler(folder, sink, count)
+        self._handler = _Handler(folder, sink)
         self.fallback_reason: str | None = None
         self.observer = self._start(polling=polling, poll_interval=poll_interval)
-        _OverflowWatch.register(sink)
+        if not _hook_overflow(self.observer, sink):
+            _OverflowWatch.register(sink)
 
     @property
     def backend(self) -> str:
@@ -160,6 +167,40 @@ def _stop(observer: BaseObserver) -> None:
             observer.join(timeout=5)
     except Exception:
         logger.warning("stopping the watchdog observer failed", exc_info=True)
+
+
+def _hook_overflow(observer: BaseObserver, sink: EventSink) -> bool:
+    """Report inotify queue overflow of this observer to ``sink``; False if it cannot.
+
+    watchdog 7.1's InotifyFD calls ``on_queue_overflow()`` on each watch group of
+    its instance (the emitter's ``_inotify``, made in ``on_thread_start``, so
+    before ``schedule`` returns). The group's own handling runs first, as before.
+    """
+    ref = weakref.ref(sink)
+    hooked = False
+    for emitter in observer.emitters:
+        group = getattr(emitter, "_inotify", None)
+        original = getattr(group, "on_queue_overflow", None)
+        if not callable(original):
+            continue
+
+        def on_queue_overflow(original: Callable[[], None] = original) -> None:
+            try:
+                original()
+            finally:
+                try:
+                    target = ref()
+                    if target is not None:
+                        target.events_lost()
+                except Exception:
+                    logger.exception("statusbridge overflow hook failed")
+
+        try:
+            group.on_queue_overflow = on_queue_overflow  # type: ignore[union-attr]
+        except AttributeError:  # e.g. a class with __slots__ in another version
+            continue
+        hooked = True
+    return hooked
 
 
 class _OverflowWatch(logging.Filter):

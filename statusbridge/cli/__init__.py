@@ -1,28 +1,35 @@
-"""The ``statusbridge`` command: look at and manage a status folder from a terminal.
+r"""The ``statusbridge`` command: look at and manage a status folder from a terminal.
 
-Exit codes: 0 success; 1 not found, or ``doctor`` found something that needs
-attention; 2 bad usage, or the folder is missing or unusable; 130 interrupted.
-Errors are one line on stderr, never a traceback.
+Exit codes: 0 success; 1 not found, a record that cannot be read or decoded
+(``show``), or ``doctor`` found something that needs attention; 2 bad usage, or
+the folder is missing or unusable; 130 interrupted. Errors are one line on
+stderr, never a traceback. A record file that cannot be read or decoded is that
+record's problem: ``ls`` and ``cancel --batch`` name it with the reason in a
+warning line on stderr and go on (exit 0), ``watch`` shows it under the table.
+
+Text that comes from status files or their names is shown with control
+characters and bidi overrides escaped (``\x1b``, ``\u202e``), so a record cannot
+drive the terminal; ``--json`` and ``show`` print exact JSON (those characters
+as ``\uXXXX`` escapes, which decode to the very strings stored).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache, summarize
 from statusbridge.cli._doctor import diagnose
-from statusbridge.cli._render import job_table, summary_line
+from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.record import BatchJob, BatchStatus, job_to_dict, utc_now
-from statusbridge.store import StatusStore
+from statusbridge.store import ScanReport, StatusStore, classify_name, unreadable_reason
 
 __all__ = ["main"]
 
@@ -147,12 +154,12 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         args = build_parser().parse_args(argv)
         return _run(args, out)
     except CliError as exc:
-        print(f"statusbridge: error: {exc}", file=sys.stderr)
+        print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except (StatusBridgeError, OSError, ValueError) as exc:
-        print(f"statusbridge: error: {exc}", file=sys.stderr)
+        print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ATTENTION if isinstance(exc, InvalidRecordError) else EXIT_USAGE
 
 
@@ -184,16 +191,22 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     raise CliError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
 
 
+def _warn_invalid(report: ScanReport) -> None:
+    for name, reason in sorted(report.invalid_records().items()):
+        print(f"statusbridge: warning: {printable(name)}: {printable(reason)}", file=sys.stderr)
+
+
 def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
-    jobs = list(store.scan().values())
+    report = store.scan_report()
+    _warn_invalid(report)
+    jobs = list(report.jobs.values())
     if args.status:
         jobs = [j for j in jobs if j.status.value in args.status]
     if args.batch:
         jobs = [j for j in jobs if j.batch_id == args.batch]
     if args.json:
         docs = [job_to_dict(j) for j in sorted(jobs, key=lambda j: j.id)]
-        json.dump(docs, out, indent=2, ensure_ascii=False)
-        out.write("\n")
+        print(json_text(docs), file=out)
     elif jobs:
         print(job_table(jobs, utc_now()), file=out)
     else:
@@ -202,11 +215,17 @@ def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
-    job = store.read(job_id)
+    try:
+        job = store.read(job_id)
+    except InvalidRecordError as exc:
+        raise CliError(str(exc), EXIT_ATTENTION) from None
+    except OSError as exc:  # this record's problem (permissions, I/O), not the folder's
+        raise CliError(
+            f"{store.path_for(job_id).name}: {unreadable_reason(exc)}", EXIT_ATTENTION
+        ) from None
     if job is None:
         raise CliError(f"no job {job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
-    json.dump(job_to_dict(job), out, indent=2, ensure_ascii=False)
-    out.write("\n")
+    print(json_text(job_to_dict(job)), file=out)
     return EXIT_OK
 
 
@@ -218,7 +237,9 @@ def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
             snap = cache.snapshot()
             jobs: Sequence[BatchJob] = snap.batch(args.batch) if args.batch else list(snap.values())
             if tty or snap.version != last_drawn:
-                _draw(folder, jobs, out, tty=tty, batch=args.batch)
+                invalid = cache.health().invalid_files
+                bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
+                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad)
                 last_drawn = snap.version
             if args.once:
                 return EXIT_OK
@@ -228,13 +249,20 @@ def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _draw(
-    folder: Path, jobs: Sequence[BatchJob], out: TextIO, *, tty: bool, batch: str | None
+    folder: Path,
+    jobs: Sequence[BatchJob],
+    out: TextIO,
+    *,
+    tty: bool,
+    batch: str | None,
+    invalid: Mapping[str, str],
 ) -> None:
     now = utc_now()
-    scope = f" batch {batch}" if batch else ""
+    scope = f" batch {printable(batch)}" if batch else ""
     frame = [
-        f"statusbridge watch {folder}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
+        f"statusbridge watch {printable(str(folder))}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
         job_table(jobs, now) if jobs else "no jobs yet",
+        *invalid_lines(invalid),
         summary_line(summarize(jobs)),
     ]
     text = "\n".join(frame)
@@ -245,13 +273,16 @@ def _draw(
 
 def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
     if args.batch:
+        report = store.scan_report()
+        _warn_invalid(report)
         ids = sorted(
-            j.id for j in store.scan().values() if j.batch_id == args.batch and not j.is_finished
+            j.id for j in report.jobs.values() if j.batch_id == args.batch and not j.is_finished
         )
         cancelled = [job_id for job_id in ids if request_cancel(store, job_id)]
         for job_id in cancelled:
             print(f"cancel requested: {job_id}", file=out)
-        print(f"{len(cancelled)} job(s) of batch {args.batch} asked to stop", file=out)
+        batch = printable(args.batch)
+        print(f"{len(cancelled)} job(s) of batch {batch} asked to stop", file=out)
         return EXIT_OK
     if request_cancel(store, args.job_id):
         print(f"cancel requested: {args.job_id}", file=out)
@@ -286,7 +317,7 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError("--duration must be positive")
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     print(
-        f"writing {args.jobs} simulated jobs to {args.dir} for {args.duration:g}s ...",
+        f"writing {args.jobs} simulated jobs to {printable(args.dir)} for {args.duration:g}s ...",
         file=out,
         flush=True,
     )
@@ -298,9 +329,9 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
 def _doctor(folder: Path, out: TextIO) -> int:
     findings = diagnose(folder)
     for finding in findings:
-        print(f"[{'ok' if finding.ok else '!!'}] {finding.title}", file=out)
+        print(f"[{'ok' if finding.ok else '!!'}] {printable(finding.title)}", file=out)
         for line in finding.details:
-            print(f"     {line}", file=out)
+            print(f"     {printable(line)}", file=out)
     bad = sum(1 for f in findings if not f.ok)
     print("all good" if not bad else f"{bad} problem(s) need attention", file=out)
     return EXIT_OK if not bad else EXIT_ATTENTION

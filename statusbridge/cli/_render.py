@@ -1,15 +1,52 @@
-"""Plain-text rendering for terminals: a job table that fits 80 columns, progress bars, ages."""
+"""Plain-text rendering for terminals: a job table that fits 80 columns, progress bars, ages.
+
+Text from status files (messages, errors, owners, file names) is shown through
+``printable``: control characters and bidi overrides never reach the terminal.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
 from statusbridge.record import BatchJob
 
-__all__ = ["age", "bar", "job_table", "summary_line"]
+__all__ = ["age", "bar", "invalid_lines", "job_table", "json_text", "printable", "summary_line"]
+
+# C0 and C1 controls and DEL (ESC starts terminal escape sequences; BEL, backspace,
+# carriage return rewrite what is shown), and the invisible marks and overrides that
+# reorder text (U+061C, U+200E/F, U+202A-202E, U+2066-2069), and U+2028/2029.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+# In json's output C0 controls are escaped already; its only raw ones are the indent's newlines.
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every control character and bidi override shown as an escape.
+
+    >>> print(printable("red\x1b[31m bell\x07 \u202eevil"))
+    red\x1b[31m bell\x07 \u202eevil
+    """
+    return _UNSAFE.sub(_escape, text)
+
+
+def json_text(value: object) -> str:
+    """Indented JSON that decodes to exactly ``value``, safe to print on a terminal.
+
+    json escapes C0 controls itself; DEL, C1 controls and bidi overrides become
+    ``\\uXXXX`` escapes too (they can only occur inside strings, so that is exact).
+    """
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def age(when: datetime | None, now: datetime) -> str:
@@ -42,7 +79,7 @@ def bar(progress: float | None, width: int = 10) -> str:
 
 
 def _clip(text: str, width: int) -> str:
-    text = " ".join(text.split())  # no newlines or tabs from job messages in a table
+    text = printable(" ".join(text.split()))  # no newlines, tabs or controls in a table
     return text if len(text) <= width else text[: max(0, width - 1)] + "~"
 
 
@@ -69,6 +106,19 @@ def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = No
             f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
         )
     return "\n".join(lines)
+
+
+def invalid_lines(invalid: Mapping[str, str], *, most: int = 3, width: int = 80) -> list[str]:
+    """One line per record file that could not be read, at most ``most`` (then a count).
+
+    >>> invalid_lines({"a.json": "not valid JSON", "b.json": "cannot read: Permission denied"})
+    ['! a.json: not valid JSON', '! b.json: cannot read: Permission denied']
+    """
+    names = sorted(invalid)
+    lines = [_clip(f"! {name}: {invalid[name]}", width) for name in names[:most]]
+    if len(names) > most:
+        lines.append(f"! and {len(names) - most} more unreadable record file(s)")
+    return lines
 
 
 def summary_line(summary: BatchSummary) -> str:

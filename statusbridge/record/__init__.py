@@ -1,7 +1,7 @@
 """Layer 1, the record: ``BatchJob``, ``BatchStatus`` and the schema-1 file format."""
 
 from statusbridge.record._codec import SCHEMA_VERSION, decode_job, encode_job, job_to_dict
-from statusbridge.record._frozen import FrozenMap, JsonValue, freeze, thaw
+from statusbridge.record._frozen import MAX_NESTING, FrozenMap, JsonValue, freeze, thaw
 from statusbridge.record._ids import JOB_ID_PATTERN, validate_job_id
 from statusbridge.record._model import FIELD_NAMES, FINISHED, BatchJob, BatchStatus, utc_now
 
@@ -9,6 +9,7 @@ __all__ = [
     "FIELD_NAMES",
     "FINISHED",
     "JOB_ID_PATTERN",
+    "MAX_NESTING",
     "SCHEMA_VERSION",
     "BatchJob",
     "BatchStatus",

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record._frozen import thaw
+from statusbridge.record._frozen import MAX_NESTING, thaw
 from statusbridge.record._model import FIELD_NAMES, BatchJob
 
 __all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "job_to_dict"]
@@ -98,7 +98,11 @@ def decode_job(
         # BatchJob's own validation: already a sentence naming the field.
         raise InvalidRecordError(str(exc), source=source) from None
     except RecursionError:
-        raise InvalidRecordError("JSON nested too deeply", source=source) from None
+        # Only json's own parser gets here, far beyond the limit freeze() enforces on
+        # params, result and meta (a TypeError/ValueError naming the path, above).
+        raise InvalidRecordError(
+            f"JSON nested too deeply (more than {MAX_NESTING} levels)", source=source
+        ) from None
 
 
 def _decode(data: bytes, expected_id: str | None) -> BatchJob:

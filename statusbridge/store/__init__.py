@@ -3,15 +3,19 @@
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
+    STALE_TEMP_SECONDS,
+    TEMP_DIR,
     FileSignature,
+    TempSweep,
     classify_name,
     read_record_file,
+    sweep_temp_files,
+    unreadable_reason,
 )
 from statusbridge.store._locks import STRIPES
 from statusbridge.store._store import (
-    STALE_TEMP_SECONDS,
-    TEMP_DIR,
     UPDATABLE_FIELDS,
+    ScanReport,
     StatusStore,
     select_expired,
 )
@@ -23,9 +27,13 @@ __all__ = [
     "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",
+    "ScanReport",
     "StatusStore",
+    "TempSweep",
     "classify_name",
     "read_record_file",
     "select_expired",
+    "sweep_temp_files",
+    "unreadable_reason",
     "write_atomic",
 ]

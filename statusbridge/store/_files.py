@@ -1,9 +1,11 @@
 """What lives in a status folder, and how one record file is read safely.
 
-The folder holds ``<job_id>.json`` records, ``.<job_id>.<pid>-<rand>.tmp`` files
-that exist only during a write, and a fixed set of ``.lock-NN`` stripe files.
-Everything starting with a dot is ours and never a record; anything else that is
-not ``<valid id>.json`` is foreign and reported, not read.
+The folder holds ``<job_id>.json`` records, a fixed set of ``.lock-NN`` stripe
+files and the hidden ``.tmp/`` sub-folder, where ``.<job_id>.<pid>-<n>.tmp``
+files exist only during a write (other programs may put their own dot-named
+temp files beside the records instead). Everything starting with a dot is ours
+and never a record; anything else that is not ``<valid id>.json`` is foreign
+and reported, not read.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,21 +22,157 @@ from statusbridge.record import JOB_ID_PATTERN, BatchJob, decode_job
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "FOREIGN_REASON",
     "RECORD_SUFFIX",
+    "STALE_TEMP_SECONDS",
+    "TEMP_DIR",
+    "TEMP_SUFFIX",
     "FileSignature",
+    "TempSweep",
     "classify_name",
     "read_record_file",
     "signature_of",
+    "sweep_temp_files",
+    "unreadable_reason",
 ]
 
 DEFAULT_MAX_BYTES = 1024 * 1024
 RECORD_SUFFIX = ".json"
+# Temp files live in a hidden sub-folder (same file system, so the rename stays
+# atomic); see write_atomic for why not beside the records.
+TEMP_DIR = ".tmp"
+TEMP_SUFFIX = ".tmp"
+# A temp file this old belongs to a writer that died mid-write.
+STALE_TEMP_SECONDS = 60.0
+# Reasons given for files that are no valid record (the same words everywhere).
+FOREIGN_REASON = "not a status file (expected <job id>.json)"
+
+
+def unreadable_reason(exc: OSError) -> str:
+    """Why a record file could not be read (permissions, I/O error): one file's problem."""
+    return f"cannot read: {exc.strerror or exc}"
+
 
 # O_NOFOLLOW: a symlink planted in the folder is refused by the kernel, with no
 # check-then-open race. O_NONBLOCK: a FIFO planted as "x.json" must not hang the
 # reader in open(); regular files ignore the flag.
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _OPEN_FLAGS |= getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class TempSweep(NamedTuple):
+    """What ``sweep_temp_files`` saw; paths are relative to the folder."""
+
+    stale: tuple[str, ...]  # stale temp files found (or removed)
+    problems: tuple[str, ...]  # e.g. ".tmp is symbolic link (never followed)", cannot remove
+    unchecked: tuple[str, ...] = ()  # places it could not look into, with the reason
+
+
+# Where the platform has them, the sweep works relative to directory descriptors:
+# ``.tmp`` is opened once with O_NOFOLLOW, so a symlink put in its place is never
+# listed through, nor anything unlinked behind it.
+_DIR_FDS = (
+    os.scandir in os.supports_fd
+    and os.unlink in os.supports_dir_fd
+    and os.stat in os.supports_dir_fd
+    and hasattr(os, "O_DIRECTORY")
+    and hasattr(os, "O_NOFOLLOW")
+)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def sweep_temp_files(
+    folder: str | os.PathLike[str], *, max_age: float = STALE_TEMP_SECONDS, remove: bool = False
+) -> TempSweep:
+    """Temp files older than ``max_age`` seconds, in ``folder`` and its ``.tmp/``.
+
+    Only regular files named ``.<anything>.tmp`` count (never the ``.tmp`` folder
+    itself); a ``.tmp`` that is not a real directory is not looked into. With
+    ``remove=True`` they are deleted; one that cannot be is a problem, not stale.
+    The one implementation behind ``StatusStore.remove_stale_temp_files`` and
+    ``statusbridge doctor``.
+    """
+    cutoff = time.time() - max_age
+    stale: list[str] = []
+    problems: list[str] = []
+    unchecked: list[str] = []
+    top: int | str = os.fspath(folder)
+    try:
+        if _DIR_FDS:
+            top = os.open(os.fspath(folder), _DIR_FLAGS)
+    except (FileNotFoundError, NotADirectoryError):
+        return TempSweep((), ())
+    except OSError as exc:
+        return TempSweep((), (), (f"{os.fspath(folder)}: {exc.strerror or exc}",))
+    try:
+        _sweep(top, "", cutoff, remove=remove, stale=stale, problems=problems)
+        inner = _open_temp_dir_for_sweep(top, problems, unchecked)
+        if inner is not None:
+            try:
+                _sweep(inner, f"{TEMP_DIR}/", cutoff, remove=remove, stale=stale, problems=problems)
+            finally:
+                if isinstance(inner, int):
+                    os.close(inner)
+    finally:
+        if isinstance(top, int):
+            os.close(top)
+    return TempSweep(tuple(stale), tuple(problems), tuple(unchecked))
+
+
+def _open_temp_dir_for_sweep(
+    top: int | str, problems: list[str], unchecked: list[str]
+) -> int | str | None:
+    """``.tmp`` as a descriptor (or a path, without dir fds), or None if it is no real folder."""
+    path, dir_fd = (TEMP_DIR, top) if isinstance(top, int) else (os.path.join(top, TEMP_DIR), None)
+    try:
+        st = os.stat(path, dir_fd=dir_fd, follow_symlinks=False)
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+            problems.append(f"{TEMP_DIR} is {what}; not looked into")
+            return None
+        if dir_fd is None:
+            return path  # no O_NOFOLLOW here (Windows): checked, then listed
+        # O_NOFOLLOW: if a symlink replaced it since the stat, this fails (ELOOP/ENOTDIR).
+        return os.open(path, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        unchecked.append(f"{TEMP_DIR}/: {exc.strerror or exc}")
+        return None
+
+
+def _sweep(
+    where: int | str,
+    prefix: str,
+    cutoff: float,
+    *,
+    remove: bool,
+    stale: list[str],
+    problems: list[str],
+) -> None:
+    dir_fd = where if isinstance(where, int) else None
+    try:
+        entries = list(os.scandir(where))
+    except OSError as exc:
+        problems.append(f"cannot list {prefix or './'}: {exc.strerror or exc}")
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)) or name == TEMP_DIR:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime >= cutoff:
+                continue  # may belong to a writer still at work
+            if remove:
+                os.unlink(name if dir_fd is not None else entry.path, dir_fd=dir_fd)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            problems.append(f"cannot remove stale temp file {prefix}{name}: {exc.strerror or exc}")
+            continue
+        stale.append(f"{prefix}{name}")
 
 
 class FileSignature(NamedTuple):

@@ -55,15 +55,23 @@ def stripe_of(job_id: str) -> int:
 class StripedLocks:
     """The lock stripes of one status folder, for one process."""
 
-    def __init__(self, directory: Path, *, file_mode: int = 0o600) -> None:
+    def __init__(self, directory: Path, *, file_mode: int = 0o600, dir_mode: int = 0o700) -> None:
         self._directory = directory
         self._file_mode = file_mode
+        self._dir_mode = dir_mode
+        # One list for the object's whole life (changed in place, never replaced), so
+        # the finalizer can close what is open without holding on to the object.
+        self._fds: list[int | None] = [None] * STRIPES
         self._reset()
         _live.add(self)
+        # An object dropped without close() still releases its descriptors when
+        # collected. Not at exit: the process's end closes them anyway.
+        self._finalizer = weakref.finalize(self, _close_all, self._fds)
+        self._finalizer.atexit = False
 
     def _reset(self) -> None:
         self._thread_locks = [threading.Lock() for _ in range(STRIPES)]
-        self._fds: list[int | None] = [None] * STRIPES
+        self._fds[:] = [None] * STRIPES
 
     def _after_fork_in_child(self) -> None:
         # The child got copies of our descriptors, which share lock state with the
@@ -78,6 +86,7 @@ class StripedLocks:
         self._reset()
 
     def close(self) -> None:
+        """Close the open lock descriptors (they reopen on next use); safe to call again."""
         for stripe in range(STRIPES):
             with self._thread_locks[stripe]:
                 fd, self._fds[stripe] = self._fds[stripe], None
@@ -93,7 +102,7 @@ class StripedLocks:
             return os.open(path, flags, self._file_mode)
         except FileNotFoundError:
             # The status folder was removed under us: recreate it and retry once.
-            path.parent.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=self._dir_mode)
             return os.open(path, flags, self._file_mode)
 
     def _still_linked(self, fd: int, path: Path) -> bool:
@@ -112,12 +121,18 @@ class StripedLocks:
 
     @contextmanager
     def hold(self, job_id: str, timeout: float) -> Iterator[None]:
-        """Hold the stripe of ``job_id`` across threads and processes, or raise LockTimeout."""
+        """Hold the stripe of ``job_id`` across threads and processes, or raise LockTimeout.
+
+        ``timeout`` may be ``math.inf``: wait as long as it takes.
+        """
         stripe = stripe_of(job_id)
         path = self._directory / lock_name(stripe)
         deadline = time.monotonic() + timeout
         thread_lock = self._thread_locks[stripe]
-        if not thread_lock.acquire(timeout=max(timeout, 0.0)):
+        # Lock.acquire takes -1 for "forever"; a timeout above threading.TIMEOUT_MAX
+        # (inf, or 1e300) raises OverflowError.
+        wait = -1.0 if timeout >= threading.TIMEOUT_MAX else max(timeout, 0.0)
+        if not thread_lock.acquire(timeout=wait):
             raise LockTimeout(job_id, timeout, str(path))
         try:
             fd = self._acquire_file(stripe, path, job_id, timeout, deadline)
@@ -157,6 +172,17 @@ class StripedLocks:
             # long ones do not burn a core.
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.005)
+
+
+def _close_all(fds: list[int | None]) -> None:
+    """Finalizer of a StripedLocks nobody closed: no other thread can be using it now."""
+    for stripe, fd in enumerate(fds):
+        if fd is not None:
+            fds[stripe] = None
+            try:
+                os.close(fd)
+            except OSError:
+                logger.warning("closing lock descriptor %d failed", fd, exc_info=True)
 
 
 def _reinit_after_fork() -> None:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import (
@@ -22,26 +22,44 @@ from statusbridge.record import (
     utc_now,
     validate_job_id,
 )
-from statusbridge.store._atomic import TEMP_SUFFIX, with_path, write_atomic
+from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
+    FOREIGN_REASON,
     RECORD_SUFFIX,
+    STALE_TEMP_SECONDS,
+    TEMP_DIR,
     classify_name,
     read_record_file,
+    sweep_temp_files,
+    unreadable_reason,
 )
 from statusbridge.store._locks import StripedLocks
 
-__all__ = ["UPDATABLE_FIELDS", "StatusStore", "select_expired"]
+__all__ = [
+    "STALE_TEMP_SECONDS",
+    "TEMP_DIR",
+    "UPDATABLE_FIELDS",
+    "ScanReport",
+    "StatusStore",
+    "select_expired",
+]
 
 logger = logging.getLogger(__name__)
 
 # id names the file, seq and updated_at are the store's to set.
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
 
-STALE_TEMP_SECONDS = 60.0
-# Temp files live in a hidden sub-folder (same file system, so the rename stays
-# atomic); see write_atomic for why not beside the records.
-TEMP_DIR = ".tmp"
+
+class ScanReport(NamedTuple):
+    """What ``StatusStore.scan_report`` found: valid records, and every other file's reason."""
+
+    jobs: dict[str, BatchJob]
+    invalid: dict[str, str]  # file name -> reason, in the words of StatusCache.health()
+
+    def invalid_records(self) -> dict[str, str]:
+        """Only files named like records (``<job id>.json``): each a job that could not be read."""
+        return {n: r for n, r in self.invalid.items() if classify_name(n) == "record"}
 
 
 class StatusStore:
@@ -58,6 +76,13 @@ class StatusStore:
 
     ``durable=True`` also fsyncs the file and the folder, so an acknowledged
     write survives power loss (costs a few ms per write on most disks).
+    ``lock_timeout`` bounds the wait for a job's lock, in seconds (``math.inf``:
+    wait forever); NaN or a negative value raises ValueError here.
+
+    Opening a store touches nothing on disk, so a user who may only read the
+    folder can ``read`` and ``scan`` it. The first write creates the folder
+    (``dir_mode``) and its hidden ``.tmp/`` if missing, and removes temp files
+    that writers who died mid-write left behind.
     """
 
     def __init__(
@@ -76,24 +101,42 @@ class StatusStore:
         self._directory = Path(directory)
         self.durable = durable
         self.max_bytes = max_bytes
-        self.lock_timeout = lock_timeout
+        self.lock_timeout = lock_timeout  # validated by the property
         self._file_mode = file_mode
         self._dir_mode = dir_mode
         self._clock = clock
-        self._directory.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         self._temp_dir = self._directory / TEMP_DIR
-        self._locks = StripedLocks(self._directory, file_mode=file_mode)
-        self.remove_stale_temp_files()
+        self._locks = StripedLocks(self._directory, file_mode=file_mode, dir_mode=dir_mode)
+        self._swept = False  # stale temp files are removed at the first write
 
     @property
     def directory(self) -> Path:
         return self._directory
 
+    @property
+    def lock_timeout(self) -> float:
+        """Seconds a write waits for its job's lock; ``math.inf`` waits forever."""
+        return self._lock_timeout
+
+    @lock_timeout.setter
+    def lock_timeout(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"lock_timeout must be a number, not {type(value).__name__}")
+        if math.isnan(value) or value < 0:
+            raise ValueError(
+                f"lock_timeout must be >= 0 (or math.inf to wait forever), got {value}"
+            )
+        self._lock_timeout = float(value)
+
     def __repr__(self) -> str:
         return f"StatusStore({str(self._directory)!r}, durable={self.durable})"
 
     def close(self) -> None:
-        """Close the lock descriptors this store keeps open (they reopen on next use)."""
+        """Close the lock descriptors this store keeps open (they reopen on next use).
+
+        May be called twice. A store dropped without ``close()`` releases them when
+        it is collected.
+        """
         self._locks.close()
 
     def __enter__(self) -> StatusStore:
@@ -121,27 +164,49 @@ class StatusStore:
         return job
 
     def scan(self) -> dict[str, BatchJob]:
-        """Every valid record in the folder; invalid and foreign files are skipped."""
+        """Every valid record in the folder; invalid, unreadable and foreign files are skipped.
+
+        ``scan_report()`` says which were skipped and why.
+        """
+        return self.scan_report().jobs
+
+    def scan_report(self) -> ScanReport:
+        """Every valid record, and for every other file in the folder the reason it is not one.
+
+        A record that cannot be decoded or read (permissions, I/O error) is one
+        file's problem: it is reported and the others are read. Only a folder that
+        cannot be listed raises.
+        """
         jobs: dict[str, BatchJob] = {}
-        for name in self._record_names():
+        invalid: dict[str, str] = {}
+        for name, kind in self._names():
+            if kind == "foreign":
+                invalid[name] = FOREIGN_REASON
+                continue
             try:
                 job, _sig = read_record_file(self._directory / name, max_bytes=self.max_bytes)
             except FileNotFoundError:
                 continue
             except InvalidRecordError as exc:
-                logger.debug("scan skips %s", exc)
-                continue
-            jobs[job.id] = job
-        return jobs
+                invalid[name] = exc.reason
+            except OSError as exc:
+                invalid[name] = unreadable_reason(exc)
+            else:
+                jobs[job.id] = job
+        for name, reason in invalid.items():
+            logger.debug("scan skips %s: %s", name, reason)
+        return ScanReport(jobs, invalid)
 
-    def _record_names(self) -> Iterator[str]:
+    def _names(self) -> Iterator[tuple[str, str]]:
+        """(name, "record" or "foreign") of each file in the folder that is not ours."""
         try:
             names = os.listdir(self._directory)
         except FileNotFoundError:
             return
         for name in names:
-            if classify_name(name) == "record":
-                yield name
+            kind = classify_name(name)
+            if kind != "internal":
+                yield name, kind
 
     # -- writes --------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> BatchJob:
@@ -175,6 +240,9 @@ class StatusStore:
             self._check_fields(fields)
             job = self._merge(job_id, current, fields)
             self._write(path, job)
+        if not self._swept:
+            self._swept = True  # (two threads' first writes may both sweep: harmless)
+            self.remove_stale_temp_files()
         return job
 
     @staticmethod
@@ -307,29 +375,18 @@ class StatusStore:
         return True
 
     def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Remove temp files left by writers that died mid-write (older than ``max_age`` s)."""
-        removed = 0
-        cutoff = time.time() - max_age
-        for folder in (self._directory, self._temp_dir):
-            try:
-                names = os.listdir(folder)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                if not (name.startswith(".") and name.endswith(TEMP_SUFFIX)):
-                    continue
-                path = folder / name
-                try:
-                    if os.lstat(path).st_mtime < cutoff:
-                        os.unlink(path)
-                        removed += 1
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    logger.warning("cannot remove stale temp file: %s", with_path(exc, path))
-        if removed:
-            logger.info("removed %d stale temp file(s) from %s", removed, self._directory)
-        return removed
+        """Remove temp files left by writers that died mid-write (older than ``max_age`` s).
+
+        Regular files only, in the folder and its ``.tmp/`` (see ``sweep_temp_files``).
+        """
+        sweep = sweep_temp_files(self._directory, max_age=max_age, remove=True)
+        for problem in sweep.problems:
+            logger.warning("statusbridge: %s (in %s)", problem, self._directory)
+        for place in sweep.unchecked:
+            logger.warning("statusbridge: cannot look for stale temp files in %s", place)
+        if sweep.stale:
+            logger.info("removed %d stale temp file(s) from %s", len(sweep.stale), self._directory)
+        return len(sweep.stale)
 
 
 def select_expired(
