@@ -166,6 +166,19 @@ class TestRetention:
                 "retention after the batch finished",
             )
 
+    def test_wait_returns_when_retention_removed_the_records(self, tmp_path: Path) -> None:
+        """A job whose record retention removed must not look pending to wait()."""
+        with BatchQueue(2, max_completed_jobs=10, status_dir=tmp_path / "s") as queue:
+            ids = [queue.submit(double, {"x": i}) for i in range(600)]
+            assert queue.wait(ids, timeout=90)
+            jobs = [queue.get_job_status(i) for i in ids]
+            assert all(job is None or job.is_finished for job in jobs)
+            wait_until(
+                lambda: sum(queue.get_job_status(i) is None for i in ids) >= 590,
+                30,
+                "retention to leave 10 records",
+            )
+
     def test_trimming_survives_the_clock_stepping_back(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"
         now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -64,6 +64,9 @@ def _new_job_id() -> str:
     return f"job-{_id_prefix[1]}-{next(_id_counter)}"
 
 
+# Longest a wait() sleeps between looks at its jobs.
+WAIT_SLICE = 0.1
+
 # How many ids of records removed by retention a queue remembers, so that
 # ``wait()`` on a job that finished and was removed is not "unknown".
 REMEMBER_REMOVED = 10_000
@@ -392,7 +395,7 @@ class BatchQueue:
             if idle:
                 with _busy_lock:
                     _busy.discard(self)
-        self._prune_submitted(self.cache.snapshot(), [job_id])
+        self._settle_submitted(job_id)
         for hook in hooks:
             if hook is not None:
                 hook()
@@ -479,7 +482,10 @@ class BatchQueue:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            self.cache.wait_for_change(snap.version, remaining)
+            # Woken by the cache; the slice also catches a change made only to our
+            # read-your-writes entries (no disk is read either way).
+            slice_ = WAIT_SLICE if remaining is None else min(remaining, WAIT_SLICE)
+            self.cache.wait_for_change(snap.version, slice_)
 
     # -- housekeeping --------------------------------------------------------
     def maintain(self, now: datetime | None = None) -> MaintenanceReport:
@@ -567,6 +573,31 @@ class BatchQueue:
                         absent_now.add(job_id)
             if full_pass:
                 self._absent_once = absent_now
+
+    def _settle_submitted(self, job_id: str) -> None:
+        """A job is done here: its read-your-writes entry becomes its final record.
+
+        Until the cache catches up, ``get_job_status`` must not keep answering
+        with the PENDING record written at submit (a job whose record retention
+        already removed would look pending forever).
+        """
+        with self._lock:
+            local = self._submitted.get(job_id)
+        if local is None:
+            return
+        try:
+            final = self.store.read(job_id)
+        except Exception:  # an invalid file: the cache reports it; forget ours
+            logger.exception("job %s: cannot read its final record", job_id)
+            final = None
+        with self._lock:
+            if self._submitted.get(job_id) is not local:
+                return
+            if final is None or final.created_at != local.created_at:
+                del self._submitted[job_id]  # removed (or replaced by a new run) already
+            else:
+                self._submitted[job_id] = final
+        self._prune_submitted(self.cache.snapshot(), [job_id])
 
     def _note_removed(self, job_ids: Iterable[str]) -> None:
         with self._lock:
