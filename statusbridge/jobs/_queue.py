@@ -64,6 +64,11 @@ def _new_job_id() -> str:
     return f"job-{_id_prefix[1]}-{next(_id_counter)}"
 
 
+# How long the supervisor keeps looking for the cache to show a finished job
+# before leaving its retention to the next maintenance pass.
+UNSEEN_PATIENCE = 5.0
+RETENTION_RETRY = 0.05
+
 # Longest a wait() sleeps between looks at its jobs.
 WAIT_SLICE = 0.1
 
@@ -181,6 +186,7 @@ class BatchQueue:
         self._subs: dict[str, _Submission] = {}
         self._submitted: dict[str, BatchJob] = {}  # read-your-writes until the cache catches up
         self._absent_once: set[str] = set()
+        self._done_unseen: dict[str, float] = {}  # done here, not yet finished in the cache
         self._removed: dict[str, None] = {}  # recently removed by retention, oldest first
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
@@ -392,6 +398,7 @@ class BatchQueue:
                 del self._subs[job_id]
             idle = not self._subs
             hooks = [ref() for ref in self._idle_hooks] if idle else []
+            self._done_unseen[job_id] = time.monotonic()
             if idle:
                 with _busy_lock:
                     _busy.discard(self)
@@ -541,8 +548,13 @@ class BatchQueue:
         )
         if not doomed:
             return []
+        # Noted first: a reader may see a record gone before the call returns.
+        self._note_removed(job.id for job in doomed)
         removed = self.store.delete_if_unchanged(doomed)
-        self._note_removed(removed)
+        with self._lock:
+            for job_id in removed:
+                if job_id not in self._subs:
+                    self._submitted.pop(job_id, None)
         return removed
 
     def _prune_submitted(self, snap: Snapshot, job_ids: Iterable[str] | None = None) -> None:
@@ -632,9 +644,22 @@ class BatchQueue:
 
         return self.store.modify(seen.id, change) is not None
 
-    def _after_job_done(self) -> None:
-        """Count-based retention right after jobs finish (age-based runs in ``maintain``)."""
-        self._apply_retention(self.cache.snapshot(), now=self._clock(), max_age_hours=None)
+    def _after_job_done(self) -> bool:
+        """Count-based retention right after jobs finish (age-based runs in ``maintain``).
+
+        Returns True while some job done here is not yet finished in the cache:
+        the supervisor then runs this again shortly, so the last jobs of a burst
+        are trimmed too without waiting for the next maintenance pass.
+        """
+        snap = self.cache.snapshot()
+        self._apply_retention(snap, now=self._clock(), max_age_hours=None)
+        now = time.monotonic()
+        with self._lock:
+            for job_id, since in list(self._done_unseen.items()):
+                job = snap.get(job_id)
+                if job is None or job.is_finished or now - since > UNSEEN_PATIENCE:
+                    del self._done_unseen[job_id]
+            return bool(self._done_unseen)
 
     # -- life cycle ---------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_pending: bool = False) -> None:
@@ -689,10 +714,12 @@ def _supervise(
 ) -> None:
     """The supervisor loop; holds the queue strongly only while handling something."""
     next_maintenance = time.monotonic() + interval
+    retention_retry: float | None = None
     stopping = False
     while not stopped.is_set():
+        deadline = min(next_maintenance, retention_retry or next_maintenance)
         try:
-            item = events.get(timeout=max(0.0, next_maintenance - time.monotonic()))
+            item = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except stdlib_queue.Empty:
             item = None
         if stopped.is_set():
@@ -707,8 +734,11 @@ def _supervise(
                 stopping = True
             elif item is not None:
                 queue._handle_done(*item)
-                if events.empty():  # a burst of finished jobs: one retention pass after it
-                    queue._after_job_done()
+            due = retention_retry is not None and time.monotonic() >= retention_retry
+            if (item is not None and item is not _STOP and events.empty()) or due:
+                # After a burst of finished jobs: one retention pass.
+                again = queue._after_job_done()
+                retention_retry = time.monotonic() + RETENTION_RETRY if again else None
             if time.monotonic() >= next_maintenance:
                 queue.maintain()
                 next_maintenance = time.monotonic() + interval
