@@ -410,3 +410,40 @@ def test_wait_on_an_unknown_job_raises(tmp_path: Path) -> None:
             queue.wait(["unknown"], timeout=1)
         done = queue.submit(double, {"x": 1})
         assert queue.wait([done], timeout=30)
+
+
+def test_the_seed_streamlit_script_rerun_many_times_does_not_leak(
+    folders: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The seed's own page: ``manager = BatchManager(...)`` at the top, under real reruns."""
+    testing = pytest.importorskip("streamlit.testing.v1", reason="the demo extra is not installed")
+    batch_dir, status_dir = folders
+    gate = tmp_path / "gate"
+    script = f"""
+import streamlit as st
+from _workers import wait_for_gate
+from statusbridge import BatchManager
+
+manager = BatchManager({str(batch_dir)!r}, 2, {str(status_dir)!r})
+if "batch" not in st.session_state:
+    st.session_state.batch = manager.create_custom_batch([{{"gate": {str(gate)!r}}}] * 2, "seed")
+    manager.start_batch(st.session_state.batch, wait_for_gate)
+st.write(str(manager.get_batch_status(st.session_state.batch)))
+"""
+    at = testing.AppTest.from_string(script, default_timeout=30)
+    at.run()
+    assert not at.exception
+    after_first = _process_resources()
+    for _ in range(50):
+        at.run()
+        assert not at.exception
+    gc.collect()
+    threads, _fds, inotify = _process_resources()
+    assert threads <= after_first[0] + 2  # AppTest's own script thread may linger
+    assert inotify == after_first[2]
+    gate.touch()
+    wait_until(lambda: "completed" in at.run().markdown[0].value, 60, "the batch to complete")
+    # Streamlit keeps the last run's module (and so its manager) until the
+    # session ends; what matters is that reruns never added anything.
+    gc.collect()
+    assert _process_resources()[2] == after_first[2]
