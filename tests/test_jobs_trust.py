@@ -114,13 +114,15 @@ class TestDeadWorker:
             assert not errors
             assert queue.wait([dying, *submitted], timeout=90)
             assert status_of(queue, dying) is BatchStatus.FAILED
-            # Every job submitted around the crash either ran or failed saying why.
-            for job_id in submitted:
-                job = queue.get_job_status(job_id)
-                assert job is not None and job.is_finished
-                if job.status is BatchStatus.FAILED:
-                    assert (job.error_message or "").startswith("worker process died")
-            assert sum(status_of(queue, j) is BatchStatus.COMPLETED for j in submitted) >= 30
+            # Every job submitted around the crash either ran or failed saying why:
+            # only those running in the dead pool (its 2 workers) may fail.
+            jobs = [queue.get_job_status(j) for j in submitted]
+            failed = [j for j in jobs if j is None or j.status is not BatchStatus.COMPLETED]
+            assert len(failed) <= 1, failed
+            for job in failed:
+                assert job is not None and (job.error_message or "").startswith(
+                    "worker process died"
+                ), job
 
 
 # -- 2 + 12: retention keeps batches true ------------------------------------------

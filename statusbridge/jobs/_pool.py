@@ -142,6 +142,12 @@ class WorkerPool:
             alive = [p for p in alive if p.exitcode is None]
             if alive:
                 time.sleep(0.01)  # reaping in progress on the pool's thread
+        if alive:
+            logger.warning(
+                "statusbridge: worker process(es) %s of a broken pool still running after %gs",
+                ", ".join(str(p.pid) for p in alive),
+                timeout,
+            )
         codes = {p.pid: p.exitcode for p in workers if p.pid is not None}
         with self._lock:
             for pid in codes:
