@@ -353,7 +353,7 @@ WRONG_TYPES = {
     "id": 5, "status": 3, "params": None, "result": None, "error_message": 7, "progress": "x",
     "message": ["m"], "batch_id": 1, "meta": "m", "created_at": 5, "started_at": [],
     "completed_at": {}, "updated_at": True, "seq": "1", "owner": 9, "owner_start": "s",
-    "cancel_requested": "yes", "heartbeat_at": 1.5,
+    "owner_machine": 7, "cancel_requested": "yes", "heartbeat_at": 1.5,
 }  # fmt: skip
 
 

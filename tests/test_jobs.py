@@ -31,7 +31,7 @@ from statusbridge import (
     is_cancelled,
     report_progress,
 )
-from statusbridge.jobs._liveness import HOST
+from statusbridge.jobs._liveness import HOST, this_process
 
 EXECUTORS = ["thread", "process"]
 
@@ -251,15 +251,14 @@ class TestCrashes:
     def test_reused_pid_is_not_alive(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"
         store = StatusStore(folder)
-        # Our own pid, but a different process start time: the pid was reused.
-        store.update("ghost", status="running", owner=f"{HOST}:{os.getpid()}", owner_start=1)
+        # Our own pid on this machine, but a start an hour earlier: the pid was reused.
+        me = this_process()
+        assert me.start is not None
+        reused = {**me.fields(), "owner_start": me.start - 3_600_000}
+        store.update("ghost", status="running", **reused)
         with BatchQueue(status_dir=folder) as queue:
             job = queue.store.read("ghost")
-            assert job is not None
-            if os.path.exists("/proc/self/stat"):
-                assert job.status is BatchStatus.FAILED
-            else:
-                assert job.status is BatchStatus.RUNNING
+            assert job is not None and job.status is BatchStatus.FAILED
 
 
 class TestRetention:

@@ -1,52 +1,188 @@
 """Is the process that owns a job still alive?
 
-Same host: the pid must exist *and* be the same process, since pids are reused;
-on Linux the start time in /proc/<pid>/stat tells them apart. Other hosts
-cannot be asked, so their jobs are judged by heartbeat age instead.
+A record names its owner three ways:
+
+- ``owner``: ``host:pid``, for people (and all that other programs may write);
+- ``owner_machine``: an opaque id of where that pid means something: the
+  installation, its current boot and, on Linux, the pid namespace (two containers
+  or cloned VMs with one host name differ here; see ``machine_id``);
+- ``owner_start``: when the owner process started, in milliseconds since the Unix
+  epoch (psutil's ``create_time``), which tells a reused pid from the original.
+
+Owner on this machine (the same ``owner_machine``): alive while its pid exists, is
+not a zombie, and started within ``START_TOLERANCE_MS`` of ``owner_start``. Owners
+elsewhere cannot be asked: they are judged by the age of their heartbeat.
+
+Records without ``owner_machine`` (written before it existed, or by another
+program) are placed by host name, as before, but their ``owner_start`` is never
+compared: it was in another unit then (Linux clock ticks since boot). Such an
+owner on this host is gone when its pid is; while the pid exists, the heartbeat
+decides, so a reused pid is still caught once the heartbeat is stale.
 """
 
 from __future__ import annotations
 
-import errno
+import hashlib
 import logging
 import os
 import socket
 import sys
-from datetime import datetime, timedelta
+from datetime import datetime
+
+import psutil
 
 from statusbridge.record import BatchJob
 
-__all__ = ["HOST", "OwnerIdentity", "is_owner_alive", "process_start", "this_process"]
+__all__ = [
+    "HOST",
+    "START_TOLERANCE_MS",
+    "OwnerIdentity",
+    "is_owner_alive",
+    "local_pid",
+    "machine_id",
+    "process_start",
+    "this_process",
+]
 
 logger = logging.getLogger(__name__)
 
 HOST = socket.gethostname()
 
+_IS_LINUX = sys.platform.startswith("linux")
+_IS_WINDOWS = sys.platform == "win32"
+
+START_TOLERANCE_MS = 2000
+"""How far a pid's start may be from ``owner_start`` and still be the same process.
+
+Linux computes a start time from the boot time in wall-clock seconds, which can
+move by a second between two readings (and by the size of any clock step).
+"""
+
 
 def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (Linux), None if unknown or gone."""
-    if not sys.platform.startswith("linux"):
-        return None
+    """Start time of ``pid`` in milliseconds since the Unix epoch; None if gone or unknown."""
+    return _probe(pid)[1]
+
+
+def _probe(pid: int) -> tuple[bool, int | None]:
+    """(does ``pid`` run, its start in ms since the epoch or None where it may not be read)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+        proc = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return False, None
+    except psutil.AccessDenied:
+        return True, None
+    start: int | None = None
+    try:
+        start = round(proc.create_time() * 1000)
+    except psutil.NoSuchProcess:  # ZombieProcess is one
+        return False, None
+    except psutil.AccessDenied:
+        logger.debug("start time of pid %d not readable (access denied)", pid)
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False, start  # it has ended; only its exit status waits for its parent
+    except psutil.NoSuchProcess:
+        return False, None
+    except psutil.AccessDenied:
+        logger.debug("state of pid %d not readable (access denied)", pid)
+    return True, start
+
+
+# -- where a pid means something ----------------------------------------------------------------
+
+_LINUX_MACHINE_ID_FILES = ("/etc/machine-id", "/var/lib/dbus/machine-id")
+_LINUX_BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+_LINUX_PID_NAMESPACE = "/proc/self/ns/pid"
+
+
+def machine_id() -> str:
+    """16 hex digits naming this installation, its boot and (Linux) this pid namespace.
+
+    What each OS can tell cheaply, without starting a program:
+    Linux: ``/etc/machine-id`` (containers of one image may share it), the kernel's
+    boot id, and the pid namespace (which tells those containers apart);
+    Windows: the installation's ``MachineGuid``; macOS and others: the boot time,
+    which their kernels keep fixed. Reboots are harmless either way: a pid from
+    before one is gone, or belongs to a process that started later.
+    """
+    parts = (_installation_id(), _boot_id(), _pid_namespace())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _installation_id() -> str:
+    if _IS_LINUX:
+        return _first_line(*_LINUX_MACHINE_ID_FILES)
+    if _IS_WINDOWS:
+        return _windows_machine_guid()
+    return ""  # macOS, BSD: not without a subprocess (ioreg); the boot time stands in
+
+
+def _boot_id() -> str:
+    if _IS_LINUX:
+        return _first_line(_LINUX_BOOT_ID_FILE)
+    if _IS_WINDOWS and _windows_machine_guid():
+        return ""  # psutil derives Windows' boot time from the uptime: it jitters by process
+    return str(round(psutil.boot_time()))  # macOS, BSD: the kernel's fixed boot time
+
+
+def _pid_namespace() -> str:
+    if not _IS_LINUX:
+        return ""
+    try:
+        return os.readlink(_LINUX_PID_NAMESPACE)  # e.g. "pid:[4026531836]"
     except OSError as exc:
-        logger.debug("cannot read /proc/%d/stat: %s", pid, exc)
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    return int(fields[19])  # field 22 overall: starttime
+        logger.debug("cannot read %s: %s", _LINUX_PID_NAMESPACE, exc)
+        return ""
+
+
+def _windows_machine_guid() -> str:
+    if sys.platform != "win32":
+        return ""
+    import winreg
+
+    try:
+        with winreg.OpenKey(
+            winreg.HKEY_LOCAL_MACHINE,
+            r"SOFTWARE\Microsoft\Cryptography",
+            0,
+            winreg.KEY_READ | winreg.KEY_WOW64_64KEY,
+        ) as key:
+            value, _ = winreg.QueryValueEx(key, "MachineGuid")
+    except OSError as exc:
+        logger.debug("cannot read the MachineGuid: %s", exc)
+        return ""
+    return str(value)
+
+
+def _first_line(*paths: str) -> str:
+    for path in paths:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                line = f.readline().strip()
+        except OSError as exc:
+            logger.debug("cannot read %s: %s", path, exc)
+            continue
+        if line:
+            return line
+    return ""
+
+
+# -- this process -------------------------------------------------------------------------------
 
 
 class OwnerIdentity:
-    """``host:pid`` plus start time, computed once per process (and again after fork)."""
+    """This process as a record names it; computed once per process (and again after fork)."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.owner = f"{HOST}:{self.pid}"
         self.start = process_start(self.pid)
+        self.machine = machine_id()
+
+    def fields(self) -> dict[str, str | int | None]:
+        """The record fields that name this process as a job's owner."""
+        return {"owner": self.owner, "owner_start": self.start, "owner_machine": self.machine}
 
 
 _identity: OwnerIdentity | None = None
@@ -59,34 +195,56 @@ def this_process() -> OwnerIdentity:
     return _identity
 
 
-def _pid_exists(pid: int) -> bool:
-    if sys.platform == "win32":  # pragma: no cover - no way to probe cheaply without psutil
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError as exc:
-        return exc.errno != errno.ESRCH
-    return True
+# -- judging a record ---------------------------------------------------------------------------
+
+
+def local_pid(job: BatchJob) -> int | None:
+    """The owner's pid if it runs where this process runs (same machine, boot, namespace).
+
+    None when the owner is elsewhere, unknown, or not a ``host:pid``. Decided by
+    ``owner_machine``; for records without it, by host name.
+    """
+    owner = job.owner
+    if not owner:
+        return None
+    host, sep, pid_text = owner.rpartition(":")
+    if not sep or not (pid_text.isascii() and pid_text.isdigit()):
+        return None
+    pid = int(pid_text)
+    if pid <= 0:
+        return None
+    if job.owner_machine is not None:
+        return pid if job.owner_machine == this_process().machine else None
+    return pid if host == HOST else None
 
 
 def is_owner_alive(job: BatchJob, *, now: datetime, heartbeat_timeout: float) -> bool:
-    """False if the job's owner is known to be gone (dead pid, reused pid, or stale heartbeat)."""
+    """False if the job's owner is known to be gone (dead pid, reused pid, or stale heartbeat).
+
+    ``heartbeat_timeout`` may be ``math.inf`` (never stale).
+    """
     owner = job.owner
     if not owner or ":" not in owner:
         return True  # not written by a statusbridge worker: nothing to judge by
-    host, _, pid_text = owner.rpartition(":")
-    if host == HOST and pid_text.isdigit():
-        pid = int(pid_text)
-        if not _pid_exists(pid):
-            return False
-        if job.owner_start is not None:
-            start = process_start(pid)
-            if start is not None and start != job.owner_start:
-                return False  # the pid now belongs to another process
+    pid = local_pid(job)
+    if pid is None:
+        return _heartbeat_fresh(job, now, heartbeat_timeout)
+    me = this_process()
+    if pid == me.pid and job.owner_machine == me.machine:
+        # Ourselves: our start as read once, so a later clock step cannot estrange us.
+        exists, start = True, me.start
+    else:
+        exists, start = _probe(pid)
+    if not exists:
+        return False
+    if job.owner_machine is None:
+        return _heartbeat_fresh(job, now, heartbeat_timeout)  # owner_start: unit unknown
+    if job.owner_start is None or start is None:
         return True
+    return abs(start - job.owner_start) <= START_TOLERANCE_MS  # else: the pid was reused
+
+
+def _heartbeat_fresh(job: BatchJob, now: datetime, heartbeat_timeout: float) -> bool:
     beat = job.heartbeat_at or job.updated_at
-    return beat is None or now - beat <= timedelta(seconds=heartbeat_timeout)
+    # Seconds as a float: timedelta(seconds=math.inf) raises OverflowError.
+    return beat is None or (now - beat).total_seconds() <= heartbeat_timeout

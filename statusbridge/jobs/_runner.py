@@ -122,8 +122,7 @@ def run_job(spec: RunSpec) -> str:
             return {"status": BatchStatus.CANCELLED, "message": "cancelled before it started"}
         return {
             "status": BatchStatus.RUNNING,
-            "owner": me.owner,
-            "owner_start": me.start,
+            **me.fields(),
             "heartbeat_at": utc_now(),
         }
 

@@ -78,8 +78,10 @@ class BatchJob:
     completed_at: datetime | None = None
     updated_at: datetime | None = None
     seq: int = 0
-    owner: str | None = None
-    owner_start: int | None = None
+    # Who runs the job, for liveness checks (statusbridge.jobs._liveness):
+    owner: str | None = None  # "host:pid", for people
+    owner_start: int | None = None  # its start, ms since the Unix epoch (if owner_machine is set)
+    owner_machine: str | None = None  # where that pid means something: machine, boot, pid namespace
     cancel_requested: bool = False
     heartbeat_at: datetime | None = None
 
@@ -109,6 +111,7 @@ class BatchJob:
             setattr_(self, "meta", freeze(meta, _path="meta"))
         _check_optional_str("error_message", self.error_message)
         _check_optional_str("owner", self.owner)
+        _check_optional_str("owner_machine", self.owner_machine)
         if not isinstance(self.message, str):
             raise TypeError(f"message must be a str, not {type(self.message).__name__}")
         if self.batch_id is not None:
