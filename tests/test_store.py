@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import shutil
 import threading
+import time
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +22,7 @@ from conftest import no_more_than, process_resources, temp_files, wait_until
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
 from statusbridge.record import MAX_NESTING
-from statusbridge.store import STRIPES
+from statusbridge.store import STRIPES, _atomic
 
 
 def nested(levels: int, key: str | None = "k") -> object:
@@ -223,6 +224,84 @@ class TestBadInput:
         with pytest.raises(ValueError, match="lock_timeout must be >= 0"):
             store.lock_timeout = bad
         assert store.lock_timeout == 10.0
+
+
+class TestWindowsReplace:
+    """A reader holding a record open on Windows makes ``os.replace`` fail for a moment.
+
+    Mock: a Windows sharing violation cannot be produced on Linux or macOS (their
+    renames never wait for readers), so the PermissionError with its ``winerror``
+    is injected into ``os.replace`` for this test's folder, and the Windows branch
+    is switched on (``_atomic._IS_WINDOWS``).
+    """
+
+    @staticmethod
+    def inject(
+        monkeypatch: pytest.MonkeyPatch, folder: Path, failures: float, winerror: int | None
+    ) -> list[str]:
+        calls: list[str] = []
+        real_replace = os.replace
+
+        def replace(src: object, dst: object, **kwargs: object) -> None:
+            if str(dst).startswith(str(folder)):
+                calls.append(str(dst))
+                if len(calls) <= failures:
+                    exc = PermissionError(errno.EACCES, "being used by another process", str(dst))
+                    if winerror is not None:
+                        exc.winerror = winerror  # type: ignore[attr-defined]
+                    raise exc
+            real_replace(src, dst, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "replace", replace)
+        return calls
+
+    @pytest.mark.parametrize("winerror", [5, 32])  # ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
+    def test_sharing_violation_is_retried(
+        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch, winerror: int
+    ) -> None:
+        store.update("j", progress=0.1)
+        monkeypatch.setattr(_atomic, "_IS_WINDOWS", True)
+        calls = self.inject(monkeypatch, store.directory, 3, winerror)
+        job = store.update("j", progress=0.9)
+        assert len(calls) == 4  # three refusals, then the reader had let go
+        assert job.progress == 0.9
+        monkeypatch.undo()
+        assert store.read("j") == job
+        assert not temp_files(store.directory)
+
+    def test_a_reader_that_never_lets_go_fails_after_about_a_second(
+        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        good = store.update("j", progress=0.1)
+        monkeypatch.setattr(_atomic, "_IS_WINDOWS", True)
+        calls = self.inject(monkeypatch, store.directory, math.inf, 32)
+        started = time.monotonic()
+        with pytest.raises(PermissionError) as info:
+            store.update("j", progress=0.9)
+        waited = time.monotonic() - started
+        assert len(calls) == len(_atomic._WINDOWS_REPLACE_DELAYS) + 1
+        assert 0.9 <= waited < 10  # bounded: ~1 s of backoff, then the error
+        assert info.value.filename == str(store.directory / "j.json")
+        monkeypatch.undo()
+        assert store.read("j") == good
+        assert not temp_files(store.directory)
+
+    @pytest.mark.parametrize(("windows", "winerror"), [(True, None), (True, 2), (False, 32)])
+    def test_other_errors_and_other_systems_are_not_retried(
+        self,
+        store: StatusStore,
+        monkeypatch: pytest.MonkeyPatch,
+        windows: bool,
+        winerror: int | None,
+    ) -> None:
+        good = store.update("j", progress=0.1)
+        monkeypatch.setattr(_atomic, "_IS_WINDOWS", windows)
+        calls = self.inject(monkeypatch, store.directory, 1, winerror)
+        with pytest.raises(PermissionError):
+            store.update("j", progress=0.9)
+        assert len(calls) == 1
+        monkeypatch.undo()
+        assert store.read("j") == good
 
 
 class TestConcurrency:

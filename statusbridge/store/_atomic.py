@@ -6,6 +6,7 @@ truncate it before any lock is taken: the classic torn read. StatusStore puts
 its temp files in the folder's hidden ``.tmp/`` (see ``write_atomic``); that
 folder is opened with O_NOFOLLOW and the temp file is created and renamed
 relative to its descriptor, so nothing is ever written through a symlink.
+On Windows the rename waits (up to ~1 s) while a reader holds the record open.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import logging
 import os
 import stat
 import sys
+import time
 from pathlib import Path
 
 from statusbridge.errors import UnsafeFolderError
@@ -285,7 +287,7 @@ def _write_via(
             os.link(at(name), target, src_dir_fd=dir_fd)
             _discard(at(name), dir_fd, folder)
         else:
-            os.replace(at(name), target, src_dir_fd=dir_fd)
+            _replace(at(name), target, src_dir_fd=dir_fd)
     except OSError as exc:
         _discard(at(name), dir_fd, folder)
         if exc.filename is None or dir_fd is not None:
@@ -297,6 +299,38 @@ def _write_via(
     if durable:
         fsync_directory(target.parent)
     return sig
+
+
+_IS_WINDOWS = sys.platform == "win32"
+_WINDOWS_SHARING_ERRORS = frozenset({5, 32})  # ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
+_WINDOWS_REPLACE_DELAYS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.25, 0.45)  # ~1 s in all
+
+
+def _replace(src: str | Path, dst: Path, *, src_dir_fd: int | None) -> None:
+    if _IS_WINDOWS:
+        _replace_on_windows(src, dst, src_dir_fd=src_dir_fd)
+    else:
+        os.replace(src, dst, src_dir_fd=src_dir_fd)
+
+
+def _replace_on_windows(src: str | Path, dst: Path, *, src_dir_fd: int | None) -> None:
+    """``os.replace``, waiting (up to ~1 s) while a reader holds ``dst`` open.
+
+    Windows refuses to replace a file that is open without FILE_SHARE_DELETE, as
+    every file Python opens is (ERROR_ACCESS_DENIED or ERROR_SHARING_VIOLATION),
+    and a cache or another program reads a record for well under a millisecond.
+    """
+    for attempt, delay in enumerate(_WINDOWS_REPLACE_DELAYS, 1):
+        try:
+            os.replace(src, dst, src_dir_fd=src_dir_fd)
+        except PermissionError as exc:
+            if getattr(exc, "winerror", None) not in _WINDOWS_SHARING_ERRORS:
+                raise
+            logger.debug("%s is open elsewhere (try %d): %s; retrying", dst, attempt, exc)
+        else:
+            return
+        time.sleep(delay)
+    os.replace(src, dst, src_dir_fd=src_dir_fd)  # the last try: its error is the caller's
 
 
 def _discard(tmp: str | Path, dir_fd: int | None, folder: Path) -> None:
