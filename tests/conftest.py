@@ -15,8 +15,17 @@ from typing import TypeVar
 import pytest
 
 from statusbridge import StatusCache, StatusStore
+from statusbridge.cache._watcher import native_backend
 
 T = TypeVar("T")
+
+NATIVE_BACKEND = native_backend()
+"""The watchdog backend of this platform: tests of live events expect it, not a name."""
+
+needs_inotify = pytest.mark.skipif(
+    NATIVE_BACKEND != "inotify",
+    reason=f"tests inotify itself; this platform's watchdog backend is {NATIVE_BACKEND}",
+)
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:

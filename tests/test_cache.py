@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import no_more_than, process_resources, wait_until
+from conftest import NATIVE_BACKEND, no_more_than, process_resources, wait_until
 
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
 
@@ -36,7 +36,7 @@ class TestBasics:
             assert set(snap) == {"a", "b"}
             assert snap.version == 1
             assert [j.id for j in snap.batch("b1")] == ["a", "b"]
-            assert cache.health().backend == "inotify"
+            assert cache.health().backend == NATIVE_BACKEND  # live events, not polling
 
     def test_sees_writes_deletes_and_wait_for_change(
         self, store: StatusStore, cache: StatusCache

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from _workers import progress_writer
-from conftest import run_as_nobody, wait_until
+from conftest import NATIVE_BACKEND, run_as_nobody, wait_until
 
 from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.cli import main
@@ -189,7 +189,7 @@ def test_doctor(tmp_path: Path) -> None:
     store.update("fine")
     healthy = cli("doctor", "--dir", str(folder))
     assert healthy.returncode == 0, healthy.stdout
-    assert "[ok] file-system events: inotify backend" in healthy.stdout
+    assert f"[ok] file-system events: {NATIVE_BACKEND} backend" in healthy.stdout
     assert "all good" in healthy.stdout
     (folder / "junk.json").write_text("{")
     stale = folder / ".x.1-1.tmp"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from _workers import acked_writer, rename_all
-from conftest import wait_until
+from conftest import needs_inotify, wait_until
 
 from statusbridge import (
     InvalidRecordError,
@@ -65,6 +65,7 @@ def test_sigkill_never_loses_an_acknowledged_update(tmp_path: Path, seed: int) -
 MAX_QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
 
 
+@needs_inotify
 def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
     """50,000 new files while the cache's process is busy: the kernel queue overflows."""
     if not (IS_ROOT and MAX_QUEUED.exists()):
@@ -102,6 +103,7 @@ def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
         assert health.rescans >= 1  # ...noticed (watchdog's overflow log line) and rescanned
 
 
+@needs_inotify
 def test_overflow_is_noticed_whatever_the_logging_config(tmp_path: Path) -> None:
     """A real overflow while the application has silenced watchdog's logger."""
     if not (IS_ROOT and MAX_QUEUED.exists()):
@@ -398,6 +400,7 @@ def test_shared_permissions_when_asked(status_dir: Path) -> None:
 MAX_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
 
 
+@needs_inotify
 def test_inotify_limit_reached_falls_back_to_polling(
     status_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -36,7 +36,7 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-__all__ = ["EventSink", "FolderWatch", "backend_name"]
+__all__ = ["EventSink", "FolderWatch", "backend_name", "native_backend"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ _BACKENDS = {
 
 def backend_name(observer: BaseObserver) -> str:
     name = type(observer).__name__
+    return _BACKENDS.get(name, name)
+
+
+def native_backend() -> str:
+    """The backend watchdog picks on this platform ("inotify", "fsevents", "windows", ...)."""
+    name: str = getattr(Observer, "__name__", "native")  # a class, typed as a protocol
     return _BACKENDS.get(name, name)
 
 
