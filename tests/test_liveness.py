@@ -102,6 +102,17 @@ class TestIdentity:
             assert local_pid(running(now, owner=owner)) is None, owner
         assert local_pid(running(now, owner=f"elsewhere:{child.pid}")) is None
 
+    def test_an_odd_owner_does_not_break_maintenance(self, tmp_path: Path) -> None:
+        """``"²".isdigit()`` is true and ``int("²")`` raises (before: at every queue start)."""
+        folder = tmp_path / "s"
+        store = StatusStore(folder)
+        with BatchQueue(status_dir=folder, heartbeat_timeout=60) as queue:
+            beat = queue._clock()
+            store.update("odd", status="running", owner=f"{HOST}:\u00b2", heartbeat_at=beat)
+            wait_until(lambda: "odd" in queue.snapshot())
+            assert queue.maintain(now=beat + timedelta(seconds=30)).died == ()
+            assert queue.maintain(now=beat + timedelta(seconds=61)).died == ("odd",)
+
 
 class TestSameMachine:
     def test_a_killed_child_is_not_alive(self, child: Child) -> None:
