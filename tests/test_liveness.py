@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from conftest import wait_until
 
@@ -132,6 +133,23 @@ class TestSameMachine:
         for off in (-3_600_000, -(START_TOLERANCE_MS + 1000), START_TOLERANCE_MS + 1000):
             job = running(now, **{**child.fields, "owner_start": start + off})
             assert not alive(job, now), off  # heartbeat fresh, yet the pid is another process's
+
+    def test_a_process_hidden_from_proc_still_counts_as_alive(
+        self, child: Child, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Mock: Linux's hidepid (other users' processes missing from /proc) is a mount
+        option of the one /proc of the machine, so psutil's NoSuchProcess for a live pid
+        is injected instead of remounting it."""
+        now = datetime.now(UTC)
+        job = running(now, **child.fields)
+
+        def hidden(pid: int) -> psutil.Process:
+            raise psutil.NoSuchProcess(pid)
+
+        monkeypatch.setattr(psutil, "Process", hidden)
+        assert alive(job, now)  # the kernel still says it runs; its start is unknown
+        child.kill()
+        assert not alive(job, now)
 
     def test_this_process_with_another_start_time_was_reused(self) -> None:
         now = datetime.now(UTC)

@@ -69,7 +69,9 @@ def _probe(pid: int) -> tuple[bool, int | None]:
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
-        return False, None
+        # Not in /proc, yet it may run: Linux's hidepid hides other users' processes.
+        # pid_exists asks the kernel (kill(pid, 0) on POSIX), which still answers.
+        return psutil.pid_exists(pid), None
     except psutil.AccessDenied:
         return True, None
     start: int | None = None
