@@ -184,17 +184,24 @@ class TestOtherMachine:
             assert queue.maintain(now=beat + timedelta(seconds=30)).died == ()
             assert queue.maintain(now=beat + timedelta(seconds=61)).died == ("twin",)
 
-    def test_a_pending_job_of_another_host_does_not_break_maintenance(self, tmp_path: Path) -> None:
-        """Pending jobs are judged with an infinite timeout (before: OverflowError)."""
+    def test_a_pending_job_of_another_machine_waits_pending_timeout(self, tmp_path: Path) -> None:
+        """Its submitter cannot be asked: it is abandoned after ``pending_timeout``, not before.
+
+        (Before: a year-old pending job of another host raised OverflowError; then,
+        judged with no timeout, it stayed pending forever, also after a reboot.)
+        """
         folder = tmp_path / "s"
         store = StatusStore(folder)
         store.update("queued-elsewhere", owner="other-host:4242", owner_machine=OTHER_MACHINE)
-        with BatchQueue(status_dir=folder) as queue:
+        with BatchQueue(status_dir=folder, pending_timeout=3600) as queue:
             wait_until(lambda: "queued-elsewhere" in queue.snapshot())
-            report = queue.maintain(now=queue._clock() + timedelta(days=365))
+            report = queue.maintain(now=queue._clock() + timedelta(minutes=59))
             assert report.abandoned == ()
+            report = queue.maintain(now=queue._clock() + timedelta(days=365))
+            assert report.abandoned == ("queued-elsewhere",)
         job = store.read("queued-elsewhere")
-        assert job is not None and job.status is BatchStatus.PENDING
+        assert job is not None and job.status is BatchStatus.FAILED
+        assert "abandoned" in (job.error_message or "")
 
 
 class TestOldRecords:

@@ -37,7 +37,7 @@ from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import signal_cancel
-from statusbridge.jobs._liveness import HOST, is_owner_alive, this_process
+from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, open_batches, select_for_retention
 from statusbridge.jobs._runner import RunSpec, run_job
@@ -155,6 +155,7 @@ class BatchQueue:
         heartbeat_timeout: float | None = None,
         retention_hours: float | None = 24.0,
         maintenance_interval: float = 10.0,
+        pending_timeout: float = 24 * 3600.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if max_concurrent < 1:
@@ -173,6 +174,9 @@ class BatchQueue:
             else max(60.0, 6 * heartbeat_interval)
         )
         self.retention_hours = retention_hours
+        # A pending job whose submitter runs on another machine (or ran before a
+        # reboot) cannot be asked whether it is alive: it is abandoned after this.
+        self.pending_timeout = pending_timeout
         self._clock = clock
         self._pool = WorkerPool(executor, max_concurrent)
         self.store = StatusStore(status_dir, clock=clock)
@@ -265,8 +269,7 @@ class BatchQueue:
                 "created_at": now,
                 "started_at": None,
                 "completed_at": None,
-                "owner": me.owner,
-                "owner_start": me.start,
+                **me.fields(),
                 "cancel_requested": False,
                 "heartbeat_at": None,
             }
@@ -377,9 +380,7 @@ class BatchQueue:
             self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
             return False
         # RUNNING in a process of the dead pool.
-        owner = current.owner or ""
-        host, _, pid_text = owner.rpartition(":")
-        pid = int(pid_text) if host == HOST and pid_text.isdigit() else None
+        pid = local_pid(current)
         if pid in codes:
             why = f"worker process died ({describe_exit(codes[pid])})"
         elif pid is not None and is_owner_alive(current, now=self._clock(), heartbeat_timeout=0):
@@ -511,8 +512,9 @@ class BatchQueue:
                 if not alive and self._fail_dead(job, now):
                     died.append(job.id)
             elif job.status is BatchStatus.PENDING:
-                # Pending jobs have no heartbeat: judged only by their submitter's pid.
-                alive = is_owner_alive(job, now=now, heartbeat_timeout=float("inf"))
+                # Pending jobs have no heartbeat: judged by their submitter's pid
+                # where it runs here, else by how long they have been waiting.
+                alive = is_owner_alive(job, now=now, heartbeat_timeout=self.pending_timeout)
                 if not alive and self._fail_dead(job, now):
                     abandoned.append(job.id)
         removed = self._apply_retention(snap, now=now, max_age_hours=self.retention_hours)
@@ -623,14 +625,18 @@ class BatchQueue:
             # Judge again under the lock, on the record as it is now.
             if current is None or current.status is not seen.status:
                 return None
-            timeout = self.heartbeat_timeout if seen.status is BatchStatus.RUNNING else float("inf")
+            timeout = (
+                self.heartbeat_timeout
+                if seen.status is BatchStatus.RUNNING
+                else self.pending_timeout
+            )
             if current.owner != seen.owner or is_owner_alive(
                 current, now=now, heartbeat_timeout=timeout
             ):
                 return None
             if current.status is BatchStatus.RUNNING:
                 why = f"worker died: process {current.owner} is gone"
-                if (current.owner or "").rpartition(":")[0] != HOST:
+                if local_pid(current) is None:
                     why = (
                         f"worker died: no heartbeat from {current.owner} "
                         f"for over {self.heartbeat_timeout:g}s"
