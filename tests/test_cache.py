@@ -428,3 +428,14 @@ class TestNoIOOnReadPath:
             stop.set()
             w.join()
         assert seen == ["open"], seen
+
+
+def test_rescan_after_close_starts_no_observer(status_dir: Path) -> None:
+    store = StatusStore(status_dir)
+    cache = StatusCache(status_dir)
+    cache.close()
+    before = {t.name for t in threading.enumerate()}
+    store.update("late", status="running")
+    assert "late" in cache.rescan()  # still catches up with the folder, in place
+    assert {t.name for t in threading.enumerate()} <= before
+    assert not cache.health().running

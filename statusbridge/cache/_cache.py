@@ -283,7 +283,8 @@ class StatusCache:
 
     def _rescan_here(self) -> Snapshot:
         with self._apply_lock:
-            self._check_watch()
+            if not self._closed:
+                self._check_watch()  # a closed cache must not start a new observer
             self._reconcile()
         return self._snapshot
 
