@@ -78,17 +78,29 @@ def wait_for_gate(params: dict[str, str]) -> str:
 
 
 def until_cancelled(params: dict[str, object]) -> str:
-    """Loop reporting progress until cancelled (JobCancelled escapes report_progress)."""
+    """Loop reporting progress until cancelled (JobCancelled escapes report_progress).
+
+    A cancel reaches the loop through whichever call comes first: ``is_cancelled()``
+    turning true, or ``report_progress`` raising JobCancelled (at once for a thread
+    of this process, at its next write for a process). Which one wins is a race,
+    so the job does not say which; once either has seen the cancel, ``is_cancelled()``
+    must be true, and the job records what it returned (``meta.cancelled_inside``).
+    """
     import time
 
-    from statusbridge import is_cancelled, report_progress
+    from statusbridge import JobCancelled, is_cancelled, report_progress
 
-    report_progress(0.1, "looping", pid=os.getpid())
-    for _ in range(100_000):
-        if is_cancelled():
-            report_progress(message="saw the cancel")
-        report_progress(0.2)
-        time.sleep(0.005)
+    try:
+        report_progress(0.1, "looping", pid=os.getpid())
+        for _ in range(100_000):
+            if is_cancelled():
+                report_progress(message="saw the cancel")  # raises JobCancelled
+            report_progress(0.2)
+            time.sleep(0.005)  # simulated work
+    except JobCancelled:
+        # Recorded even though report_progress raises JobCancelled again (the job's end writes it).
+        report_progress(cancelled_inside=is_cancelled())
+        raise
     return "never cancelled"
 
 

@@ -163,13 +163,18 @@ class TestCancel:
 
     def test_cancel_running(self, queue: BatchQueue) -> None:
         job_id = queue.submit(until_cancelled)
-        wait_until(lambda: status_of(queue, job_id) is BatchStatus.RUNNING, 60)
+        # Its first report is written: the job function is running, inside its loop.
+        wait_until(lambda: (j := queue.get_job_status(job_id)) and "pid" in j.meta, 60, "loop")
         assert queue.cancel(job_id) is True
         assert queue.wait([job_id], timeout=60)
         job = queue.get_job_status(job_id)
         assert job is not None
         assert job.status is BatchStatus.CANCELLED
-        assert job.message == "saw the cancel"  # is_cancelled() turned true inside the job
+        assert job.result is None and job.progress != 1.0  # stopped, did not run to its end
+        # Whether is_cancelled() or report_progress noticed first is a race (see
+        # until_cancelled); what is guaranteed is that is_cancelled() is true once it has.
+        assert job.meta["cancelled_inside"] is True
+        assert job.message in ("looping", "saw the cancel")
         assert queue.cancel(job_id) is False
 
     def test_cancel_from_another_process_object(self, tmp_path: Path) -> None:
