@@ -107,13 +107,27 @@ def test_watch_until_done_with_a_live_writer(tmp_path: Path) -> None:
         [sys.executable, "-m", "statusbridge", "watch", "--until-done", "--dir", str(folder)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    go.touch()
-    out, err = watcher.communicate(timeout=60)
-    writer.join(60)
+    try:
+        assert watcher.stdout is not None
+        # The first frame is drawn once its cache watches the folder (watch, then scan, then
+        # draw): only now may the writer start, or it could finish before anyone watches.
+        first = ""
+        while (line := watcher.stdout.readline()) not in ("\n", ""):  # a frame ends blank
+            first += line
+        assert first.startswith("statusbridge watch"), (first, watcher.communicate(timeout=60))
+        go.touch()
+        rest, err = watcher.communicate(timeout=60)
+        writer.join(60)
+    finally:
+        watcher.kill()  # no-ops once they have exited
+        writer.kill()
+        watcher.wait(30)
+        writer.join(30)
     assert watcher.returncode == 0, err
-    frames = out.strip().split("\n\n")
+    assert writer.exitcode == 0
+    frames = [first.strip(), *rest.strip().split("\n\n")]
     assert len(frames) >= 2  # redrawn on changes, not once
-    assert "3 jobs: 3 pending" in frames[0] or "running" in frames[0]
+    assert frames[0].splitlines()[-2] == "3 jobs: 3 pending"
     assert frames[-1].splitlines()[-2] == "3 jobs: 3 completed"
     assert frames[-1].splitlines()[-1] == "overall [####################] 100%"
     assert all(len(line) <= 80 for frame in frames for line in frame.splitlines()[1:])
