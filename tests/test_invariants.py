@@ -34,15 +34,21 @@ def test_no_torn_reads_when_writers_are_killed(status_dir: Path, tmp_path: Path)
         writer = ctx.Process(target=write_forever, args=(str(status_dir), job_ids, str(ready)))
         writer.start()
         wait_until(ready.exists, 60, "writer ready")
+        # Read until a random moment (the kill), but at least until this round has seen the
+        # writer replace records while it read them: however slow the machine, every round
+        # reads during writes, not merely before or after them.
         deadline = time.monotonic() + rng.uniform(0.2, 0.6)
-        while time.monotonic() < deadline:
+        versions: set[tuple[str, int]] = set()  # (file, seq) read this round
+        while time.monotonic() < deadline or len(versions) < 3 * len(job_ids):
+            if time.monotonic() > deadline + 60:
+                pytest.fail(f"the writer replaced no records for 60 s: read {sorted(versions)}")
             for name in os.listdir(status_dir):
                 if name.endswith(".json") and not name.startswith("."):
                     try:
                         data = (status_dir / name).read_bytes()
                     except FileNotFoundError:
                         continue
-                    json.loads(data)  # raises on a torn read
+                    versions.add((name, json.loads(data)["seq"]))  # raises on a torn read
                     reads += 1
         assert writer.pid is not None
         os.kill(writer.pid, signal.SIGKILL)
@@ -51,7 +57,7 @@ def test_no_torn_reads_when_writers_are_killed(status_dir: Path, tmp_path: Path)
         for name in os.listdir(status_dir):
             if name.endswith(".json") and not name.startswith("."):
                 json.loads((status_dir / name).read_bytes())
-    assert reads > 100
+    assert reads >= 4 * 3 * len(job_ids)  # the reader ran (at least as above, every round)
     store = StatusStore(status_dir)
     assert set(store.scan()) == set(job_ids)  # every record still valid after the kills
     leftovers = temp_files(status_dir)
