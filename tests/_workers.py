@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from statusbridge import StatusStore
 
@@ -170,14 +171,20 @@ def acked_writer(folder: str, job_id: str, ack_file: str, seed: int) -> None:
             i += 1
 
 
-def rename_all(staging: str, folder: str, n: int, go: str) -> None:
-    """Once ``go`` exists, rename n prepared records from staging into folder, flat out."""
+def rename_all(staging: str, folder: str, n: int, go: str, done: Any = None) -> None:
+    """Once ``go`` exists, rename n prepared records from staging into folder, flat out.
+
+    ``done`` (a shared ``RawValue``) counts the renames made, for a test that must
+    not make a system call while it waits for them.
+    """
     import time
 
     while not os.path.exists(go):
         time.sleep(0.001)
     for i in range(n):
         os.rename(os.path.join(staging, f"b{i}.json"), os.path.join(folder, f"b{i}.json"))
+        if done is not None:
+            done.value = i + 1
 
 
 def exit_at_gate(params: dict[str, object]) -> None:

@@ -81,22 +81,29 @@ def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
         cache = StatusCache(folder, reconcile_interval=3600)  # only events or overflow can help
     finally:
         MAX_QUEUED.write_text(original)
-    renamer = SPAWN.Process(target=rename_all, args=(str(staging), str(folder), 50_000, str(go)))
+    renamed = SPAWN.RawValue("q", 0)  # shared memory: reading it makes no system call
+    renamer = SPAWN.Process(
+        target=rename_all, args=(str(staging), str(folder), 50_000, str(go), renamed)
+    )
     renamer.start()
     with cache:
-        # Keep this process busy, holding the GIL for long slices, as a loaded app would:
-        # watchdog's reader thread cannot drain the kernel queue while the renames run.
+        # Keep this process busy holding the GIL, as a loaded app would: watchdog's reader
+        # thread cannot drain the kernel queue while the renames run. The spin reads only
+        # shared memory and the clock (no system call, so the GIL is never given up) and
+        # the switch interval outlasts it: no other thread of this process runs until the
+        # renamer is far past the 1,024 queued events, however fast or slow it goes.
         interval = sys.getswitchinterval()
-        sys.setswitchinterval(2.0)
+        sys.setswitchinterval(300.0)
         try:
             go.touch()
-            deadline = time.monotonic() + 3.0
-            spins = 0
-            while time.monotonic() < deadline:
-                spins += 1
+            deadline = time.monotonic() + 120
+            while renamed.value < 8 * 1024 and time.monotonic() < deadline:
+                pass
         finally:
             sys.setswitchinterval(interval)
+        assert renamed.value >= 8 * 1024, f"the renamer stalled after {renamed.value} renames"
         renamer.join(120)
+        assert renamer.exitcode == 0
         wait_until(lambda: len(cache.snapshot()) == 50_000, 120, "convergence after overflow")
         health = cache.health()
         assert health.events < 50_000  # events were lost...
