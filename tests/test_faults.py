@@ -21,6 +21,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _workers import acked_writer, rename_all
@@ -65,6 +66,38 @@ def test_sigkill_never_loses_an_acknowledged_update(tmp_path: Path, seed: int) -
 MAX_QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
 
 
+def start_renamer(
+    staging: Path, folder: Path, n: int, go: Path
+) -> tuple[mp.process.BaseProcess, Any]:
+    """A process that renames n records from staging into folder once ``go`` exists."""
+    renamed = SPAWN.RawValue("q", 0)  # shared memory: reading it makes no system call
+    renamer = SPAWN.Process(
+        target=rename_all, args=(str(staging), str(folder), n, str(go), renamed)
+    )
+    renamer.start()
+    return renamer, renamed
+
+
+def hold_the_gil_while_renaming(go: Path, renamed: Any, count: int) -> None:
+    """Keep this process busy holding the GIL, as a loaded app would, until ``count`` renames.
+
+    watchdog's reader thread cannot drain the kernel queue meanwhile. The spin reads only
+    shared memory and the clock (no system call, so the GIL is never given up) and the
+    switch interval outlasts it: no other thread of this process runs until the renamer
+    is ``count`` renames in, however fast or slow it goes; a stalled renamer fails the test.
+    """
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(300.0)
+    try:
+        go.touch()
+        deadline = time.monotonic() + 120
+        while renamed.value < count and time.monotonic() < deadline:
+            pass
+    finally:
+        sys.setswitchinterval(interval)
+    assert renamed.value >= count, f"the renamer stalled after {renamed.value} renames"
+
+
 @needs_inotify
 def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
     """50,000 new files while the cache's process is busy: the kernel queue overflows."""
@@ -81,27 +114,9 @@ def test_burst_larger_than_the_inotify_queue(tmp_path: Path) -> None:
         cache = StatusCache(folder, reconcile_interval=3600)  # only events or overflow can help
     finally:
         MAX_QUEUED.write_text(original)
-    renamed = SPAWN.RawValue("q", 0)  # shared memory: reading it makes no system call
-    renamer = SPAWN.Process(
-        target=rename_all, args=(str(staging), str(folder), 50_000, str(go), renamed)
-    )
-    renamer.start()
+    renamer, renamed = start_renamer(staging, folder, 50_000, go)
     with cache:
-        # Keep this process busy holding the GIL, as a loaded app would: watchdog's reader
-        # thread cannot drain the kernel queue while the renames run. The spin reads only
-        # shared memory and the clock (no system call, so the GIL is never given up) and
-        # the switch interval outlasts it: no other thread of this process runs until the
-        # renamer is far past the 1,024 queued events, however fast or slow it goes.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(300.0)
-        try:
-            go.touch()
-            deadline = time.monotonic() + 120
-            while renamed.value < 8 * 1024 and time.monotonic() < deadline:
-                pass
-        finally:
-            sys.setswitchinterval(interval)
-        assert renamed.value >= 8 * 1024, f"the renamer stalled after {renamed.value} renames"
+        hold_the_gil_while_renaming(go, renamed, 8 * 1024)  # 8 queues' worth
         renamer.join(120)
         assert renamer.exitcode == 0
         wait_until(lambda: len(cache.snapshot()) == 50_000, 120, "convergence after overflow")
@@ -131,19 +146,11 @@ def test_overflow_is_noticed_whatever_the_logging_config(tmp_path: Path) -> None
             cache = StatusCache(folder, reconcile_interval=3600)  # events or overflow only
         finally:
             MAX_QUEUED.write_text(original)
-        renamer = SPAWN.Process(target=rename_all, args=(str(staging), str(folder), n, str(go)))
-        renamer.start()
+        renamer, renamed = start_renamer(staging, folder, n, go)
         with cache:
-            interval = sys.getswitchinterval()
-            sys.setswitchinterval(2.0)  # hold the GIL: watchdog's reader cannot drain the queue
-            try:
-                go.touch()
-                deadline = time.monotonic() + 2.0
-                while time.monotonic() < deadline:
-                    pass
-            finally:
-                sys.setswitchinterval(interval)
+            hold_the_gil_while_renaming(go, renamed, 8 * 64)  # 8 queues' worth
             renamer.join(120)
+            assert renamer.exitcode == 0
             wait_until(lambda: len(cache.snapshot()) == n, 60, "convergence after overflow")
             health = cache.health()
             assert health.events < n  # events were lost...
