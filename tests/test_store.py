@@ -275,12 +275,22 @@ class TestWindowsReplace:
         good = store.update("j", progress=0.1)
         monkeypatch.setattr(_atomic, "_IS_WINDOWS", True)
         calls = self.inject(monkeypatch, store.directory, math.inf, 32)
-        started = time.monotonic()
+        # The pauses it asks for, not the time it took: that depends on the machine's load.
+        slept: list[float] = []
+        me, real_sleep = threading.get_ident(), time.sleep
+
+        def sleep(seconds: float) -> None:  # other threads really sleep
+            if threading.get_ident() == me:
+                slept.append(seconds)
+            else:
+                real_sleep(seconds)
+
+        monkeypatch.setattr(time, "sleep", sleep)
         with pytest.raises(PermissionError) as info:
             store.update("j", progress=0.9)
-        waited = time.monotonic() - started
         assert len(calls) == len(_atomic._WINDOWS_REPLACE_DELAYS) + 1
-        assert 0.9 <= waited < 10  # bounded: ~1 s of backoff, then the error
+        assert slept == list(_atomic._WINDOWS_REPLACE_DELAYS)  # one pause between tries
+        assert 0.9 <= sum(slept) <= 1.1  # bounded: ~1 s of backoff, then the error
         assert info.value.filename == str(store.directory / "j.json")
         monkeypatch.undo()
         assert store.read("j") == good
