@@ -18,9 +18,7 @@ Use ``JobTableModel(cache, batch_id=None)`` with your own views.
 try:
     import PySide6  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "statusbridge.qt needs PySide6: pip install 'statusbridge[qt]'"
-    ) from exc
+    raise ImportError("statusbridge.qt needs PySide6: pip install 'statusbridge[qt]'") from exc
 
 from statusbridge.qt._model import Column, JobTableModel, on_gui_thread
 from statusbridge.qt._monitor import JobMonitor, ProgressDelegate

@@ -213,6 +213,7 @@ class JobTableModel(QAbstractTableModel):
 
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
+        self._timer.setTimerType(Qt.TimerType.PreciseTimer)  # coarse timers may fire 5% early
         self._timer.timeout.connect(self._refresh)
         self._clock = QTimer(self)
         self._clock.timeout.connect(self.tick)

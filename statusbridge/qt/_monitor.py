@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QStyle,
     QStyledItemDelegate,
     QStyleOptionViewItem,
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 _ALL = "All batches"
 _WIDTHS = {
     Column.JOB: 190,
-    Column.BATCH: 150,
+    Column.BATCH: 120,
     Column.STATE: 100,
     Column.PROGRESS: 170,
     Column.ELAPSED: 80,
@@ -112,8 +113,13 @@ class _BatchFilter(QSortFilterProxyModel):
 
     def set_batch(self, batch_id: str | None) -> None:
         if batch_id != self._batch:
-            self._batch = batch_id
-            self.invalidateRowsFilter()
+            if hasattr(self, "endFilterChange"):  # Qt >= 6.10 deprecates invalidateRowsFilter
+                self.beginFilterChange()
+                self._batch = batch_id
+                self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+            else:  # pragma: no cover - older Qt
+                self._batch = batch_id
+                self.invalidateRowsFilter()
 
     def filterAcceptsRow(
         self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
@@ -187,17 +193,20 @@ class JobMonitor(QWidget):
 
         self.batch_box = QComboBox(self)
         self.batch_box.addItem(_ALL, None)
-        self.batch_box.setMinimumContentsLength(24)
+        self.batch_box.setMinimumContentsLength(16)
         self.batch_box.currentIndexChanged.connect(self._batch_chosen)
         self.summary_label = QLabel(self)
+        self.summary_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.overall = QProgressBar(self)
         self.overall.setRange(0, 1000)
-        self.overall.setFixedSize(160, 12)
+        self.overall.setFixedSize(120, 12)
         self.overall.setTextVisible(False)
         palette = self.overall.palette()
         done = QColor(STATUS_COLOURS[BatchStatus.COMPLETED])
         palette.setColor(QPalette.ColorRole.Highlight, done)
         self.overall.setPalette(palette)
+        self.overall_label = QLabel(self)
+        self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100% done"))
         self.status_label = QLabel(self)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -221,6 +230,7 @@ class JobMonitor(QWidget):
         top.addSpacing(12)
         top.addWidget(self.summary_label, 1)
         top.addWidget(self.overall)
+        top.addWidget(self.overall_label)
         top.addSpacing(12)
         top.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
@@ -305,7 +315,8 @@ class JobMonitor(QWidget):
         summary = snapshot.summary(self.proxy.batch)
         parts = [f"{summary.total} job" + ("" if summary.total == 1 else "s")]
         parts += [f"{summary.counts[s]} {s.value}" for s in BatchStatus if summary.counts[s]]
-        self.summary_label.setText(" · ".join(parts) + f"  —  {summary.progress:.0%} done")
+        self.summary_label.setText(" · ".join(parts))
+        self.overall_label.setText(f"{summary.progress:.0%} done")
         self.overall.setValue(round(summary.progress * 1000))
         self._selection_changed()
 
