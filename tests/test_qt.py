@@ -514,3 +514,22 @@ def test_core_stays_free_of_qt() -> None:
         "assert 'PySide6' not in sys.modules, 'the core imported PySide6'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_gui_names_what_keeps_qt_from_starting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checked before Qt starts: Qt itself would abort the process without a word we control."""
+    from statusbridge.cli._gui import _display_problem
+
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    monkeypatch.setenv("DISPLAY", ":4242")  # no server there
+    no_plugin = tmp_path / "pyside"
+    assert "cannot connect to the X display ':4242'" in (_display_problem(no_plugin) or "")
+    broken = no_plugin / "Qt" / "plugins" / "platforms" / "libqxcb.so"
+    broken.parent.mkdir(parents=True)
+    broken.write_bytes(b"not a shared library")  # as when a system library it needs is missing
+    problem = _display_problem(no_plugin) or ""
+    assert problem.startswith("Qt's X11 (xcb) plugin cannot load") and "apt-get install" in problem
+    monkeypatch.setenv("QT_QPA_PLATFORM", "offscreen")  # no display needed: Qt's business
+    assert _display_problem(no_plugin) is None
