@@ -30,7 +30,7 @@ need(importlib.util.find_spec("PySide6"), "PySide6 is not installed (pip install
 need(importlib.util.find_spec("pytestqt"), "pytest-qt is not installed (pip install -e '.[dev]')")
 
 from _gui_workers import delete_job, loop_until_cancelled, write_job  # noqa: E402
-from PySide6.QtCore import QModelIndex, Qt, QThread  # noqa: E402
+from PySide6.QtCore import QModelIndex, QPoint, Qt, QThread  # noqa: E402
 from PySide6.QtWidgets import QApplication, QTableView  # noqa: E402
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore  # noqa: E402
@@ -278,6 +278,18 @@ def test_batch_filter_and_summary(qtbot: Any, store: StatusStore, status_dir: Pa
     qtbot.waitUntil(lambda: monitor.batch_box.findText("new") > 0, timeout=WAIT_MS)
     monitor.set_batch(None)
     assert monitor.proxy.rowCount() == 5
+
+    def shown() -> list[str]:
+        return [monitor.proxy.index(r, Column.JOB).data() for r in range(monitor.proxy.rowCount())]
+
+    assert shown() == ["p1", "p2", "r1", "p3", "n1"]  # as they arrived
+    header = monitor.table.horizontalHeader()
+    x = header.sectionViewportPosition(Column.PROGRESS) + 10
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, 5))
+    progress = [monitor.proxy.index(r, Column.PROGRESS).data(JobTableModel.ProgressRole) or 0.0
+                for r in range(5)]  # fmt: skip
+    assert progress in (sorted(progress), sorted(progress, reverse=True))
+    assert progress != [1.0, 0.5, 0.0, 0.0, 0.0]  # (the arrival order) it did sort
     monitor.close()
 
 
@@ -423,7 +435,9 @@ def test_statusbridge_touches_qt_on_the_gui_thread_only(
                 lambda: cell(monitor.model, job_id, Column.STATE) == "running", timeout=WAIT_MS
             )
             monitor.model.tick()
-            monitor.table.horizontalHeader().sectionClicked.emit(Column.PROGRESS)  # sort
+            header = monitor.table.horizontalHeader()
+            x = header.sectionViewportPosition(Column.PROGRESS) + 10
+            qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(x, 5))
             monitor.batch_box.setCurrentIndex(monitor.batch_box.findText("photos"))
             monitor.select_job(job_id)
             qtbot.mouseClick(monitor.cancel_button, Qt.MouseButton.LeftButton)

@@ -183,9 +183,8 @@ class JobMonitor(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(28)
         header = self.table.horizontalHeader()
         header.setHighlightSections(False)
-        header.setSortIndicatorShown(True)
-        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # rows in arrival order
-        header.sectionClicked.connect(self._sort_by)
+        header.setSortIndicator(-1, Qt.SortOrder.AscendingOrder)  # rows in arrival order...
+        self.table.setSortingEnabled(True)  # ...until a header is clicked
         for column, width in _WIDTHS.items():
             self.table.setColumnWidth(column, width)
         header.setStretchLastSection(True)
@@ -290,11 +289,6 @@ class JobMonitor(QWidget):
         self.batch_box.setCurrentIndex(found)
 
     # -- slots -------------------------------------------------------------------------
-    @Slot(int)
-    def _sort_by(self, column: int) -> None:
-        header = self.table.horizontalHeader()
-        self.proxy.sort(column, header.sortIndicatorOrder())
-
     @Slot(int)
     def _batch_chosen(self, index: int) -> None:
         batch: Any = self.batch_box.itemData(index)
