@@ -42,3 +42,13 @@ def test_core_does_not_import_streamlit() -> None:
         "assert 'streamlit' not in sys.modules, 'core imported streamlit'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_display_helpers_are_toolkit_free_and_core_does_not_import_qt() -> None:
+    """statusbridge.display (shared by the Qt and Tk views) needs only the record layer."""
+    assert imported_layers(PACKAGE / "display.py") <= {"record"}
+    code = (
+        "import sys, statusbridge, statusbridge.cli, statusbridge.display; "
+        "assert 'PySide6' not in sys.modules, 'the core imported PySide6'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

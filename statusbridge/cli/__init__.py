@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--duration", type=float, default=5.0, help="seconds in all")
     simulate.add_argument("--fail-rate", type=float, default=0.1, help="share that fail, 0..1")
     simulate.add_argument("--seed", type=int, default=None, help="random seed")
+
+    gui = sub.add_parser(
+        "gui", parents=[common], help="desktop monitor window (needs PySide6, a display)"
+    )
+    gui.add_argument("--batch", help="show this batch first")
+    gui.add_argument(
+        "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
+    )
     return parser
 
 
@@ -176,6 +184,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _doctor(_folder(args, must_exist=False), out)
     if args.command == "simulate":
         return _simulate(args, out)
+    if args.command == "gui":
+        return _open_gui(args, out)
     folder = _folder(args)
     store = StatusStore(folder)
     if args.command == "ls":
@@ -324,6 +334,16 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
     batch_id = run_external(args.dir, args.jobs, args.duration, args.fail_rate, seed)
     print(f"done: batch {batch_id}", file=out)
     return EXIT_OK
+
+
+def _open_gui(args: argparse.Namespace, out: TextIO) -> int:
+    from statusbridge.cli import _gui as gui  # imports PySide6 only when the window opens
+
+    location = args.dir if "://" in args.dir else str(_folder(args))
+    problem = gui.unavailable()
+    if problem:
+        raise CliError(problem)
+    return gui.run(location, args.batch, args.exit_after, out)
 
 
 def _doctor(folder: Path, out: TextIO) -> int:

@@ -1,0 +1,90 @@
+"""Plain values a job UI shows, for any toolkit: elapsed time, ETA, state colours, short durations.
+
+No UI toolkit is imported here: ``statusbridge.qt`` and ``examples/tk_monitor.py``
+share these, and they are tested without a display. Times are computed against
+an injected ``now`` (aware UTC), so they are pure functions of their arguments.
+
+>>> from datetime import UTC, datetime, timedelta
+>>> from statusbridge import BatchJob, BatchStatus
+>>> now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+>>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.25,
+...                started_at=now - timedelta(seconds=30))
+>>> elapsed_seconds(job, now), eta_seconds(job, now), format_duration(eta_seconds(job, now))
+(30.0, 90.0, '1m 30s')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from types import MappingProxyType
+
+from statusbridge.record import BatchJob, BatchStatus
+
+__all__ = ["STATUS_COLOURS", "elapsed_seconds", "eta_seconds", "format_duration", "state_label"]
+
+# Readable as text on a light background and as a progress-bar fill (WCAG AA on white).
+STATUS_COLOURS: Mapping[BatchStatus, str] = MappingProxyType(
+    {
+        BatchStatus.PENDING: "#6b7280",  # grey
+        BatchStatus.RUNNING: "#1d4ed8",  # blue
+        BatchStatus.COMPLETED: "#15803d",  # green
+        BatchStatus.FAILED: "#b91c1c",  # red
+        BatchStatus.CANCELLED: "#a16207",  # amber
+    }
+)
+
+
+def elapsed_seconds(job: BatchJob, now: datetime) -> float | None:
+    """Seconds from start to finish (or to ``now`` while unfinished); None before it started.
+
+    Never negative: a worker's clock may run ahead of the viewer's.
+    """
+    if job.started_at is None:
+        return None
+    end = job.completed_at if job.is_finished and job.completed_at is not None else now
+    return max(0.0, (end - job.started_at).total_seconds())
+
+
+def eta_seconds(job: BatchJob, now: datetime) -> float | None:
+    """Estimated seconds left for a running job: ``elapsed * (1 - p) / p``, from progress so far.
+
+    None unless the job is RUNNING with a start time and a progress above 0 (no
+    basis for an estimate); 0 once its progress reaches 1.
+    """
+    if job.status is not BatchStatus.RUNNING or not job.progress or job.progress <= 0:
+        return None
+    elapsed = elapsed_seconds(job, now)
+    if elapsed is None:
+        return None
+    p = min(job.progress, 1.0)
+    return elapsed * (1.0 - p) / p
+
+
+def format_duration(seconds: float | None) -> str:
+    """Short text for a duration: '', '4s', '2m 05s', '3h 07m'.
+
+    >>> [format_duration(s) for s in (None, 0.4, 59.6, 125, 11_220)]
+    ['', '0s', '1m 00s', '2m 05s', '3h 07m']
+    """
+    if seconds is None:
+        return ""
+    total = round(max(0.0, seconds))
+    if total < 60:
+        return f"{total}s"
+    minutes, secs = divmod(total, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def state_label(job: BatchJob) -> str:
+    """The state as shown to a person: the status, or 'cancelling' once a running job was asked.
+
+    >>> state_label(BatchJob(id="a", status=BatchStatus.RUNNING, cancel_requested=True))
+    'cancelling'
+    """
+    if job.status is BatchStatus.RUNNING and job.cancel_requested:
+        return "cancelling"
+    return job.status.value
