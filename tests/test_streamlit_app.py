@@ -213,8 +213,18 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
 
     try:
         t0 = time.perf_counter()
-        driver.get(url)
-        wait_until(lambda: "No batches yet" in text(), 60, "the first page")
+        # Under heavy load, headless Chromium has (1 run in ~15) kept a blank page
+        # although the server ran the script: load the page again, at most twice,
+        # before calling it a failure. The reloads are counted in the timings file.
+        reloads = 0
+        for reloads in range(3):  # noqa: B007 - the last value is reported below
+            driver.get(url)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "No batches yet" not in text():
+                time.sleep(0.1)  # a poll interval inside a condition wait
+            if "No batches yet" in text():
+                break
+        wait_until(lambda: "No batches yet" in text(), 30, "the first page")
         jobs = wait_until(
             lambda: driver.find_elements(By.CSS_SELECTOR, 'input[aria-label="Number of jobs"]'),
             60, "the form",
@@ -267,7 +277,8 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         store.update("probe-1", status="completed")
         wait_until(lambda: "latency-probe: completed, 100%" in text(), 60, "the next write")
         (ARTIFACTS / "browser-timings.txt").write_text(
-            f"first page {first_page:.2f}s\nwrite -> visible in browser {shown:.2f}s\n"
+            f"first page {first_page:.2f}s ({reloads} reload(s))\n"
+            f"write -> visible in browser {shown:.2f}s\n"
         )
     except BaseException:
         ARTIFACTS.mkdir(exist_ok=True)
