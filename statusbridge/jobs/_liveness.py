@@ -6,8 +6,10 @@ A record names its owner three ways:
 - ``owner_machine``: an opaque id of where that pid means something: the
   installation, its current boot and, on Linux, the pid namespace (two containers
   or cloned VMs with one host name differ here; see ``machine_id``);
-- ``owner_start``: when the owner process started, in milliseconds since the Unix
-  epoch (psutil's ``create_time``), which tells a reused pid from the original.
+- ``owner_start``: when the owner process started, in milliseconds, which tells a
+  reused pid from the original: since boot on Linux (clock ticks, which no clock
+  step moves), since the Unix epoch elsewhere (psutil's ``create_time``). It is
+  only compared within one ``owner_machine``, so the two units never meet.
 
 Owner on this machine (the same ``owner_machine``): alive while its pid exists, is
 not a zombie, and started within ``START_TOLERANCE_MS`` of ``owner_start``. Owners
@@ -54,18 +56,44 @@ _IS_WINDOWS = sys.platform == "win32"
 START_TOLERANCE_MS = 2000
 """How far a pid's start may be from ``owner_start`` and still be the same process.
 
-Linux computes a start time from the boot time in wall-clock seconds, which can
-move by a second between two readings (and by the size of any clock step).
+Start times outside Linux come from psutil in wall-clock terms, rounded; Linux's
+ticks since boot are exact.
 """
 
 
 def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in milliseconds since the Unix epoch; None if gone or unknown."""
+    """Start of ``pid`` in ms (since boot on Linux, else since the epoch); None if unknown."""
     return _probe(pid)[1]
 
 
+_IS_LINUX = sys.platform.startswith("linux")
+
+
+def _linux_start_ms(pid: int) -> int | None:
+    """Milliseconds from boot to the start of ``pid``, from /proc/<pid>/stat.
+
+    Not psutil's ``create_time``: Linux derives that from the boot time in
+    wall-clock terms, which moves with every clock step or NTP correction, so a
+    live worker could look like a reused pid to another process. Ticks since
+    boot never move, and ``owner_machine`` names the boot.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise psutil.NoSuchProcess(pid) from None
+    except PermissionError:
+        raise psutil.AccessDenied(pid) from None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return int(fields[19]) * 1000 // _CLOCK_TICKS  # field 22: starttime, in clock ticks
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
 def _probe(pid: int) -> tuple[bool, int | None]:
-    """(does ``pid`` run, its start in ms since the epoch or None where it may not be read)."""
+    """(does ``pid`` run, its start in ms as ``process_start`` gives it, or None)."""
     try:
         proc = psutil.Process(pid)
     except psutil.NoSuchProcess:
@@ -76,7 +104,7 @@ def _probe(pid: int) -> tuple[bool, int | None]:
         return True, None
     start: int | None = None
     try:
-        start = round(proc.create_time() * 1000)
+        start = _linux_start_ms(pid) if _IS_LINUX else round(proc.create_time() * 1000)
     except psutil.NoSuchProcess:  # ZombieProcess is one
         return False, None
     except psutil.AccessDenied:
