@@ -132,7 +132,7 @@ def job_table(jobs: Iterable[BatchJob], *, key: str | None = None) -> None:
     st.dataframe(
         rows,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",  # use_container_width is deprecated (removed after 2025-12-31)
         key=key,
         column_config={
             "progress": st.column_config.ProgressColumn(

@@ -28,6 +28,18 @@ needs_inotify = pytest.mark.skipif(
 )
 
 
+def poll_until(predicate: Callable[[], object], timeout: float) -> bool:
+    """Poll ``predicate`` until it is truthy (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(delay)  # a poll interval inside a condition wait, not a fixed sleep
+        delay = min(delay * 2, 0.05)
+    return True
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import poll_until, wait_until
 
 st = pytest.importorskip("streamlit", reason="the demo extra is not installed")
 from streamlit.testing.v1 import AppTest  # noqa: E402
@@ -219,10 +219,7 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         reloads = 0
         for reloads in range(3):  # noqa: B007 - the last value is reported below
             driver.get(url)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and "No batches yet" not in text():
-                time.sleep(0.1)  # a poll interval inside a condition wait
-            if "No batches yet" in text():
+            if poll_until(lambda: "No batches yet" in text(), 30):
                 break
         wait_until(lambda: "No batches yet" in text(), 30, "the first page")
         jobs = wait_until(

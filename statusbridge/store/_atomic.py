@@ -128,7 +128,8 @@ def _make_dir(path: Path, dir_mode: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
         _make_dir(path, dir_mode)
     except FileExistsError:
-        pass  # another writer made it; it is checked like any other
+        # Not an error: another writer made it first; the caller checks it like any other.
+        return
 
 
 def _remove_symlink_or_refuse(path: Path, error: OSError | None = None) -> None:
@@ -337,7 +338,7 @@ def _discard(tmp: str | Path, dir_fd: int | None, folder: Path) -> None:
     try:
         os.unlink(tmp, dir_fd=dir_fd)
     except FileNotFoundError:
-        pass
+        return  # not an error: already gone, which is all we wanted
     except OSError:
         # Left behind; StatusStore removes stale temp files (at its first write).
         logger.warning("could not remove temp file %s", folder / tmp, exc_info=True)
