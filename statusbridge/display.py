@@ -18,10 +18,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
+from typing import Protocol
 
-from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds
 
-__all__ = ["STATUS_COLOURS", "elapsed_seconds", "eta_seconds", "format_duration", "state_label"]
+__all__ = [
+    "STATUS_COLOURS",
+    "batch_eta_seconds",
+    "elapsed_seconds",
+    "eta_seconds",
+    "format_duration",
+    "state_label",
+]
 
 # Readable as text on a light background and as a progress-bar fill (WCAG AA on white).
 STATUS_COLOURS: Mapping[BatchStatus, str] = MappingProxyType(
@@ -35,30 +43,25 @@ STATUS_COLOURS: Mapping[BatchStatus, str] = MappingProxyType(
 )
 
 
-def elapsed_seconds(job: BatchJob, now: datetime) -> float | None:
-    """Seconds from start to finish (or to ``now`` while unfinished); None before it started.
-
-    Never negative: a worker's clock may run ahead of the viewer's.
-    """
-    if job.started_at is None:
-        return None
-    end = job.completed_at if job.is_finished and job.completed_at is not None else now
-    return max(0.0, (end - job.started_at).total_seconds())
-
-
 def eta_seconds(job: BatchJob, now: datetime) -> float | None:
-    """Estimated seconds left for a running job: ``elapsed * (1 - p) / p``, from progress so far.
+    """Estimated seconds left for a running job at ``now``: ``BatchJob.eta``.
 
     None unless the job is RUNNING with a start time and a progress above 0 (no
     basis for an estimate); 0 once its progress reaches 1.
     """
-    if job.status is not BatchStatus.RUNNING or not job.progress or job.progress <= 0:
-        return None
-    elapsed = elapsed_seconds(job, now)
-    if elapsed is None:
-        return None
-    p = min(job.progress, 1.0)
-    return elapsed * (1.0 - p) / p
+    return job.eta(now=now)
+
+
+class _Estimable(Protocol):
+    def eta(self, *, now: datetime | None = None) -> float | None: ...
+
+
+def batch_eta_seconds(summary: _Estimable, now: datetime) -> float | None:
+    """Estimated seconds until a batch (a ``BatchSummary``) has finished: ``BatchSummary.eta``.
+
+    None for an empty batch or when no job reports progress and none has finished yet.
+    """
+    return summary.eta(now=now)
 
 
 def format_duration(seconds: float | None) -> str:

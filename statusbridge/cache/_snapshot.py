@@ -8,13 +8,14 @@ updated as fast as one of 100, and old snapshots stay valid for whoever holds th
 from __future__ import annotations
 
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from types import MappingProxyType
 from typing import Any, overload
 
 import immutables
 
-from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record import BatchJob, BatchStatus, batch_eta, utc_now
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 
@@ -35,6 +36,11 @@ class BatchSummary:
     counts: Mapping[BatchStatus, int] = field(default_factory=lambda: _EMPTY_COUNTS)
     progress: float = 0.0
     state: str = "empty"
+    # For the ETA (see ``eta``): the running jobs themselves, and the summed
+    # started -> completed seconds of the finished jobs that have both times.
+    running_jobs: tuple[BatchJob, ...] = ()
+    finished_seconds: float = 0.0
+    timed_finished: int = 0
 
     @property
     def finished(self) -> int:
@@ -46,6 +52,33 @@ class BatchSummary:
         """True when no job is pending or running (also for an empty group)."""
         return self.finished == self.total
 
+    @property
+    def mean_duration(self) -> float | None:
+        """Mean started -> completed seconds of the finished jobs (None before one finished)."""
+        return self.finished_seconds / self.timed_finished if self.timed_finished else None
+
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated seconds until every job has finished; see ``eta``."""
+        return self.eta()
+
+    def eta(self, *, now: datetime | None = None) -> float | None:
+        """Estimated seconds until every job has finished, at ``now`` (default: current time).
+
+        Running jobs by their own progress (or the finished jobs' mean duration
+        when they report none); pending jobs by that mean, run as many side by
+        side as run now. None for an empty group, or when neither progress nor
+        finished jobs give a basis; 0 once all are finished.
+        """
+        if self.total == 0:
+            return None
+        return batch_eta(
+            self.running_jobs,
+            self.counts[BatchStatus.PENDING],
+            self.mean_duration,
+            utc_now() if now is None else now,
+        )
+
     def __str__(self) -> str:
         """One line for logs and terminals: ``Test: running 55% (2 running, 2 completed)``."""
         parts = ", ".join(f"{n} {s.value}" for s, n in self.counts.items() if n)
@@ -53,7 +86,7 @@ class BatchSummary:
         return f"{label}: {self.state} {self.progress:.0%} ({parts or 'no jobs'})"
 
     def with_name(self, name: str | None) -> BatchSummary:
-        return BatchSummary(self.id, name, self.total, self.counts, self.progress, self.state)
+        return replace(self, name=name)
 
 
 def summarize(
@@ -69,14 +102,21 @@ def summarize(
     counts = dict.fromkeys(BatchStatus, 0)
     total = 0
     done = 0.0
+    running: list[BatchJob] = []
+    finished_seconds = 0.0
+    timed_finished = 0
     for job in jobs:
         total += 1
         status = job.status
         counts[status] += 1
         if status is BatchStatus.RUNNING:
             done += job.progress or 0.0
+            running.append(job)
         elif status is not BatchStatus.PENDING:
             done += 1.0
+            if job.started_at is not None and job.completed_at is not None:
+                finished_seconds += max(0.0, (job.completed_at - job.started_at).total_seconds())
+                timed_finished += 1
     if total == 0:
         state = "empty"
     elif counts[BatchStatus.PENDING] == total:
@@ -96,6 +136,9 @@ def summarize(
         counts=MappingProxyType(counts),
         progress=done / total if total else 0.0,
         state=state,
+        running_jobs=tuple(running),
+        finished_seconds=finished_seconds,
+        timed_finished=timed_finished,
     )
 
 

@@ -161,6 +161,22 @@ class BatchJob:
         end = self.completed_at or self.updated_at
         return None if end is None else max(0.0, (end - self.started_at).total_seconds())
 
+    @property
+    def eta_seconds(self) -> float | None:
+        """Estimated seconds left, from progress over elapsed time; see ``eta``."""
+        return self.eta()
+
+    def eta(self, *, now: datetime | None = None) -> float | None:
+        """Estimated seconds left at ``now`` (default: the current time).
+
+        ``elapsed * (1 - progress) / progress``: None unless the job is RUNNING,
+        has started and reported a progress above 0. A job that never reports
+        progress has no ETA; one that stops reporting sees it grow.
+        """
+        from statusbridge.record._eta import job_eta  # _eta builds on this module
+
+        return job_eta(self, utc_now() if now is None else now)
+
     def replace(self, **changes: Any) -> BatchJob:
         """A copy with some fields changed (validated like the constructor)."""
         return dataclasses.replace(self, **changes)
