@@ -5,7 +5,14 @@ watchdog observer keeps an immutable in-memory ``Snapshot`` current
 (``StatusCache``), so a UI reads status with no disk I/O and no shared lock.
 """
 
-from statusbridge.cache import BatchSummary, CacheHealth, Snapshot, StatusCache
+from statusbridge.cache import (
+    BatchSummary,
+    CacheHealth,
+    Snapshot,
+    StatusCache,
+    on_batch_finished,
+    on_job_finished,
+)
 from statusbridge.errors import (
     InvalidRecordError,
     JobCancelled,
@@ -45,5 +52,7 @@ __all__ = [
     "__version__",
     "current_job_id",
     "is_cancelled",
+    "on_batch_finished",
+    "on_job_finished",
     "report_progress",
 ]

@@ -2,5 +2,16 @@
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, Subscriber
 from statusbridge.cache._snapshot import BatchSummary, Snapshot, summarize
+from statusbridge.cache._transitions import TransitionTracker, on_batch_finished, on_job_finished
 
-__all__ = ["BatchSummary", "CacheHealth", "Snapshot", "StatusCache", "Subscriber", "summarize"]
+__all__ = [
+    "BatchSummary",
+    "CacheHealth",
+    "Snapshot",
+    "StatusCache",
+    "Subscriber",
+    "TransitionTracker",
+    "on_batch_finished",
+    "on_job_finished",
+    "summarize",
+]
