@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache, summarize
+from statusbridge.cli import _metrics
 from statusbridge.cli._doctor import diagnose
 from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
@@ -153,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument(
         "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
     )
+    _metrics.add_arguments(sub.add_parser("metrics", parents=[common], help=_metrics.HELP))
     return parser
 
 
@@ -186,6 +188,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _simulate(args, out)
     if args.command == "gui":
         return _open_gui(args, out)
+    if args.command == "metrics":
+        return _serve_metrics(args, out)
     folder = _folder(args)
     store = StatusStore(folder)
     if args.command == "ls":
@@ -344,6 +348,18 @@ def _open_gui(args: argparse.Namespace, out: TextIO) -> int:
     if problem:
         raise CliError(problem)
     return gui.run(location, args.batch, args.exit_after, out)
+
+
+def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
+    problem = _metrics.unavailable()
+    if problem:
+        raise CliError(problem)
+    if not 0 <= args.port <= 65535:
+        raise CliError(f"--port must be between 0 and 65535, got {args.port}")
+    if args.batches < 0:
+        raise CliError(f"--batches must be 0 or more, got {args.batches}")
+    location = args.dir if "://" in args.dir else str(_folder(args))
+    return _metrics.serve(location, args.host, args.port, out, batches=args.batches)
 
 
 def _doctor(folder: Path, out: TextIO) -> int:

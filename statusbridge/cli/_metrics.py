@@ -1,0 +1,80 @@
+"""``statusbridge metrics``: serve ``/metrics`` for Prometheus from a status location.
+
+prometheus_client is imported only when the command runs, so the rest of the
+CLI works without the ``metrics`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from typing import TextIO
+
+from statusbridge.cache import StatusCache
+from statusbridge.cli._render import printable
+
+__all__ = ["HELP", "INSTALL_HINT", "add_arguments", "serve", "unavailable"]
+
+INSTALL_HINT = "pip install 'statusbridge[metrics]'"
+
+
+HELP = "serve Prometheus metrics at http://HOST:PORT/metrics"
+
+
+def add_arguments(metrics: argparse.ArgumentParser) -> None:
+    metrics.add_argument("--port", type=int, required=True, help="TCP port (0: any free one)")
+    metrics.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    metrics.add_argument(
+        "--batches",
+        type=int,
+        default=0,
+        metavar="N",
+        help="label job counts with their batch, for at most N batches (default 0: no label)",
+    )
+
+
+def unavailable() -> str | None:
+    """Why the command cannot run here (one line), or None."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return f"metrics need prometheus-client, which is not installed: {INSTALL_HINT}"
+    return None
+
+
+def serve(
+    location: str,
+    host: str,
+    port: int,
+    out: TextIO,
+    *,
+    batches: int = 0,
+    stop: threading.Event | None = None,
+) -> int:
+    """Serve until ``stop`` is set (or Ctrl-C, which reaches the caller as KeyboardInterrupt)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from statusbridge.metrics import StatusCollector
+
+    stop = stop or threading.Event()
+    with StatusCache(location) as cache:
+        registry = CollectorRegistry()  # only these series: no process or platform collectors
+        collector = StatusCollector(cache, batch_label=batches > 0, max_batches=max(1, batches))
+        registry.register(collector)
+        server, thread = start_http_server(port, addr=host, registry=registry)
+        try:
+            shown = f"[{host}]" if ":" in host else host
+            bound_port = server.server_address[1]
+            url = f"http://{shown}:{bound_port}/metrics"
+            print(f"serving {url} for {printable(location)}", file=out)
+            out.flush()
+            while not stop.wait(1.0):
+                pass
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+            collector.close()
+    return 0
