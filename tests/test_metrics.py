@@ -242,11 +242,13 @@ def test_scrape_a_folder_with_a_broken_record(status_dir: Path, store: StatusSto
         server.stop()
 
 
-def test_command_with_batch_label(status_dir: Path, store: StatusStore) -> None:
+def test_command_with_batch_label_and_buckets(status_dir: Path, store: StatusStore) -> None:
     store.update("a", batch_id="first", status="running")
-    server = Server(status_dir, "--batches", "5")
+    server = Server(status_dir, "--batches", "5", "--buckets", "0.5,2")
     try:
         samples = server.scrape()
+        les = {dict(k)["le"] for n, k in samples if n == "statusbridge_job_duration_seconds_bucket"}
+        assert les == {"0.5", "2.0", "+Inf"}
         assert value(samples, "statusbridge_jobs", batch="first", status="running") == 1
         assert value(samples, "statusbridge_jobs", batch=OTHER_BATCHES, status="running") == 0
     finally:
@@ -259,6 +261,7 @@ def test_command_with_batch_label(status_dir: Path, store: StatusStore) -> None:
         (["--port", "70000"], "--port must be between"),
         (["--port", "0", "--batches", "-1"], "--batches must be 0 or more"),
         ([], "--port"),
+        (["--port", "0", "--buckets", "1,x"], "expected numbers separated by commas"),
     ],
 )
 def test_command_usage_errors(status_dir: Path, args: list[str], error: str) -> None:

@@ -359,7 +359,9 @@ def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
     if args.batches < 0:
         raise CliError(f"--batches must be 0 or more, got {args.batches}")
     location = args.dir if "://" in args.dir else str(_folder(args))
-    return _metrics.serve(location, args.host, args.port, out, batches=args.batches)
+    return _metrics.serve(
+        location, args.host, args.port, out, batches=args.batches, buckets=args.buckets
+    )
 
 
 def _doctor(folder: Path, out: TextIO) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections.abc import Sequence
 from typing import TextIO
 
 from statusbridge.cache import StatusCache
@@ -27,12 +28,36 @@ def add_arguments(metrics: argparse.ArgumentParser) -> None:
         "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
     )
     metrics.add_argument(
+        "--buckets",
+        type=_buckets,
+        default=None,
+        metavar="S,S,...",
+        help="upper bounds of the job duration histogram, in seconds (default: 1 s to 4 h)",
+    )
+    metrics.add_argument(
         "--batches",
         type=int,
         default=0,
         metavar="N",
         help="label job counts with their batch, for at most N batches (default 0: no label)",
     )
+
+
+def _buckets(text: str) -> tuple[float, ...]:
+    """'0.5,1,5' -> (0.5, 1.0, 5.0).
+
+    >>> _buckets("0.5, 1,5")
+    (0.5, 1.0, 5.0)
+    """
+    try:
+        bounds = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from None
+    if not all(0 <= b < float("inf") for b in bounds):
+        raise argparse.ArgumentTypeError(f"bounds must be finite and >= 0, got {text!r}")
+    return bounds
 
 
 def unavailable() -> str | None:
@@ -51,17 +76,23 @@ def serve(
     out: TextIO,
     *,
     batches: int = 0,
+    buckets: Sequence[float] | None = None,
     stop: threading.Event | None = None,
 ) -> int:
     """Serve until ``stop`` is set (or Ctrl-C, which reaches the caller as KeyboardInterrupt)."""
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from statusbridge.metrics import StatusCollector
+    from statusbridge.metrics import DEFAULT_BUCKETS, StatusCollector
 
     stop = stop or threading.Event()
     with StatusCache(location) as cache:
         registry = CollectorRegistry()  # only these series: no process or platform collectors
-        collector = StatusCollector(cache, batch_label=batches > 0, max_batches=max(1, batches))
+        collector = StatusCollector(
+            cache,
+            buckets=DEFAULT_BUCKETS if buckets is None else buckets,
+            batch_label=batches > 0,
+            max_batches=max(1, batches),
+        )
         registry.register(collector)
         server, thread = start_http_server(port, addr=host, registry=registry)
         try:
