@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.metrics import OTHER_BATCHES, StatusCollector, register
 
+ROOT = Path(__file__).resolve().parent.parent
 STATUSES = [s.value for s in BatchStatus]
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -271,3 +274,18 @@ def test_command_usage_errors(status_dir: Path, args: list[str], error: str) -> 
     )  # fmt: skip
     assert done.returncode == 2
     assert error in done.stderr
+
+
+def test_grafana_dashboard_uses_only_the_series_served(
+    registry: CollectorRegistry, collected: StatusCollector
+) -> None:
+    dashboard = json.loads((ROOT / "docs" / "grafana-dashboard.json").read_text())
+    served = {name for name, _ in scrape(registry)}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"statusbridge_[a-z_]+", e)}
+    assert used == served  # nothing made up, nothing left without a panel
+    finished = "completed|failed|cancelled"
+    for e in exprs:
+        assert set(re.findall(r'status=~?"([a-z|]+)"', e)) <= {*STATUSES, finished}
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
