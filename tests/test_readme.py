@@ -27,6 +27,7 @@ def run_example(name: str, cwd: Path) -> str:
 def test_readme_examples_are_the_scripts() -> None:
     assert README_BLOCKS[0] == example_body("quickstart.py")
     assert example_body("seed_app.py") in README_BLOCKS
+    assert example_body("alert_failed.py") in README_BLOCKS
 
 
 def test_quickstart_runs(tmp_path: Path) -> None:
