@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,9 +114,7 @@ def test_a_record_that_vanishes_and_returns_unchanged_is_not_reported_again(
     saved = path.read_bytes()
     path.unlink()
     wait_until(lambda: cache.get("a") is None)
-    staged = status_dir.parent / "a.json.staged"
-    staged.write_bytes(saved)
-    os.replace(staged, path)
+    restore(status_dir, "a", saved)
     wait_until(lambda: cache.get("a") is not None)
     cache.rescan()
     store.update("b", status="completed")  # a marker: everything before it was delivered
@@ -173,6 +172,7 @@ def test_batch_hook_fires_once_when_the_last_job_finishes(
     stop = on_batch_finished(cache, calls.batch)
     store.update("a", batch_id="b1", status="running")
     store.update("b", batch_id="b1", status="running")
+    settle(cache, store, "b")  # the cache knows both (a batch is as big as the cache knows)
     store.update("a", status="completed")
     settle(cache, store, "a")
     assert calls() == []
@@ -269,3 +269,78 @@ def test_alert_example_alerts_new_failures_written_by_another_process(
             example.communicate()
     assert example.returncode == 0, err
     assert out.splitlines() == ["ALERT: job broken failed: disk full"]
+
+
+def restore(status_dir: Path, job_id: str, saved: bytes) -> None:
+    """Put a record back exactly as it was, atomically (as a restore or a reload would)."""
+    staged = status_dir.parent / f"{job_id}.json.staged"
+    staged.write_bytes(saved)
+    os.replace(staged, status_dir / f"{job_id}.json")
+
+
+def test_removing_records_of_a_finished_batch_reports_nothing(
+    status_dir: Path, store: StatusStore, cache: StatusCache
+) -> None:
+    calls, marker = Calls(), Calls()
+    stop = on_batch_finished(cache, calls.batch)
+    stop_marker = on_job_finished(cache, marker.job)
+    for job_id in ("a", "b", "c"):
+        store.update(job_id, batch_id="b1", status="completed")
+    wait_until(lambda: calls() == [("b1", "completed")])
+    saved = (status_dir / "a.json").read_bytes()
+    store.delete("a")  # retention, one record at a time
+    wait_until(lambda: cache.get("a") is None)
+    store.delete("b")
+    wait_until(lambda: cache.get("b") is None)
+    restore(status_dir, "a", saved)  # and one back, unchanged
+    wait_until(lambda: cache.get("a") is not None)
+    store.update("z", status="completed")  # a marker: everything before it was delivered
+    wait_until(lambda: ("z", "completed") in marker())
+    assert calls() == [("b1", "completed")]
+    stop()
+    stop_marker()
+
+
+def test_a_hook_may_stop_itself(store: StatusStore, cache: StatusCache) -> None:
+    calls, marker = Calls(), Calls()
+    stops: list[Callable[[], None]] = []
+
+    def once(job: BatchJob) -> None:
+        calls.job(job)
+        stops[0]()
+
+    stops.append(on_job_finished(cache, once))
+    stop_marker = on_job_finished(cache, marker.job)
+    store.update("a", status="completed")
+    wait_until(lambda: len(marker()) == 1)
+    store.update("b", status="completed")
+    wait_until(lambda: len(marker()) == 2)
+    assert calls() == [("a", "completed")]
+    stop_marker()
+
+
+def test_memory_of_vanished_jobs_is_bounded(
+    status_dir: Path, store: StatusStore, cache: StatusCache
+) -> None:
+    seen: list[str] = []
+    lock = threading.Lock()
+
+    def finished(job: BatchJob, previous: BatchStatus | None) -> None:
+        with lock:
+            seen.append(job.id)
+
+    saved = {}
+    with TransitionTracker(cache, on_transition=finished, memory=1):
+        for job_id in ("a", "b"):
+            store.update(job_id, status="completed")
+            wait_until(lambda j=job_id: j in seen)
+            saved[job_id] = (status_dir / f"{job_id}.json").read_bytes()
+        for job_id in ("a", "b"):  # a is forgotten when b vanishes
+            store.delete(job_id)
+            wait_until(lambda j=job_id: cache.get(j) is None)
+        for job_id in ("a", "b"):
+            restore(status_dir, job_id, saved[job_id])
+            wait_until(lambda j=job_id: cache.get(j) is not None)
+        store.update("z", status="completed")
+        wait_until(lambda: "z" in seen)
+    assert seen == ["a", "b", "a", "z"]

@@ -15,7 +15,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TypeVar
 
 from statusbridge.cache._cache import StatusCache
 from statusbridge.cache._snapshot import BatchSummary, Snapshot
@@ -37,14 +36,13 @@ BatchHook = Callable[[BatchSummary, tuple[BatchJob, ...]], object]
 TransitionListener = Callable[[BatchJob, BatchStatus | None], object]
 
 # What is remembered of a job: enough to tell a new transition from the same state seen again.
-_Seen = tuple[BatchStatus, datetime | None, datetime | None, str | None]
+_Seen = tuple[BatchStatus, datetime | None, datetime | None]
 
 DEFAULT_MEMORY = 100_000
-_V = TypeVar("_V")
 
 
 def _seen(job: BatchJob) -> _Seen:
-    return (job.status, job.created_at, job.completed_at, job.batch_id)
+    return (job.status, job.created_at, job.completed_at)
 
 
 class TransitionTracker:
@@ -52,10 +50,12 @@ class TransitionTracker:
 
     ``on_transition(job, previous_status)`` for each job seen entering a status
     (``previous_status`` is None the first time a job is seen); ``on_batch_done(summary,
-    jobs)`` when every job of a batch has finished. A raising callback is logged and
-    the others still run. ``memory`` bounds how many vanished jobs and batches are
-    remembered. Callbacks must not call ``cache.rescan()`` (it would wait for the
-    thread that runs them).
+    jobs)`` when a job's finishing takes its batch from unfinished to all finished
+    (records added to or removed from a finished batch report nothing). A raising
+    callback is logged and the others still run. ``memory`` bounds how many
+    vanished jobs are remembered (one forgotten and then restored is reported
+    again). Callbacks may close their own tracker, but must not call
+    ``cache.rescan()`` (it would wait for the thread that runs them).
     """
 
     def __init__(
@@ -70,28 +70,25 @@ class TransitionTracker:
         self._on_transition = on_transition
         self._on_batch_done = on_batch_done
         self._memory = memory
-        self._lock = threading.Lock()
-        self._live: dict[str, _Seen] = {}
+        # Reentrant: a callback may close its own tracker.
+        self._lock = threading.RLock()
+        # What was seen last is the previous snapshot itself (it shares its structure
+        # with the next one, so keeping it costs next to nothing); only what vanished
+        # from it is remembered apart, in bounded memories.
+        self._previous = Snapshot()
         self._gone: OrderedDict[str, _Seen] = OrderedDict()
-        self._batches_done: OrderedDict[str, int] = OrderedDict()
         self._closed = False
         with self._lock:
             # Subscribe first, then take the baseline: a change landing in between is
             # either in the baseline or arrives later with a higher version, never lost.
             self._unsubscribe = cache.subscribe(self._changed)
             snap = cache.snapshot()
-            self._version = snap.version
             if replay:
                 self._apply(snap, snap.keys())
-            else:
-                self._live = {job_id: _seen(job) for job_id, job in snap.items()}
-                for batch_id in snap.batch_ids():
-                    key = self._done_key(snap, batch_id)
-                    if key is not None:
-                        self._batches_done[batch_id] = key
+            self._previous = snap
 
     def close(self) -> None:
-        """Stop following; no callback runs after this returns. May be called twice."""
+        """Stop following; no callback starts after this returns. May be called twice."""
         self._unsubscribe()
         with self._lock:
             self._closed = True
@@ -104,57 +101,48 @@ class TransitionTracker:
 
     def _changed(self, snap: Snapshot, changed: frozenset[str]) -> None:
         with self._lock:
-            if self._closed or snap.version <= self._version:
+            previous = self._previous
+            if self._closed or snap.version <= previous.version:
                 return  # already part of the baseline
             # A version gap (changes published between subscribing and the baseline):
             # compare everything once rather than trust the last change alone.
-            ids = changed if snap.version == self._version + 1 else {*snap.keys(), *self._live}
-            self._version = snap.version
+            ids = changed if snap.version == previous.version + 1 else {*snap.keys(), *previous}
             self._apply(snap, ids)
+            self._previous = snap
 
     def _apply(self, snap: Snapshot, ids: Iterable[str]) -> None:
-        batches: set[str] = set()
+        """Report what changed from ``self._previous`` to ``snap`` among ``ids``."""
+        previous = self._previous
+        finishing: set[str] = set()  # batches where a job has just finished
         for job_id in ids:
             job = snap.get(job_id)
-            old = self._live.get(job_id)
+            before = previous.get(job_id)
             if job is None:
-                if old is not None:
-                    del self._live[job_id]
-                    self._remember(self._gone, job_id, old)
-                    if old[3] is not None:
-                        batches.add(old[3])
+                if before is not None:
+                    self._remember(job_id, _seen(before))
                 continue
-            if old is None:
-                old = self._gone.pop(job_id, None)
+            old = _seen(before) if before is not None else self._gone.pop(job_id, None)
             seen = _seen(job)
-            self._live[job_id] = seen
-            if old is not None and old[3] is not None:
-                batches.add(old[3])
-            if job.batch_id is not None:
-                batches.add(job.batch_id)
-            if (old is None or old[:3] != seen[:3]) and self._on_transition is not None:
+            if old == seen:
+                continue  # the same state seen again: a rescan, a reload, another field
+            if self._on_transition is not None:
                 self._call(self._on_transition, job, None if old is None else old[0])
+            if job.is_finished and job.batch_id is not None:
+                finishing.add(job.batch_id)
         if self._on_batch_done is None:
             return
-        for batch_id in sorted(batches):
-            key = self._done_key(snap, batch_id)
-            if key is not None and self._batches_done.get(batch_id) != key:
-                self._remember(self._batches_done, batch_id, key)
-                self._call(self._on_batch_done, snap.summary(batch_id), snap.batch(batch_id))
+        for batch_id in sorted(finishing):
+            summary = snap.summary(batch_id)
+            was = previous.summary(batch_id)
+            if summary.is_done and not (was.total and was.is_done):
+                self._call(self._on_batch_done, summary, snap.batch(batch_id))
 
-    @staticmethod
-    def _done_key(snap: Snapshot, batch_id: str) -> int | None:
-        """Identifies a finished batch's final state (None while unfinished or empty)."""
-        summary = snap.summary(batch_id)
-        if not summary.total or not summary.is_done:
-            return None
-        return hash(tuple((j.id, *_seen(j)[:3]) for j in snap.batch(batch_id)))
-
-    def _remember(self, memory: OrderedDict[str, _V], key: str, value: _V) -> None:
-        memory[key] = value
-        memory.move_to_end(key)
-        while len(memory) > self._memory:
-            memory.popitem(last=False)
+    def _remember(self, job_id: str, seen: _Seen) -> None:
+        gone = self._gone
+        gone[job_id] = seen
+        gone.move_to_end(job_id)
+        while len(gone) > self._memory:
+            gone.popitem(last=False)
 
     @staticmethod
     def _call(callback: Callable[..., object], *args: object) -> None:
@@ -187,9 +175,11 @@ def on_job_finished(
 def on_batch_finished(
     cache: StatusCache, callback: BatchHook, *, replay: bool = False
 ) -> Callable[[], None]:
-    """Call ``callback(summary, jobs)`` once each time every job of a batch has finished.
+    """Call ``callback(summary, jobs)`` once each time a batch's last unfinished job finishes.
 
-    Same guarantees as ``on_job_finished``; a batch that gets a new job and
-    finishes again is reported again. Returns a function that stops it.
+    A batch is finished when every job the cache knows in it is. Same guarantees
+    as ``on_job_finished``; a batch that gets an unfinished job and finishes again
+    is reported again; records removed or added finished report nothing.
+    Returns a function that stops it.
     """
     return TransitionTracker(cache, on_batch_done=callback, replay=replay).close
