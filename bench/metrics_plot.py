@@ -92,6 +92,8 @@ def main() -> None:
             finished = counts["completed"] + counts["failed"] + counts["cancelled"]
             if not writer.is_alive() and finished == args.jobs:
                 break
+            if writer.exitcode or time.monotonic() - start > 300:
+                raise SystemExit(f"the writer failed (exit code {writer.exitcode}) or hung")
             time.sleep(INTERVAL)  # the scrape interval
         writer.join()
     finally:
