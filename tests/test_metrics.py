@@ -205,18 +205,18 @@ def test_scrape_the_command_while_another_process_writes(status_dir: Path) -> No
     try:
         first = server.scrape()
         assert [value(first, "statusbridge_jobs", status=s) for s in STATUSES] == [0] * 5
-        writer = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(status_dir), "40"]
-        )
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(status_dir), "40"])
         scrapes = [server.scrape()]  # at least one during the writes, usually several
         while writer.poll() is None:
             scrapes.append(server.scrape())
         assert writer.wait(timeout=60) == 0
         final = wait_until(
-            lambda: (s := server.scrape())
-            and value(s, "statusbridge_job_duration_seconds_count") == 40
-            and value(s, "statusbridge_jobs", status="completed") == 30
-            and s,
+            lambda: (
+                (s := server.scrape())
+                and value(s, "statusbridge_job_duration_seconds_count") == 40
+                and value(s, "statusbridge_jobs", status="completed") == 30
+                and s
+            ),
             timeout=30,
             message="the scrape to show all 40 jobs finished",
         )
