@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import heapq
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from conftest import wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, StatusCache, StatusStore
 from statusbridge.cache import summarize
 from statusbridge.display import batch_eta_seconds, eta_seconds
 from statusbridge.record import utc_now
+from statusbridge.record._eta import _makespan
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -142,3 +146,24 @@ def test_snapshot_summaries_carry_the_eta(tmp_path: Path) -> None:
         # a: 10 s elapsed at half -> 10 s left; c: 20 s after that on the same slot.
         assert summary.eta(now=later) == pytest.approx(30.0)
         assert cache.snapshot().summary().eta(now=later) == pytest.approx(30.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    free=st.lists(st.floats(0, 1000, allow_nan=False), min_size=1, max_size=8),
+    jobs=st.integers(0, 60),
+    duration=st.floats(0.01, 500, allow_nan=False),
+)
+def test_makespan_equals_greedy_scheduling_job_by_job(
+    free: list[float], jobs: int, duration: float
+) -> None:
+    """The O(slots) shortcut against the plain simulation: each job to the slot free first."""
+    slots = sorted(free)
+    heap = list(slots)
+    heapq.heapify(heap)
+    end = max(slots)
+    for _ in range(jobs):
+        start = heapq.heappop(heap)
+        end = max(end, start + duration)
+        heapq.heappush(heap, start + duration)
+    assert _makespan(slots, jobs, duration) == pytest.approx(end, rel=1e-9, abs=1e-6)

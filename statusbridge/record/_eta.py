@@ -89,27 +89,28 @@ def _makespan(free: list[float], jobs: int, duration: float) -> float:
     """When ``jobs`` equal jobs of ``duration`` end, on slots free at ``free`` (sorted), greedily.
 
     Greedy list scheduling of equal jobs starts them at the ``jobs`` smallest
-    values of ``{f + k * duration}``; a binary search over the start time of
-    the last one keeps this O(slots), whatever the number of jobs.
+    values of ``{f + k * duration}``. Those values fall into levels (``k +
+    floor(f / duration)``), each level above the last, so a binary search over
+    the levels finds the last start in O(slots log jobs), whatever the number of jobs.
 
     >>> _makespan([0.0, 0.0], 3, 10.0), _makespan([1.0, 1.0], 1, 10.0), _makespan([0.0], 0, 5.0)
     (20.0, 11.0, 0.0)
     """
     if jobs <= 0 or duration <= 0:
         return free[-1]
+    levels = [math.floor(f / duration) for f in free]
 
-    def started_by(t: float) -> int:
-        return sum(math.floor((t - f) / duration) + 1 for f in free if f <= t)
+    def started_by(level: int) -> int:
+        """How many starts lie at or below ``level``."""
+        return sum(level - q + 1 for q in levels if q <= level)
 
-    lo, hi = free[0], free[0] + (jobs - 1) * duration
-    for _ in range(100):
-        if hi - lo <= 1e-9 * max(1.0, hi):
-            break
-        mid = (lo + hi) / 2
+    lo, hi = levels[0], levels[0] + jobs - 1  # the first slot alone holds every start by hi
+    while lo < hi:
+        mid = (lo + hi) // 2
         if started_by(mid) >= jobs:
             hi = mid
         else:
-            lo = mid
-    # hi is at or just above the last start: snap it to that start exactly.
-    last = max(f + math.floor((hi - f) / duration) * duration for f in free if f <= hi)
-    return max(free[-1], last + duration)
+            lo = mid + 1
+    rank = jobs - started_by(lo - 1)  # which start within level lo is the last one
+    at_level = sorted(f + (lo - q) * duration for f, q in zip(free, levels, strict=True) if q <= lo)
+    return max(free[-1], at_level[rank - 1] + duration)
