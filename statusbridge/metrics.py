@@ -186,6 +186,8 @@ def register(
     """Register a ``StatusCollector`` over ``cache`` (options as for the class) and return it.
 
     The default registry is the one ``prometheus_client`` serves, next to your own series.
+    One per registry: the series names are fixed, so a second location needs its own
+    registry (or its own ``statusbridge metrics`` process).
     """
     collector = StatusCollector(
         cache, buckets=buckets, batch_label=batch_label, max_batches=max_batches
