@@ -344,3 +344,22 @@ def test_memory_of_vanished_jobs_is_bounded(
         store.update("z", status="completed")
         wait_until(lambda: "z" in seen)
     assert seen == ["a", "b", "a", "z"]
+
+
+def test_a_version_gap_compares_everything(store: StatusStore, cache: StatusCache) -> None:
+    """Changes published between subscribing and the baseline arrive as a version gap.
+
+    The gap cannot be timed from outside, so the snapshots are built here (real
+    Snapshot objects) and handed to the tracker's callback the way the cache would.
+    """
+    seen: list[str] = []
+    tracker = TransitionTracker(cache, on_transition=lambda job, _: seen.append(job.id))
+    try:
+        base = cache.snapshot()
+        first = base.with_changes({"x": BatchJob(id="x", status=BatchStatus.COMPLETED)})
+        second = first.with_changes({"y": BatchJob(id="y", status=BatchStatus.FAILED)})
+        tracker._changed(second, frozenset({"y"}))  # first was never delivered
+        tracker._changed(first, frozenset({"x"}))  # late and older: ignored
+    finally:
+        tracker.close()
+    assert sorted(seen) == ["x", "y"]
