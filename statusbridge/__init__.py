@@ -7,6 +7,7 @@ watchdog observer keeps an immutable in-memory ``Snapshot`` current
 
 from statusbridge.cache import BatchSummary, CacheHealth, Snapshot, StatusCache
 from statusbridge.errors import (
+    BackendUnavailable,
     InvalidRecordError,
     JobCancelled,
     LockTimeout,
@@ -27,6 +28,7 @@ from statusbridge.store import StatusStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailable",
     "BatchJob",
     "BatchManager",
     "BatchQueue",

@@ -231,10 +231,10 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
         raise CliError(str(exc), EXIT_ATTENTION) from None
     except OSError as exc:  # this record's problem (permissions, I/O), not the folder's
         raise CliError(
-            f"{store.path_for(job_id).name}: {unreadable_reason(exc)}", EXIT_ATTENTION
+            f"{job_id}.json: {unreadable_reason(exc)}", EXIT_ATTENTION
         ) from None
     if job is None:
-        raise CliError(f"no job {job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+        raise CliError(f"no job {job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(json_text(job_to_dict(job)), file=out)
     return EXIT_OK
 
@@ -299,7 +299,7 @@ def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     job = store.read(args.job_id)
     if job is None:
-        raise CliError(f"no job {args.job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+        raise CliError(f"no job {args.job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(f"{args.job_id} is already {job.status.value}; nothing to cancel", file=out)
     return EXIT_ATTENTION
 

@@ -180,7 +180,7 @@ class BatchQueue:
         self._clock = clock
         self._pool = WorkerPool(executor, max_concurrent)
         self.store = StatusStore(status_dir, clock=clock)
-        self._folder = str(self.store.directory.absolute())
+        self._folder = self.store.location
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else StatusCache(status_dir)
         self._finish_order = FinishOrder()

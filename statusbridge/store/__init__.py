@@ -1,4 +1,4 @@
-"""Layer 2, the write side: ``StatusStore`` and the folder's file conventions."""
+"""Layer 2, the write side: ``StatusStore`` (a folder or a Redis server), the file conventions."""
 
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
@@ -12,6 +12,8 @@ from statusbridge.store._files import (
     sweep_temp_files,
     unreadable_reason,
 )
+from statusbridge.store._folder import FolderStore
+from statusbridge.store._location import RedisLocation, is_url, location_text, parse_location
 from statusbridge.store._locks import STRIPES
 from statusbridge.store._store import (
     UPDATABLE_FIELDS,
@@ -27,10 +29,15 @@ __all__ = [
     "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",
+    "FolderStore",
+    "RedisLocation",
     "ScanReport",
     "StatusStore",
     "TempSweep",
     "classify_name",
+    "is_url",
+    "location_text",
+    "parse_location",
     "read_record_file",
     "select_expired",
     "sweep_temp_files",

@@ -1,0 +1,213 @@
+"""How records live on a Redis/Valkey server, shared by ``RedisStore`` and the cache's feed.
+
+Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them):
+
+- ``{prefix}:job:<id>``  a hash per job: each record field as its JSON text,
+  ``meta`` keys as ``m:<key>`` (so a write merges meta server-side);
+- ``{prefix}:ids``       the set of job ids (a full load without SCAN);
+- ``{prefix}:feed``      the change stream: ``id``, ``n`` (and ``gone`` for a delete);
+- ``{prefix}:feedn``     the number of the last feed entry: a reader that sees
+  ``n`` jump (trimmed stream) or go back (server restarted empty) reloads;
+- ``{prefix}:batch:<id>`` batch definitions (``BatchManager``), JSON text.
+
+Writes are Lua scripts, so each is atomic on the server and costs one round trip.
+redis-py is imported only here and in the modules that use it: only a URL location needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from statusbridge.errors import BackendUnavailable, InvalidRecordError
+from statusbridge.record import BatchJob, decode_job
+from statusbridge.store._location import RedisLocation
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DELETE_IF_UNCHANGED",
+    "DELETE_SCRIPT",
+    "LOAD_SCRIPT",
+    "WRITE_SCRIPT",
+    "Keys",
+    "assemble",
+    "connect",
+    "decode_hash",
+    "translated",
+]
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds to open a connection; with the retries below an unreachable server is
+reported well within 10 s."""
+
+# KEYS: job hash, ids set, feed stream, feed counter.
+# ARGV: job id, now (JSON), stream max length, n create pairs, pairs..., n field pairs, pairs...
+WRITE_SCRIPT = """
+local h = KEYS[1]
+local now = ARGV[2]
+local i = 4
+local set = {}
+local fields = {}
+local ncreate = tonumber(ARGV[i]); i = i + 1
+local exists = redis.call('EXISTS', h) == 1
+for _ = 1, ncreate do
+  if not exists then
+    table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
+  end
+  i = i + 2
+end
+local nfields = tonumber(ARGV[i]); i = i + 1
+for _ = 1, nfields do
+  fields[ARGV[i]] = ARGV[i + 1]
+  table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
+  i = i + 2
+end
+local function unset(name)
+  local v = fields[name]
+  if v == nil and exists then v = redis.call('HGET', h, name) end
+  return (not v) or v == 'null'
+end
+local status = fields['status']
+if status == '"running"' and unset('started_at') then
+  table.insert(set, 'started_at'); table.insert(set, now)
+end
+if (status == '"completed"' or status == '"failed"' or status == '"cancelled"')
+    and unset('completed_at') then
+  table.insert(set, 'completed_at'); table.insert(set, now)
+end
+table.insert(set, 'updated_at'); table.insert(set, now)
+redis.call('HSET', h, unpack(set))
+redis.call('HINCRBY', h, 'seq', 1)
+redis.call('SADD', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'n', n)
+return redis.call('HGETALL', h)
+"""
+
+# KEYS: job hash, ids set, feed stream, feed counter. ARGV: job id, stream max length.
+DELETE_SCRIPT = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if existed == 1 then
+  local n = redis.call('INCR', KEYS[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+end
+return existed
+"""
+
+# As DELETE_SCRIPT, plus ARGV[3] seq and ARGV[4] created_at (JSON) the record must still have.
+DELETE_IF_UNCHANGED = """
+local now = redis.call('HMGET', KEYS[1], 'seq', 'created_at')
+if now[1] ~= ARGV[3] or now[2] ~= ARGV[4] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+return 1
+"""
+
+# KEYS: ids set, feed stream, feed counter. ARGV: the job key prefix ("{p}:job:").
+# Returns the feed counter, the stream's last id, then id, hash pairs, id, hash pairs, ...
+# taken in one atomic step, so following the stream from that id misses nothing.
+# (The job keys are built here, not passed: they share the hash tag, hence the slot.)
+LOAD_SCRIPT = """
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local out = {redis.call('GET', KEYS[3]) or '0', last[1] and last[1][1] or '0-0'}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local pairs = redis.call('HGETALL', ARGV[1] .. id)
+  if #pairs > 0 then
+    table.insert(out, id); table.insert(out, pairs)
+  end
+end
+return out
+"""
+
+
+class Keys:
+    """The key names of one prefix."""
+
+    def __init__(self, where: RedisLocation) -> None:
+        self.job_prefix = where.key("job", "")
+        self.ids = where.key("ids")
+        self.feed = where.key("feed")
+        self.feed_n = where.key("feedn")
+        self.batch_prefix = where.key("batch", "")
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def writes(self, job_id: str) -> list[str]:
+        """The KEYS of the write and delete scripts."""
+        return [self.job_prefix + job_id, self.ids, self.feed, self.feed_n]
+
+
+def connect(where: RedisLocation, *, timeout: float | None = 10.0) -> redis.Redis:
+    """A client for ``where`` (connects on first use). Bytes in, bytes out.
+
+    ``timeout`` bounds each command (None: a blocking read waits as long as it asks).
+    A dropped connection is retried twice with a short backoff.
+    """
+    return redis.Redis(
+        host=where.host,
+        port=where.port,
+        db=where.db,
+        username=where.username,
+        password=where.password,
+        ssl=where.tls,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        health_check_interval=0,
+        client_name="statusbridge",
+    )
+
+
+def translated(where: RedisLocation, call: Callable[[], T]) -> T:
+    """``call()``, with the server's unavailability raised as ``BackendUnavailable``."""
+    try:
+        return call()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"the status server {where} is unavailable: {exc}", str(where)
+        ) from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def assemble(job_id: str, pairs: Sequence[bytes | str] | dict[Any, Any]) -> bytes:
+    """The schema-1 document of a job hash (HGETALL's flat list or dict)."""
+    items = (
+        list(pairs.items())
+        if isinstance(pairs, dict)
+        else list(zip(pairs[::2], pairs[1::2], strict=True))
+    )
+    parts = ['"schema":1']
+    meta: list[str] = []
+    for raw_name, raw_value in items:
+        name = _text(raw_name)
+        value = _text(raw_value)
+        if name.startswith("m:"):
+            meta.append(f"{json.dumps(name[2:])}:{value}")
+        else:
+            parts.append(f"{json.dumps(name)}:{value}")
+    parts.append('"meta":{' + ",".join(meta) + "}")
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def decode_hash(job_id: str, pairs: Sequence[bytes | str] | dict[Any, Any]) -> BatchJob:
+    """The job a hash holds; InvalidRecordError (naming the job) if it is not a valid record."""
+    source = f"job {job_id}"
+    try:
+        data = assemble(job_id, pairs)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRecordError(f"not a statusbridge record hash: {exc}", source=source) from None
+    return decode_job(data, source=source, expected_id=job_id)
