@@ -59,7 +59,7 @@ class StatusStore:
 
     def __new__(
         cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
-    ) -> Any:
+    ) -> StatusStore:
         backend: type[StatusStore] = cls
         if cls is StatusStore:
             if isinstance(parse_location(directory), RedisLocation):
