@@ -94,7 +94,9 @@ class RedisCache(StatusCache):
         self._keys = Keys(where)
         self._store = RedisStore(where)
         # Blocking reads: a socket timeout well above the block time, so a silent server is noticed.
-        self._reader = connect(where, timeout=_BLOCK_MS / 1000 + 5)
+        # No silent retry: every lost connection must lead to a full load (the server may
+        # have restarted empty meanwhile).
+        self._reader = connect(where, timeout=_BLOCK_MS / 1000 + 5, retries=0)
         self._life = _Life()
         self._invalid: dict[str, str] = {}
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
@@ -257,18 +259,17 @@ class RedisCache(StatusCache):
         for _stream, entries in reply:
             for entry_id, fields in entries:
                 n = int(fields.get(b"n", b"0"))
-                if n <= self._counter and n != 0:
-                    # Already in the load (or the server restarted: the next jump tells).
-                    self._last_id = entry_id.decode()
-                    continue
-                if n != self._counter + 1:
+                if n == 0:
+                    pass  # announced by another program: re-read the job, nothing to count
+                elif n != self._counter + 1:
                     logger.info(
                         "statusbridge: feed of %s went from %d to %d (trimmed or restarted); "
                         "reloading", self.where, self._counter, n,
                     )  # fmt: skip
                     self._need_reload = True
                     return
-                self._counter = n
+                else:
+                    self._counter = n
                 self._last_id = entry_id.decode()
                 ids.add(fields[b"id"].decode())
                 self._events += 1

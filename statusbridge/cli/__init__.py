@@ -230,9 +230,7 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
     except InvalidRecordError as exc:
         raise CliError(str(exc), EXIT_ATTENTION) from None
     except OSError as exc:  # this record's problem (permissions, I/O), not the folder's
-        raise CliError(
-            f"{job_id}.json: {unreadable_reason(exc)}", EXIT_ATTENTION
-        ) from None
+        raise CliError(f"{job_id}.json: {unreadable_reason(exc)}", EXIT_ATTENTION) from None
     if job is None:
         raise CliError(f"no job {job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(json_text(job_to_dict(job)), file=out)

@@ -160,9 +160,17 @@ class RedisStore(StatusStore):
         validate_job_id(job_id)
         self._check_fields(fields)
         args = self._write_args(job_id, fields)
-        pairs = translated(
-            self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
-        )
+        try:
+            pairs = translated(
+                self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
+            )
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("INVALID "):
+                raise
+            raise InvalidRecordError(
+                f"{str(exc)[8:]}; refusing to overwrite it (delete it or fix it first)",
+                source=f"job {job_id}",
+            ) from None
         return decode_hash(job_id, pairs)
 
     def modify(

@@ -50,6 +50,8 @@ reported well within 10 s."""
 # KEYS: job hash, ids set, feed stream, feed counter.
 # ARGV: job id, now (JSON), stream max length, n create pairs, pairs..., n field pairs, pairs...
 WRITE_SCRIPT = """
+local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
+                      ['"failed"'] = true, ['"cancelled"'] = true}
 local h = KEYS[1]
 local now = ARGV[2]
 local i = 4
@@ -57,6 +59,18 @@ local set = {}
 local fields = {}
 local ncreate = tonumber(ARGV[i]); i = i + 1
 local exists = redis.call('EXISTS', h) == 1
+if exists then
+  -- Refuse to write over a record a reader could not decode (as the folder store does).
+  local old = redis.call('HGETALL', h)
+  for k = 1, #old, 2 do
+    if not pcall(cjson.decode, old[k + 1]) then
+      return redis.error_reply('INVALID field ' .. old[k] .. ' is not valid JSON')
+    end
+    if old[k] == 'status' and not VALID_STATUS[old[k + 1]] then
+      return redis.error_reply('INVALID status ' .. old[k + 1] .. ' is not a known status')
+    end
+  end
+end
 for _ = 1, ncreate do
   if not exists then
     table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
@@ -148,11 +162,12 @@ class Keys:
         return [self.job_prefix + job_id, self.ids, self.feed, self.feed_n]
 
 
-def connect(where: RedisLocation, *, timeout: float | None = 10.0) -> redis.Redis:
+def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int = 2) -> redis.Redis:
     """A client for ``where`` (connects on first use). Bytes in, bytes out.
 
     ``timeout`` bounds each command (None: a blocking read waits as long as it asks).
-    A dropped connection is retried twice with a short backoff.
+    A dropped connection is retried ``retries`` times with a short backoff (a reader
+    that must notice every lost connection asks for none).
     """
     return redis.Redis(
         host=where.host,
@@ -163,7 +178,7 @@ def connect(where: RedisLocation, *, timeout: float | None = 10.0) -> redis.Redi
         ssl=where.tls,
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=timeout,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
         health_check_interval=0,
         client_name="statusbridge",
     )
