@@ -15,6 +15,7 @@ from statusbridge.store._files import (
 from statusbridge.store._folder import FolderStore
 from statusbridge.store._location import RedisLocation, is_url, location_text, parse_location
 from statusbridge.store._locks import STRIPES
+from statusbridge.store._shelf import Shelf, open_shelf
 from statusbridge.store._store import (
     UPDATABLE_FIELDS,
     ScanReport,
@@ -32,11 +33,13 @@ __all__ = [
     "FolderStore",
     "RedisLocation",
     "ScanReport",
+    "Shelf",
     "StatusStore",
     "TempSweep",
     "classify_name",
     "is_url",
     "location_text",
+    "open_shelf",
     "parse_location",
     "read_record_file",
     "select_expired",
