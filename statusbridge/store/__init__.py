@@ -13,7 +13,13 @@ from statusbridge.store._files import (
     unreadable_reason,
 )
 from statusbridge.store._folder import FolderStore
-from statusbridge.store._location import RedisLocation, is_url, location_text, parse_location
+from statusbridge.store._location import (
+    RedisLocation,
+    absolute_location,
+    is_url,
+    location_text,
+    parse_location,
+)
 from statusbridge.store._locks import STRIPES
 from statusbridge.store._shelf import Shelf, open_shelf
 from statusbridge.store._store import (
@@ -27,6 +33,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "STALE_TEMP_SECONDS",
     "STRIPES",
+    "absolute_location",
     "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",

@@ -16,6 +16,7 @@ from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
 __all__ = [
     "DEFAULT_PREFIX",
     "RedisLocation",
+    "absolute_location",
     "is_url",
     "location_text",
     "parse_location",
@@ -150,6 +151,15 @@ def _parse_redis(
         password=unquote(parts.password) if parts.password is not None else None,
         prefix=prefixes[0],
     )
+
+
+def absolute_location(location: str | os.PathLike[str]) -> str:
+    """A location another process (or a later call) opens the same: a URL as given
+    (password included), a folder as its absolute path. ValueError for a bad URL."""
+    parsed = parse_location(location)
+    if isinstance(parsed, RedisLocation):
+        return parsed.url
+    return str(parsed.absolute())
 
 
 def location_text(location: str | os.PathLike[str]) -> str:
