@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout
-from statusbridge.record import BatchJob, job_to_dict, utc_now, validate_job_id
+from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now, validate_job_id
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis_schema import (
@@ -40,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STREAM_MAXLEN = 10_000
 """Feed entries kept; a cache further behind than this reloads in full."""
-
-# Fields a new record gets before the caller's fields apply (the store sets the rest).
-_CREATE_SKIP = frozenset({"meta", "seq", "updated_at", "created_at"})
 
 
 class RedisStore(StatusStore):
@@ -227,31 +224,27 @@ class RedisStore(StatusStore):
         return decode_hash(job_id, pipe.execute()[-1])
 
     def _write_args(self, job_id: str, fields: dict[str, Any]) -> list[str | int]:
+        """ARGV of the write script: id, id and now as JSON, the feed's length, field pairs."""
         now = self._clock()
-        probe = job_to_dict(BatchJob(id=job_id, **fields))  # validates every value
-        create = {
-            name: value
-            for name, value in job_to_dict(BatchJob(id=job_id, created_at=now)).items()
-            if name not in _CREATE_SKIP and name != "schema"
-        }
-        create["created_at"] = now.isoformat()
-        given: list[str | int] = []
+        probe = BatchJob(id=job_id, **fields)  # validates (and freezes) every value
+        args: list[str | int] = [job_id, _json(job_id), _json(now.isoformat()), self.stream_maxlen]
+        size = 0
         for name in fields:
             if name == "meta":
-                for key, value in probe["meta"].items():
-                    given += [f"m:{key}", _json(value)]
-            else:
-                given += [name, _json(probe[name])]
-        size = sum(len(str(part)) for part in given)
+                for key, value in probe.meta.items():
+                    text = _json(thaw(value))
+                    size += len(text)
+                    args += [f"m:{key}", text]
+                continue
+            text = _json(_plain(getattr(probe, name)))
+            size += len(text)
+            args += [name, text]
         if size > self.max_bytes:
             raise ValueError(
                 f"record of job {job_id!r} would be over {size} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        args: list[str | int] = [job_id, _json(now.isoformat()), self.stream_maxlen, len(create)]
-        for name, value in create.items():
-            args += [name, _json(value)]
-        return [*args, len(given) // 2, *given]
+        return args
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
@@ -272,6 +265,15 @@ class RedisStore(StatusStore):
             ),
         )
         return bool(removed)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as job_to_dict writes it (ISO-8601 times, status by value, plain JSON)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, BatchStatus):
+        return value.value
+    return thaw(value)
 
 
 def _json(value: Any) -> str:

@@ -25,7 +25,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from statusbridge.errors import BackendUnavailable, InvalidRecordError
-from statusbridge.record import BatchJob, decode_job
+from statusbridge.record import BatchJob, decode_job, job_to_dict
 from statusbridge.store._location import RedisLocation
 
 __all__ = [
@@ -47,45 +47,58 @@ CONNECT_TIMEOUT = 2.0
 """Seconds to open a connection; with the retries below an unreachable server is
 reported well within 10 s."""
 
+# A new record starts from BatchJob's defaults (id and created_at come from the call).
+_DEFAULTS = {
+    name: value
+    for name, value in job_to_dict(BatchJob(id="x")).items()
+    if name not in ("schema", "id", "meta", "seq", "created_at", "updated_at")
+}
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 # KEYS: job hash, ids set, feed stream, feed counter.
-# ARGV: job id, now (JSON), stream max length, n create pairs, pairs..., n field pairs, pairs...
-WRITE_SCRIPT = """
+# ARGV: job id, id (JSON), now (JSON), stream max length, then field/value pairs (JSON values).
+WRITE_SCRIPT = (
+    "local DEFAULTS = {"
+    + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
+    + "}\n"
+    + """
 local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
                       ['"failed"'] = true, ['"cancelled"'] = true}
 local h = KEYS[1]
-local now = ARGV[2]
-local i = 4
+local now = ARGV[3]
+local old = {}
+local raw = redis.call('HGETALL', h)
+local exists = #raw > 0
+-- Refuse to write over a record a reader could not decode (as the folder store does).
+for k = 1, #raw, 2 do
+  local name, value = raw[k], raw[k + 1]
+  if not pcall(cjson.decode, value) then
+    return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
+  end
+  if name == 'status' and not VALID_STATUS[value] then
+    return redis.error_reply('INVALID status ' .. value .. ' is not a known status')
+  end
+  old[name] = value
+end
 local set = {}
 local fields = {}
-local ncreate = tonumber(ARGV[i]); i = i + 1
-local exists = redis.call('EXISTS', h) == 1
-if exists then
-  -- Refuse to write over a record a reader could not decode (as the folder store does).
-  local old = redis.call('HGETALL', h)
-  for k = 1, #old, 2 do
-    if not pcall(cjson.decode, old[k + 1]) then
-      return redis.error_reply('INVALID field ' .. old[k] .. ' is not valid JSON')
-    end
-    if old[k] == 'status' and not VALID_STATUS[old[k + 1]] then
-      return redis.error_reply('INVALID status ' .. old[k + 1] .. ' is not a known status')
-    end
+if not exists then
+  set = {'id', ARGV[2], 'created_at', now}
+  for k = 1, #DEFAULTS, 2 do
+    table.insert(set, DEFAULTS[k]); table.insert(set, DEFAULTS[k + 1])
   end
 end
-for _ = 1, ncreate do
-  if not exists then
-    table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
-  end
-  i = i + 2
-end
-local nfields = tonumber(ARGV[i]); i = i + 1
-for _ = 1, nfields do
+for i = 5, #ARGV, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
   table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
-  i = i + 2
 end
 local function unset(name)
   local v = fields[name]
-  if v == nil and exists then v = redis.call('HGET', h, name) end
+  if v == nil then v = old[name] end
   return (not v) or v == 'null'
 end
 local status = fields['status']
@@ -97,13 +110,14 @@ if (status == '"completed"' or status == '"failed"' or status == '"cancelled"')
   table.insert(set, 'completed_at'); table.insert(set, now)
 end
 table.insert(set, 'updated_at'); table.insert(set, now)
+table.insert(set, 'seq'); table.insert(set, tostring((tonumber(old['seq']) or 0) + 1))
 redis.call('HSET', h, unpack(set))
-redis.call('HINCRBY', h, 'seq', 1)
 redis.call('SADD', KEYS[2], ARGV[1])
 local n = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'id', ARGV[1], 'n', n)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
 return redis.call('HGETALL', h)
 """
+)
 
 # KEYS: job hash, ids set, feed stream, feed counter. ARGV: job id, stream max length.
 DELETE_SCRIPT = """
