@@ -34,7 +34,7 @@ from statusbridge.record import BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._redis import RedisStore
-from statusbridge.store._redis_schema import Keys, connect, decode_hash
+from statusbridge.store._redis_schema import READ_SCRIPT, Keys, connect, decode_doc
 
 __all__ = ["RedisCache"]
 
@@ -97,6 +97,7 @@ class RedisCache(StatusCache):
         # No silent retry: every lost connection must lead to a full load (the server may
         # have restarted empty meanwhile).
         self._reader = connect(where, timeout=_BLOCK_MS / 1000 + 5, retries=0)
+        self._read = self._reader.register_script(READ_SCRIPT)
         self._life = _Life()
         self._invalid: dict[str, str] = {}
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
@@ -278,19 +279,19 @@ class RedisCache(StatusCache):
         self._last_event_at = datetime.now(UTC)
         with self._reader.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(self._keys.job(job_id))
-            hashes = pipe.execute()
+                self._read(keys=[self._keys.job(job_id)], client=pipe)
+            docs = pipe.execute()
         changes: dict[_Key, _Action] = {}
         invalid = dict(self._invalid)
-        for job_id, pairs in zip(ids, hashes, strict=True):
+        for job_id, data in zip(ids, docs, strict=True):
             name = f"{job_id}{RECORD_SUFFIX}"
-            if not pairs:
+            if data is None:
                 invalid.pop(name, None)
                 if job_id in self._snapshot:
                     changes[job_id] = None
                 continue
             try:
-                job = decode_hash(job_id, pairs)
+                job = decode_doc(job_id, data)
             except InvalidRecordError as exc:
                 invalid[name] = exc.reason  # the last good record stays
                 continue

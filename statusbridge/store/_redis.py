@@ -26,10 +26,11 @@ from statusbridge.store._redis_schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
     LOAD_SCRIPT,
+    READ_SCRIPT,
     WRITE_SCRIPT,
     Keys,
     connect,
-    decode_hash,
+    decode_doc,
     translated,
 )
 from statusbridge.store._store import ScanReport, StatusStore
@@ -83,6 +84,7 @@ class RedisStore(StatusStore):
         self._delete = self._client.register_script(DELETE_SCRIPT)
         self._delete_unchanged = self._client.register_script(DELETE_IF_UNCHANGED)
         self._load = self._client.register_script(LOAD_SCRIPT)
+        self._read = self._client.register_script(READ_SCRIPT)
 
     @property
     def location(self) -> str:
@@ -111,10 +113,8 @@ class RedisStore(StatusStore):
         Raises InvalidRecordError if the hash exists but is not a valid record.
         """
         key = self.keys.job(validate_job_id(job_id))
-        pairs = translated(self.where, lambda: self._client.hgetall(key))
-        if not pairs:
-            return None
-        return decode_hash(job_id, pairs)
+        data = translated(self.where, lambda: self._read(keys=[key]))
+        return None if data is None else decode_doc(job_id, data)
 
     def scan(self) -> dict[str, BatchJob]:
         """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
@@ -143,10 +143,10 @@ class RedisStore(StatusStore):
         counter = int(raw[0])
         last_id = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
         records: dict[str, BatchJob | InvalidRecordError] = {}
-        for raw_id, pairs in zip(raw[2::2], raw[3::2], strict=True):
+        for raw_id, data in zip(raw[2::2], raw[3::2], strict=True):
             job_id = raw_id.decode(errors="replace")
             try:
-                records[job_id] = decode_hash(job_id, pairs)
+                records[job_id] = decode_doc(job_id, data)
             except InvalidRecordError as exc:
                 records[job_id] = exc
         return counter, last_id, records
@@ -158,7 +158,7 @@ class RedisStore(StatusStore):
         self._check_fields(fields)
         args = self._write_args(job_id, fields)
         try:
-            pairs = translated(
+            data = translated(
                 self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
             )
         except redis.ResponseError as exc:
@@ -168,7 +168,7 @@ class RedisStore(StatusStore):
                 f"{str(exc)[8:]}; refusing to overwrite it (delete it or fix it first)",
                 source=f"job {job_id}",
             ) from None
-        return decode_hash(job_id, pairs)
+        return decode_doc(job_id, data)
 
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
@@ -204,11 +204,11 @@ class RedisStore(StatusStore):
         change: Callable[[BatchJob | None], dict[str, Any] | None],
     ) -> BatchJob | None:
         pipe.watch(key)
-        pairs = pipe.hgetall(key)
+        data = self._read(keys=[key], client=pipe)  # (executed at once: WATCH mode)
         current = None
-        if pairs:
+        if data is not None:
             try:
-                current = decode_hash(job_id, pairs)
+                current = decode_doc(job_id, data)
             except InvalidRecordError as exc:
                 raise InvalidRecordError(
                     f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
@@ -221,7 +221,7 @@ class RedisStore(StatusStore):
         args = self._write_args(job_id, fields)
         pipe.multi()
         self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
-        return decode_hash(job_id, pipe.execute()[-1])
+        return decode_doc(job_id, pipe.execute()[-1])
 
     def _write_args(self, job_id: str, fields: dict[str, Any]) -> list[str | int]:
         """ARGV of the write script: id, id and now as JSON, the feed's length, field pairs."""
@@ -234,7 +234,7 @@ class RedisStore(StatusStore):
                 for key, value in probe.meta.items():
                     text = _json(thaw(value))
                     size += len(text)
-                    args += [f"m:{key}", text]
+                    args += [f"m:{_json(key)}", text]
                 continue
             text = _json(_plain(getattr(probe, name)))
             size += len(text)

@@ -3,7 +3,7 @@
 Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them):
 
 - ``{prefix}:job:<id>``  a hash per job: each record field as its JSON text,
-  ``meta`` keys as ``m:<key>`` (so a write merges meta server-side);
+  ``meta`` keys as ``m:<key as JSON>`` (so a write merges meta server-side);
 - ``{prefix}:ids``       the set of job ids (a full load without SCAN);
 - ``{prefix}:feed``      the change stream: ``id``, ``n`` (and ``gone`` for a delete);
 - ``{prefix}:feedn``     the number of the last feed entry: a reader that sees
@@ -11,20 +11,23 @@ Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them)
 - ``{prefix}:batch:<id>`` batch definitions (``BatchManager``), JSON text.
 
 Writes are Lua scripts, so each is atomic on the server and costs one round trip.
+Every script that returns a record returns it as the schema-1 JSON document
+(built on the server from the hash's JSON texts), so the client decodes it
+exactly as it decodes a file, and a reply is one string, not a field list.
 redis-py is imported only here and in the modules that use it: only a URL location needs it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from statusbridge.errors import BackendUnavailable, InvalidRecordError
+from statusbridge.errors import BackendUnavailable
 from statusbridge.record import BatchJob, decode_job, job_to_dict
 from statusbridge.store._location import RedisLocation
 
@@ -35,9 +38,9 @@ __all__ = [
     "LOAD_SCRIPT",
     "WRITE_SCRIPT",
     "Keys",
-    "assemble",
+    "READ_SCRIPT",
     "connect",
-    "decode_hash",
+    "decode_doc",
     "translated",
 ]
 
@@ -59,10 +62,36 @@ def _lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# The schema-1 document of a job hash given as a Lua table {field = JSON text}.
+_DOC = """
+local function doc(fields)
+  local parts = {'"schema":1'}
+  local meta = {}
+  for name, value in pairs(fields) do
+    if string.sub(name, 1, 2) == 'm:' then
+      table.insert(meta, string.sub(name, 3) .. ':' .. value)
+    else
+      table.insert(parts, cjson.encode(name) .. ':' .. value)
+    end
+  end
+  table.insert(parts, '"meta":{' .. table.concat(meta, ',') .. '}')
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+local function hash(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil end
+  local fields = {}
+  for k = 1, #raw, 2 do fields[raw[k]] = raw[k + 1] end
+  return fields
+end
+"""
+
 # KEYS: job hash, ids set, feed stream, feed counter.
 # ARGV: job id, id (JSON), now (JSON), stream max length, then field/value pairs (JSON values).
+# Returns the new record's document.
 WRITE_SCRIPT = (
-    "local DEFAULTS = {"
+    _DOC
+    + "local DEFAULTS = {"
     + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
     + "}\n"
     + """
@@ -70,19 +99,17 @@ local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'
                       ['"failed"'] = true, ['"cancelled"'] = true}
 local h = KEYS[1]
 local now = ARGV[3]
-local old = {}
-local raw = redis.call('HGETALL', h)
-local exists = #raw > 0
+local old = hash(h)
+local exists = old ~= nil
+old = old or {}
 -- Refuse to write over a record a reader could not decode (as the folder store does).
-for k = 1, #raw, 2 do
-  local name, value = raw[k], raw[k + 1]
+for name, value in pairs(old) do
   if not pcall(cjson.decode, value) then
     return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
   end
   if name == 'status' and not VALID_STATUS[value] then
     return redis.error_reply('INVALID status ' .. value .. ' is not a known status')
   end
-  old[name] = value
 end
 local set = {}
 local fields = {}
@@ -115,7 +142,8 @@ redis.call('HSET', h, unpack(set))
 redis.call('SADD', KEYS[2], ARGV[1])
 local n = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
-return redis.call('HGETALL', h)
+for k = 1, #set, 2 do old[set[k]] = set[k + 1] end
+return doc(old)
 """
 )
 
@@ -141,21 +169,34 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 
 return 1
 """
 
+# KEYS: a job hash. Returns its document, or nil.
+READ_SCRIPT = (
+    _DOC
+    + """
+local fields = hash(KEYS[1])
+if fields == nil then return false end
+return doc(fields)
+"""
+)
+
 # KEYS: ids set, feed stream, feed counter. ARGV: the job key prefix ("{p}:job:").
-# Returns the feed counter, the stream's last id, then id, hash pairs, id, hash pairs, ...
+# Returns the feed counter, the stream's last id, then id, document, id, document, ...
 # taken in one atomic step, so following the stream from that id misses nothing.
 # (The job keys are built here, not passed: they share the hash tag, hence the slot.)
-LOAD_SCRIPT = """
+LOAD_SCRIPT = (
+    _DOC
+    + """
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local out = {redis.call('GET', KEYS[3]) or '0', last[1] and last[1][1] or '0-0'}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local pairs = redis.call('HGETALL', ARGV[1] .. id)
-  if #pairs > 0 then
-    table.insert(out, id); table.insert(out, pairs)
+  local fields = hash(ARGV[1] .. id)
+  if fields ~= nil then
+    table.insert(out, id); table.insert(out, doc(fields))
   end
 end
 return out
 """
+)
 
 
 class Keys:
@@ -208,35 +249,6 @@ def translated(where: RedisLocation, call: Callable[[], T]) -> T:
         ) from exc
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def assemble(job_id: str, pairs: Sequence[bytes | str] | dict[Any, Any]) -> bytes:
-    """The schema-1 document of a job hash (HGETALL's flat list or dict)."""
-    items = (
-        list(pairs.items())
-        if isinstance(pairs, dict)
-        else list(zip(pairs[::2], pairs[1::2], strict=True))
-    )
-    parts = ['"schema":1']
-    meta: list[str] = []
-    for raw_name, raw_value in items:
-        name = _text(raw_name)
-        value = _text(raw_value)
-        if name.startswith("m:"):
-            meta.append(f"{json.dumps(name[2:])}:{value}")
-        else:
-            parts.append(f"{json.dumps(name)}:{value}")
-    parts.append('"meta":{' + ",".join(meta) + "}")
-    return ("{" + ",".join(parts) + "}").encode()
-
-
-def decode_hash(job_id: str, pairs: Sequence[bytes | str] | dict[Any, Any]) -> BatchJob:
-    """The job a hash holds; InvalidRecordError (naming the job) if it is not a valid record."""
-    source = f"job {job_id}"
-    try:
-        data = assemble(job_id, pairs)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRecordError(f"not a statusbridge record hash: {exc}", source=source) from None
-    return decode_job(data, source=source, expected_id=job_id)
+def decode_doc(job_id: str, data: bytes) -> BatchJob:
+    """The job of a document a script returned; InvalidRecordError naming the job if invalid."""
+    return decode_job(data, source=f"job {job_id}", expected_id=job_id)
