@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -166,3 +167,17 @@ def test_stream_trimmed_behind_the_cache_reloads(redis_url: str) -> None:
         wait_until(lambda: {"first", "lost", "seen"} <= set(cache.snapshot()), 10, "reload")
         assert cache.health().rescans > rescans
         assert cache.snapshot() == store.scan()
+
+
+def test_missing_redis_server_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from _redis_server import redis_server_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without redis-server
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        redis_server_binary()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        redis_server_binary()
