@@ -181,3 +181,22 @@ def test_missing_redis_server_fails_under_ci_and_skips_elsewhere(
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception, match="not installed"):
         redis_server_binary()
+
+
+def test_dropped_redis_caches_and_stores_release_threads_and_sockets(redis_url: str) -> None:
+    import gc
+
+    from conftest import no_more_than, process_resources
+
+    StatusStore(redis_url).update("j")
+    StatusCache(redis_url).close()  # warm up (imports, scripts)
+    gc.collect()
+    before = process_resources()
+    for _ in range(20):
+        store = StatusStore(redis_url)
+        store.update("j", progress=0.5)
+        cache = StatusCache(redis_url)
+        assert cache.get("j") is not None
+        del store, cache
+    gc.collect()
+    wait_until(no_more_than(before), 20, "threads and sockets back where they started")
