@@ -68,3 +68,19 @@ def test_redis_and_dask_are_imported_only_for_a_url() -> None:
         "assert 'distributed' not in sys.modules, 'the core imported dask'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_backends_sit_behind_a_shared_core() -> None:
+    """store/ and cache/ show their backends; the shared core imports none at module level."""
+    for layer, core, backends in (
+        ("store", "_store.py", ("_folder.py", "_redis.py")),
+        ("cache", "_cache.py", ("_folder_cache.py", "_redis_cache.py")),
+    ):
+        for backend in backends:
+            source = (PACKAGE / layer / backend).read_text()
+            assert f"statusbridge.{layer}.{core[:-3]}" in source, f"{backend} does not use {core}"
+        tree = ast.parse((PACKAGE / layer / core).read_text())
+        top_level = {
+            node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not {f"statusbridge.{layer}.{b[:-3]}" for b in backends} & top_level
