@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
+import test_cli
 from _redis_server import free_port
-from test_cli import cli
 
 from statusbridge import StatusStore
 
 
-def test_every_command_on_a_url(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_every_command_on_a_url(redis_url: str, tmp_path: Path) -> None:
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Each command in a fresh working directory, to see that it writes nothing there."""
+        return subprocess.run(
+            [sys.executable, "-m", "statusbridge", *args], cwd=tmp_path, capture_output=True,
+            text=True, timeout=60, env={**os.environ, **(env or {})}, check=False,
+        )  # fmt: skip
+
     store = StatusStore(redis_url)
     store.update("a", status="running", progress=0.5, batch_id="b1")
     store.update("old", status="completed")
@@ -50,7 +55,7 @@ def test_every_command_on_a_url(
 
 
 def test_bad_and_unreachable_urls_are_clear_errors() -> None:
-    bad = cli("ls", "--dir", "redis://host:port/0")
+    bad = test_cli.cli("ls", "--dir", "redis://host:port/0")
     assert bad.returncode != 0 and "redis://host:port/0" in bad.stderr
-    gone = cli("ls", "--dir", f"redis://127.0.0.1:{free_port()}/0", timeout=30)
+    gone = test_cli.cli("ls", "--dir", f"redis://127.0.0.1:{free_port()}/0", timeout=30)
     assert gone.returncode != 0 and "unavailable" in gone.stderr

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 from _workers import double, until_cancelled, wait_for_gate
 from conftest import wait_until
 
@@ -16,10 +17,7 @@ def all_finished(queue: BatchQueue, ids: tuple[str, ...]) -> bool:
     return all((j := queue.get_job_status(i)) is not None and j.is_finished for i in ids)
 
 
-def test_queue_on_a_url_runs_threads_and_processes(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_queue_on_a_url_runs_threads_and_processes(redis_url: str) -> None:
     for executor in ("thread", "process"):
         with BatchQueue(status_dir=redis_url, executor=executor) as queue:  # type: ignore[arg-type]
             ok = queue.submit(double, {"x": 21})
@@ -32,7 +30,6 @@ def test_queue_on_a_url_runs_threads_and_processes(
             assert failed is not None and failed.status is BatchStatus.FAILED
             assert "boom" in (failed.error_message or "")
             assert StatusStore(redis_url).read(ok) == done
-    assert os.listdir(tmp_path) == []  # nothing created in the working directory
 
 
 def test_cancel_reaches_a_process_job_through_the_url(redis_url: str) -> None:
@@ -47,10 +44,7 @@ def test_cancel_reaches_a_process_job_through_the_url(redis_url: str) -> None:
         assert job.meta["cancelled_inside"] is True
 
 
-def test_manager_keeps_batches_on_the_server(
-    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
+def test_manager_keeps_batches_on_the_server(redis_url: str) -> None:
     manager = BatchManager(status_dir=redis_url)
     try:
         batch_id = manager.create_custom_batch([{"x": 1}, {"x": 2}], "On Redis")
@@ -67,6 +61,33 @@ def test_manager_keeps_batches_on_the_server(
         assert batch_id in [b.id for b in other.list_batches()]
     finally:
         other.queue.shutdown()
+
+
+# In a child process of its own, with a fresh working directory: this process' cwd is
+# shared with other tests' threads, which may still write to a relative folder of theirs.
+NOTHING_IN_CWD = """
+import os, sys
+from statusbridge import BatchManager, BatchQueue, StatusCache
+sys.path.insert(0, sys.argv[2])
+from _workers import double
+url = sys.argv[1]
+with BatchQueue(status_dir=url, executor="process") as queue:
+    queue.wait([queue.submit(double, {"x": 1})], timeout=60)
+manager = BatchManager(status_dir=url)
+batch = manager.create_custom_batch([{"x": 2}], "cwd")
+manager.start_batch(batch, double)
+manager.shutdown(wait=True)
+StatusCache(url).close()
+print(sorted(os.listdir(".")))
+"""
+
+
+def test_nothing_is_created_in_the_working_directory(redis_url: str, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", NOTHING_IN_CWD, redis_url, str(Path(__file__).parent)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "[]"
     assert os.listdir(tmp_path) == []
 
 

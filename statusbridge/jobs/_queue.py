@@ -438,9 +438,9 @@ class BatchQueue:
         with self._lock:
             sub = self._subs.get(job_id)
         known = self.get_job_status(job_id)
-        if sub is not None and (known is None or known.status is BatchStatus.PENDING):
-            # Only a job that has not started: some executors (Dask's) report a remote
-            # running task as not started and would "cancel" it while it runs on.
+        if sub is not None and (known is None or known.status is not BatchStatus.RUNNING):
+            # Not a job seen running: some executors (Dask's) report a remote running
+            # task as not started and would "cancel" it while it runs on.
             sub.future.cancel()
         signal_cancel(job_id)
         return True
