@@ -27,7 +27,7 @@ if __name__ == "__main__":
     if len(sys.argv) > 1:
         client = Client(sys.argv[1])  # e.g. tcp://127.0.0.1:8786
     else:
-        client = Client(LocalCluster(n_workers=2, processes=True, dashboard_address=None))
+        client = Client(LocalCluster(n_workers=2, processes=True, dashboard_address=":0"))
     with client, BatchQueue(status_dir=URL, executor=client.get_executor(pure=False)) as queue:
         ids = [
             queue.submit(render, {"frame": n, "seconds": 1}, batch_id="frames") for n in range(4)

@@ -19,11 +19,13 @@ import pytest
 PORTS = range(16300, 16400)  # this project's range on the shared machine
 
 
-def free_port() -> int:
-    """A port of PORTS that nothing listens on (bind to check)."""
+def free_port(skip: frozenset[int] = frozenset()) -> int:
+    """A port of PORTS that nothing listens on (bind to check), not one of ``skip``."""
     start = os.getpid() % len(PORTS)
     for offset in range(len(PORTS)):
         port = PORTS[(start + offset) % len(PORTS)]
+        if port in skip:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))

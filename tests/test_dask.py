@@ -22,13 +22,15 @@ def dask_client() -> Iterator[Any]:
     import dask
 
     # A task whose worker dies is not run again elsewhere: the job it ran has failed.
+    scheduler_port = free_port()
+    # (dashboard_address=None still means :8787 in this version: a port of ours instead.)
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = distributed.LocalCluster(
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            scheduler_port=free_port(),
-            dashboard_address=None,
+            scheduler_port=scheduler_port,
+            dashboard_address=f"127.0.0.1:{free_port(frozenset({scheduler_port}))}",
         )
         client = distributed.Client(cluster)
         try:

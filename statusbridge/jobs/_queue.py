@@ -437,13 +437,16 @@ class BatchQueue:
             return False
         with self._lock:
             sub = self._subs.get(job_id)
-        known = self.get_job_status(job_id)
-        if sub is not None and (known is None or known.status is not BatchStatus.RUNNING):
-            # Not a job seen running: some executors (Dask's) report a remote running
-            # task as not started and would "cancel" it while it runs on.
+        if sub is not None and (self._pool.owned or not self._seen_running(job_id)):
+            # An executor given to us (Dask's) may report a remote running task as not
+            # started and "cancel" it while it runs on: the job is asked through its record.
             sub.future.cancel()
         signal_cancel(job_id)
         return True
+
+    def _seen_running(self, job_id: str) -> bool:
+        job = self.get_job_status(job_id)
+        return job is not None and job.status is BatchStatus.RUNNING
 
     # -- reading (from the cache only) ----------------------------------------
     def get_job_status(self, job_id: str) -> BatchJob | None:
