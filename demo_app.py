@@ -1,7 +1,8 @@
 """statusbridge demo: submit simulated batches, watch them live, cancel them.
 
 Run: ``streamlit run demo_app.py``. Folders: ``batch_status/`` and ``batches/``
-under the working directory, or ``$STATUSBRIDGE_DIR`` / ``$STATUSBRIDGE_BATCH_DIR``.
+under the working directory, or ``$STATUSBRIDGE_DIR`` / ``$STATUSBRIDGE_BATCH_DIR``
+(``STATUSBRIDGE_DIR`` may be a ``redis://`` URL: batches then live there too).
 Jobs written by another program show up too: ``statusbridge simulate --jobs 20``.
 """
 
@@ -16,9 +17,12 @@ import streamlit as st
 from statusbridge import BatchManager, BatchSummary
 from statusbridge import streamlit as sbst
 from statusbridge.demo import STEPS, simulated_job
+from statusbridge.store import is_url
 
 STATUS_DIR = os.environ.get("STATUSBRIDGE_DIR", "batch_status")
-BATCH_DIR = os.environ.get("STATUSBRIDGE_BATCH_DIR", "batches")
+BATCH_DIR = os.environ.get("STATUSBRIDGE_BATCH_DIR") or (
+    STATUS_DIR if is_url(STATUS_DIR) else "batches"
+)
 EXECUTORS: dict[str, Literal["thread", "process"]] = {"threads": "thread", "processes": "process"}
 
 st.set_page_config(page_title="statusbridge demo", layout="wide")

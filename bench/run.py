@@ -597,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--only",
-        choices=["render", "latency", "write", "scale"],
+        choices=["render", "latency", "write", "scale", "redis"],
         help="run one part (results go to results-<part>.*)",
     )
     args = parser.parse_args(argv)
@@ -624,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_write_cost(report, runs=3 if q else 7, inner=200 if q else 1000)
     if want("scale"):
         bench_scale(report, [2_000] if q else [10_000, 100_000], burst=2_000 if q else 20_000)
+    if want("redis"):
+        from bench.redis_backend import bench_redis
+
+        bench_redis(report, quick=q)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if q else "") + (f"-{args.only}" if args.only else "")
     if medians is not None:

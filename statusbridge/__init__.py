@@ -14,6 +14,7 @@ from statusbridge.cache import (
     on_job_finished,
 )
 from statusbridge.errors import (
+    BackendUnavailable,
     InvalidRecordError,
     JobCancelled,
     LockTimeout,
@@ -34,6 +35,7 @@ from statusbridge.store import StatusStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendUnavailable",
     "BatchJob",
     "BatchManager",
     "BatchQueue",

@@ -9,6 +9,7 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
      ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
      ├── UnsafeFolderError                    the folder's layout is unsafe to write through
+     ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -21,6 +22,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "BackendUnavailable",
     "InvalidRecordError",
     "JobCancelled",
     "LockTimeout",
@@ -74,6 +76,17 @@ class UnsafeFolderError(StatusBridgeError):
 
     def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
+        super().__init__(message)
+
+
+class BackendUnavailable(StatusBridgeError, ConnectionError):
+    """The server behind a location (``redis://...``) did not answer in time, or refused us.
+
+    ``location`` is the URL without its password.
+    """
+
+    def __init__(self, message: str, location: str) -> None:
+        self.location = location
         super().__init__(message)
 
 

@@ -32,6 +32,7 @@ import streamlit as st
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.jobs import BatchManager
 from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.store import absolute_location
 
 __all__ = [
     "batch_summary",
@@ -60,7 +61,7 @@ def _cache_for(folder: str) -> StatusCache:
 
 def get_cache(status_dir: str | Path = "batch_status") -> StatusCache:
     """The server-wide ``StatusCache`` of ``status_dir``: all sessions share one observer."""
-    return _cache_for(str(Path(status_dir).absolute()))
+    return _cache_for(absolute_location(status_dir))
 
 
 @st.cache_resource(show_spinner=False)
@@ -85,8 +86,8 @@ def get_manager(
 ) -> BatchManager:
     """The server-wide ``BatchManager`` for these folders (shares the folder's cache)."""
     return _manager_for(
-        str(Path(batch_dir).absolute()),
-        str(Path(status_dir).absolute()),
+        absolute_location(batch_dir),
+        absolute_location(status_dir),
         max_concurrent,
         executor,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from _redis_server import RedisServer
 
 from statusbridge import StatusCache, StatusStore
 from statusbridge.cache._watcher import native_backend
@@ -144,3 +146,24 @@ def store(status_dir: Path) -> Iterator[StatusStore]:
 def cache(status_dir: Path) -> Iterator[StatusCache]:
     with StatusCache(status_dir, reconcile_interval=30.0) as c:
         yield c
+
+
+# -- Redis (a real redis-server; see tests/_redis_server.py) ------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
+    """A fresh prefix per test on the session's server: tests cannot see each other's keys."""
+    return redis_server.url(f"t{next(_prefixes)}")
+
+
+_prefixes = itertools.count(1)

@@ -163,7 +163,7 @@ def test_decode_raising_is_contained(
     store: StatusStore, cache: StatusCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Mock: a decoder bug cannot be produced by input (the decoder is total); inject one.
-    import statusbridge.cache._cache as cache_module
+    import statusbridge.cache._folder_cache as cache_module
 
     real = cache_module.read_record_file
 

@@ -52,3 +52,35 @@ def test_display_helpers_are_toolkit_free_and_core_does_not_import_qt() -> None:
         "assert 'PySide6' not in sys.modules, 'the core imported PySide6'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_redis_and_dask_are_imported_only_for_a_url() -> None:
+    """redis-py is an optional extra: only the backend modules import it, and only on demand."""
+    for path in PACKAGE.rglob("*.py"):
+        source = path.read_text()
+        if "import redis" in source or "from redis" in source:
+            assert path.name.startswith("_redis"), f"{path.relative_to(PACKAGE)} imports redis"
+    code = (
+        "import sys, statusbridge, statusbridge.cli; "
+        "from statusbridge import StatusStore, StatusCache; "
+        "import tempfile; StatusCache(tempfile.mkdtemp()).close(); "
+        "assert 'redis' not in sys.modules, 'a folder location imported redis'; "
+        "assert 'distributed' not in sys.modules, 'the core imported dask'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_backends_sit_behind_a_shared_core() -> None:
+    """store/ and cache/ show their backends; the shared core imports none at module level."""
+    for layer, core, backends in (
+        ("store", "_store.py", ("_folder.py", "_redis.py")),
+        ("cache", "_cache.py", ("_folder_cache.py", "_redis_cache.py")),
+    ):
+        for backend in backends:
+            source = (PACKAGE / layer / backend).read_text()
+            assert f"statusbridge.{layer}.{core[:-3]}" in source, f"{backend} does not use {core}"
+        tree = ast.parse((PACKAGE / layer / core).read_text())
+        top_level = {
+            node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not {f"statusbridge.{layer}.{b[:-3]}" for b in backends} & top_level

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -52,3 +55,16 @@ def test_readme_starts_with_the_two_commands() -> None:
     commands = re.findall(r"^(python3 -m venv .*)$", README, re.M)
     assert len(commands) == 2
     assert commands[1] in ci  # CI runs exactly the README's test command
+
+
+def test_scale_out_example_runs(redis_url: str, tmp_path: Path) -> None:
+    """The README's "Scale out" script: a LocalCluster of 2 worker processes, status on Redis."""
+    pytest.importorskip("distributed")
+    assert "python examples/scale_out.py" in README
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "scale_out.py")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=True,
+        env={**os.environ, "STATUSBRIDGE_DIR": redis_url},
+    ).stdout  # fmt: skip
+    assert out.count("completed frame") == 4
+    assert os.listdir(tmp_path) == []  # nothing written beside the script's working directory

@@ -1,4 +1,4 @@
-"""Layer 3, the read side: ``StatusCache`` and its immutable ``Snapshot``."""
+"""Layer 3, the read side: ``StatusCache`` (a folder or a Redis server) and its ``Snapshot``."""
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, Subscriber
 from statusbridge.cache._snapshot import BatchSummary, Snapshot, summarize

@@ -1,47 +1,25 @@
-"""StatusCache: the read side. Keeps an immutable Snapshot current from file-system events.
+"""StatusCache: the read side. Keeps an immutable Snapshot current from a backend's changes.
 
-Threads: watchdog's thread only records *which names* changed and wakes the
-cache thread; the cache thread reads and decodes each changed file once,
-builds the next Snapshot and swaps one attribute. ``snapshot()`` reads that
-attribute: no system call, no lock, whatever the writers are doing.
-
-Events make it fast; a periodic reconcile (a stat signature per file, so
-unchanged files are not re-read) makes it certain after lost events, a dead
-observer or a deleted and recreated folder.
-
-Ownership: neither the cache thread nor watchdog's threads hold a strong
-reference to the cache (the thread holds a weak one between steps, the event
-handler a weak one always). A cache dropped without ``close()`` is collected,
-and its finalizer makes the cache thread stop the observer and end.
+``StatusCache(location)`` opens the backend the location names: a folder gives a
+``FolderCache`` (file-system events, ``_folder_cache``), a ``redis://`` URL a
+``RedisCache`` (initial load + change stream, ``_redis_cache``). A backend only
+finds out what changed and calls ``_publish``; what every backend shares lives
+here: the snapshot swap, ``wait_for_change``, ``subscribe`` and the health counters.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
-import time
-import weakref
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from types import MappingProxyType
+from datetime import datetime
+from typing import Any
 
 from statusbridge.cache._snapshot import Snapshot
-from statusbridge.cache._watcher import FolderWatch
-from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
-from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
-from statusbridge.store._files import (
-    FOREIGN_REASON,
-    RECORD_SUFFIX,
-    describe_non_regular,
-    signature_of,
-    unreadable_reason,
-)
+from statusbridge.store import RedisLocation, parse_location
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -49,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
-_LIVENESS_INTERVAL = 0.5
+_Key = str  # job id
+_Action = BatchJob | None  # new record, or None for "gone"
 
 
 @dataclass(frozen=True)
@@ -71,118 +50,57 @@ class CacheHealth:
     backend_note: str | None = None  # why the backend is not the platform's native one
 
 
-_Key = str  # job id
-_Action = BatchJob | None  # new record, or None for "gone"
-
-
-class _Life:
-    """What the cache thread and the finalizer share, so that neither keeps the cache alive."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.wake = threading.Event()
-        self.watch: FolderWatch | None = None
-        self.rescans_waiting: list[Future[Snapshot]] = []
-        self.lock = threading.Lock()  # guards watch and rescans_waiting
-
-    def end(self) -> None:
-        """Called by the finalizer of a cache nobody closed: the cache thread does the rest."""
-        self.closed = True
-        self.wake.set()
-
-    def stop_watch(self) -> None:
-        with self.lock:
-            watch, self.watch = self.watch, None
-        if watch is not None:
-            watch.stop()
-
-    def take_rescans(self) -> list[Future[Snapshot]]:
-        with self.lock:
-            waiting, self.rescans_waiting = self.rescans_waiting, []
-        return waiting
-
-
 class StatusCache:
-    """Watch ``directory`` and keep an immutable in-memory ``Snapshot`` of every job.
+    """An immutable in-memory ``Snapshot`` of every job at a location, kept current.
 
-    Starts on construction (initial scan, then observer); use as a context
-    manager or call ``close()``.
-
-    >>> import tempfile
-    >>> from statusbridge import StatusStore
-    >>> folder = tempfile.mkdtemp()
-    >>> _ = StatusStore(folder).update("job-1", status="running", progress=0.5)
-    >>> with StatusCache(folder) as cache:
-    ...     cache.get("job-1").progress
-    0.5
+    Starts on construction (initial load, then following changes); use as a
+    context manager or call ``close()``. Reading (``snapshot``, ``get``) does no
+    I/O and takes no lock, whatever the backend.
     """
 
-    def __init__(
-        self,
-        directory: str | os.PathLike[str] = "batch_status",
-        *,
-        reconcile_interval: float = 30.0,
-        polling: bool = False,
-        poll_interval: float = 1.0,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-    ) -> None:
-        if reconcile_interval <= 0:
-            raise ValueError(f"reconcile_interval must be positive, got {reconcile_interval}")
-        self._directory = Path(directory).absolute()
-        self._folder = str(self._directory)
-        self.reconcile_interval = reconcile_interval
-        self._polling = polling
-        self._poll_interval = poll_interval
-        self.max_bytes = max_bytes
+    _snapshot: Snapshot
+    _thread: threading.Thread
 
+    def __new__(
+        cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
+    ) -> StatusCache:
+        backend: type[StatusCache] = cls
+        if cls is StatusCache:
+            if isinstance(parse_location(directory), RedisLocation):
+                from statusbridge.cache._redis_cache import RedisCache
+
+                backend = RedisCache
+            else:
+                from statusbridge.cache._folder_cache import FolderCache
+
+                backend = FolderCache
+        return super().__new__(backend)
+
+    def _init_core(self) -> None:
+        """State every backend shares; called first by each backend's ``__init__``."""
         self._snapshot = Snapshot()
-        self._apply_lock = threading.RLock()  # cache-internal; never taken by readers
         self._changed = threading.Condition(threading.Lock())
         self._subscribers: tuple[Subscriber, ...] = ()
         self._subscribers_lock = threading.Lock()
-
-        # State below is changed only while holding _apply_lock.
-        self._known: dict[str, FileSignature] = {}
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
-        self._life = _Life()
-        self._watched_ident: tuple[int, int] | None = None
-        self._directory_present = False
-
-        # Fed by watchdog's thread.
-        self._pending: set[str] = set()
-        self._pending_lock = threading.Lock()
-        self._rescan_requested = False
-        self._check_requested = False
-        self._wake = self._life.wake
-
         self._events = 0
         self._rescans = 0
-        self._observer_restarts = 0
         self._last_event_at: datetime | None = None
         self._last_error: str | None = None
-        self._next_reconcile = time.monotonic() + reconcile_interval
-        self._next_check = time.monotonic() + _LIVENESS_INTERVAL
 
-        try:
-            if not self._directory.is_dir():  # (an existing folder is only read)
-                self._directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            logger.warning("statusbridge: cannot create %s (%s); waiting for it", self._folder, exc)
-        with self._apply_lock:
-            # Watch first, then scan: a write landing between the two is seen twice, never missed.
-            self._ensure_watch()
-            self._reconcile(count=False)
-        self._thread = threading.Thread(
-            target=_run,
-            args=(weakref.ref(self), self._life),
-            name=f"statusbridge-cache:{self._directory.name}",
-            daemon=True,
-        )
-        self._thread.start()
-        # Dropped without close(): the cache thread stops the observer and ends.
-        self._finalizer = weakref.finalize(self, self._life.end)
-        self._finalizer.atexit = False
+    # -- what each backend supplies ---------------------------------------------------
+    @property
+    def _closed(self) -> bool:
+        raise NotImplementedError
+
+    def health(self) -> CacheHealth:
+        raise NotImplementedError
+
+    def rescan(self) -> Snapshot:
+        """Load everything again now and return the resulting snapshot."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
     # -- the UI read path: attribute reads only ------------------------------
     def snapshot(self) -> Snapshot:
@@ -194,25 +112,8 @@ class StatusCache:
         return self._snapshot.get(job_id)
 
     @property
-    def directory(self) -> Path:
-        return self._directory
-
-    @property
     def version(self) -> int:
         return self._snapshot.version
-
-    @property
-    def _closed(self) -> bool:
-        return self._life.closed
-
-    @property
-    def _watch(self) -> FolderWatch | None:
-        return self._life.watch
-
-    @_watch.setter
-    def _watch(self, watch: FolderWatch | None) -> None:
-        with self._life.lock:
-            self._life.watch = watch
 
     # -- waiting and subscribing ----------------------------------------------
     def wait_for_change(self, since_version: int, timeout: float | None = None) -> Snapshot:
@@ -244,322 +145,11 @@ class StatusCache:
 
         return unsubscribe
 
-    def health(self) -> CacheHealth:
-        watch = self._watch
-        return CacheHealth(
-            running=not self._closed and self._thread.is_alive(),
-            backend=watch.backend if watch else "none",
-            version=self._snapshot.version,
-            jobs=len(self._snapshot),
-            events=self._events,
-            rescans=self._rescans,
-            last_event_at=self._last_event_at,
-            invalid_files=self._invalid_view,
-            directory=self._folder,
-            directory_present=self._directory_present,
-            observer_restarts=self._observer_restarts,
-            last_error=self._last_error,
-            backend_note=watch.fallback_reason if watch else None,
-        )
-
-    def rescan(self) -> Snapshot:
-        """Reconcile with the folder now and return the resulting snapshot.
-
-        The work runs on the cache thread, like every other change, so subscribers
-        are always called there; the caller waits for it. Called from the cache
-        thread itself (a subscriber) or on a closed cache, it runs in place.
-        """
-        if self._closed or threading.current_thread() is self._thread:
-            return self._rescan_here()
-        done: Future[Snapshot] = Future()
-        with self._life.lock:
-            self._life.rescans_waiting.append(done)
-        self._wake.set()
-        if self._closed or not self._thread.is_alive():
-            # Closed meanwhile (or the thread is gone): nobody else will answer.
-            for waiting in self._life.take_rescans():
-                waiting.set_result(self._rescan_here())
-        return done.result()
-
-    def _rescan_here(self) -> Snapshot:
-        with self._apply_lock:
-            if not self._closed:
-                self._check_watch()  # a closed cache must not start a new observer
-            self._reconcile()
-        return self._snapshot
-
-    # -- life cycle ---------------------------------------------------------
-    def close(self) -> None:
-        """Stop the observer and the cache thread. The last snapshot stays readable.
-
-        May be called twice. A cache dropped without ``close()`` is stopped when
-        it is collected.
-        """
-        if self._closed:
-            return
-        self._life.closed = True
-        self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        with self._apply_lock:
-            self._life.stop_watch()
-        for waiting in self._life.take_rescans():
-            waiting.set_result(self._snapshot)
-        with self._changed:
-            self._changed.notify_all()
-
     def __enter__(self) -> StatusCache:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"<StatusCache {self._folder!r} version={self._snapshot.version}>"
-
-    # -- EventSink (called on watchdog's thread; keep them trivial) -----------
-    def names_changed(self, names: list[str]) -> None:
-        with self._pending_lock:
-            self._pending.update(names)
-        self._wake.set()
-
-    def folder_changed(self) -> None:
-        self._check_requested = True
-        self._wake.set()
-
-    def events_lost(self) -> None:
-        logger.warning("statusbridge: events were lost for %s; rescanning", self._folder)
-        self._rescan_requested = True
-        self._wake.set()
-
-    def event_seen(self) -> None:
-        self._events += 1
-        self._last_event_at = datetime.now(UTC)
-
-    # -- the cache thread (see _run) -------------------------------------------
-    def _seconds_to_next_step(self) -> float:
-        return max(0.0, min(self._next_reconcile, self._next_check) - time.monotonic())
-
-    def _step(self) -> None:
-        """One round of the cache thread: apply what changed, reconcile when due."""
-        rescans = self._life.take_rescans()
-        try:
-            with self._pending_lock:
-                names, self._pending = self._pending, set()
-            full, self._rescan_requested = self._rescan_requested, False
-            full = full or bool(rescans)
-            now = time.monotonic()
-            with self._apply_lock:
-                if rescans or self._check_requested or now >= self._next_check:
-                    self._check_requested = False
-                    self._next_check = now + _LIVENESS_INTERVAL
-                    full = self._check_watch() or full
-                if full or now >= self._next_reconcile:
-                    self._reconcile()
-                    self._next_reconcile = time.monotonic() + self.reconcile_interval
-                elif names:
-                    self._apply_names(names)
-        except Exception as exc:
-            for waiting in rescans:
-                waiting.set_exception(exc)
-            # The loop must survive anything; the next reconcile repairs the state.
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("statusbridge cache thread error (continuing)")
-            self._rescan_requested = True
-            time.sleep(0.05)
-        else:
-            for waiting in rescans:
-                waiting.set_result(self._snapshot)
-
-    def _ensure_watch(self) -> None:
-        try:
-            st = os.stat(self._directory)
-            present = stat.S_ISDIR(st.st_mode)
-        except OSError:
-            present = False
-        self._directory_present = present
-        if not present:
-            self._watched_ident = None
-            return
-        try:
-            self._watch = FolderWatch(
-                self._folder, self, polling=self._polling, poll_interval=self._poll_interval
-            )
-            self._watched_ident = (st.st_dev, st.st_ino)
-        except OSError as exc:
-            self._last_error = f"cannot watch {self._folder}: {exc}"
-            logger.warning("statusbridge: %s; relying on periodic rescans", self._last_error)
-            self._watched_ident = None
-
-    def _check_watch(self) -> bool:
-        """Re-watch if the folder vanished, came back or was replaced, or the observer died.
-
-        Returns True if a full rescan is needed.
-        """
-        try:
-            st = os.stat(self._directory)
-            ident: tuple[int, int] | None = (
-                (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
-            )
-        except OSError:
-            ident = None
-        watch = self._watch
-        if ident == self._watched_ident and ident is not None:
-            if watch is not None and watch.is_alive():
-                return False
-            logger.warning("statusbridge: observer for %s died; restarting it", self._folder)
-            self._observer_restarts += 1
-        elif ident is None and self._watched_ident is None and not self._directory_present:
-            return False  # still missing, nothing to do
-        else:
-            logger.info("statusbridge: folder %s changed identity; re-watching", self._folder)
-        if watch is not None:
-            watch.stop()
-            self._watch = None
-        self._ensure_watch()
-        return True
-
-    # -- applying changes (holding _apply_lock) --------------------------------
-    def _reconcile(self, *, count: bool = True) -> None:
-        if count:
-            self._rescans += 1
-        # scandir, not listdir: the entry type comes free with the listing (d_type),
-        # so new regular files are opened without a stat first.
-        regular: set[str] = set()
-        names: list[str] = []
-        try:
-            with os.scandir(self._directory) as entries:
-                for entry in entries:
-                    names.append(entry.name)
-                    if entry.is_file(follow_symlinks=False):
-                        regular.add(entry.name)
-        except (FileNotFoundError, NotADirectoryError):
-            names = []
-        except OSError as exc:
-            self._last_error = f"cannot list {self._folder}: {exc}"
-            logger.warning("statusbridge: %s", self._last_error)
-            return
-        present = set(names)
-        gone = [n for n in (*self._known, *self._invalid) if n not in present]
-        gone.extend(
-            f"{job_id}{RECORD_SUFFIX}"
-            for job_id in self._snapshot
-            if f"{job_id}{RECORD_SUFFIX}" not in present
-        )
-        self._apply_names([n for n in names if not n.startswith(".")] + gone, regular)
-
-    def _apply_names(
-        self, names: list[str] | set[str], regular: set[str] | frozenset[str] = frozenset()
-    ) -> None:
-        """Re-read these names; ``regular`` lists those a fresh listing saw as regular files."""
-        changes: dict[_Key, _Action] = {}
-        invalid_before = dict(self._invalid)
-        for name in set(names):
-            kind = classify_name(name)
-            if kind == "internal":
-                continue
-            if kind == "foreign":
-                self._note_foreign(name)
-                continue
-            job_id = name[: -len(RECORD_SUFFIX)]
-            try:
-                outcome = self._load(name, listed_regular=name in regular)
-            except Exception as exc:
-                # A bug or an unexpected OS error on one file must not stop the others,
-                # nor make the cache retry it in a hot loop: it waits until the file changes.
-                logger.exception("statusbridge: reading %s failed unexpectedly", name)
-                self._invalid[name] = f"internal error while reading: {type(exc).__name__}: {exc}"
-                self._last_error = f"{name}: {type(exc).__name__}: {exc}"
-                try:
-                    self._known[name] = signature_of(os.lstat(self._directory / name))
-                except OSError:
-                    self._known.pop(name, None)
-                continue
-            if outcome is _UNCHANGED:
-                continue
-            current = self._snapshot.get(job_id)
-            if outcome is None:
-                if current is not None:
-                    changes[job_id] = None
-                continue
-            assert isinstance(outcome, BatchJob)
-            if current is not None:
-                if outcome == current:
-                    continue
-                if outcome.created_at == current.created_at and outcome.seq < current.seq:
-                    # Same incarnation of the job, older seq: a stale copy was put back.
-                    self._invalid[name] = (
-                        f"stale record (seq {outcome.seq} < {current.seq} seen before); "
-                        "kept the newer"
-                    )
-                    continue
-            changes[job_id] = outcome
-        if self._invalid != invalid_before:
-            self._invalid_view = MappingProxyType(dict(self._invalid))
-        if changes:
-            self._publish(changes)
-
-    def _note_foreign(self, name: str) -> None:
-        try:
-            os.lstat(self._directory / name)
-        except FileNotFoundError:
-            self._invalid.pop(name, None)
-        except OSError:
-            self._invalid[name] = FOREIGN_REASON
-        else:
-            self._invalid[name] = FOREIGN_REASON
-
-    def _load(self, name: str, *, listed_regular: bool = False) -> BatchJob | object | None:
-        """Read one record file: a BatchJob, None (gone), or _UNCHANGED (keep what we have).
-
-        A file seen before gets one lstat to tell whether it changed (a replace makes a
-        new inode), and any file of unknown type too: a FIFO or device file must be
-        recognised before it is opened. Only a new file that the directory listing
-        already reported as regular is opened straight away (O_NOFOLLOW still guards
-        against a symlink swapped in since).
-        """
-        # A str path, not a Path: joining Paths costs more than the open() at scan scale.
-        path = f"{self._folder}{os.sep}{name}"
-        known = self._known.get(name)
-        if known is not None or not listed_regular:
-            try:
-                st = os.lstat(path)
-            except (FileNotFoundError, NotADirectoryError):
-                self._known.pop(name, None)
-                self._invalid.pop(name, None)
-                return None
-            sig = signature_of(st)
-            if known == sig:
-                return _UNCHANGED
-            if not stat.S_ISREG(st.st_mode):
-                self._known[name] = sig
-                self._invalid[name] = describe_non_regular(st)
-                return _UNCHANGED
-        try:
-            job, sig = read_record_file(path, max_bytes=self.max_bytes)
-        except FileNotFoundError:
-            self._known.pop(name, None)
-            self._invalid.pop(name, None)
-            return None
-        except InvalidRecordError as exc:
-            # Remember the version that was read (not a later stat: a writer may have
-            # finished in between, and its close event must still trigger a re-read).
-            if isinstance(exc.signature, FileSignature):
-                self._known[name] = exc.signature
-            else:  # refused before opening (a symlink): its own lstat identifies it
-                try:
-                    self._known[name] = signature_of(os.lstat(path))
-                except OSError:
-                    self._known.pop(name, None)
-            self._invalid[name] = exc.reason
-            return _UNCHANGED
-        except OSError as exc:
-            # Not remembered in _known, so the next event or reconcile retries it.
-            self._invalid[name] = unreadable_reason(exc)
-            return _UNCHANGED
-        self._known[name] = sig
-        self._invalid.pop(name, None)
-        return job
 
     def _publish(self, changes: dict[_Key, _Action]) -> None:
         snap = self._snapshot.with_changes(changes)
@@ -572,31 +162,3 @@ class StatusCache:
                 callback(snap, changed)
             except Exception:
                 logger.exception("statusbridge subscriber %r raised; continuing", callback)
-
-
-_UNCHANGED = object()
-
-
-def _run(ref: weakref.ref[StatusCache], life: _Life) -> None:
-    """The cache thread. It holds the cache only while it works on it, never while waiting."""
-    try:
-        while not life.closed:
-            cache = ref()
-            if cache is None:
-                break
-            timeout = cache._seconds_to_next_step()
-            del cache
-            life.wake.wait(timeout)
-            life.wake.clear()
-            if life.closed:
-                break
-            cache = ref()
-            if cache is None:
-                break
-            cache._step()
-            del cache
-    finally:
-        # After close() this finds nothing left to do; after the cache was collected
-        # unclosed, it stops the observer (never from a finalizer, which may run on
-        # one of watchdog's own threads, where joining them would fail).
-        life.stop_watch()

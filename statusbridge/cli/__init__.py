@@ -30,7 +30,15 @@ from statusbridge.cli._render import invalid_lines, job_table, json_text, printa
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.record import BatchJob, BatchStatus, job_to_dict, utc_now
-from statusbridge.store import ScanReport, StatusStore, classify_name, unreadable_reason
+from statusbridge.store import (
+    ScanReport,
+    StatusStore,
+    classify_name,
+    is_url,
+    location_text,
+    parse_location,
+    unreadable_reason,
+)
 
 __all__ = ["main"]
 
@@ -83,10 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "130 interrupted.",
     )
     parser.add_argument(
-        "--dir", default=default_dir, help=f"status folder (default: ${ENV_DIR} or batch_status)"
+        "--dir",
+        default=default_dir,
+        help=f"status folder or redis:// URL (default: ${ENV_DIR} or batch_status)",
     )
     common = _Parser(add_help=False)
-    common.add_argument("--dir", default=argparse.SUPPRESS, help="status folder")
+    common.add_argument("--dir", default=argparse.SUPPRESS, help="status folder or redis:// URL")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("ls", parents=[common], help="list jobs")
@@ -173,12 +183,24 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return EXIT_ATTENTION if isinstance(exc, InvalidRecordError) else EXIT_USAGE
 
 
-def _folder(args: argparse.Namespace, *, must_exist: bool = True) -> Path:
+def _folder(args: argparse.Namespace, *, must_exist: bool = True) -> Path | str:
+    """The status location of ``--dir``: a folder (checked) or a server URL (parsed)."""
+    if is_url(args.dir):
+        try:
+            parse_location(args.dir)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        return str(args.dir)
     folder = Path(args.dir)
     if must_exist and not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise CliError(f"status folder {str(folder)!r} {what} (set --dir or ${ENV_DIR})")
     return folder
+
+
+def _shown(location: Path | str) -> str:
+    """A location for the screen: a folder as given, a URL without its password."""
+    return str(location) if isinstance(location, Path) else location_text(location)
 
 
 def _run(args: argparse.Namespace, out: TextIO) -> int:
@@ -234,16 +256,14 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
     except InvalidRecordError as exc:
         raise CliError(str(exc), EXIT_ATTENTION) from None
     except OSError as exc:  # this record's problem (permissions, I/O), not the folder's
-        raise CliError(
-            f"{store.path_for(job_id).name}: {unreadable_reason(exc)}", EXIT_ATTENTION
-        ) from None
+        raise CliError(f"{job_id}.json: {unreadable_reason(exc)}", EXIT_ATTENTION) from None
     if job is None:
-        raise CliError(f"no job {job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+        raise CliError(f"no job {job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(json_text(job_to_dict(job)), file=out)
     return EXIT_OK
 
 
-def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
+def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
     with StatusCache(folder) as cache:
         last_drawn = -1
@@ -263,7 +283,7 @@ def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _draw(
-    folder: Path,
+    folder: Path | str,
     jobs: Sequence[BatchJob],
     out: TextIO,
     *,
@@ -273,8 +293,9 @@ def _draw(
 ) -> None:
     now = utc_now()
     scope = f" batch {printable(batch)}" if batch else ""
+    shown = printable(_shown(folder))
     frame = [
-        f"statusbridge watch {printable(str(folder))}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
+        f"statusbridge watch {shown}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
         job_table(jobs, now) if jobs else "no jobs yet",
         *invalid_lines(invalid),
         summary_line(summarize(jobs)),
@@ -303,7 +324,7 @@ def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     job = store.read(args.job_id)
     if job is None:
-        raise CliError(f"no job {args.job_id!r} in {str(store.directory)!r}", EXIT_ATTENTION)
+        raise CliError(f"no job {args.job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(f"{args.job_id} is already {job.status.value}; nothing to cancel", file=out)
     return EXIT_ATTENTION
 
@@ -343,7 +364,7 @@ def _simulate(args: argparse.Namespace, out: TextIO) -> int:
 def _open_gui(args: argparse.Namespace, out: TextIO) -> int:
     from statusbridge.cli import _gui as gui  # imports PySide6 only when the window opens
 
-    location = args.dir if "://" in args.dir else str(_folder(args))
+    location = str(_folder(args))
     problem = gui.unavailable()
     if problem:
         raise CliError(problem)
@@ -358,13 +379,13 @@ def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"--port must be between 0 and 65535, got {args.port}")
     if args.batches < 0:
         raise CliError(f"--batches must be 0 or more, got {args.batches}")
-    location = args.dir if "://" in args.dir else str(_folder(args))
+    location = str(_folder(args))
     return _metrics.serve(
         location, args.host, args.port, out, batches=args.batches, buckets=args.buckets
     )
 
 
-def _doctor(folder: Path, out: TextIO) -> int:
+def _doctor(folder: Path | str, out: TextIO) -> int:
     findings = diagnose(folder)
     for finding in findings:
         print(f"[{'ok' if finding.ok else '!!'}] {printable(finding.title)}", file=out)

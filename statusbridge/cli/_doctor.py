@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from statusbridge.cache import StatusCache
+from statusbridge.errors import BackendUnavailable
 from statusbridge.jobs import is_owner_alive
 from statusbridge.record import BatchStatus, utc_now
-from statusbridge.store import STRIPES, sweep_temp_files
+from statusbridge.store import STRIPES, is_url, sweep_temp_files
 
 __all__ = ["Finding", "diagnose"]
 
@@ -24,14 +25,20 @@ class Finding:
     details: list[str] = field(default_factory=list)
 
 
-def diagnose(folder: Path, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
+def diagnose(folder: Path | str, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
+    """Findings on a status folder, or on a server location (a URL: its folder checks skipped)."""
     findings: list[Finding] = []
-    if not folder.exists():
-        return [Finding(False, f"folder {folder} does not exist")]
-    if not folder.is_dir():
-        return [Finding(False, f"{folder} is not a folder")]
-    findings.append(_writable(folder))
-    cache = StatusCache(folder)
+    server = is_url(folder)
+    if isinstance(folder, Path):
+        if not folder.exists():
+            return [Finding(False, f"folder {folder} does not exist")]
+        if not folder.is_dir():
+            return [Finding(False, f"{folder} is not a folder")]
+        findings.append(_writable(folder))
+    try:
+        cache = StatusCache(folder)
+    except BackendUnavailable as exc:
+        return [Finding(False, str(exc))]
     try:
         health = cache.health()
         snap = cache.snapshot()
@@ -41,13 +48,13 @@ def diagnose(folder: Path, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
     findings.append(
         Finding(
             backend_ok,
-            f"file-system events: {health.backend} backend",
+            f"{'change feed' if server else 'file-system events'}: {health.backend} backend",
             ([health.backend_note] if health.backend_note else [])
             if backend_ok
             else [health.last_error or "no observer"],
         )
     )
-    if sys.platform.startswith("linux") and INOTIFY.is_dir():
+    if not server and sys.platform.startswith("linux") and INOTIFY.is_dir():
         limits = {}
         for name in ("max_user_watches", "max_user_instances", "max_queued_events"):
             try:
@@ -63,7 +70,8 @@ def diagnose(folder: Path, *, heartbeat_timeout: float = 60.0) -> list[Finding]:
             [f"{name}: {reason}" for name, reason in sorted(invalid.items())],
         )
     )
-    findings.append(_leftovers(folder))
+    if isinstance(folder, Path):
+        findings.append(_leftovers(folder))
     now = utc_now()
     dead = [
         job

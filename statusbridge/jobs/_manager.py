@@ -2,8 +2,9 @@
 
 A batch definition (name, the jobs' params, when it was created and started,
 and, once it has finished, its final counts) is saved atomically as
-``<batch_dir>/<batch_id>.json``; the jobs' status lives in the status folder
-like any other job's.
+``<batch_dir>/<batch_id>.json`` (or, when the status location is a URL and no
+``batch_dir`` is given, on the same server); the jobs' status lives with any
+other job's.
 
 Retention never makes a batch lie: the records of a started batch are kept
 until its final counts are saved with its definition, and from then on its
@@ -17,7 +18,6 @@ it is shut down or collected and its jobs are done.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -44,7 +44,7 @@ from statusbridge.record import (
     utc_now,
     validate_job_id,
 )
-from statusbridge.store import write_atomic
+from statusbridge.store import Shelf, is_url, open_shelf
 
 __all__ = ["BatchDefinition", "BatchManager", "FinalCounts"]
 
@@ -164,12 +164,12 @@ class _Batches:
 
     def __init__(
         self,
-        batch_dir: Path,
+        shelf: Shelf,
         queue: BatchQueue,
         retention_hours: float | None,
         clock: Callable[[], datetime],
     ) -> None:
-        self.batch_dir = batch_dir
+        self.shelf = shelf
         self.queue = queue
         self.retention_hours = retention_hours
         self._clock = clock
@@ -186,19 +186,23 @@ class _Batches:
         queue.add_idle_hook(self._on_idle)
 
     # -- definitions on disk ---------------------------------------------------
-    def _path(self, batch_id: str) -> Path:
-        return self.batch_dir / f"{batch_id}.json"
+    @property
+    def batch_dir(self) -> Path:
+        """The folder of the definitions (the status URL's text when they live on a server)."""
+        return Path(self.shelf.label)
 
-    def _read(self, path: Path) -> BatchDefinition | None:
+    def _read(self, batch_id: str) -> BatchDefinition | None:
+        where = f"{self.shelf.label}: {batch_id}.json"
         try:
-            definition = BatchDefinition.from_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
+            data = self.shelf.get(batch_id)
+            if data is None:
+                return None
+            definition = BatchDefinition.from_json(data)
         except (ValueError, KeyError, TypeError, OSError) as exc:
-            logger.warning("skipping batch file %s: %s", path, exc)
+            logger.warning("skipping batch file %s: %s", where, exc)
             return None
-        if path.name != f"{definition.id}.json":
-            logger.warning("skipping batch file %s: it defines batch %r", path, definition.id)
+        if batch_id != definition.id:
+            logger.warning("skipping batch file %s: it defines batch %r", where, definition.id)
             return None
         return definition
 
@@ -208,15 +212,10 @@ class _Batches:
         if not force and now - self._listed_at < RELIST_SECONDS:
             return
         self._listed_at = now
-        try:
-            names = os.listdir(self.batch_dir)
-        except FileNotFoundError:
-            return
-        for name in sorted(names):
-            batch_id = name[:-5] if name.endswith(".json") else ""
+        for batch_id in self.shelf.names():
             if batch_id in self._batches or not is_valid_job_id(batch_id):
                 continue
-            definition = self._read(self.batch_dir / name)
+            definition = self._read(batch_id)
             if definition is not None:
                 with self._lock:
                     self._batches.setdefault(definition.id, definition)
@@ -229,7 +228,7 @@ class _Batches:
         now = time.monotonic()
         if now - self._missing.get(batch_id, -RELIST_SECONDS) < RELIST_SECONDS:
             return None
-        definition = self._read(self._path(batch_id))
+        definition = self._read(batch_id)
         if definition is None:
             self._missing[batch_id] = now
             if len(self._missing) > 10_000:
@@ -245,7 +244,7 @@ class _Batches:
         return definition
 
     def _store(self, definition: BatchDefinition, *, exclusive: bool = False) -> None:
-        write_atomic(self._path(definition.id), definition.to_json(), exclusive=exclusive)
+        self.shelf.put(definition.id, definition.to_json(), exclusive=exclusive)
         with self._lock:
             self._batches[definition.id] = definition
 
@@ -334,7 +333,7 @@ class _Batches:
             # A started batch's record is gone: has another process saved the
             # final counts (and trimmed the records) meanwhile?
             self._reread[definition.id] = now
-            fresh = self._read(self._path(definition.id))
+            fresh = self._read(definition.id)
             if fresh is not None and fresh.final is not None:
                 with self._lock:
                     self._batches[definition.id] = fresh
@@ -399,8 +398,7 @@ class _Batches:
                 jobs = (self.queue.get_job_status(job_id) for job_id in d.job_ids)
                 if d.started_at is None or any(j is not None and not j.is_finished for j in jobs):
                     continue
-            with contextlib.suppress(FileNotFoundError):
-                self._path(d.id).unlink()
+            self.shelf.remove(d.id)
             with self._lock:
                 self._batches.pop(d.id, None)
             removed.append(d.id)
@@ -431,7 +429,7 @@ def _detach(engine: _Batches, wait: bool) -> None:
 
 
 def _location_key(location: str | os.PathLike[str]) -> str:
-    return os.path.realpath(location)
+    return str(location) if is_url(location) else os.path.realpath(location)
 
 
 class BatchManager:
@@ -450,7 +448,7 @@ class BatchManager:
 
     def __init__(
         self,
-        batch_dir: str | os.PathLike[str] = "batches",
+        batch_dir: str | os.PathLike[str] | None = None,
         max_concurrent: int = 2,
         status_dir: str | os.PathLike[str] = "batch_status",
         *,
@@ -461,6 +459,9 @@ class BatchManager:
         cache: StatusCache | None = None,
         **queue_options: Any,
     ) -> None:
+        if batch_dir is None:
+            # With a URL status location the definitions live on the same server.
+            batch_dir = status_dir if is_url(status_dir) else "batches"
         key: Hashable | None = None
         if isinstance(executor, str) and clock is utc_now and cache is None:
             try:
@@ -479,8 +480,7 @@ class BatchManager:
         with _engines_lock:
             engine = _engines.get(key) if key is not None else None
             if engine is None:
-                folder = Path(batch_dir)
-                folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+                shelf = open_shelf(batch_dir)
                 queue = BatchQueue(
                     max_concurrent,
                     max_completed_jobs,
@@ -491,7 +491,7 @@ class BatchManager:
                     cache=cache,
                     **queue_options,
                 )
-                engine = _Batches(folder, queue, retention_hours, clock)
+                engine = _Batches(shelf, queue, retention_hours, clock)
                 engine.key = key
                 if key is not None:
                     _engines[key] = engine

@@ -180,7 +180,7 @@ class BatchQueue:
         self._clock = clock
         self._pool = WorkerPool(executor, max_concurrent)
         self.store = StatusStore(status_dir, clock=clock)
-        self._folder = str(self.store.directory.absolute())
+        self._folder = self.store.location
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else StatusCache(status_dir)
         self._finish_order = FinishOrder()
@@ -437,10 +437,16 @@ class BatchQueue:
             return False
         with self._lock:
             sub = self._subs.get(job_id)
-        if sub is not None:
+        if sub is not None and (self._pool.owned or not self._seen_running(job_id)):
+            # An executor given to us (Dask's) may report a remote running task as not
+            # started and "cancel" it while it runs on: the job is asked through its record.
             sub.future.cancel()
         signal_cancel(job_id)
         return True
+
+    def _seen_running(self, job_id: str) -> bool:
+        job = self.get_job_status(job_id)
+        return job is not None and job.status is BatchStatus.RUNNING
 
     # -- reading (from the cache only) ----------------------------------------
     def get_job_status(self, job_id: str) -> BatchJob | None:

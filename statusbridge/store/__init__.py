@@ -1,4 +1,4 @@
-"""Layer 2, the write side: ``StatusStore`` and the folder's file conventions."""
+"""Layer 2, the write side: ``StatusStore`` (a folder or a Redis server), the file conventions."""
 
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
@@ -12,7 +12,16 @@ from statusbridge.store._files import (
     sweep_temp_files,
     unreadable_reason,
 )
+from statusbridge.store._folder import FolderStore
+from statusbridge.store._location import (
+    RedisLocation,
+    absolute_location,
+    is_url,
+    location_text,
+    parse_location,
+)
 from statusbridge.store._locks import STRIPES
+from statusbridge.store._shelf import Shelf, open_shelf
 from statusbridge.store._store import (
     UPDATABLE_FIELDS,
     ScanReport,
@@ -24,13 +33,21 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "STALE_TEMP_SECONDS",
     "STRIPES",
+    "absolute_location",
     "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "FileSignature",
+    "FolderStore",
+    "RedisLocation",
     "ScanReport",
+    "Shelf",
     "StatusStore",
     "TempSweep",
     "classify_name",
+    "is_url",
+    "location_text",
+    "open_shelf",
+    "parse_location",
     "read_record_file",
     "select_expired",
     "sweep_temp_files",

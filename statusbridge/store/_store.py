@@ -1,121 +1,123 @@
-"""StatusStore: the write side. Any thread or process may write; each write is atomic."""
+"""StatusStore: the write side. Any thread, process or host may write; each write is atomic.
+
+``StatusStore(location)`` opens the backend the location names (see
+``parse_location``): a folder gives a ``FolderStore``, a ``redis://`` URL a
+``RedisStore``. What every backend shares lives here: argument checks, the
+update contract, retention.
+"""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from statusbridge.errors import InvalidRecordError
 from statusbridge.record import (
     FIELD_NAMES,
     BatchJob,
-    BatchStatus,
     FrozenMap,
-    encode_job,
     freeze,
     utc_now,
-    validate_job_id,
 )
-from statusbridge.store._atomic import write_atomic
-from statusbridge.store._files import (
-    DEFAULT_MAX_BYTES,
-    FOREIGN_REASON,
-    RECORD_SUFFIX,
-    STALE_TEMP_SECONDS,
-    TEMP_DIR,
-    classify_name,
-    read_record_file,
-    sweep_temp_files,
-    unreadable_reason,
-)
-from statusbridge.store._locks import StripedLocks
+from statusbridge.store._files import classify_name
+from statusbridge.store._location import RedisLocation, parse_location
 
 __all__ = [
-    "STALE_TEMP_SECONDS",
-    "TEMP_DIR",
     "UPDATABLE_FIELDS",
     "ScanReport",
     "StatusStore",
     "select_expired",
 ]
 
-logger = logging.getLogger(__name__)
-
-# id names the file, seq and updated_at are the store's to set.
+# id names the record, seq and updated_at are the store's to set.
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
 
 
 class ScanReport(NamedTuple):
-    """What ``StatusStore.scan_report`` found: valid records, and every other file's reason."""
+    """What ``StatusStore.scan_report`` found: valid records, and every other entry's reason."""
 
     jobs: dict[str, BatchJob]
     invalid: dict[str, str]  # file name -> reason, in the words of StatusCache.health()
 
     def invalid_records(self) -> dict[str, str]:
-        """Only files named like records (``<job id>.json``): each a job that could not be read."""
+        """Only entries named like records (``<job id>.json``): jobs that could not be read."""
         return {n: r for n, r in self.invalid.items() if classify_name(n) == "record"}
 
 
 class StatusStore:
-    """Atomic, locked writes of one JSON record per job in ``directory``.
+    """Atomic writes of one record per job, in a folder or on a Redis/Valkey server.
 
-    >>> import tempfile
-    >>> store = StatusStore(tempfile.mkdtemp())
-    >>> store.update("job-1", status="running", progress=0.25).seq
-    1
-    >>> store.update("job-1", meta={"step": "load"}).progress
-    0.25
-    >>> sorted(store.scan())
-    ['job-1']
-
-    ``durable=True`` also fsyncs the file and the folder, so an acknowledged
-    write survives power loss (costs a few ms per write on most disks).
-    ``lock_timeout`` bounds the wait for a job's lock, in seconds (``math.inf``:
-    wait forever); NaN or a negative value raises ValueError here.
-
-    Opening a store touches nothing on disk, so a user who may only read the
-    folder can ``read`` and ``scan`` it. The first write creates the folder
-    (``dir_mode``) and its hidden ``.tmp/`` if missing, and removes temp files
-    that writers who died mid-write left behind.
+    ``StatusStore("batch_status")`` is a ``FolderStore``;
+    ``StatusStore("redis://host:6379/0?prefix=app")`` a ``RedisStore``. Both
+    have this API and the same semantics.
     """
 
+    _clock: Callable[[], datetime]
+    _lock_timeout: float
+
+    def __new__(
+        cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
+    ) -> StatusStore:
+        backend: type[StatusStore] = cls
+        if cls is StatusStore:
+            if isinstance(parse_location(directory), RedisLocation):
+                from statusbridge.store._redis import RedisStore
+
+                backend = RedisStore
+            else:
+                from statusbridge.store._folder import FolderStore
+
+                backend = FolderStore
+        return super().__new__(backend)
+
+    # -- what each backend supplies -----------------------------------------------
     def __init__(
-        self,
-        directory: str | os.PathLike[str] = "batch_status",
-        *,
-        durable: bool = False,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        self._directory = Path(directory)
-        self.durable = durable
-        self.max_bytes = max_bytes
-        self.lock_timeout = lock_timeout  # validated by the property
-        self._file_mode = file_mode
-        self._dir_mode = dir_mode
-        self._clock = clock
-        self._temp_dir = self._directory / TEMP_DIR
-        self._locks = StripedLocks(self._directory, file_mode=file_mode, dir_mode=dir_mode)
-        self._swept = False  # stale temp files are removed at the first write
+        self, directory: str | os.PathLike[str] = "batch_status", **options: Any
+    ) -> None:  # pragma: no cover - replaced by every backend
+        raise TypeError("StatusStore is opened through a backend")
 
     @property
-    def directory(self) -> Path:
-        return self._directory
+    def location(self) -> str:
+        """The location as one string another process can open again (folder or URL)."""
+        raise NotImplementedError
 
+    @property
+    def label(self) -> str:
+        """The location for people: the folder as given, or the URL without its password."""
+        raise NotImplementedError
+
+    def read(self, job_id: str) -> BatchJob | None:
+        raise NotImplementedError
+
+    def scan_report(self) -> ScanReport:
+        raise NotImplementedError
+
+    def scan(self) -> dict[str, BatchJob]:
+        raise NotImplementedError
+
+    def modify(
+        self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
+    ) -> BatchJob | None:
+        raise NotImplementedError
+
+    def delete(self, job_id: str) -> bool:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
+        raise NotImplementedError
+
+    def _after_cleanup(self) -> None:
+        """Backend housekeeping after a cleanup (the folder sweeps stale temp files)."""
+
+    # -- shared --------------------------------------------------------------------
     @property
     def lock_timeout(self) -> float:
-        """Seconds a write waits for its job's lock; ``math.inf`` waits forever."""
+        """Seconds a write waits for its job's lock (or the server); ``math.inf`` waits forever."""
         return self._lock_timeout
 
     @lock_timeout.setter
@@ -128,121 +130,23 @@ class StatusStore:
             )
         self._lock_timeout = float(value)
 
-    def __repr__(self) -> str:
-        return f"StatusStore({str(self._directory)!r}, durable={self.durable})"
-
-    def close(self) -> None:
-        """Close the lock descriptors this store keeps open (they reopen on next use).
-
-        May be called twice. A store dropped without ``close()`` releases them when
-        it is collected.
-        """
-        self._locks.close()
-
     def __enter__(self) -> StatusStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- paths ---------------------------------------------------------------
-    def path_for(self, job_id: str) -> Path:
-        """The record file of ``job_id`` (ValueError for an unsafe id)."""
-        return self._directory / f"{validate_job_id(job_id)}{RECORD_SUFFIX}"
-
-    # -- reads (no lock: records are replaced atomically) ---------------------
-    def read(self, job_id: str) -> BatchJob | None:
-        """The job's record from disk, None if there is none.
-
-        Raises InvalidRecordError if the file exists but is not a valid record.
-        """
-        path = self.path_for(job_id)
-        try:
-            job, _sig = read_record_file(path, max_bytes=self.max_bytes)
-        except FileNotFoundError:
-            return None
-        return job
-
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record in the folder; invalid, unreadable and foreign files are skipped.
-
-        ``scan_report()`` says which were skipped and why.
-        """
-        return self.scan_report().jobs
-
-    def scan_report(self) -> ScanReport:
-        """Every valid record, and for every other file in the folder the reason it is not one.
-
-        A record that cannot be decoded or read (permissions, I/O error) is one
-        file's problem: it is reported and the others are read. Only a folder that
-        cannot be listed raises.
-        """
-        jobs: dict[str, BatchJob] = {}
-        invalid: dict[str, str] = {}
-        for name, kind in self._names():
-            if kind == "foreign":
-                invalid[name] = FOREIGN_REASON
-                continue
-            try:
-                job, _sig = read_record_file(self._directory / name, max_bytes=self.max_bytes)
-            except FileNotFoundError:
-                continue
-            except InvalidRecordError as exc:
-                invalid[name] = exc.reason
-            except OSError as exc:
-                invalid[name] = unreadable_reason(exc)
-            else:
-                jobs[job.id] = job
-        for name, reason in invalid.items():
-            logger.debug("scan skips %s: %s", name, reason)
-        return ScanReport(jobs, invalid)
-
-    def _names(self) -> Iterator[tuple[str, str]]:
-        """(name, "record" or "foreign") of each file in the folder that is not ours."""
-        try:
-            names = os.listdir(self._directory)
-        except FileNotFoundError:
-            return
-        for name in names:
-            kind = classify_name(name)
-            if kind != "internal":
-                yield name, kind
-
-    # -- writes --------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> BatchJob:
-        """Locked read-modify-write of one job; creates it if missing.
+        """Atomic read-modify-write of one job; creates it if missing.
 
         Top-level fields replace, ``meta`` merges key by key, ``seq`` goes up by
         one and ``updated_at`` is set. Setting status RUNNING fills
         ``started_at`` and a finished status fills ``completed_at`` unless given.
-        When this returns, the record is on disk.
+        When this returns, the record is stored.
         """
         self._check_fields(fields)
         job = self.modify(job_id, lambda current: fields)
         assert job is not None
-        return job
-
-    def modify(
-        self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
-    ) -> BatchJob | None:
-        """Conditional read-modify-write: ``change(current)`` returns the fields to set, or None.
-
-        ``change`` runs while the job's lock is held, so a decision such as "only
-        if still PENDING" cannot race with another writer. Returns the new
-        record, or None if ``change`` chose to write nothing.
-        """
-        path = self.path_for(job_id)
-        with self._locks.hold(job_id, self.lock_timeout):
-            current = self._read_for_update(path)
-            fields = change(current)
-            if fields is None:
-                return None
-            self._check_fields(fields)
-            job = self._merge(job_id, current, fields)
-            self._write(path, job)
-        if not self._swept:
-            self._swept = True  # (two threads' first writes may both sweep: harmless)
-            self.remove_stale_temp_files()
         return job
 
     @staticmethod
@@ -259,71 +163,6 @@ class StatusStore:
                 raise TypeError(f"meta must be a dict, not {type(meta).__name__}")
             fields["meta"] = freeze(meta or {}, _path="meta")
 
-    def _read_for_update(self, path: Path) -> BatchJob | None:
-        try:
-            job, _sig = read_record_file(path, max_bytes=self.max_bytes)
-        except FileNotFoundError:
-            return None
-        except InvalidRecordError as exc:
-            raise InvalidRecordError(
-                f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                source=str(path),
-            ) from None
-        return job
-
-    def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:
-        now = self._clock()
-        if current is None:
-            values: dict[str, Any] = {"created_at": now}
-            seq = 1
-        else:
-            values = {}
-            seq = current.seq + 1
-        values.update(fields)
-        if current is not None and "meta" in fields:
-            values["meta"] = {**current.meta, **fields["meta"]}
-        values["seq"] = seq
-        values["updated_at"] = now
-        status = values.get("status")
-        if status is not None:
-            status = BatchStatus(status) if not isinstance(status, BatchStatus) else status
-            started = values.get("started_at", current.started_at if current else None)
-            completed = values.get("completed_at", current.completed_at if current else None)
-            if status is BatchStatus.RUNNING and started is None:
-                values["started_at"] = now
-            if status.is_finished and completed is None:
-                values["completed_at"] = now
-        if current is None:
-            return BatchJob(id=job_id, **values)
-        return current.replace(**values)
-
-    def _write(self, path: Path, job: BatchJob) -> None:
-        data = encode_job(job)
-        if len(data) > self.max_bytes:
-            raise ValueError(
-                f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
-                f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
-            )
-        write_atomic(
-            path,
-            data,
-            durable=self.durable,
-            file_mode=self._file_mode,
-            temp_dir=self._temp_dir,
-            dir_mode=self._dir_mode,
-        )
-
-    def delete(self, job_id: str) -> bool:
-        """Remove a job's record; False if there was none."""
-        path = self.path_for(job_id)
-        with self._locks.hold(job_id, self.lock_timeout):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                return False
-        return True
-
-    # -- housekeeping --------------------------------------------------------
     def cleanup(
         self,
         max_age_hours: float | None = 24,
@@ -353,40 +192,12 @@ class StatusStore:
         if dry_run:
             return [job.id for job in doomed]
         removed = self.delete_if_unchanged(doomed)
-        self.remove_stale_temp_files()
+        self._after_cleanup()
         return removed
 
     def delete_if_unchanged(self, jobs: Iterable[BatchJob]) -> list[str]:
         """Delete these records unless they changed since read; return the ids removed."""
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
-
-    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
-        path = self.path_for(job.id)
-        with self._locks.hold(job.id, self.lock_timeout):
-            # Re-read under the lock: the job may have been restarted since the scan.
-            try:
-                current, _sig = read_record_file(path, max_bytes=self.max_bytes)
-            except (FileNotFoundError, InvalidRecordError):
-                return False
-            if current.seq != job.seq or current.created_at != job.created_at:
-                return False
-            with suppress(FileNotFoundError):
-                os.unlink(path)
-        return True
-
-    def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
-        """Remove temp files left by writers that died mid-write (older than ``max_age`` s).
-
-        Regular files only, in the folder and its ``.tmp/`` (see ``sweep_temp_files``).
-        """
-        sweep = sweep_temp_files(self._directory, max_age=max_age, remove=True)
-        for problem in sweep.problems:
-            logger.warning("statusbridge: %s (in %s)", problem, self._directory)
-        for place in sweep.unchecked:
-            logger.warning("statusbridge: cannot look for stale temp files in %s", place)
-        if sweep.stale:
-            logger.info("removed %d stale temp file(s) from %s", len(sweep.stale), self._directory)
-        return len(sweep.stale)
 
 
 def select_expired(

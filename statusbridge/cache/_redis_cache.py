@@ -1,0 +1,339 @@
+"""RedisCache, the Redis/Valkey backend of StatusCache: initial load, then the change stream.
+
+The load (every record, the stream's last id and the feed counter) is one Lua
+call, so following the stream from that id misses nothing. Each feed entry
+carries a number ``n`` one above the previous one; a cache that sees the number
+jump (the stream was trimmed past its position) or go back (the server was
+restarted empty) loads everything again, and jobs that are gone leave the
+snapshot. A lost connection is retried with backoff (shown in ``health()``) and
+followed by a full load, as is a periodic reconcile.
+
+Ownership: as in the folder cache, the thread holds the cache only while it
+works, so a cache dropped without ``close()`` is collected and its thread ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+import redis
+
+from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._snapshot import Snapshot
+from statusbridge.errors import BackendUnavailable, InvalidRecordError
+from statusbridge.record import BatchJob
+from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
+from statusbridge.store._files import RECORD_SUFFIX
+from statusbridge.store._redis import RedisStore
+from statusbridge.store._redis_schema import READ_SCRIPT, Keys, connect, decode_doc
+
+__all__ = ["RedisCache"]
+
+logger = logging.getLogger(__name__)
+
+_BLOCK_MS = 500  # one blocking read; also how long close() may wait for the thread
+_READ_COUNT = 1000
+_MAX_BACKOFF = 2.0
+
+
+class _Life:
+    """What the cache thread and the finalizer share, so that neither keeps the cache alive."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.wake = threading.Event()
+        self.lock = threading.Lock()
+        self.rescans_waiting: list[Future[Snapshot]] = []
+
+    def end(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    def take_rescans(self) -> list[Future[Snapshot]]:
+        with self.lock:
+            waiting, self.rescans_waiting = self.rescans_waiting, []
+        return waiting
+
+
+class RedisCache(StatusCache):
+    """Follow the jobs under one prefix of a Redis/Valkey server.
+
+    Open it as ``StatusCache("redis://host:6379/0?prefix=app")``. The first load
+    happens here: an unreachable server raises ``BackendUnavailable`` within 10 s.
+    ``polling``, ``poll_interval`` and ``max_bytes`` are accepted for the folder
+    backend's sake and mean nothing here.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | RedisLocation = "batch_status",
+        *,
+        reconcile_interval: float = 30.0,
+        polling: bool = False,
+        poll_interval: float = 1.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        del polling, poll_interval, max_bytes
+        if reconcile_interval <= 0:
+            raise ValueError(f"reconcile_interval must be positive, got {reconcile_interval}")
+        where = parse_location(directory)
+        if not isinstance(where, RedisLocation):
+            raise TypeError(f"not a redis:// location: {directory!r}")
+        self._init_core()
+        self.where = where
+        self.reconcile_interval = reconcile_interval
+        self._keys = Keys(where)
+        self._store = RedisStore(where)
+        # Blocking reads: a socket timeout well above the block time, so a silent server is noticed.
+        # No silent retry: every lost connection must lead to a full load (the server may
+        # have restarted empty meanwhile).
+        self._reader = connect(where, timeout=_BLOCK_MS / 1000 + 5, retries=0)
+        self._read = self._reader.register_script(READ_SCRIPT)
+        self._life = _Life()
+        self._invalid: dict[str, str] = {}
+        self._invalid_view: Mapping[str, str] = MappingProxyType({})
+        self._counter = 0
+        self._last_id = "0-0"
+        self._connected = False
+        self._reconnects = 0
+        self._reloads = 0
+        self._disconnected_since: datetime | None = None
+        self._need_reload = False
+        self._backoff = 0.05
+        self._next_reconcile = time.monotonic() + reconcile_interval
+        try:
+            self._reload(count=False)
+        except BaseException:
+            self._close_clients()
+            raise
+        self._thread = threading.Thread(
+            target=_run, args=(weakref.ref(self), self._life), name=f"statusbridge-cache:{where}",
+            daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        self._finalizer = weakref.finalize(self, self._life.end)
+        self._finalizer.atexit = False
+
+    @property
+    def _closed(self) -> bool:
+        return self._life.closed
+
+    @property
+    def directory(self) -> str:
+        """The location, for people (the URL without its password)."""
+        return str(self.where)
+
+    def __repr__(self) -> str:
+        return f"<StatusCache {str(self.where)!r} version={self._snapshot.version}>"
+
+    def health(self) -> CacheHealth:
+        note = None
+        if not self._connected and self._disconnected_since is not None:
+            note = f"disconnected since {self._disconnected_since:%H:%M:%S} UTC; reconnecting"
+        return CacheHealth(
+            running=not self._closed and self._thread.is_alive(),
+            backend="redis",
+            version=self._snapshot.version,
+            jobs=len(self._snapshot),
+            events=self._events,
+            rescans=self._rescans,
+            last_event_at=self._last_event_at,
+            invalid_files=self._invalid_view,
+            directory=str(self.where),
+            directory_present=self._connected,
+            observer_restarts=self._reconnects,
+            last_error=self._last_error,
+            backend_note=note,
+        )
+
+    def rescan(self) -> Snapshot:
+        """Load everything again now (on the cache thread) and return the resulting snapshot."""
+        if self._closed or threading.current_thread() is self._thread:
+            self._reload()
+            return self._snapshot
+        done: Future[Snapshot] = Future()
+        with self._life.lock:
+            self._life.rescans_waiting.append(done)
+        self._life.wake.set()
+        if self._closed or not self._thread.is_alive():
+            for waiting in self._life.take_rescans():
+                waiting.set_result(self._snapshot)
+        return done.result()
+
+    def close(self) -> None:
+        """Stop following the server. The last snapshot stays readable; may be called twice."""
+        if self._closed:
+            return
+        self._life.closed = True
+        self._life.wake.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout=10)
+        self._close_clients()
+        for waiting in self._life.take_rescans():
+            waiting.set_result(self._snapshot)
+        with self._changed:
+            self._changed.notify_all()
+
+    def _close_clients(self) -> None:
+        for client in (self._reader, self._store):
+            try:
+                client.close()
+            except Exception:
+                logger.debug("closing a redis client failed", exc_info=True)
+
+    # -- the cache thread -----------------------------------------------------------
+    def _step(self) -> float:
+        """One round: reload if needed, else one blocking read. Returns seconds to pause."""
+        rescans = self._life.take_rescans()
+        try:
+            if rescans or self._need_reload or time.monotonic() >= self._next_reconcile:
+                self._reload()
+            else:
+                self._follow()
+        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
+            for waiting in rescans:
+                waiting.set_exception(exc)
+            return self._lost(exc)
+        except Exception as exc:
+            for waiting in rescans:
+                waiting.set_exception(exc)
+            # The loop must survive anything; a full load repairs the state.
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            logger.exception("statusbridge redis cache thread error (reloading)")
+            self._need_reload = True
+            return 0.05
+        for waiting in rescans:
+            waiting.set_result(self._snapshot)
+        return 0.0
+
+    def _lost(self, exc: BaseException) -> float:
+        if self._connected:
+            self._disconnected_since = datetime.now(UTC)
+            logger.warning("statusbridge: lost %s (%s); reconnecting", self.where, exc)
+        self._connected = False
+        self._reconnects += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._need_reload = True
+        pause, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
+        return pause
+
+    def _reload(self, *, count: bool = True) -> None:
+        counter, last_id, records = self._store.load()
+        if count:
+            self._rescans += 1
+        self._connected = True
+        self._disconnected_since = None
+        self._backoff = 0.05
+        self._need_reload = False
+        self._next_reconcile = time.monotonic() + self.reconcile_interval
+        changes: dict[_Key, _Action] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in records.items():
+            if isinstance(outcome, InvalidRecordError):
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+                continue
+            self._consider(job_id, outcome, changes, fresh=True)
+        for job_id in self._snapshot:
+            if job_id not in records:
+                changes[job_id] = None
+        self._counter, self._last_id = counter, last_id
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _follow(self) -> None:
+        reply: Any = self._reader.xread(
+            {self._keys.feed: self._last_id}, count=_READ_COUNT, block=_BLOCK_MS
+        )
+        if not reply:
+            return
+        ids: set[str] = set()
+        for _stream, entries in reply:
+            for entry_id, fields in entries:
+                n = int(fields.get(b"n", b"0"))
+                if n == 0:
+                    pass  # announced by another program: re-read the job, nothing to count
+                elif n != self._counter + 1:
+                    logger.info(
+                        "statusbridge: feed of %s went from %d to %d (trimmed or restarted); "
+                        "reloading", self.where, self._counter, n,
+                    )  # fmt: skip
+                    self._need_reload = True
+                    return
+                else:
+                    self._counter = n
+                self._last_id = entry_id.decode()
+                ids.add(fields[b"id"].decode())
+                self._events += 1
+        if not ids:
+            return
+        self._last_event_at = datetime.now(UTC)
+        with self._reader.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                self._read(keys=[self._keys.job(job_id)], client=pipe)
+            docs = pipe.execute()
+        changes: dict[_Key, _Action] = {}
+        invalid = dict(self._invalid)
+        for job_id, data in zip(ids, docs, strict=True):
+            name = f"{job_id}{RECORD_SUFFIX}"
+            if data is None:
+                invalid.pop(name, None)
+                if job_id in self._snapshot:
+                    changes[job_id] = None
+                continue
+            try:
+                job = decode_doc(job_id, data)
+            except InvalidRecordError as exc:
+                invalid[name] = exc.reason  # the last good record stays
+                continue
+            invalid.pop(name, None)
+            self._consider(job_id, job, changes, fresh=False)
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _consider(
+        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
+    ) -> None:
+        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
+        current = self._snapshot.get(job_id)
+        if current is not None:
+            if job == current:
+                return
+            same = job.created_at == current.created_at
+            if same and job.seq < current.seq and not fresh:
+                return  # read before a write we already applied: never go backwards
+        changes[job_id] = job
+
+    def _set_invalid(self, invalid: dict[str, str]) -> None:
+        if invalid != self._invalid:
+            self._invalid = invalid
+            self._invalid_view = MappingProxyType(dict(invalid))
+
+
+def _run(ref: weakref.ref[RedisCache], life: _Life) -> None:
+    """The cache thread. It holds the cache only while it works on it, never while waiting."""
+    try:
+        while not life.closed:
+            cache = ref()
+            if cache is None:
+                break
+            pause = cache._step()
+            del cache
+            if pause:
+                life.wake.wait(pause)
+                life.wake.clear()
+    finally:
+        cache = ref()
+        if cache is not None:
+            cache._close_clients()
+        del cache

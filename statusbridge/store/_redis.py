@@ -1,0 +1,280 @@
+"""RedisStore: the Redis/Valkey backend of ``StatusStore`` (``redis://`` and ``rediss://``).
+
+``update`` is one Lua script (fields replace, meta merges, seq + 1, a feed entry);
+``modify`` runs ``change`` between WATCH and MULTI and retries when another
+writer got there first, so a conditional write cannot lose an update between
+processes on different hosts. Layout of the keys: ``_redis_schema``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from statusbridge.errors import InvalidRecordError, LockTimeout
+from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now, validate_job_id
+from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
+from statusbridge.store._location import RedisLocation, parse_location
+from statusbridge.store._redis_schema import (
+    DELETE_IF_UNCHANGED,
+    DELETE_SCRIPT,
+    LOAD_SCRIPT,
+    READ_SCRIPT,
+    WRITE_SCRIPT,
+    Keys,
+    connect,
+    decode_doc,
+    translated,
+)
+from statusbridge.store._store import ScanReport, StatusStore
+
+__all__ = ["DEFAULT_STREAM_MAXLEN", "RedisStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_STREAM_MAXLEN = 10_000
+"""Feed entries kept; a cache further behind than this reloads in full."""
+
+
+class RedisStore(StatusStore):
+    """Atomic writes of one hash per job on a Redis or Valkey server.
+
+    Open it as ``StatusStore("redis://host:6379/0?prefix=app")``. ``durable`` is
+    the server's business here (its AOF/RDB settings) and is only recorded;
+    ``lock_timeout`` bounds how long ``modify`` retries against other writers.
+    An unreachable server raises ``BackendUnavailable`` (within 10 s).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | RedisLocation = "batch_status",
+        *,
+        durable: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lock_timeout: float = 10.0,
+        file_mode: int = 0o600,
+        dir_mode: int = 0o700,
+        clock: Callable[[], datetime] = utc_now,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+    ) -> None:
+        del file_mode, dir_mode  # folder permissions: nothing to apply on a server
+        where = parse_location(directory)
+        if not isinstance(where, RedisLocation):
+            raise TypeError(f"not a redis:// location: {directory!r}")
+        if max_bytes <= 0:
+            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        if stream_maxlen < 1:
+            raise ValueError(f"stream_maxlen must be positive, got {stream_maxlen}")
+        self.where = where
+        self.durable = durable
+        self.max_bytes = max_bytes
+        self.lock_timeout = lock_timeout
+        self.stream_maxlen = stream_maxlen
+        self._clock = clock
+        self.keys = Keys(where)
+        self._client = connect(where)
+        self._write = self._client.register_script(WRITE_SCRIPT)
+        self._delete = self._client.register_script(DELETE_SCRIPT)
+        self._delete_unchanged = self._client.register_script(DELETE_IF_UNCHANGED)
+        self._load = self._client.register_script(LOAD_SCRIPT)
+        self._read = self._client.register_script(READ_SCRIPT)
+
+    @property
+    def location(self) -> str:
+        return self.where.url
+
+    @property
+    def label(self) -> str:
+        return str(self.where)
+
+    @property
+    def client(self) -> redis.Redis:
+        """The redis-py client (for tools and tests that need the server itself)."""
+        return self._client
+
+    def __repr__(self) -> str:
+        return f"StatusStore({str(self.where)!r})"
+
+    def close(self) -> None:
+        """Close this store's connections (a later call reconnects). May be called twice."""
+        self._client.close()
+
+    # -- reads -----------------------------------------------------------------------
+    def read(self, job_id: str) -> BatchJob | None:
+        """The job's record from the server, None if there is none.
+
+        Raises InvalidRecordError if the hash exists but is not a valid record.
+        """
+        key = self.keys.job(validate_job_id(job_id))
+        data = translated(self.where, lambda: self._read(keys=[key]))
+        return None if data is None else decode_doc(job_id, data)
+
+    def scan(self) -> dict[str, BatchJob]:
+        """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
+        return self.scan_report().jobs
+
+    def scan_report(self) -> ScanReport:
+        """Every valid record, and for every invalid one (``<id>.json``) the reason."""
+        jobs: dict[str, BatchJob] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in self.load()[2].items():
+            if isinstance(outcome, BatchJob):
+                jobs[job_id] = outcome
+            else:
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+        return ScanReport(jobs, invalid)
+
+    def load(self) -> tuple[int, str, dict[str, BatchJob | InvalidRecordError]]:
+        """(feed counter, feed id, every record) in one atomic step: what a cache follows from."""
+        raw = translated(
+            self.where,
+            lambda: self._load(
+                keys=[self.keys.ids, self.keys.feed, self.keys.feed_n],
+                args=[self.keys.job_prefix],
+            ),
+        )
+        counter = int(raw[0])
+        last_id = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
+        records: dict[str, BatchJob | InvalidRecordError] = {}
+        for raw_id, data in zip(raw[2::2], raw[3::2], strict=True):
+            job_id = raw_id.decode(errors="replace")
+            try:
+                records[job_id] = decode_doc(job_id, data)
+            except InvalidRecordError as exc:
+                records[job_id] = exc
+        return counter, last_id, records
+
+    # -- writes ----------------------------------------------------------------------
+    def update(self, job_id: str, **fields: Any) -> BatchJob:
+        """One Lua call: fields replace, ``meta`` merges, ``seq`` + 1, a feed entry."""
+        validate_job_id(job_id)
+        self._check_fields(fields)
+        args = self._write_args(job_id, fields)
+        try:
+            data = translated(
+                self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
+            )
+        except redis.ResponseError as exc:
+            if not str(exc).startswith("INVALID "):
+                raise
+            raise InvalidRecordError(
+                f"{str(exc)[8:]}; refusing to overwrite it (delete it or fix it first)",
+                source=f"job {job_id}",
+            ) from None
+        return decode_doc(job_id, data)
+
+    def modify(
+        self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
+    ) -> BatchJob | None:
+        """Conditional read-modify-write: ``change(current)`` returns the fields to set, or None.
+
+        Optimistic: the job's key is WATCHed while ``change`` decides, and the write
+        is retried (``change`` called again) if another writer changed the job
+        meanwhile. LockTimeout after ``lock_timeout`` seconds of losing.
+        """
+        key = self.keys.job(validate_job_id(job_id))
+        deadline = time.monotonic() + self.lock_timeout
+        delay = 0.001
+        with self._client.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    return translated(
+                        self.where, lambda: self._modify_once(pipe, job_id, key, change)
+                    )
+                except redis.WatchError:
+                    if time.monotonic() > deadline:
+                        raise LockTimeout(job_id, self.lock_timeout, key) from None
+                    time.sleep(delay)  # back off from the writers we lost to
+                    delay = min(delay * 2, 0.02)
+                finally:
+                    pipe.reset()
+
+    def _modify_once(
+        self,
+        pipe: Any,
+        job_id: str,
+        key: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+    ) -> BatchJob | None:
+        pipe.watch(key)
+        data = self._read(keys=[key], client=pipe)  # (executed at once: WATCH mode)
+        current = None
+        if data is not None:
+            try:
+                current = decode_doc(job_id, data)
+            except InvalidRecordError as exc:
+                raise InvalidRecordError(
+                    f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
+                    source=f"job {job_id}",
+                ) from None
+        fields = change(current)
+        if fields is None:
+            return None
+        self._check_fields(fields)
+        args = self._write_args(job_id, fields)
+        pipe.multi()
+        self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
+        return decode_doc(job_id, pipe.execute()[-1])
+
+    def _write_args(self, job_id: str, fields: dict[str, Any]) -> list[str | int]:
+        """ARGV of the write script: id, id and now as JSON, the feed's length, field pairs."""
+        now = self._clock()
+        probe = BatchJob(id=job_id, **fields)  # validates (and freezes) every value
+        args: list[str | int] = [job_id, _json(job_id), _json(now.isoformat()), self.stream_maxlen]
+        size = 0
+        for name in fields:
+            if name == "meta":
+                for key, value in probe.meta.items():
+                    text = _json(thaw(value))
+                    size += len(text)
+                    args += [f"m:{_json(key)}", text]
+                continue
+            text = _json(_plain(getattr(probe, name)))
+            size += len(text)
+            args += [name, text]
+        if size > self.max_bytes:
+            raise ValueError(
+                f"record of job {job_id!r} would be over {size} bytes; the limit is "
+                f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
+            )
+        return args
+
+    def delete(self, job_id: str) -> bool:
+        """Remove a job's record; False if there was none."""
+        validate_job_id(job_id)
+        removed = translated(
+            self.where,
+            lambda: self._delete(keys=self.keys.writes(job_id), args=[job_id, self.stream_maxlen]),
+        )
+        return bool(removed)
+
+    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
+        created = _json(job.created_at.isoformat()) if job.created_at else "null"
+        removed = translated(
+            self.where,
+            lambda: self._delete_unchanged(
+                keys=self.keys.writes(job.id),
+                args=[job.id, self.stream_maxlen, str(job.seq), created],
+            ),
+        )
+        return bool(removed)
+
+
+def _plain(value: Any) -> Any:
+    """A field's value as job_to_dict writes it (ISO-8601 times, status by value, plain JSON)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, BatchStatus):
+        return value.value
+    return thaw(value)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False)

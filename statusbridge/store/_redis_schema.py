@@ -1,0 +1,254 @@
+"""How records live on a Redis/Valkey server, shared by ``RedisStore`` and the cache's feed.
+
+Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them):
+
+- ``{prefix}:job:<id>``  a hash per job: each record field as its JSON text,
+  ``meta`` keys as ``m:<key as JSON>`` (so a write merges meta server-side);
+- ``{prefix}:ids``       the set of job ids (a full load without SCAN);
+- ``{prefix}:feed``      the change stream: ``id``, ``n`` (and ``gone`` for a delete);
+- ``{prefix}:feedn``     the number of the last feed entry: a reader that sees
+  ``n`` jump (trimmed stream) or go back (server restarted empty) reloads;
+- ``{prefix}:batch:<id>`` batch definitions (``BatchManager``), JSON text.
+
+Writes are Lua scripts, so each is atomic on the server and costs one round trip.
+Every script that returns a record returns it as the schema-1 JSON document
+(built on the server from the hash's JSON texts), so the client decodes it
+exactly as it decodes a file, and a reply is one string, not a field list.
+redis-py is imported only here and in the modules that use it: only a URL location needs it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from statusbridge.errors import BackendUnavailable
+from statusbridge.record import BatchJob, decode_job, job_to_dict
+from statusbridge.store._location import RedisLocation
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "DELETE_IF_UNCHANGED",
+    "DELETE_SCRIPT",
+    "LOAD_SCRIPT",
+    "WRITE_SCRIPT",
+    "Keys",
+    "READ_SCRIPT",
+    "connect",
+    "decode_doc",
+    "translated",
+]
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT = 2.0
+"""Seconds to open a connection; with the retries below an unreachable server is
+reported well within 10 s."""
+
+# A new record starts from BatchJob's defaults (id and created_at come from the call).
+_DEFAULTS = {
+    name: value
+    for name, value in job_to_dict(BatchJob(id="x")).items()
+    if name not in ("schema", "id", "meta", "seq", "created_at", "updated_at")
+}
+
+
+def _lua_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# The schema-1 document of a job hash given as a Lua table {field = JSON text}.
+_DOC = """
+local function doc(fields)
+  local parts = {'"schema":1'}
+  local meta = {}
+  for name, value in pairs(fields) do
+    if string.sub(name, 1, 2) == 'm:' then
+      table.insert(meta, string.sub(name, 3) .. ':' .. value)
+    else
+      table.insert(parts, cjson.encode(name) .. ':' .. value)
+    end
+  end
+  table.insert(parts, '"meta":{' .. table.concat(meta, ',') .. '}')
+  return '{' .. table.concat(parts, ',') .. '}'
+end
+local function hash(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil end
+  local fields = {}
+  for k = 1, #raw, 2 do fields[raw[k]] = raw[k + 1] end
+  return fields
+end
+"""
+
+# KEYS: job hash, ids set, feed stream, feed counter.
+# ARGV: job id, id (JSON), now (JSON), stream max length, then field/value pairs (JSON values).
+# Returns the new record's document.
+WRITE_SCRIPT = (
+    _DOC
+    + "local DEFAULTS = {"
+    + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
+    + "}\n"
+    + """
+local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
+                      ['"failed"'] = true, ['"cancelled"'] = true}
+local h = KEYS[1]
+local now = ARGV[3]
+local old = hash(h)
+local exists = old ~= nil
+old = old or {}
+-- Refuse to write over a record a reader could not decode (as the folder store does).
+for name, value in pairs(old) do
+  if not pcall(cjson.decode, value) then
+    return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
+  end
+  if name == 'status' and not VALID_STATUS[value] then
+    return redis.error_reply('INVALID status ' .. value .. ' is not a known status')
+  end
+end
+local set = {}
+local fields = {}
+if not exists then
+  set = {'id', ARGV[2], 'created_at', now}
+  for k = 1, #DEFAULTS, 2 do
+    table.insert(set, DEFAULTS[k]); table.insert(set, DEFAULTS[k + 1])
+  end
+end
+for i = 5, #ARGV, 2 do
+  fields[ARGV[i]] = ARGV[i + 1]
+  table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
+end
+local function unset(name)
+  local v = fields[name]
+  if v == nil then v = old[name] end
+  return (not v) or v == 'null'
+end
+local status = fields['status']
+if status == '"running"' and unset('started_at') then
+  table.insert(set, 'started_at'); table.insert(set, now)
+end
+if (status == '"completed"' or status == '"failed"' or status == '"cancelled"')
+    and unset('completed_at') then
+  table.insert(set, 'completed_at'); table.insert(set, now)
+end
+table.insert(set, 'updated_at'); table.insert(set, now)
+table.insert(set, 'seq'); table.insert(set, tostring((tonumber(old['seq']) or 0) + 1))
+redis.call('HSET', h, unpack(set))
+redis.call('SADD', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
+for k = 1, #set, 2 do old[set[k]] = set[k + 1] end
+return doc(old)
+"""
+)
+
+# KEYS: job hash, ids set, feed stream, feed counter. ARGV: job id, stream max length.
+DELETE_SCRIPT = """
+local existed = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+if existed == 1 then
+  local n = redis.call('INCR', KEYS[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+end
+return existed
+"""
+
+# As DELETE_SCRIPT, plus ARGV[3] seq and ARGV[4] created_at (JSON) the record must still have.
+DELETE_IF_UNCHANGED = """
+local now = redis.call('HMGET', KEYS[1], 'seq', 'created_at')
+if now[1] ~= ARGV[3] or now[2] ~= ARGV[4] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+return 1
+"""
+
+# KEYS: a job hash. Returns its document, or nil.
+READ_SCRIPT = (
+    _DOC
+    + """
+local fields = hash(KEYS[1])
+if fields == nil then return false end
+return doc(fields)
+"""
+)
+
+# KEYS: ids set, feed stream, feed counter. ARGV: the job key prefix ("{p}:job:").
+# Returns the feed counter, the stream's last id, then id, document, id, document, ...
+# taken in one atomic step, so following the stream from that id misses nothing.
+# (The job keys are built here, not passed: they share the hash tag, hence the slot.)
+LOAD_SCRIPT = (
+    _DOC
+    + """
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+local out = {redis.call('GET', KEYS[3]) or '0', last[1] and last[1][1] or '0-0'}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local fields = hash(ARGV[1] .. id)
+  if fields ~= nil then
+    table.insert(out, id); table.insert(out, doc(fields))
+  end
+end
+return out
+"""
+)
+
+
+class Keys:
+    """The key names of one prefix."""
+
+    def __init__(self, where: RedisLocation) -> None:
+        self.job_prefix = where.key("job", "")
+        self.ids = where.key("ids")
+        self.feed = where.key("feed")
+        self.feed_n = where.key("feedn")
+        self.batch_prefix = where.key("batch", "")
+
+    def job(self, job_id: str) -> str:
+        return self.job_prefix + job_id
+
+    def writes(self, job_id: str) -> list[str]:
+        """The KEYS of the write and delete scripts."""
+        return [self.job_prefix + job_id, self.ids, self.feed, self.feed_n]
+
+
+def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int = 2) -> redis.Redis:
+    """A client for ``where`` (connects on first use). Bytes in, bytes out.
+
+    ``timeout`` bounds each command (None: a blocking read waits as long as it asks).
+    A dropped connection is retried ``retries`` times with a short backoff (a reader
+    that must notice every lost connection asks for none).
+    """
+    return redis.Redis(
+        host=where.host,
+        port=where.port,
+        db=where.db,
+        username=where.username,
+        password=where.password,
+        ssl=where.tls,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+        health_check_interval=0,
+        client_name="statusbridge",
+    )
+
+
+def translated(where: RedisLocation, call: Callable[[], T]) -> T:
+    """``call()``, with the server's unavailability raised as ``BackendUnavailable``."""
+    try:
+        return call()
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise BackendUnavailable(
+            f"the status server {where} is unavailable: {exc}", str(where)
+        ) from exc
+
+
+def decode_doc(job_id: str, data: bytes) -> BatchJob:
+    """The job of a document a script returned; InvalidRecordError naming the job if invalid."""
+    return decode_job(data, source=f"job {job_id}", expected_id=job_id)

@@ -1,0 +1,40 @@
+"""RedisShelf: batch definitions as ``{prefix}:batch:<name>`` strings on the status server."""
+
+from __future__ import annotations
+
+from statusbridge.store._location import RedisLocation
+from statusbridge.store._redis_schema import Keys, connect, translated
+
+__all__ = ["RedisShelf"]
+
+
+class RedisShelf:
+    def __init__(self, where: RedisLocation) -> None:
+        self.where = where
+        self.label = str(where)
+        self._prefix = Keys(where).batch_prefix
+        self._client = connect(where)
+
+    def get(self, name: str) -> bytes | None:
+        value = translated(self.where, lambda: self._client.get(self._prefix + name))
+        return value if isinstance(value, bytes) else None
+
+    def names(self) -> list[str]:
+        def listing() -> list[str]:
+            found = self._client.scan_iter(match=self._prefix + "*", count=500)
+            return sorted(key.decode()[len(self._prefix) :] for key in found)
+
+        return translated(self.where, listing)
+
+    def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
+        done = translated(
+            self.where, lambda: self._client.set(self._prefix + name, data, nx=exclusive)
+        )
+        if not done:
+            raise FileExistsError(f"{self.label}: {name} exists")
+
+    def remove(self, name: str) -> None:
+        translated(self.where, lambda: self._client.delete(self._prefix + name))
+
+    def close(self) -> None:
+        self._client.close()

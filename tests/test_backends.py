@@ -1,0 +1,214 @@
+"""The contract every backend keeps: the same tests, run on a folder and on a real Redis server."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from _backend_workers import increment, write_steps
+from _redis_server import RedisServer
+from conftest import NATIVE_BACKEND, wait_until
+
+from statusbridge import BatchStatus, InvalidRecordError, StatusCache, StatusStore
+from statusbridge.record import utc_now
+
+
+@pytest.fixture(params=["folder", "redis"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "folder":
+        return str(tmp_path / "batch_status")
+    url: str = request.getfixturevalue("redis_url")
+    return url
+
+
+@pytest.fixture
+def store(location: str) -> Iterator[StatusStore]:
+    with StatusStore(location) as s:
+        yield s
+
+
+@pytest.fixture
+def cache(location: str, store: StatusStore) -> Iterator[StatusCache]:
+    with StatusCache(location) as c:
+        yield c
+
+
+def expected_backend(location: str) -> str:
+    return "redis" if location.startswith("redis") else NATIVE_BACKEND
+
+
+def corrupt(store: StatusStore, job_id: str) -> None:
+    """Put an invalid record for ``job_id`` where the backend keeps records."""
+    if store.location.startswith("redis"):
+        store.client.hset(store.keys.job(job_id), "status", '"exploded"')  # type: ignore[attr-defined]
+        # Announce it on the feed like a writer would (a foreign program writing badly).
+        store.client.xadd(store.keys.feed, {"id": job_id, "n": 0})  # type: ignore[attr-defined]
+    else:
+        Path(store.location, f"{job_id}.json").write_text('{"schema": 1, "id": "' + job_id + '"')
+
+
+# -- the write side ----------------------------------------------------------------------------
+
+
+def test_update_merges_like_the_reference(store: StatusStore) -> None:
+    first = store.update("j1", status="running", progress=0.25, meta={"a": 1}, params={"x": [1]})
+    assert first.seq == 1 and first.started_at is not None and first.created_at is not None
+    second = store.update("j1", meta={"b": 2}, progress=1 / 3)
+    assert second.seq == 2
+    assert dict(second.meta) == {"a": 1, "b": 2}
+    assert second.progress == 1 / 3  # exactly: no precision lost on the way
+    assert second.params == first.params and second.started_at == first.started_at
+    done = store.update("j1", status=BatchStatus.COMPLETED, result={"ok": True})
+    assert done.completed_at is not None and done.status is BatchStatus.COMPLETED
+    assert store.read("j1") == done
+    assert store.scan() == {"j1": done}
+    assert store.read("missing") is None
+
+
+def test_modify_decides_under_the_contract(store: StatusStore) -> None:
+    assert store.modify("j", lambda cur: None) is None
+    assert store.read("j") is None
+    made = store.modify("j", lambda cur: {"message": "new"} if cur is None else None)
+    assert made is not None and made.message == "new"
+    assert store.modify("j", lambda cur: {"message": "again"} if cur is None else None) is None
+
+
+def test_unsafe_ids_and_unknown_fields_are_refused_before_writing(store: StatusStore) -> None:
+    for bad in ("../x", "a/b", "", "a\0b", ".hidden", "x" * 200):
+        with pytest.raises(ValueError, match="job id"):
+            store.update(bad, progress=0.1)
+        with pytest.raises(ValueError, match="job id"):
+            store.read(bad)
+    with pytest.raises(TypeError, match="unknown field"):
+        store.update("ok", colour="red")
+    with pytest.raises(ValueError, match="progress"):
+        store.update("ok", progress=2.0)
+    assert store.scan() == {}
+
+
+def test_delete_and_cleanup(store: StatusStore) -> None:
+    old = utc_now() - timedelta(hours=48)
+    store.update("old", status="completed", completed_at=old)
+    store.update("new", status="completed")
+    store.update("busy", status="running")
+    assert store.cleanup(max_age_hours=24, dry_run=True) == 1
+    assert store.cleanup(max_age_hours=24) == 1
+    assert sorted(store.scan()) == ["busy", "new"]
+    assert store.delete("new") is True
+    assert store.delete("new") is False
+    assert sorted(store.scan()) == ["busy"]
+
+
+def test_no_lost_update_between_processes(location: str, tmp_path: Path) -> None:
+    """6 processes x 50 conditional increments of one counter: every one counts."""
+    go = tmp_path / "go"
+    ctx = mp.get_context("spawn")
+    procs = [
+        ctx.Process(target=increment, args=(location, "counter", 50, str(go))) for _ in range(6)
+    ]
+    for p in procs:
+        p.start()
+    go.touch()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    job = StatusStore(location).read("counter")
+    assert job is not None
+    assert job.meta["n"] == 300
+    assert job.seq == 300
+
+
+# -- the read side -----------------------------------------------------------------------------
+
+
+def test_cache_follows_another_process(location: str, cache: StatusCache) -> None:
+    assert cache.health().backend == expected_backend(location)
+    ctx = mp.get_context("spawn")
+    proc = ctx.Process(target=write_steps, args=(location, "remote", 20))
+    proc.start()
+    proc.join(60)
+    assert proc.exitcode == 0
+    job = wait_until(
+        lambda: (j := cache.get("remote")) is not None and j.is_finished and j, 10, "the last write"
+    )
+    assert job.progress == 1.0 and job.meta["i"] == 20
+    assert cache.snapshot().summary().counts[BatchStatus.COMPLETED] == 1
+
+
+def test_wait_for_change_subscribe_and_gone_jobs(store: StatusStore, cache: StatusCache) -> None:
+    seen: list[tuple[int, frozenset[str], int | None]] = []
+    unsubscribe = cache.subscribe(
+        lambda snap, ids: seen.append((snap.version, ids, threading.get_ident()))
+    )
+    version = cache.version
+    store.update("a", progress=0.5)
+    snap = cache.wait_for_change(version, timeout=10)
+    assert snap.version > version and snap["a"].progress == 0.5
+    wait_until(lambda: any("a" in ids for _, ids, _ in seen), 10, "the subscriber")
+    assert {thread for *_, thread in seen} == {cache._thread.ident}
+    versions = [v for v, _, _ in seen]
+    assert versions == sorted(versions)
+    store.delete("a")
+    wait_until(lambda: "a" not in cache.snapshot(), 10, "the deleted job to leave")
+    unsubscribe()
+    stale = cache.wait_for_change(cache.version, timeout=0.05)
+    assert stale.version == cache.version  # a timeout returns the current snapshot
+
+
+def test_seq_never_goes_backwards(store: StatusStore, cache: StatusCache) -> None:
+    last: dict[str, int] = {}
+    backwards: list[str] = []
+
+    def check(snap: object, ids: frozenset[str]) -> None:
+        for job_id in ids:
+            job = cache.get(job_id)
+            if job is None:
+                continue
+            if job.seq < last.get(job_id, 0):
+                backwards.append(job_id)
+            last[job_id] = job.seq
+
+    cache.subscribe(check)
+    for i in range(100):
+        store.update(f"j{i % 3}", progress=i / 100)
+    wait_until(lambda: all((j := cache.get(f"j{k}")) and j.progress == p
+               for k, p in ((0, 0.99), (1, 0.97), (2, 0.98))), 10, "the last writes")  # fmt: skip
+    assert backwards == []
+    assert cache.rescan() == store.scan()
+
+
+def test_invalid_record_is_reported_and_the_last_good_one_kept(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    good = store.update("j", progress=0.3)
+    wait_until(lambda: cache.get("j") == good, 10, "the good record")
+    corrupt(store, "j")
+    wait_until(lambda: "j.json" in cache.health().invalid_files, 10, "the invalid record")
+    assert cache.get("j") == good
+    with pytest.raises(InvalidRecordError):
+        store.read("j")
+    with pytest.raises(InvalidRecordError, match="refusing to overwrite"):
+        store.update("j", progress=0.4)
+    assert "j" not in store.scan()
+    assert "j.json" in store.scan_report().invalid_records()
+
+
+def test_two_caches_and_close_twice(location: str, store: StatusStore) -> None:
+    store.update("x")
+    with StatusCache(location) as one, StatusCache(location) as two:
+        assert one.snapshot() == two.snapshot() == store.scan()
+    one.close()
+    assert not one.health().running
+    assert "x" in one.snapshot()  # the last snapshot stays readable
+
+
+def test_redis_server_helper_is_stopped_by_pid() -> None:
+    server = RedisServer().start()
+    process = server.process
+    assert process is not None and process.poll() is None
+    server.stop()
+    assert process.poll() is not None

@@ -1,0 +1,202 @@
+"""Faults only a server backend has: URLs, an unreachable server, lost connections, a server
+restarted empty, a trimmed change stream, prefixes side by side. A real redis-server each time."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from _redis_server import RedisServer, free_port
+from conftest import wait_until
+
+from statusbridge import BackendUnavailable, StatusBridgeError, StatusCache, StatusStore
+from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._redis import RedisStore
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of this test's own (it gets restarted or killed)."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://",
+        "redis://host:notaport/0",
+        "redis://host:99999/0",
+        "redis://host/zero",
+        "redis://host/0?prefix=",
+        "redis://host/0?prefix={evil}",
+        "redis://host/0?colour=red",
+        "redis://host/0#frag",
+        "http://host/status",
+        "file://otherhost/abs",
+    ],
+)
+def test_malformed_urls_raise_value_error_naming_them(url: str) -> None:
+    for opener in (parse_location, StatusStore, StatusCache):
+        with pytest.raises(ValueError, match="status location") as info:
+            opener(url)
+        assert repr(url) in str(info.value) or url in str(info.value)
+
+
+def test_locations_parse() -> None:
+    where = parse_location("rediss://me:s%40cret@example.org:7000/3?prefix=app")
+    assert isinstance(where, RedisLocation)
+    assert (where.tls, where.host, where.port, where.db) == (True, "example.org", 7000, 3)
+    assert (where.username, where.password, where.prefix) == ("me", "s@cret", "app")
+    assert "s@cret" not in str(where) and "***" in str(where)
+    assert where.key("ids") == "{app}:ids"
+    assert str(parse_location("file:///tmp/x")) == "/tmp/x"
+    default = parse_location("redis://localhost")
+    assert isinstance(default, RedisLocation)
+    assert (default.port, default.db, default.prefix) == (6379, 0, "statusbridge")
+
+
+def test_unreachable_server_is_a_clear_error_within_10s() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    started = time.monotonic()
+    store = StatusStore(url)  # opening touches nothing, like a folder store
+    with pytest.raises(BackendUnavailable, match="unavailable") as info:
+        store.update("j", progress=0.1)
+    assert isinstance(info.value, StatusBridgeError) and isinstance(info.value, ConnectionError)
+    with pytest.raises(BackendUnavailable):
+        StatusCache(url)
+    assert time.monotonic() - started < 10 * 2  # two attempts, each bounded by 10 s
+
+
+def test_two_prefixes_on_one_server_are_isolated(redis_server: RedisServer) -> None:
+    one, two = redis_server.url("iso-one"), redis_server.url("iso-two")
+    with StatusStore(one) as a, StatusStore(two) as b, StatusCache(two) as cache_b:
+        a.update("same-id", message="one")
+        b.update("other", message="two")
+        wait_until(lambda: "other" in cache_b.snapshot(), 10, "the second prefix's job")
+        assert "same-id" not in cache_b.snapshot()
+        assert sorted(a.scan()) == ["same-id"] and sorted(b.scan()) == ["other"]
+        assert a.cleanup(max_age_hours=0) == 0 and b.delete("same-id") is False
+        assert a.read("same-id") is not None
+
+
+def test_client_kill_while_a_writer_writes_converges(own_server: RedisServer) -> None:
+    url = own_server.url()
+    stop = threading.Event()
+    written = [0]
+
+    def writer() -> None:
+        with StatusStore(url) as store:
+            while not stop.is_set():
+                store.update(f"w{written[0] % 5}", progress=(written[0] % 100) / 100)
+                written[0] += 1
+
+    with StatusCache(url) as cache:
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            wait_until(lambda: written[0] > 50, 20, "the writer to get going")
+            killer = redis.Redis(port=own_server.port)
+            killed = killer.client_kill_filter(_type="normal", skipme=True)
+            assert killed >= 2  # the writer's connection and the cache's
+            mark = written[0]
+            wait_until(lambda: written[0] > mark + 50, 20, "the writer to go on after the kill")
+        finally:
+            stop.set()
+            thread.join(30)
+        truth = StatusStore(url).scan()
+        wait_until(lambda: cache.snapshot() == truth, 15, "the cache to converge")
+        # (Whether the cache saw an error depends on where the kill found its reader: a blocked
+        # read fails and reloads; an idle connection is replaced silently by redis-py before
+        # the next read, which then continues from the stream id it had. Both converge.)
+        health = cache.health()
+        assert health.running and health.directory_present
+
+
+def test_server_restarted_empty(own_server: RedisServer) -> None:
+    url = own_server.url()
+    store = StatusStore(url)
+    store.update("before", progress=0.5)
+    with StatusCache(url) as cache:
+        assert "before" in cache.snapshot()
+        own_server.restart_empty()
+        after = store.update("after", progress=0.1)
+        wait_until(
+            lambda: "before" not in cache.snapshot() and cache.get("after") == after,
+            15,
+            "the restart to be noticed",
+        )
+        assert cache.health().backend == "redis"
+
+
+def test_server_down_shows_in_health_then_recovers(own_server: RedisServer) -> None:
+    url = own_server.url()
+    with StatusCache(url) as cache:
+        own_server.stop()
+        wait_until(lambda: not cache.health().directory_present, 15, "the lost connection")
+        assert cache.health().backend_note and cache.health().last_error
+        own_server.start()
+        store = StatusStore(url)
+        job = store.update("back")
+        wait_until(lambda: cache.get("back") == job, 20, "the reconnect")
+        assert cache.health().directory_present and cache.health().backend_note is None
+
+
+def test_stream_trimmed_behind_the_cache_reloads(redis_url: str) -> None:
+    store = StatusStore(redis_url)
+    assert isinstance(store, RedisStore)
+    store.update("first")
+    with StatusCache(redis_url) as cache:
+        rescans = cache.health().rescans
+        # One transaction: a write, the stream trimmed to nothing, another write. The cache
+        # reads only the second entry, numbered two past its position: a gap it must notice.
+        with store.client.pipeline(transaction=True) as pipe:
+            store._write(keys=store.keys.writes("lost"), args=store._write_args("lost", {}),
+                         client=pipe)  # fmt: skip
+            pipe.xtrim(store.keys.feed, maxlen=0)
+            store._write(keys=store.keys.writes("seen"), args=store._write_args("seen", {}),
+                         client=pipe)  # fmt: skip
+            pipe.execute()
+        wait_until(lambda: {"first", "lost", "seen"} <= set(cache.snapshot()), 10, "reload")
+        assert cache.health().rescans > rescans
+        assert cache.snapshot() == store.scan()
+
+
+def test_missing_redis_server_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from _redis_server import redis_server_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without redis-server
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        redis_server_binary()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        redis_server_binary()
+
+
+def test_dropped_redis_caches_and_stores_release_threads_and_sockets(redis_url: str) -> None:
+    import gc
+
+    from conftest import no_more_than, process_resources
+
+    StatusStore(redis_url).update("j")
+    StatusCache(redis_url).close()  # warm up (imports, scripts)
+    gc.collect()
+    before = process_resources()
+    for _ in range(20):
+        store = StatusStore(redis_url)
+        store.update("j", progress=0.5)
+        cache = StatusCache(redis_url)
+        assert cache.get("j") is not None
+        del store, cache
+    gc.collect()
+    wait_until(no_more_than(before), 20, "threads and sockets back where they started")
