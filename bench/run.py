@@ -37,6 +37,7 @@ from statusbridge.record import encode_job
 from statusbridge.store import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
+PERF_PARTS = ("aggregates", "lookup", "retention")  # bench/perf.py (issue 13)
 SPAWN = mp.get_context("spawn")
 
 
@@ -83,14 +84,15 @@ class Report:
         self.sections.append(text)
 
 
-def make_jobs(n: int) -> list[BatchJob]:
+def make_jobs(n: int, batch_size: int | None = None) -> list[BatchJob]:
+    """``n`` running jobs in 10 batches, or in batches of ``batch_size`` consecutive jobs."""
     return [
         BatchJob(
             f"job-{i}",
             "running",
             progress=(i % 100) / 100,
             message="working",
-            batch_id=f"b{i % 10}",
+            batch_id=f"b{i % 10}" if batch_size is None else f"b{i // batch_size}",
         )
         for i in range(n)
     ]
@@ -597,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--only",
-        choices=["render", "latency", "write", "scale"],
+        choices=["render", "latency", "write", "scale", *PERF_PARTS],
         help="run one part (results go to results-<part>.*)",
     )
     args = parser.parse_args(argv)
@@ -624,6 +626,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_write_cost(report, runs=3 if q else 7, inner=200 if q else 1000)
     if want("scale"):
         bench_scale(report, [2_000] if q else [10_000, 100_000], burst=2_000 if q else 20_000)
+    if args.only is None or args.only in PERF_PARTS:
+        from bench import perf  # imports this module
+
+        perf.run_all(report, q, args.only)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if q else "") + (f"-{args.only}" if args.only else "")
     if medians is not None:

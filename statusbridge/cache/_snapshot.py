@@ -7,6 +7,7 @@ updated as fast as one of 100, and old snapshots stay valid for whoever holds th
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -14,6 +15,15 @@ from typing import Any, overload
 
 import immutables
 
+from statusbridge.cache._aggregates import (
+    EMPTY,
+    STATUSES,
+    Tally,
+    add_job,
+    progress_of,
+    state_of,
+    tally_jobs,
+)
 from statusbridge.record import BatchJob, BatchStatus
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
@@ -66,36 +76,21 @@ def summarize(
     >>> s.total, s.progress, s.state
     (2, 0.75, 'running')
     """
-    counts = dict.fromkeys(BatchStatus, 0)
-    total = 0
-    done = 0.0
-    for job in jobs:
-        total += 1
-        status = job.status
-        counts[status] += 1
-        if status is BatchStatus.RUNNING:
-            done += job.progress or 0.0
-        elif status is not BatchStatus.PENDING:
-            done += 1.0
-    if total == 0:
-        state = "empty"
-    elif counts[BatchStatus.PENDING] == total:
-        state = "pending"
-    elif counts[BatchStatus.PENDING] + counts[BatchStatus.RUNNING]:
-        state = "running"
-    elif counts[BatchStatus.CANCELLED]:
-        state = "cancelled"
-    elif counts[BatchStatus.FAILED]:
-        state = "failed"
-    else:
-        state = "completed"
+    return summary_of(tally_jobs(jobs), batch_id=batch_id, name=name)
+
+
+def summary_of(
+    tally: Tally, *, batch_id: str | None = None, name: str | None = None
+) -> BatchSummary:
+    """The summary a tally stands for (what ``summarize`` of its jobs returns)."""
+    counts = dict(zip(STATUSES, tally, strict=False))
     return BatchSummary(
         id=batch_id,
         name=name,
-        total=total,
+        total=sum(counts.values()),
         counts=MappingProxyType(counts),
-        progress=done / total if total else 0.0,
-        state=state,
+        progress=progress_of(tally),
+        state=state_of(tally),
     )
 
 
@@ -103,28 +98,75 @@ def _creation_order(job: BatchJob) -> tuple[float, str]:
     return (job.created_at.timestamp() if job.created_at else 0.0, job.id)
 
 
+@dataclass(frozen=True)
+class _StaleBatch:
+    """A batch listing of an earlier snapshot and the ids changed since (newest first)."""
+
+    members: tuple[BatchJob, ...]
+    jobs: immutables.Map[str, BatchJob]  # of the snapshot ``members`` belongs to
+    changed: tuple[tuple[str, ...], Any]  # (ids, older link or None)
+    count: int
+
+    def then(self, edits: Mapping[str, Any]) -> _StaleBatch:
+        return _StaleBatch(
+            self.members, self.jobs, (tuple(edits), self.changed), self.count + len(edits)
+        )
+
+    def worth_patching(self) -> bool:
+        """Patching costs a copy and a bisection per change; sorting again, n log n."""
+        return self.count <= 4 or self.count * 8 <= len(self.members)
+
+    def patched(self, batch_id: str, jobs: immutables.Map[str, BatchJob]) -> tuple[BatchJob, ...]:
+        ids: set[str] = set()
+        link: Any = self.changed
+        while link is not None:
+            ids.update(link[0])
+            link = link[1]
+        members = list(self.members)
+        for job_id in ids:
+            before = self.jobs.get(job_id)
+            if before is not None and before.batch_id == batch_id:
+                del members[bisect_left(members, _creation_order(before), key=_creation_order)]
+            now = jobs.get(job_id)
+            if now is not None and now.batch_id == batch_id:
+                insort(members, now, key=_creation_order)
+        return tuple(members)
+
+
 class Snapshot(Mapping[str, BatchJob]):
     """Every job at one instant: an immutable ``Mapping[str, BatchJob]``.
 
     Reading it never touches the disk and never takes a lock. ``version``
-    strictly increases from one snapshot of a cache to the next.
+    strictly increases from one snapshot of a cache to the next. Summaries and
+    batch ids are kept up to date change by change (see ``_aggregates``), so
+    asking for them on every render costs the same at any number of jobs.
     """
 
-    __slots__ = ("_batches", "_jobs", "_memo", "version")
+    __slots__ = ("_batches", "_jobs", "_memo", "_tallies", "_total", "version")
 
     def __init__(
         self,
         jobs: immutables.Map[str, BatchJob] | None = None,
         batches: immutables.Map[str, immutables.Map[str, BatchJob]] | None = None,
         version: int = 0,
+        *,
+        _tallies: tuple[Tally, immutables.Map[str, Tally]] | None = None,
+        _memo: dict[Any, Any] | None = None,
     ) -> None:
         self._jobs: immutables.Map[str, BatchJob] = jobs if jobs is not None else immutables.Map()
         self._batches: immutables.Map[str, immutables.Map[str, BatchJob]] = (
             batches if batches is not None else immutables.Map()
         )
         self.version = version
-        # Derived views computed on first use; a race computes one twice, harmlessly.
-        self._memo: dict[Any, Any] = {}
+        if _tallies is None:  # built from parts: tally them once
+            _tallies = (
+                tally_jobs(self._jobs.values()),
+                immutables.Map({b: tally_jobs(m.values()) for b, m in self._batches.items()}),
+            )
+        self._total, self._tallies = _tallies
+        # Derived views computed on first use (a race computes one twice,
+        # harmlessly); those a change leaves valid are carried to the next snapshot.
+        self._memo: dict[Any, Any] = _memo if _memo is not None else {}
 
     def __getitem__(self, job_id: str) -> BatchJob:
         return self._jobs[job_id]
@@ -163,29 +205,45 @@ class Snapshot(Mapping[str, BatchJob]):
     def with_changes(self, changes: Mapping[str, BatchJob | None]) -> Snapshot:
         """The next snapshot: these jobs set (or removed, for None), version + 1.
 
-        Costs O(changes x log n): the tries share every untouched node with this one.
+        Costs O(changes x log n): the tries share every untouched node with this
+        one, and the tallies are edited by the changed jobs only.
         """
         jobs = self._jobs.mutate()
+        total = list(self._total)
         # Batch index edits, grouped per batch so that each batch's map is mutated
         # once (one set() per job would copy a path per job).
         batch_edits: dict[str, dict[str, BatchJob | None]] = {}
+        tally_edits: dict[str, list[int]] = {}
+        tallies = self._tallies
+
+        def tally_of(batch_id: str) -> list[int]:
+            work = tally_edits.get(batch_id)
+            if work is None:
+                work = tally_edits[batch_id] = list(tallies.get(batch_id, EMPTY))
+            return work
+
         for job_id, job in changes.items():
             previous = jobs.get(job_id)
-            if (
-                previous is not None
-                and previous.batch_id is not None
-                and (job is None or job.batch_id != previous.batch_id)
-            ):
-                batch_edits.setdefault(previous.batch_id, {})[job_id] = None
+            if previous is not None:
+                add_job(total, previous, -1)
+                if previous.batch_id is not None:
+                    add_job(tally_of(previous.batch_id), previous, -1)
+                    if job is None or job.batch_id != previous.batch_id:
+                        batch_edits.setdefault(previous.batch_id, {})[job_id] = None
             if job is None:
                 jobs.pop(job_id, None)
                 continue
             jobs[job_id] = job
+            add_job(total, job, 1)
             if job.batch_id is not None:
+                add_job(tally_of(job.batch_id), job, 1)
                 batch_edits.setdefault(job.batch_id, {})[job_id] = job
         batches = self._batches.mutate()
+        new_tallies = tallies.mutate()
+        batch_set_changed = False
         for batch_id, edits in batch_edits.items():
-            members = (batches.get(batch_id) or immutables.Map()).mutate()
+            before = batches.get(batch_id)
+            members = (before or immutables.Map()).mutate()
             for job_id, member in edits.items():
                 if member is None:
                     members.pop(job_id, None)
@@ -193,9 +251,48 @@ class Snapshot(Mapping[str, BatchJob]):
                     members[job_id] = member
             if len(members):
                 batches[batch_id] = members.finish()
+                new_tallies[batch_id] = tuple(tally_edits[batch_id])
+                batch_set_changed = batch_set_changed or before is None
             else:
                 batches.pop(batch_id, None)
-        return Snapshot(jobs.finish(), batches.finish(), self.version + 1)
+                new_tallies.pop(batch_id, None)
+                batch_set_changed = batch_set_changed or before is not None
+        return Snapshot(
+            jobs.finish(),
+            batches.finish(),
+            self.version + 1,
+            _tallies=(tuple(total), new_tallies.finish()),
+            _memo=self._carried_memo(batch_edits, batch_set_changed),
+        )
+
+    def _carried_memo(
+        self, batch_edits: Mapping[str, Mapping[str, BatchJob | None]], batch_set_changed: bool
+    ) -> dict[Any, Any]:
+        """The derived views of this snapshot that stay true (or can be patched) after these edits.
+
+        A batch listing the edits touch is not rebuilt here: the next snapshot
+        gets the listing and the ids changed since, and patches it only if asked.
+        """
+        carried: dict[Any, Any] = {}
+        memo = self._memo.copy()  # copy(): atomic against readers filling it meanwhile
+        for key, value in memo.items():
+            kind = key[0]
+            if kind == "batch_ids":
+                if not batch_set_changed:
+                    carried[key] = value
+            elif kind in ("batch", "stale batch"):
+                edits = batch_edits.get(key[1])
+                if edits is None:
+                    carried[key] = value
+                elif kind == "batch":
+                    stale = _StaleBatch(value, self._jobs, (tuple(edits), None), len(edits))
+                    if stale.worth_patching():
+                        carried["stale batch", key[1]] = stale
+                elif ("batch", key[1]) not in memo and value.then(edits).worth_patching():
+                    carried[key] = value.then(edits)
+            elif kind == "summary" and key[1] is not None and key[1] not in batch_edits:
+                carried[key] = value
+        return carried
 
     def batch_ids(self) -> tuple[str, ...]:
         """Ids of the batches that have at least one job, sorted."""
@@ -209,18 +306,25 @@ class Snapshot(Mapping[str, BatchJob]):
         """The jobs of one batch, oldest first (by ``created_at``, then id)."""
         key = ("batch", batch_id)
         if key not in self._memo:
-            members = self._batches.get(batch_id)
-            self._memo[key] = (
-                tuple(sorted(members.values(), key=_creation_order)) if members else ()
-            )
+            stale = self._memo.get(("stale batch", batch_id))
+            if stale is not None:
+                self._memo[key] = stale.patched(batch_id, self._jobs)
+            else:
+                members = self._batches.get(batch_id)
+                self._memo[key] = (
+                    tuple(sorted(members.values(), key=_creation_order)) if members else ()
+                )
         result: tuple[BatchJob, ...] = self._memo[key]
         return result
+
+    def tally(self, batch_id: str | None = None) -> Tally:
+        """The raw counts behind ``summary`` (see ``statusbridge.cache._aggregates``)."""
+        return self._total if batch_id is None else self._tallies.get(batch_id, EMPTY)
 
     def summary(self, batch_id: str | None = None) -> BatchSummary:
         """Counts per status and overall progress, of one batch or of every job."""
         key = ("summary", batch_id)
         if key not in self._memo:
-            members = self._jobs.values() if batch_id is None else self.batch(batch_id)
-            self._memo[key] = summarize(members, batch_id=batch_id)
+            self._memo[key] = summary_of(self.tally(batch_id), batch_id=batch_id)
         result: BatchSummary = self._memo[key]
         return result

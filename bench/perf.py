@@ -1,0 +1,199 @@
+"""Figures of issue 13 (performance at scale), each a ratio against a baseline of the same run.
+
+Run with the rest: ``python -m bench [--quick] [--only PART]`` (parts ``aggregates``,
+``lookup``, ``retention``); alone: ``python -m bench.perf [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.run import Report, Stat, make_jobs, repeat
+from statusbridge import BatchJob, BatchManager, BatchQueue, Snapshot
+from statusbridge.record import BatchStatus, encode_job, utc_now
+from statusbridge.store import write_atomic
+
+__all__ = ["bench_aggregates", "bench_lookup", "bench_retention"]
+
+
+def _ratio(big: Stat, small: Stat) -> str:
+    return f"{big.median / small.median:.2f}x"
+
+
+# -- aggregates after a change -------------------------------------------------------------------
+def bench_aggregates(report: Report, sizes: tuple[int, int], runs: int) -> None:
+    """What a UI asks on every render, right after a change, at a small and a large size.
+
+    Batches of 100 jobs (more batches as jobs grow, as with a BatchManager); the
+    last row lists a batch holding a tenth of all jobs, which is a copy of that
+    many references whatever the bookkeeping.
+    """
+    stats: dict[str, dict[int, Stat]] = {}
+    for n in sizes:
+        for tenth, batch_size in ((False, 100), (True, n // 10)):
+            base = Snapshot().with_changes({j.id: j for j in make_jobs(n, batch_size)})
+            base.summary(), base.summary("b5"), base.batch_ids(), base.batch("b5")
+            current = [base]
+            job_id = f"job-{5 * batch_size}"
+
+            def changed() -> Snapshot:
+                # A new snapshot per call, as the cache makes one per change.
+                snap = current[0]
+                progress = (snap.version % 100) / 100
+                job = BatchJob(job_id, "running", progress=progress, batch_id="b5")
+                current[0] = snap = snap.with_changes({job_id: job})
+                return snap
+
+            queries = {
+                "apply a change": lambda s: None,
+                "change + summary()": lambda s: s.summary(),
+                "change + summary(batch_id)": lambda s: s.summary("b5"),
+                "change + batch_ids()": lambda s: s.batch_ids(),
+                "change + batch(batch_id)": lambda s: s.batch("b5"),
+            }
+            if tenth:
+                queries = {
+                    "change + batch(batch_id), a tenth of all jobs": queries[
+                        "change + batch(batch_id)"
+                    ]
+                }
+            for name, query in queries.items():
+                stats.setdefault(name, {})[n] = repeat(
+                    lambda query=query: query(changed()), runs=runs, inner=200
+                )
+    small, big = sizes
+    rows = [
+        [name, by_n[small].fmt(), by_n[big].fmt(), _ratio(by_n[big], by_n[small])]
+        for name, by_n in stats.items()
+    ]
+    report.table(
+        "Aggregates after a change (what a UI asks on every render)",
+        ["what", f"{small:,} jobs", f"{big:,} jobs", "ratio"],
+        rows,
+        f"Goal: ratio <= 3x between {small:,} and {big:,} jobs (batches of 100 jobs; "
+        "the last row is O(batch size) by nature: it returns a tuple of that batch).",
+    )
+    report.raw["aggregates"] = {
+        name: {str(n): st.median for n, st in by_n.items()} for name, by_n in stats.items()
+    }
+
+
+# -- snapshot.get against a plain dict ---------------------------------------------------------
+def bench_lookup(report: Report, n: int, runs: int) -> None:
+    jobs = make_jobs(n)
+    plain = {j.id: j for j in jobs}
+    snap = Snapshot().with_changes(plain)
+    ids = [f"job-{i}" for i in range(0, n, max(1, n // 1000))][:1000]
+
+    def via_dict() -> object:
+        get = plain.get
+        return [get(i) for i in ids]
+
+    def via_snapshot() -> object:
+        get = snap.get
+        return [get(i) for i in ids]
+
+    def via_snapshot_attr() -> object:  # the seed's get_job_status pattern: no local alias
+        return [snap.get(i) for i in ids]
+
+    d = repeat(via_dict, runs=runs, inner=200)
+    s = repeat(via_snapshot, runs=runs, inner=200)
+    a = repeat(via_snapshot_attr, runs=runs, inner=200)
+    report.table(
+        f"Lookup: get() of {len(ids):,} ids in {n:,} jobs",
+        ["plain dict", "snapshot.get (bound once)", "snapshot.get (per call)", "ratio"],
+        [[d.fmt(), s.fmt(), a.fmt(), f"{s.median / d.median:.2f}x / {a.median / d.median:.2f}x"]],
+        "Goal: <= 1.5x the plain dict.",
+    )
+    report.raw["lookup"] = {"dict": d.median, "snapshot": s.median, "snapshot_attr": a.median}
+
+
+# -- throughput with many finished records already in the folder --------------------------------
+def trivial(params: Any) -> int:
+    return 1
+
+
+def _finished_records(folder: Path, n: int) -> None:
+    """``n`` completed records, written directly (quicker than through a store)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    now = utc_now()
+    for i in range(n):
+        job = BatchJob(
+            f"old-{i}",
+            BatchStatus.COMPLETED,
+            batch_id=f"old{i % 100}",
+            created_at=now,
+            completed_at=now,
+            updated_at=now,
+            seq=1,
+        )
+        write_atomic(folder / f"{job.id}.json", encode_job(job))
+
+
+def _jobs_per_second(folder: Path, jobs: int, keep: int) -> float:
+    with BatchQueue(2, max_completed_jobs=keep, status_dir=folder) as queue:
+        t = time.perf_counter()
+        ids = [queue.submit(trivial) for _ in range(jobs)]
+        queue.wait(ids, timeout=600)
+        return jobs / (time.perf_counter() - t)
+
+
+def bench_retention(report: Report, records: int, jobs: int, runs: int) -> None:
+    """Jobs/s with ``records`` finished records in the folder (each new one evicts an old one)."""
+    root = Path(tempfile.mkdtemp(prefix="sb-retention-"))
+    try:
+        full = root / "full"
+        _finished_records(full, records)
+        empty_rates, full_rates = [], []
+        for run in range(runs):
+            empty_rates.append(_jobs_per_second(root / f"empty-{run}", jobs, keep=records))
+            full_rates.append(_jobs_per_second(full, jobs, keep=records))
+        # and with a manager listing batches as a UI would
+        with BatchManager(batch_dir=root / "batches", status_dir=full) as manager:
+            list_cost = repeat(manager.list_batches, runs=runs, inner=20)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    empty, full_ = Stat(empty_rates), Stat(full_rates)
+    report.table(
+        f"Retention: trivial jobs/s with {records:,} finished records in the folder",
+        ["empty folder", f"{records:,} finished records", "ratio", "list_batches()"],
+        [
+            [
+                empty.fmt(1, "jobs/s", 0),
+                full_.fmt(1, "jobs/s", 0),
+                f"{full_.median / empty.median:.2f}x",
+                list_cost.fmt(1e3, "ms", 2),
+            ]
+        ],
+        "Goal: >= 0.5x the empty folder (retention keeps the newest "
+        f"{records:,}: every job finished evicts one old record).",
+    )
+    report.raw["retention"] = {"empty": empty.median, "full": full_.median}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    report = Report(args.quick)
+    run_all(report, args.quick, None)
+
+
+def run_all(report: Report, quick: bool, only: str | None) -> None:
+    if only in (None, "aggregates"):
+        bench_aggregates(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
+    if only in (None, "lookup"):
+        bench_lookup(report, 10_000 if quick else 100_000, runs=3 if quick else 7)
+    if only in (None, "retention"):
+        bench_retention(
+            report, 2_000 if quick else 100_000, 200 if quick else 1_000, runs=1 if quick else 3
+        )
+
+
+if __name__ == "__main__":
+    main()
