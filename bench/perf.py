@@ -83,6 +83,54 @@ def bench_aggregates(report: Report, sizes: tuple[int, int], runs: int) -> None:
     }
 
 
+# -- list_batches over batches with many jobs ---------------------------------------------------
+def _list_batches_cost(root: Path, n: int, runs: int) -> Stat:
+    """``list_batches()`` with 10 open batches of n/10 jobs, every job's record running."""
+    folder, batch_dir = root / f"status-{n}", root / f"batches-{n}"
+    folder.mkdir(parents=True)
+    with BatchManager(batch_dir=batch_dir, status_dir=folder) as manager:
+        now = utc_now()
+        for b in range(10):
+            batch_id = manager.create_custom_batch([{"i": i} for i in range(n // 10)], f"b{b}")
+            for job_id in manager.batches[batch_id].job_ids:
+                job = BatchJob(
+                    job_id,
+                    BatchStatus.RUNNING,
+                    progress=0.5,
+                    batch_id=batch_id,
+                    created_at=now,
+                    updated_at=now,
+                    seq=1,
+                )
+                write_atomic(folder / f"{job_id}.json", encode_job(job))
+        deadline = time.monotonic() + 300
+        while len(manager.queue.snapshot()) < n and time.monotonic() < deadline:
+            manager.queue.cache.wait_for_change(manager.queue.cache.version, 1.0)
+        return repeat(manager.list_batches, runs=runs, inner=10)
+
+
+def bench_list_batches(report: Report, sizes: tuple[int, int], runs: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="sb-list-"))
+    try:
+        stats = {n: _list_batches_cost(root, n, runs) for n in sizes}
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    small, big = sizes
+    report.table(
+        "BatchManager.list_batches(): 10 open batches, every job running",
+        [f"{small:,} jobs", f"{big:,} jobs", "ratio"],
+        [
+            [
+                stats[small].fmt(1e3, "ms", 3),
+                stats[big].fmt(1e3, "ms", 3),
+                _ratio(stats[big], stats[small]),
+            ]
+        ],
+        f"Goal: ratio <= 3x between {small:,} and {big:,} jobs.",
+    )
+    report.raw["list_batches"] = {str(n): st.median for n, st in stats.items()}
+
+
 # -- snapshot.get against a plain dict ---------------------------------------------------------
 def bench_lookup(report: Report, n: int, runs: int) -> None:
     jobs = make_jobs(n)
@@ -187,6 +235,8 @@ def main() -> None:
 def run_all(report: Report, quick: bool, only: str | None) -> None:
     if only in (None, "aggregates"):
         bench_aggregates(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
+    if only in (None, "aggregates"):
+        bench_list_batches(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
     if only in (None, "lookup"):
         bench_lookup(report, 10_000 if quick else 100_000, runs=3 if quick else 7)
     if only in (None, "retention"):

@@ -92,3 +92,22 @@ def test_snapshot_built_from_parts_tallies_once() -> None:
     rebuilt = Snapshot(full._jobs, full._batches, full.version)  # the constructor's own path
     assert rebuilt.summary("x") == full.summary("x")
     assert rebuilt.summary().state == "running"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(jobs(), max_size=12).map(lambda js: {j.id: j for j in js}),
+    st.lists(jobs(), max_size=6).map(lambda js: list({j.id: j for j in js}.values())),
+    st.integers(0, 3),
+)
+def test_summary_with_newer_records_equals_merged_summary(
+    cached: dict[str, BatchJob], newer: list[BatchJob], extra: int
+) -> None:
+    """What a manager shows: the cache's records, its own newer ones instead, the rest pending."""
+    snap = Snapshot().with_changes(cached)
+    merged = {**cached, **{j.id: j for j in newer}}
+    members = [j for j in merged.values() if j.batch_id == "a"]
+    members += [BatchJob(f"missing-{i}", "pending", batch_id="a") for i in range(extra)]
+    assert snap.summary_with("a", newer, pending_extra=extra, name="n") == summarize(
+        members, batch_id="a", name="n"
+    )

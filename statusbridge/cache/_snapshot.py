@@ -321,6 +321,30 @@ class Snapshot(Mapping[str, BatchJob]):
         """The raw counts behind ``summary`` (see ``statusbridge.cache._aggregates``)."""
         return self._total if batch_id is None else self._tallies.get(batch_id, EMPTY)
 
+    def summary_with(
+        self,
+        batch_id: str,
+        newer: Iterable[BatchJob] = (),
+        *,
+        pending_extra: int = 0,
+        name: str | None = None,
+    ) -> BatchSummary:
+        """``summary(batch_id)`` with ``newer`` records in place of this snapshot's.
+
+        For a writer that knows records the cache has not shown yet
+        (read-your-writes), and jobs with no record yet (``pending_extra``,
+        counted as pending). Costs O(len(newer)).
+        """
+        work = list(self.tally(batch_id))
+        for job in newer:
+            cached = self._jobs.get(job.id)
+            if cached is not None and cached.batch_id == batch_id:
+                add_job(work, cached, -1)
+            if job.batch_id == batch_id:
+                add_job(work, job, 1)
+        work[STATUSES.index(BatchStatus.PENDING)] += pending_extra
+        return summary_of(tuple(work), batch_id=batch_id, name=name)
+
     def summary(self, batch_id: str | None = None) -> BatchSummary:
         """Counts per status and overall progress, of one batch or of every job."""
         key = ("summary", batch_id)

@@ -449,10 +449,20 @@ class BatchQueue:
         local = self._submitted.get(job_id)
         if local is None:
             return cached
-        if cached is not None and cached.created_at == local.created_at and cached.seq >= local.seq:
+        if _caught_up(cached, local):
             self._submitted.pop(job_id, None)  # the cache has caught up
             return cached
         return local
+
+    def unseen_records(self, snapshot: Snapshot) -> list[BatchJob]:
+        """Records written here that ``snapshot`` does not show yet (read-your-writes).
+
+        O(jobs in flight here): what ``get_job_status`` would answer instead of
+        the snapshot, for summaries that start from the snapshot's counts.
+        """
+        with self._lock:
+            local = list(self._submitted.items())
+        return [job for job_id, job in local if not _caught_up(snapshot.get(job_id), job)]
 
     def snapshot(self) -> Snapshot:
         """The cache's current snapshot of every job in the folder."""
@@ -573,12 +583,7 @@ class BatchQueue:
                 local = self._submitted.get(job_id)
                 if local is None:
                     continue
-                cached = snap.get(job_id)
-                if (
-                    cached is not None
-                    and cached.created_at == local.created_at
-                    and cached.seq >= local.seq
-                ):
+                if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
                 elif full_pass and job_id not in self._subs:
                     if job_id in absent_before:
@@ -710,6 +715,11 @@ class BatchQueue:
 
     def __repr__(self) -> str:
         return f"<BatchQueue {self._folder!r} running={len(self._subs)}>"
+
+
+def _caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
+    """Whether the cache's record is (at least) this run's record written here."""
+    return cached is not None and cached.created_at == local.created_at and cached.seq >= local.seq
 
 
 def _supervise(
