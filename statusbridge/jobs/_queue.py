@@ -185,6 +185,7 @@ class BatchQueue:
         self.cache = cache if cache is not None else StatusCache(status_dir)
         self._finish_order = FinishOrder()
         self._unsubscribe = self.cache.subscribe(self._finish_order)
+        self._finish_order.seed(self.cache.snapshot())
 
         self._lock = threading.Lock()  # guards the dicts below; never held around the pool
         self._subs: dict[str, _Submission] = {}
@@ -544,20 +545,31 @@ class BatchQueue:
         finished = snap.summary().finished
         if finished <= self.max_completed_jobs and max_age_hours is None:
             return []
-        protected = open_batches(snap)
+        protected: set[str] = set()
         with self._lock:
             hooks = [ref() for ref in self._retention_hooks]
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))
-        doomed = select_for_retention(
-            snap.values(),
-            max_completed=self.max_completed_jobs,
-            max_age_hours=max_age_hours,
-            now=now,
-            ranks=self._finish_order.ranks(),
-            protected_batches=protected,
-        )
+        if max_age_hours is None:
+            # After each burst of finished jobs: only the oldest few, O(1) amortised.
+            doomed = self._finish_order.oldest_unprotected(
+                snap,
+                finished - self.max_completed_jobs,
+                lambda job: (
+                    job.batch_id is not None
+                    and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
+                ),
+            )
+        else:
+            doomed = select_for_retention(
+                snap.values(),
+                max_completed=self.max_completed_jobs,
+                max_age_hours=max_age_hours,
+                now=now,
+                ranks=self._finish_order.ranks(),
+                protected_batches=protected | open_batches(snap),
+            )
         if not doomed:
             return []
         # Noted first: a reader may see a record gone before the call returns.
