@@ -11,7 +11,7 @@ from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import immutables
 
@@ -142,7 +142,7 @@ class Snapshot(Mapping[str, BatchJob]):
     asking for them on every render costs the same at any number of jobs.
     """
 
-    __slots__ = ("_batches", "_jobs", "_memo", "_tallies", "_total", "version")
+    __slots__ = ("_batches", "_jobs", "_memo", "_tallies", "_total", "get", "version")
 
     def __init__(
         self,
@@ -154,6 +154,7 @@ class Snapshot(Mapping[str, BatchJob]):
         _memo: dict[Any, Any] | None = None,
     ) -> None:
         self._jobs: immutables.Map[str, BatchJob] = jobs if jobs is not None else immutables.Map()
+        self.get = self._jobs.get  # type: ignore[method-assign]
         self._batches: immutables.Map[str, immutables.Map[str, BatchJob]] = (
             batches if batches is not None else immutables.Map()
         )
@@ -171,14 +172,16 @@ class Snapshot(Mapping[str, BatchJob]):
     def __getitem__(self, job_id: str) -> BatchJob:
         return self._jobs[job_id]
 
-    @overload
-    def get(self, job_id: str, /) -> BatchJob | None: ...
-    @overload
-    def get(self, job_id: str, default: BatchJob, /) -> BatchJob: ...
-    @overload
-    def get(self, job_id: str, default: Any, /) -> Any: ...
-    def get(self, job_id: str, default: Any = None) -> Any:
-        return self._jobs.get(job_id, default)
+    if TYPE_CHECKING:
+        # At run time ``get`` is the trie's own (C) method, bound per snapshot in
+        # __init__: a Python method in front of it cost as much as the lookup.
+        @overload
+        def get(self, job_id: str, /) -> BatchJob | None: ...
+        @overload
+        def get(self, job_id: str, default: BatchJob, /) -> BatchJob: ...
+        @overload
+        def get(self, job_id: str, default: Any, /) -> Any: ...
+        def get(self, job_id: str, default: Any = None) -> Any: ...
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
