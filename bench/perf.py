@@ -1,13 +1,15 @@
 """Figures of issue 13 (performance at scale), each a ratio against a baseline of the same run.
 
 Run with the rest: ``python -m bench [--quick] [--only PART]`` (parts ``aggregates``,
-``lookup``, ``retention``); alone: ``python -m bench.perf [--quick]``.
+``lookup``, ``throughput``, ``retention``); alone: ``python -m bench.perf [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -244,6 +246,95 @@ def bench_retention(report: Report, records: int, jobs: int, runs: int) -> None:
     report.raw["retention"] = {"empty": empty.median, "full": full_.median}
 
 
+# -- job throughput against Huey ----------------------------------------------------------------
+def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
+    """Huey's standard consumer (``-w 4 -k thread``) in its own process; this one enqueues."""
+    env = {**os.environ, "SB_BENCH_HUEY_DB": str(root / "huey.db")}
+    os.environ["SB_BENCH_HUEY_DB"] = env["SB_BENCH_HUEY_DB"]
+    from bench import huey_tasks
+
+    huey_tasks.huey.storage.filename = env["SB_BENCH_HUEY_DB"]
+    consumer = subprocess.Popen(
+        [
+            shutil.which("huey_consumer") or "huey_consumer",
+            "bench.huey_tasks.huey",
+            "-w",
+            "4",
+            "-k",
+            "thread",
+            "-q",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        huey_tasks.trivial(None).get(blocking=True, timeout=60)  # started and warm
+        t = time.perf_counter()
+        results = [huey_tasks.trivial(None) for _ in range(jobs)]
+        submit = (time.perf_counter() - t) / jobs
+        for result in results:
+            result.get(blocking=True, timeout=600)
+        return jobs / (time.perf_counter() - t), submit
+    finally:
+        consumer.terminate()
+        consumer.wait(30)
+
+
+def _statusbridge_jobs_per_second(folder: Path, jobs: int) -> tuple[float, float]:
+    with BatchQueue(4, max_completed_jobs=jobs, status_dir=folder) as queue:
+        queue.wait([queue.submit(trivial)], timeout=60)
+        t = time.perf_counter()
+        ids = [queue.submit(trivial) for _ in range(jobs)]
+        submit = (time.perf_counter() - t) / jobs
+        queue.wait(ids, timeout=600)
+        return jobs / (time.perf_counter() - t), submit
+
+
+def bench_throughput(report: Report, jobs: int, runs: int) -> None:
+    """Trivial jobs end to end: BatchQueue (4 threads) against Huey (4 consumer threads)."""
+    root = Path(tempfile.mkdtemp(prefix="sb-throughput-"))
+    rates: dict[str, list[float]] = {"statusbridge": [], "huey": []}
+    submits: dict[str, list[float]] = {"statusbridge": [], "huey": []}
+    try:
+        for run in range(runs):
+            for name, measure in (
+                ("statusbridge", _statusbridge_jobs_per_second),
+                ("huey", _huey_jobs_per_second),
+            ):
+                where = root / f"{name}-{run}"
+                where.mkdir()
+                rate, submit = measure(where, jobs)
+                rates[name].append(rate)
+                submits[name].append(submit)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    sb, hu = Stat(rates["statusbridge"]), Stat(rates["huey"])
+    report.table(
+        f"Throughput: {jobs:,} trivial jobs end to end, 4 worker threads",
+        [
+            "BatchQueue",
+            "huey.SqliteHuey + huey_consumer -w 4 -k thread",
+            "ratio",
+            "submit per job (sb / huey)",
+        ],
+        [
+            [
+                sb.fmt(1, "jobs/s", 0),
+                hu.fmt(1, "jobs/s", 0),
+                f"{sb.median / hu.median:.2f}x",
+                f"{Stat(submits['statusbridge']).fmt(1e3, 'ms', 2)} / "
+                f"{Stat(submits['huey']).fmt(1e3, 'ms', 3)}",
+            ]
+        ],
+        "Goal: >= 1.0x Huey. Each statusbridge job is three atomic file writes "
+        "(pending, running, final) that other processes can read; a Huey task is a "
+        "row in one SQLite file (no fsync on either side).",
+    )
+    report.raw["throughput"] = {"statusbridge": sb.median, "huey": hu.median}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -259,6 +350,8 @@ def run_all(report: Report, quick: bool, only: str | None) -> None:
         bench_list_batches(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
     if only in (None, "lookup"):
         bench_lookup(report, 10_000 if quick else 100_000, runs=3 if quick else 7)
+    if only in (None, "throughput"):
+        bench_throughput(report, 300 if quick else 2_000, runs=1 if quick else 3)
     if only in (None, "retention"):
         bench_retention(
             report, 2_000 if quick else 100_000, 200 if quick else 1_000, runs=1 if quick else 3
