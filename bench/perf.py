@@ -1,7 +1,8 @@
 """Figures of issue 13 (performance at scale), each a ratio against a baseline of the same run.
 
 Run with the rest: ``python -m bench [--quick] [--only PART]`` (parts ``aggregates``,
-``lookup``, ``throughput``, ``retention``); alone: ``python -m bench.perf [--quick]``.
+``lookup``, ``throughput``, ``retention``,
+``idle``, ``scan``); alone: ``python -m bench.perf [--quick]``.
 """
 
 from __future__ import annotations
@@ -335,6 +336,154 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
     report.raw["throughput"] = {"statusbridge": sb.median, "huey": hu.median}
 
 
+# -- idle cost ------------------------------------------------------------------------------------
+def _process_counters() -> tuple[float, int]:
+    """CPU seconds and context switches (wakeups) of this process, all threads."""
+    switches = 0
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue  # a thread that just ended
+        for line in text.splitlines():
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                switches += int(line.split()[1])
+    return time.process_time(), switches
+
+
+def idle_cost(kind: str, folder: str, window: float, out: str) -> None:
+    """In a spawned process: watch ``folder``, wait for the load, then measure ``window`` s."""
+    from watchdog.events import FileSystemEventHandler
+    from watchdog.observers import Observer
+
+    from statusbridge import StatusCache
+
+    if kind == "statusbridge":
+        watcher: Any = StatusCache(folder)
+        stop = watcher.close
+    else:  # the floor: a bare observer with a handler that does nothing
+        watcher = Observer()
+        watcher.schedule(FileSystemEventHandler(), folder)
+        watcher.start()
+
+        def stop() -> None:
+            watcher.stop()
+            watcher.join()
+
+    time.sleep(1.0)  # settle after the initial scan
+    cpu0, sw0 = _process_counters()
+    time.sleep(window)  # the measured idle period (the main thread sleeps: 1 wakeup)
+    cpu1, sw1 = _process_counters()
+    stop()
+    Path(out).write_text(f"{cpu1 - cpu0} {sw1 - sw0}")
+
+
+def bench_idle(report: Report, records: int, window: float) -> None:
+    import multiprocessing
+
+    root = Path(tempfile.mkdtemp(prefix="sb-idle-"))
+    rows = []
+    raw: dict[str, Any] = {}
+    try:
+        _finished_records(root / "status", records)
+        for kind in ("statusbridge", "bare watchdog observer"):
+            out = root / "out"
+            proc = multiprocessing.get_context("spawn").Process(
+                target=idle_cost, args=(kind, str(root / "status"), window, str(out))
+            )
+            proc.start()
+            proc.join(600)
+            cpu, switches = (float(x) for x in out.read_text().split())
+            per30 = 30.0 / window
+            raw[kind] = {"cpu_s_per_30s": cpu * per30, "wakeups_per_30s": switches * per30}
+            rows.append([kind, f"{cpu * per30:.3f} CPU-s", f"{switches * per30:,.0f}"])
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    report.table(
+        f"Idle cost of watching {records:,} records (inotify), per 30 s "
+        f"(measured over {window:g} s)",
+        ["watcher", "CPU", "wakeups (context switches, all threads)"],
+        rows,
+        "Goal: statusbridge <= 0.05 CPU-s and <= 100 wakeups per 30 s.",
+    )
+    report.raw["idle"] = raw
+
+
+# -- initial scan in a fresh process --------------------------------------------------------------
+def scan_in_fresh_process(kind: str, folder: str, out: str) -> None:
+    """In a spawned process: load every record of ``folder``; write seconds and RSS growth."""
+    import json
+    import resource
+
+    from statusbridge import StatusCache  # imported before the first figure: not counted
+
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    if kind == "floor":
+        docs = {}
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".json"):
+                    with open(entry.path, "rb") as f:
+                        docs[entry.name] = json.loads(f.read())
+        count = len(docs)
+    else:
+        cache = StatusCache(folder)
+        count = len(cache.snapshot())
+    elapsed = time.perf_counter() - t
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) * 1024  # KiB on Linux
+    Path(out).write_text(f"{elapsed} {count} {rss}")
+
+
+def bench_scan(report: Report, records: int, runs: int) -> None:
+    import multiprocessing
+
+    root = Path(tempfile.mkdtemp(prefix="sb-scan-"))
+    times: dict[str, list[float]] = {"floor": [], "statusbridge": []}
+    rss: dict[str, list[float]] = {"floor": [], "statusbridge": []}
+    try:
+        _finished_records(root / "status", records)
+        for _ in range(runs):
+            for kind in ("floor", "statusbridge"):
+                out = root / "out"
+                proc = multiprocessing.get_context("spawn").Process(
+                    target=scan_in_fresh_process, args=(kind, str(root / "status"), str(out))
+                )
+                proc.start()
+                proc.join(900)
+                elapsed, count, grown = (float(x) for x in out.read_text().split())
+                assert int(count) == records, (kind, count)
+                times[kind].append(elapsed)
+                rss[kind].append(grown / records)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    floor, sb = Stat(times["floor"]), Stat(times["statusbridge"])
+    report.table(
+        f"Initial scan of {records:,} records in a fresh process",
+        [
+            "floor: scandir + read + json.loads",
+            "StatusCache(folder)",
+            "ratio",
+            "RSS growth per record (floor / statusbridge)",
+        ],
+        [
+            [
+                floor.fmt(1, "s", 2),
+                sb.fmt(1, "s", 2),
+                f"{sb.median / floor.median:.2f}x",
+                f"{Stat(rss['floor']).median:,.0f} / {Stat(rss['statusbridge']).median:,.0f} bytes",
+            ]
+        ],
+        "Goals: <= 1.5x the floor; <= 1 KiB of RSS per cached record (peak RSS "
+        "growth during the load; the floor keeps the decoded dicts).",
+    )
+    report.raw["scan"] = {
+        "floor": floor.median,
+        "statusbridge": sb.median,
+        "rss_per_record": Stat(rss["statusbridge"]).median,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -352,6 +501,10 @@ def run_all(report: Report, quick: bool, only: str | None) -> None:
         bench_lookup(report, 10_000 if quick else 100_000, runs=3 if quick else 7)
     if only in (None, "throughput"):
         bench_throughput(report, 300 if quick else 2_000, runs=1 if quick else 3)
+    if only in (None, "idle"):
+        bench_idle(report, 2_000 if quick else 100_000, window=5.0 if quick else 30.0)
+    if only in (None, "scan"):
+        bench_scan(report, 5_000 if quick else 100_000, runs=1 if quick else 3)
     if only in (None, "retention"):
         bench_retention(
             report, 2_000 if quick else 100_000, 200 if quick else 1_000, runs=1 if quick else 3

@@ -37,7 +37,14 @@ from statusbridge.record import encode_job
 from statusbridge.store import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PERF_PARTS = ("aggregates", "lookup", "throughput", "retention")  # bench/perf.py (issue 13)
+PERF_PARTS = (
+    "aggregates",
+    "lookup",
+    "throughput",
+    "retention",
+    "idle",
+    "scan",
+)  # bench/perf.py (issue 13)
 SPAWN = mp.get_context("spawn")
 
 
