@@ -28,6 +28,11 @@ def _ratio(big: Stat, small: Stat) -> str:
     return f"{big.median / small.median:.2f}x"
 
 
+def _against(ours: Stat, theirs: Stat, unit: str, digits: int) -> list[str]:
+    """Table cells: both figures, then ours / theirs."""
+    return [ours.fmt(1, unit, digits), theirs.fmt(1, unit, digits), _ratio(ours, theirs)]
+
+
 # -- aggregates after a change -------------------------------------------------------------------
 def bench_aggregates(report: Report, sizes: tuple[int, int], runs: int) -> None:
     """What a UI asks on every render, right after a change, at a small and a large size.
@@ -322,9 +327,7 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
         ],
         [
             [
-                sb.fmt(1, "jobs/s", 0),
-                hu.fmt(1, "jobs/s", 0),
-                f"{sb.median / hu.median:.2f}x",
+                *_against(sb, hu, "jobs/s", 0),
                 f"{Stat(submits['statusbridge']).fmt(1e3, 'ms', 2)} / "
                 f"{Stat(submits['huey']).fmt(1e3, 'ms', 3)}",
             ]
@@ -468,8 +471,7 @@ def bench_scan(report: Report, records: int, runs: int) -> None:
         ],
         [
             [
-                floor.fmt(1, "s", 2),
-                sb.fmt(1, "s", 2),
+                *_against(floor, sb, "s", 2)[:2],
                 f"{sb.median / floor.median:.2f}x",
                 f"{Stat(rss['floor']).median:,.0f} / {Stat(rss['statusbridge']).median:,.0f} bytes",
             ]
