@@ -2,7 +2,7 @@
 
 Run with the rest: ``python -m bench [--quick] [--only PART]`` (parts ``aggregates``,
 ``lookup``, ``throughput``, ``retention``,
-``idle``, ``scan``); alone: ``python -m bench.perf [--quick]``.
+``idle``, ``scan``, ``writers``); alone: ``python -m bench.perf [--quick]``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.run import Report, Stat, make_jobs, repeat
-from statusbridge import BatchJob, BatchManager, BatchQueue, Snapshot
+from statusbridge import BatchJob, BatchManager, BatchQueue, Snapshot, StatusStore
 from statusbridge.record import BatchStatus, encode_job, utc_now
 from statusbridge.store import write_atomic
 
@@ -486,6 +486,125 @@ def bench_scan(report: Report, records: int, runs: int) -> None:
     }
 
 
+# -- write -> visible with 8 writer processes ---------------------------------------------------
+def many_writer(spec: tuple[str, str, int, int, float, float, str, str]) -> None:
+    """In a spawned process: ``rate`` writes/s over ``jobs`` jobs; save (time, job, n) per write."""
+    import json
+
+    from bench.peers import _paced
+
+    kind, folder, writer, jobs, rate, duration, go, out = spec
+    target = Path(folder)
+    store = StatusStore(target) if kind == "statusbridge" else None
+    Path(out + ".ready").touch()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    written: list[tuple[float, str, int]] = []
+    for i in _paced(rate, duration):
+        job_id, n = f"w{writer}-j{i % jobs}", i // jobs
+        written.append((time.time(), job_id, n))
+        if store is not None:
+            store.update(job_id, meta={"n": n})
+        else:
+            write_atomic(
+                target / f"{job_id}.json", json.dumps({"n": n}).encode(), temp_dir=target / ".tmp"
+            )
+    Path(out).write_text(json.dumps(written))
+
+
+def _many_writers_latency(
+    kind: str, writers: int, jobs: int, rate: float, duration: float
+) -> list[float]:
+    import json
+    import multiprocessing
+
+    from watchdog.observers import Observer
+
+    from bench.run import DocumentReader, _latencies
+    from statusbridge import StatusCache
+
+    root = Path(tempfile.mkdtemp(prefix="sb-many-"))
+    folder = root / "status"
+    folder.mkdir()
+    seen: dict[str, list[tuple[float, int]]] = {}
+    stop: Any
+    if kind == "statusbridge":
+        cache = StatusCache(folder)
+
+        def on_change(snap: Snapshot, changed: frozenset[str]) -> None:
+            now = time.time()
+            for job_id in changed:
+                job = snap.get(job_id)
+                if job is not None and "n" in job.meta:
+                    seen.setdefault(job_id, []).append((now, job.meta["n"]))
+
+        cache.subscribe(on_change)
+        stop = cache.close
+    else:
+
+        def on_doc(path: str, doc: dict[str, Any]) -> None:
+            seen.setdefault(Path(path).stem, []).append((time.time(), doc["n"]))
+
+        observer = Observer()
+        observer.schedule(DocumentReader(on_doc), str(folder))
+        observer.start()
+
+        def stop() -> None:
+            observer.stop()
+            observer.join()
+
+    go = root / "go"
+    procs = [
+        multiprocessing.get_context("spawn").Process(
+            target=many_writer,
+            args=((kind, str(folder), w, jobs, rate, duration, str(go), str(root / f"w{w}")),),
+        )
+        for w in range(writers)
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        while not all((root / f"w{w}.ready").exists() for w in range(writers)):
+            time.sleep(0.01)
+        go.touch()
+        for proc in procs:
+            proc.join(600)
+        time.sleep(1.0)  # a benchmark draining its last events, not a test
+    finally:
+        stop()
+    lat: list[float] = []
+    for w in range(writers):
+        by_job: dict[str, list[float]] = {}
+        for t, job_id, _n in json.loads((root / f"w{w}").read_text()):
+            by_job.setdefault(job_id, []).append(t)
+        for job_id, times in by_job.items():
+            lat.extend(_latencies(times, seen.get(job_id, []))[0])
+    shutil.rmtree(root, ignore_errors=True)
+    return lat
+
+
+def bench_many_writers(report: Report, writers: int, duration: float) -> None:
+    from bench.run import _percentiles
+
+    rows, raw = [], {}
+    for kind in ("statusbridge", "bare watchdog observer"):
+        lat = _many_writers_latency(kind, writers, 20, 100.0, duration)
+        p50, p99, _worst = _percentiles(lat)
+        raw[kind] = {"p50": p50, "p99": p99, "n": len(lat)}
+        rows.append([kind, f"{p50 * 1e3:.2f} ms", f"{p99 * 1e3:.2f} ms", f"{len(lat):,}"])
+    ratio = raw["statusbridge"]["p99"] / raw["bare watchdog observer"]["p99"]
+    rows[0].append(f"{ratio:.2f}x")
+    rows[1].append("")
+    report.table(
+        f"Write -> visible: {writers} writer processes x 20 jobs, 100 updates/s each writer",
+        ["reader", "p50", "p99", "writes seen", "p99 ratio"],
+        rows,
+        "Goal: statusbridge p99 <= 3x a bare watchdog observer seeing the same writers "
+        "(which reads and parses each file it is told about).",
+    )
+    report.raw["many_writers"] = raw
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -505,6 +624,8 @@ def run_all(report: Report, quick: bool, only: str | None) -> None:
         bench_throughput(report, 300 if quick else 2_000, runs=1 if quick else 3)
     if only in (None, "idle"):
         bench_idle(report, 2_000 if quick else 100_000, window=5.0 if quick else 30.0)
+    if only in (None, "writers"):
+        bench_many_writers(report, 8, 1.0 if quick else 5.0)
     if only in (None, "scan"):
         bench_scan(report, 5_000 if quick else 100_000, runs=1 if quick else 3)
     if only in (None, "retention"):

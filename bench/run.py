@@ -37,14 +37,8 @@ from statusbridge.record import encode_job
 from statusbridge.store import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PERF_PARTS = (
-    "aggregates",
-    "lookup",
-    "throughput",
-    "retention",
-    "idle",
-    "scan",
-)  # bench/perf.py (issue 13)
+# bench/perf.py (issue 13)
+PERF_PARTS = ("aggregates", "lookup", "throughput", "retention", "idle", "scan", "writers")
 SPAWN = mp.get_context("spawn")
 
 
@@ -264,26 +258,36 @@ def latency_statusbridge(rate: float, duration: float) -> dict[str, Any]:
     return {"lat": lat, "missed": missed, "writes": len(times), "views": len(seen)}
 
 
+class DocumentReader(FileSystemEventHandler):
+    """A bare watchdog reader: parse each JSON file an event names, hand it to ``on_doc``."""
+
+    def __init__(self, on_doc: Callable[[str, dict[str, Any]], None]) -> None:
+        self.on_doc = on_doc
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in ("moved", "created"):
+            return
+        path = os.fsdecode(event.dest_path or event.src_path)
+        if not path.endswith(".json"):
+            return
+        try:
+            doc = json.loads(Path(path).read_bytes())
+        except (OSError, ValueError):
+            return
+        self.on_doc(path, doc)
+
+
 def latency_watchdog_floor(rate: float, duration: float, kind: str = "watchdog") -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="sb-wd-")) / "status"
     folder.mkdir()
     seen: list[tuple[float, int]] = []
 
-    class Handler(FileSystemEventHandler):
-        def on_any_event(self, event: FileSystemEvent) -> None:
-            if event.event_type not in ("moved", "created"):
-                return
-            path = os.fsdecode(event.dest_path or event.src_path)
-            if not path.endswith("lat.json"):
-                return
-            try:
-                doc = json.loads(Path(path).read_bytes())
-            except (OSError, ValueError):
-                return
+    def on_doc(path: str, doc: dict[str, Any]) -> None:
+        if path.endswith("lat.json"):
             seen.append((time.time(), doc["i"]))
 
     observer = Observer()
-    observer.schedule(Handler(), str(folder))
+    observer.schedule(DocumentReader(on_doc), str(folder))
     observer.start()
     try:
         times = _run_writer(kind, folder, rate, duration)
