@@ -614,23 +614,23 @@ def main() -> None:
 
 
 def run_all(report: Report, quick: bool, only: str | None) -> None:
+    """The parts of issue 13; ``quick`` sizes keep all of them to about half a minute."""
     if only in (None, "aggregates"):
         bench_aggregates(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
-    if only in (None, "aggregates"):
-        bench_list_batches(report, (1_000, 10_000 if quick else 100_000), runs=3 if quick else 5)
+        bench_list_batches(report, (500, 2_000) if quick else (1_000, 100_000), 3 if quick else 5)
     if only in (None, "lookup"):
         bench_lookup(report, 10_000 if quick else 100_000, runs=3 if quick else 7)
     if only in (None, "throughput"):
-        bench_throughput(report, 300 if quick else 2_000, runs=1 if quick else 3)
+        bench_throughput(report, 200 if quick else 2_000, runs=1 if quick else 3)
     if only in (None, "idle"):
-        bench_idle(report, 2_000 if quick else 100_000, window=5.0 if quick else 30.0)
+        bench_idle(report, 1_000 if quick else 100_000, window=2.0 if quick else 30.0)
     if only in (None, "writers"):
-        bench_many_writers(report, 8, 1.0 if quick else 5.0)
+        bench_many_writers(report, 4 if quick else 8, 1.0 if quick else 5.0)
     if only in (None, "scan"):
-        bench_scan(report, 5_000 if quick else 100_000, runs=1 if quick else 3)
+        bench_scan(report, 2_000 if quick else 100_000, runs=1 if quick else 3)
     if only in (None, "retention"):
         bench_retention(
-            report, 2_000 if quick else 100_000, 200 if quick else 1_000, runs=1 if quick else 3
+            report, 1_000 if quick else 100_000, 100 if quick else 1_000, runs=1 if quick else 3
         )
 
 
