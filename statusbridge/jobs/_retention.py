@@ -28,7 +28,8 @@ class FinishOrder:
     """Numbers jobs in the order the cache saw them finish; fed by ``StatusCache.subscribe``.
 
     Jobs already finished when the queue started have no number and count as
-    older than every numbered one (among themselves, ``completed_at`` decides).
+    older than every numbered one (among themselves, ``completed_at`` decides),
+    until their record changes: then they are numbered like a job that finished.
     Once ``seed`` has put those in front, the dict's order is oldest first, so
     the oldest finished jobs are found without sorting them all again.
     """
@@ -74,7 +75,11 @@ class FinishOrder:
                 job = snapshot.get(job_id)
                 if job is None or not job.is_finished:
                     self._rank.pop(job_id, None)  # removed, or restarted under the same id
-                elif job_id not in self._rank:
+                elif not self._rank.get(job_id):
+                    # Newly finished; or finished before we started and rewritten since:
+                    # numbered now (as newest), so that no unnumbered job ever needs
+                    # moving among the others when its completed_at changes.
+                    self._rank.pop(job_id, None)
                     self._rank[job_id] = next(self._counter)
 
     def ranks(self) -> Mapping[str, int]:
