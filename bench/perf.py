@@ -255,11 +255,11 @@ def bench_retention(report: Report, records: int, jobs: int, runs: int) -> None:
 # -- job throughput against Huey ----------------------------------------------------------------
 def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
     """Huey's standard consumer (``-w 4 -k thread``) in its own process; this one enqueues."""
-    env = {**os.environ, "SB_BENCH_HUEY_DB": str(root / "huey.db")}
-    os.environ["SB_BENCH_HUEY_DB"] = env["SB_BENCH_HUEY_DB"]
+    # One database for every run of a process: huey keeps its connection to the
+    # file it first opened, so the file name is set once, before the import.
+    os.environ.setdefault("SB_BENCH_HUEY_DB", str(root.parent / "huey.db"))
+    env = dict(os.environ)
     from bench import huey_tasks
-
-    huey_tasks.huey.storage.filename = env["SB_BENCH_HUEY_DB"]
     consumer = subprocess.Popen(
         [
             shutil.which("huey_consumer") or "huey_consumer",
