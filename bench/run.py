@@ -37,6 +37,8 @@ from statusbridge.record import encode_job
 from statusbridge.store import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# bench/perf.py (issue 13)
+PERF_PARTS = ("aggregates", "lookup", "throughput", "retention", "idle", "scan", "writers")
 SPAWN = mp.get_context("spawn")
 
 
@@ -83,14 +85,15 @@ class Report:
         self.sections.append(text)
 
 
-def make_jobs(n: int) -> list[BatchJob]:
+def make_jobs(n: int, batch_size: int | None = None) -> list[BatchJob]:
+    """``n`` running jobs in 10 batches, or in batches of ``batch_size`` consecutive jobs."""
     return [
         BatchJob(
             f"job-{i}",
             "running",
             progress=(i % 100) / 100,
             message="working",
-            batch_id=f"b{i % 10}",
+            batch_id=f"b{i % 10}" if batch_size is None else f"b{i // batch_size}",
         )
         for i in range(n)
     ]
@@ -255,26 +258,36 @@ def latency_statusbridge(rate: float, duration: float) -> dict[str, Any]:
     return {"lat": lat, "missed": missed, "writes": len(times), "views": len(seen)}
 
 
+class DocumentReader(FileSystemEventHandler):
+    """A bare watchdog reader: parse each JSON file an event names, hand it to ``on_doc``."""
+
+    def __init__(self, on_doc: Callable[[str, dict[str, Any]], None]) -> None:
+        self.on_doc = on_doc
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in ("moved", "created"):
+            return
+        path = os.fsdecode(event.dest_path or event.src_path)
+        if not path.endswith(".json"):
+            return
+        try:
+            doc = json.loads(Path(path).read_bytes())
+        except (OSError, ValueError):
+            return
+        self.on_doc(path, doc)
+
+
 def latency_watchdog_floor(rate: float, duration: float, kind: str = "watchdog") -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="sb-wd-")) / "status"
     folder.mkdir()
     seen: list[tuple[float, int]] = []
 
-    class Handler(FileSystemEventHandler):
-        def on_any_event(self, event: FileSystemEvent) -> None:
-            if event.event_type not in ("moved", "created"):
-                return
-            path = os.fsdecode(event.dest_path or event.src_path)
-            if not path.endswith("lat.json"):
-                return
-            try:
-                doc = json.loads(Path(path).read_bytes())
-            except (OSError, ValueError):
-                return
+    def on_doc(path: str, doc: dict[str, Any]) -> None:
+        if path.endswith("lat.json"):
             seen.append((time.time(), doc["i"]))
 
     observer = Observer()
-    observer.schedule(Handler(), str(folder))
+    observer.schedule(DocumentReader(on_doc), str(folder))
     observer.start()
     try:
         times = _run_writer(kind, folder, rate, duration)
@@ -597,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--only",
-        choices=["render", "latency", "write", "scale", "redis"],
+        choices=["render", "latency", "write", "scale", "redis", *PERF_PARTS],
         help="run one part (results go to results-<part>.*)",
     )
     args = parser.parse_args(argv)
@@ -628,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.redis_backend import bench_redis
 
         bench_redis(report, quick=q)
+    if args.only is None or args.only in PERF_PARTS:
+        from bench import perf  # imports this module
+
+        perf.run_all(report, q, args.only)
     args.out.mkdir(parents=True, exist_ok=True)
     suffix = ("-quick" if q else "") + (f"-{args.only}" if args.only else "")
     if medians is not None:

@@ -146,6 +146,9 @@ class TestSameMachine:
         def hidden(pid: int) -> psutil.Process:
             raise psutil.NoSuchProcess(pid)
 
+        # This process' identity is memoised: taken under the mock it would stay
+        # without a start for the tests that run after this one.
+        this_process()
         monkeypatch.setattr(psutil, "Process", hidden)
         assert alive(job, now)  # the kernel still says it runs; its start is unknown
         child.kill()

@@ -30,6 +30,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._safety_net import SafetyNet, folder_stamp
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
@@ -133,6 +134,7 @@ class FolderCache(StatusCache):
         self._observer_restarts = 0
         self._next_reconcile = time.monotonic() + reconcile_interval
         self._next_check = time.monotonic() + _LIVENESS_INTERVAL
+        self._net = SafetyNet()
 
         try:
             if not self._directory.is_dir():  # (an existing folder is only read)
@@ -275,7 +277,10 @@ class FolderCache(StatusCache):
                     self._check_requested = False
                     self._next_check = now + _LIVENESS_INTERVAL
                     full = self._check_watch() or full
-                if full or now >= self._next_reconcile:
+                due = now >= self._next_reconcile
+                if due:
+                    self._next_reconcile = now + self.reconcile_interval
+                if full or (due and self._full_reconcile_due()):
                     self._reconcile()
                     self._next_reconcile = time.monotonic() + self.reconcile_interval
                 elif names:
@@ -291,6 +296,13 @@ class FolderCache(StatusCache):
         else:
             for waiting in rescans:
                 waiting.set_result(self._snapshot)
+
+    def _full_reconcile_due(self) -> bool:
+        watch = self._watch
+        trusted = watch is not None and watch.backend != "polling" and watch.is_alive()
+        return self._net.needs_full(
+            trusted=trusted, events=self._events, stamp=folder_stamp(self._folder)
+        )
 
     def _ensure_watch(self) -> None:
         try:
@@ -344,6 +356,7 @@ class FolderCache(StatusCache):
     def _reconcile(self, *, count: bool = True) -> None:
         if count:
             self._rescans += 1
+        self._net.full_done(self._events, folder_stamp(self._folder))
         # scandir, not listdir: the entry type comes free with the listing (d_type),
         # so new regular files are opened without a stat first.
         regular: set[str] = set()

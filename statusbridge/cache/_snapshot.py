@@ -7,19 +7,29 @@ updated as fast as one of 100, and old snapshots stay valid for whoever holds th
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import immutables
 
+from statusbridge.cache._aggregates import (
+    EMPTY,
+    STATUSES,
+    Tally,
+    add_job,
+    finished_run_time,
+    progress_of,
+    state_of,
+    tally_jobs,
+)
 from statusbridge.record import BatchJob, BatchStatus, batch_eta, utc_now
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 
-_ZERO = timedelta(0)
 _EMPTY_COUNTS: Mapping[BatchStatus, int] = MappingProxyType({s: 0 for s in BatchStatus})
 
 
@@ -100,46 +110,34 @@ def summarize(
     >>> s.total, s.progress, s.state
     (2, 0.75, 'running')
     """
-    counts = dict.fromkeys(BatchStatus, 0)
-    total = 0
-    done = 0.0
-    running: list[BatchJob] = []
-    finished_span = _ZERO  # one timedelta sum: converting per job tripled this loop's cost
-    timed_finished = 0
-    for job in jobs:
-        total += 1
-        status = job.status
-        counts[status] += 1
-        if status is BatchStatus.RUNNING:
-            done += job.progress or 0.0
-            running.append(job)
-        elif status is not BatchStatus.PENDING:
-            done += 1.0
-            started, completed = job.started_at, job.completed_at
-            if started is not None and completed is not None:
-                finished_span += completed - started
-                timed_finished += 1
-    if total == 0:
-        state = "empty"
-    elif counts[BatchStatus.PENDING] == total:
-        state = "pending"
-    elif counts[BatchStatus.PENDING] + counts[BatchStatus.RUNNING]:
-        state = "running"
-    elif counts[BatchStatus.CANCELLED]:
-        state = "cancelled"
-    elif counts[BatchStatus.FAILED]:
-        state = "failed"
-    else:
-        state = "completed"
+    jobs = tuple(jobs)
+    running = tuple(job for job in jobs if job.status is BatchStatus.RUNNING)
+    return summary_of(tally_jobs(jobs), running, batch_id=batch_id, name=name)
+
+
+def _by_id(job: BatchJob) -> str:
+    return job.id
+
+
+def summary_of(
+    tally: Tally,
+    running: Iterable[BatchJob] = (),
+    *,
+    batch_id: str | None = None,
+    name: str | None = None,
+) -> BatchSummary:
+    """The summary a tally and the group's running jobs stand for (what ``summarize`` returns)."""
+    counts = dict(zip(STATUSES, tally, strict=False))
+    finished_seconds, timed_finished = finished_run_time(tally)
     return BatchSummary(
         id=batch_id,
         name=name,
-        total=total,
+        total=sum(counts.values()),
         counts=MappingProxyType(counts),
-        progress=done / total if total else 0.0,
-        state=state,
-        running_jobs=tuple(running),
-        finished_seconds=max(0.0, finished_span.total_seconds()),
+        progress=progress_of(tally),
+        state=state_of(tally),
+        running_jobs=tuple(sorted(running, key=_by_id)),  # the same whichever way it was built
+        finished_seconds=finished_seconds,
         timed_finished=timed_finished,
     )
 
@@ -148,40 +146,139 @@ def _creation_order(job: BatchJob) -> tuple[float, str]:
     return (job.created_at.timestamp() if job.created_at else 0.0, job.id)
 
 
+@dataclass(frozen=True)
+class _StaleBatch:
+    """A batch listing of an earlier snapshot and the ids changed since (newest first)."""
+
+    members: tuple[BatchJob, ...]
+    jobs: immutables.Map[str, BatchJob]  # of the snapshot ``members`` belongs to
+    changed: tuple[tuple[str, ...], Any]  # (ids, older link or None)
+    count: int
+
+    def then(self, edits: Mapping[str, Any]) -> _StaleBatch:
+        return _StaleBatch(
+            self.members, self.jobs, (tuple(edits), self.changed), self.count + len(edits)
+        )
+
+    def worth_patching(self) -> bool:
+        """Patching costs a copy and a bisection per change; sorting again, n log n."""
+        return self.count <= 4 or self.count * 8 <= len(self.members)
+
+    def patched(self, batch_id: str, jobs: immutables.Map[str, BatchJob]) -> tuple[BatchJob, ...]:
+        ids: set[str] = set()
+        link: Any = self.changed
+        while link is not None:
+            ids.update(link[0])
+            link = link[1]
+        members = list(self.members)
+        for job_id in ids:
+            before = self.jobs.get(job_id)
+            if before is not None and before.batch_id == batch_id:
+                del members[bisect_left(members, _creation_order(before), key=_creation_order)]
+            now = jobs.get(job_id)
+            if now is not None and now.batch_id == batch_id:
+                insort(members, now, key=_creation_order)
+        return tuple(members)
+
+
+_RunningIndex = immutables.Map[str | None, immutables.Map[str, BatchJob]]
+_NO_JOBS: immutables.Map[str, BatchJob] = immutables.Map()
+
+
+def _index_running(jobs: Iterable[BatchJob]) -> _RunningIndex:
+    groups: dict[str | None, dict[str, BatchJob]] = {}
+    for job in jobs:
+        if job.status is BatchStatus.RUNNING:
+            groups.setdefault(None, {})[job.id] = job
+            if job.batch_id is not None:
+                groups.setdefault(job.batch_id, {})[job.id] = job
+    return immutables.Map({key: immutables.Map(group) for key, group in groups.items()})
+
+
+def _edit_running(
+    index: _RunningIndex, edits: Mapping[str | None, Mapping[str, BatchJob | None]]
+) -> _RunningIndex:
+    """``index`` with jobs set (a job) or dropped (None), group by group."""
+    if not edits:
+        return index
+    work = index.mutate()
+    for key, changes in edits.items():
+        group = work.get(key, _NO_JOBS).mutate()
+        for job_id, job in changes.items():
+            if job is None:
+                group.pop(job_id, None)
+            else:
+                group[job_id] = job
+        if len(group):
+            work[key] = group.finish()
+        else:
+            work.pop(key, None)
+    return work.finish()
+
+
 class Snapshot(Mapping[str, BatchJob]):
     """Every job at one instant: an immutable ``Mapping[str, BatchJob]``.
 
     Reading it never touches the disk and never takes a lock. ``version``
-    strictly increases from one snapshot of a cache to the next.
+    strictly increases from one snapshot of a cache to the next. Summaries and
+    batch ids are kept up to date change by change (see ``_aggregates``), so
+    asking for them on every render costs the same at any number of jobs.
     """
 
-    __slots__ = ("_batches", "_jobs", "_memo", "version")
+    __slots__ = (
+        "_batches",
+        "_jobs",
+        "_memo",
+        "_running",
+        "_tallies",
+        "_total",
+        "get",
+        "version",
+    )
 
     def __init__(
         self,
         jobs: immutables.Map[str, BatchJob] | None = None,
         batches: immutables.Map[str, immutables.Map[str, BatchJob]] | None = None,
         version: int = 0,
+        *,
+        _tallies: tuple[Tally, immutables.Map[str, Tally]] | None = None,
+        _running: _RunningIndex | None = None,
+        _memo: dict[Any, Any] | None = None,
     ) -> None:
         self._jobs: immutables.Map[str, BatchJob] = jobs if jobs is not None else immutables.Map()
+        self.get = self._jobs.get  # type: ignore[method-assign]
         self._batches: immutables.Map[str, immutables.Map[str, BatchJob]] = (
             batches if batches is not None else immutables.Map()
         )
         self.version = version
-        # Derived views computed on first use; a race computes one twice, harmlessly.
-        self._memo: dict[Any, Any] = {}
+        if _tallies is None:  # built from parts: tally them once
+            _tallies = (
+                tally_jobs(self._jobs.values()),
+                immutables.Map({b: tally_jobs(m.values()) for b, m in self._batches.items()}),
+            )
+        self._total, self._tallies = _tallies
+        if _running is None:  # likewise
+            _running = _index_running(self._jobs.values())
+        # The running jobs, all (key None) and per batch: what a summary's ETA needs.
+        self._running: _RunningIndex = _running
+        # Derived views computed on first use (a race computes one twice,
+        # harmlessly); those a change leaves valid are carried to the next snapshot.
+        self._memo: dict[Any, Any] = _memo if _memo is not None else {}
 
     def __getitem__(self, job_id: str) -> BatchJob:
         return self._jobs[job_id]
 
-    @overload
-    def get(self, job_id: str, /) -> BatchJob | None: ...
-    @overload
-    def get(self, job_id: str, default: BatchJob, /) -> BatchJob: ...
-    @overload
-    def get(self, job_id: str, default: Any, /) -> Any: ...
-    def get(self, job_id: str, default: Any = None) -> Any:
-        return self._jobs.get(job_id, default)
+    if TYPE_CHECKING:
+        # At run time ``get`` is the trie's own (C) method, bound per snapshot in
+        # __init__: a Python method in front of it cost as much as the lookup.
+        @overload
+        def get(self, job_id: str, /) -> BatchJob | None: ...
+        @overload
+        def get(self, job_id: str, default: BatchJob, /) -> BatchJob: ...
+        @overload
+        def get(self, job_id: str, default: Any, /) -> Any: ...
+        def get(self, job_id: str, default: Any = None) -> Any: ...
 
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
@@ -208,29 +305,52 @@ class Snapshot(Mapping[str, BatchJob]):
     def with_changes(self, changes: Mapping[str, BatchJob | None]) -> Snapshot:
         """The next snapshot: these jobs set (or removed, for None), version + 1.
 
-        Costs O(changes x log n): the tries share every untouched node with this one.
+        Costs O(changes x log n): the tries share every untouched node with this
+        one, and the tallies are edited by the changed jobs only.
         """
         jobs = self._jobs.mutate()
+        total = list(self._total)
         # Batch index edits, grouped per batch so that each batch's map is mutated
         # once (one set() per job would copy a path per job).
         batch_edits: dict[str, dict[str, BatchJob | None]] = {}
+        tally_edits: dict[str, list[int]] = {}
+        running_edits: dict[str | None, dict[str, BatchJob | None]] = {}
+        tallies = self._tallies
+
+        def tally_of(batch_id: str) -> list[int]:
+            work = tally_edits.get(batch_id)
+            if work is None:
+                work = tally_edits[batch_id] = list(tallies.get(batch_id, EMPTY))
+            return work
+
         for job_id, job in changes.items():
             previous = jobs.get(job_id)
-            if (
-                previous is not None
-                and previous.batch_id is not None
-                and (job is None or job.batch_id != previous.batch_id)
-            ):
-                batch_edits.setdefault(previous.batch_id, {})[job_id] = None
+            if previous is not None:
+                add_job(total, previous, -1)
+                if previous.status is BatchStatus.RUNNING:
+                    running_edits.setdefault(None, {})[job_id] = None
+                    running_edits.setdefault(previous.batch_id, {})[job_id] = None
+                if previous.batch_id is not None:
+                    add_job(tally_of(previous.batch_id), previous, -1)
+                    if job is None or job.batch_id != previous.batch_id:
+                        batch_edits.setdefault(previous.batch_id, {})[job_id] = None
             if job is None:
                 jobs.pop(job_id, None)
                 continue
             jobs[job_id] = job
+            add_job(total, job, 1)
+            if job.status is BatchStatus.RUNNING:
+                running_edits.setdefault(None, {})[job_id] = job
+                running_edits.setdefault(job.batch_id, {})[job_id] = job
             if job.batch_id is not None:
+                add_job(tally_of(job.batch_id), job, 1)
                 batch_edits.setdefault(job.batch_id, {})[job_id] = job
         batches = self._batches.mutate()
+        new_tallies = tallies.mutate()
+        batch_set_changed = False
         for batch_id, edits in batch_edits.items():
-            members = (batches.get(batch_id) or immutables.Map()).mutate()
+            before = batches.get(batch_id)
+            members = (before or immutables.Map()).mutate()
             for job_id, member in edits.items():
                 if member is None:
                     members.pop(job_id, None)
@@ -238,9 +358,49 @@ class Snapshot(Mapping[str, BatchJob]):
                     members[job_id] = member
             if len(members):
                 batches[batch_id] = members.finish()
+                new_tallies[batch_id] = tuple(tally_edits[batch_id])
+                batch_set_changed = batch_set_changed or before is None
             else:
                 batches.pop(batch_id, None)
-        return Snapshot(jobs.finish(), batches.finish(), self.version + 1)
+                new_tallies.pop(batch_id, None)
+                batch_set_changed = batch_set_changed or before is not None
+        return Snapshot(
+            jobs.finish(),
+            batches.finish(),
+            self.version + 1,
+            _tallies=(tuple(total), new_tallies.finish()),
+            _running=_edit_running(self._running, running_edits),
+            _memo=self._carried_memo(batch_edits, batch_set_changed),
+        )
+
+    def _carried_memo(
+        self, batch_edits: Mapping[str, Mapping[str, BatchJob | None]], batch_set_changed: bool
+    ) -> dict[Any, Any]:
+        """The derived views of this snapshot that stay true (or can be patched) after these edits.
+
+        A batch listing the edits touch is not rebuilt here: the next snapshot
+        gets the listing and the ids changed since, and patches it only if asked.
+        """
+        carried: dict[Any, Any] = {}
+        memo = self._memo.copy()  # copy(): atomic against readers filling it meanwhile
+        for key, value in memo.items():
+            kind = key[0]
+            if kind == "batch_ids":
+                if not batch_set_changed:
+                    carried[key] = value
+            elif kind in ("batch", "stale batch"):
+                edits = batch_edits.get(key[1])
+                if edits is None:
+                    carried[key] = value
+                elif kind == "batch":
+                    stale = _StaleBatch(value, self._jobs, (tuple(edits), None), len(edits))
+                    if stale.worth_patching():
+                        carried["stale batch", key[1]] = stale
+                elif ("batch", key[1]) not in memo and value.then(edits).worth_patching():
+                    carried[key] = value.then(edits)
+            elif kind == "summary" and key[1] is not None and key[1] not in batch_edits:
+                carried[key] = value
+        return carried
 
     def batch_ids(self) -> tuple[str, ...]:
         """Ids of the batches that have at least one job, sorted."""
@@ -254,18 +414,57 @@ class Snapshot(Mapping[str, BatchJob]):
         """The jobs of one batch, oldest first (by ``created_at``, then id)."""
         key = ("batch", batch_id)
         if key not in self._memo:
-            members = self._batches.get(batch_id)
-            self._memo[key] = (
-                tuple(sorted(members.values(), key=_creation_order)) if members else ()
-            )
+            stale = self._memo.get(("stale batch", batch_id))
+            if stale is not None:
+                self._memo[key] = stale.patched(batch_id, self._jobs)
+            else:
+                members = self._batches.get(batch_id)
+                self._memo[key] = (
+                    tuple(sorted(members.values(), key=_creation_order)) if members else ()
+                )
         result: tuple[BatchJob, ...] = self._memo[key]
         return result
+
+    def tally(self, batch_id: str | None = None) -> Tally:
+        """The raw counts behind ``summary`` (see ``statusbridge.cache._aggregates``)."""
+        return self._total if batch_id is None else self._tallies.get(batch_id, EMPTY)
+
+    def summary_with(
+        self,
+        batch_id: str,
+        newer: Iterable[BatchJob] = (),
+        *,
+        pending_extra: int = 0,
+        name: str | None = None,
+    ) -> BatchSummary:
+        """``summary(batch_id)`` with ``newer`` records in place of this snapshot's.
+
+        For a writer that knows records the cache has not shown yet
+        (read-your-writes), and jobs with no record yet (``pending_extra``,
+        counted as pending). Costs O(len(newer)).
+        """
+        work = list(self.tally(batch_id))
+        running = dict(self._running.get(batch_id, _NO_JOBS))
+        for job in newer:
+            cached = self._jobs.get(job.id)
+            if cached is not None and cached.batch_id == batch_id:
+                add_job(work, cached, -1)
+                running.pop(job.id, None)
+            if job.batch_id == batch_id:
+                add_job(work, job, 1)
+                if job.status is BatchStatus.RUNNING:
+                    running[job.id] = job
+        work[STATUSES.index(BatchStatus.PENDING)] += pending_extra
+        return summary_of(tuple(work), running.values(), batch_id=batch_id, name=name)
 
     def summary(self, batch_id: str | None = None) -> BatchSummary:
         """Counts per status and overall progress, of one batch or of every job."""
         key = ("summary", batch_id)
         if key not in self._memo:
-            members = self._jobs.values() if batch_id is None else self.batch(batch_id)
-            self._memo[key] = summarize(members, batch_id=batch_id)
+            self._memo[key] = summary_of(
+                self.tally(batch_id),
+                self._running.get(batch_id, _NO_JOBS).values(),
+                batch_id=batch_id,
+            )
         result: BatchSummary = self._memo[key]
         return result

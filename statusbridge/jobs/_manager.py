@@ -305,18 +305,48 @@ class _Batches:
                     logger.exception("batch %s: cannot mark job %s failed", batch_id, job_id)
             raise
 
-    def status(self, batch_id: str) -> BatchSummary | None:
+    def status(
+        self, batch_id: str, seen: tuple[Snapshot, list[BatchJob]] | None = None
+    ) -> BatchSummary | None:
+        """The batch's summary; ``seen`` is the cache's snapshot and the queue's
+        records it does not show yet, when the caller has them already."""
         definition = self.lookup(batch_id)
         if definition is None:
             return None
         final = definition.summary()
         if final is not None:
             return final
-        jobs = [self.job(job_id, definition) for job_id in definition.job_ids]
-        summary = summarize(jobs, batch_id=batch_id, name=definition.name)
+        summary = self._live_summary(definition, seen)
         if definition.started_at is None and summary.total:
             return BatchSummary(
                 batch_id, definition.name, summary.total, summary.counts, 0.0, "created"
+            )
+        return summary
+
+    def _seen(self) -> tuple[Snapshot, list[BatchJob]]:
+        snapshot = self.queue.snapshot()
+        return snapshot, self.queue.unseen_records(snapshot)
+
+    def _live_summary(
+        self, definition: BatchDefinition, seen: tuple[Snapshot, list[BatchJob]] | None
+    ) -> BatchSummary:
+        """From the snapshot's counts for the batch: O(records not cached yet), not O(jobs).
+
+        Jobs with no record count as pending, as ``job()`` says of each; a batch
+        whose id other jobs also use is summarised job by job.
+        """
+        snapshot, unseen = seen if seen is not None else self._seen()
+        batch_id = definition.id
+        newer = [job for job in unseen if job.batch_id == batch_id]
+        summary = snapshot.summary_with(batch_id, newer, name=definition.name)
+        missing = len(definition.job_ids) - summary.total
+        if missing < 0:
+            jobs = [self.job(job_id, definition) for job_id in definition.job_ids]
+            return summarize(jobs, batch_id=batch_id, name=definition.name)
+        if missing:
+            self._reread_if_trimmed(definition)
+            summary = snapshot.summary_with(
+                batch_id, newer, pending_extra=missing, name=definition.name
             )
         return summary
 
@@ -324,20 +354,23 @@ class _Batches:
         job = self.queue.get_job_status(job_id)
         if job is not None:
             return job
+        self._reread_if_trimmed(definition)
+        return BatchJob(job_id, BatchStatus.PENDING, batch_id=definition.id)
+
+    def _reread_if_trimmed(self, definition: BatchDefinition) -> None:
+        """A started batch's record is gone: has another process saved the final
+        counts (and trimmed the records) meanwhile? (At most every RELIST_SECONDS.)"""
         now = time.monotonic()
         if (
             definition.started_at is not None
             and definition.final is None
             and now - self._reread.get(definition.id, -RELIST_SECONDS) >= RELIST_SECONDS
         ):
-            # A started batch's record is gone: has another process saved the
-            # final counts (and trimmed the records) meanwhile?
             self._reread[definition.id] = now
             fresh = self._read(definition.id)
             if fresh is not None and fresh.final is not None:
                 with self._lock:
                     self._batches[definition.id] = fresh
-        return BatchJob(job_id, BatchStatus.PENDING, batch_id=definition.id)
 
     def jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
         definition = self.definition(batch_id)
@@ -351,7 +384,8 @@ class _Batches:
         self._relist()
         with self._lock:
             definitions = sorted(self._batches.values(), key=lambda d: d.created_at, reverse=True)
-        return [s for d in definitions if (s := self.status(d.id)) is not None]
+        seen = self._seen()
+        return [s for d in definitions if (s := self.status(d.id, seen)) is not None]
 
     def definitions(self) -> Mapping[str, BatchDefinition]:
         self._relist()
@@ -365,9 +399,16 @@ class _Batches:
         with self._lock:
             open_batches = [d for d in self._batches.values() if d.final is None]
         for definition in open_batches:
-            jobs = [snapshot.get(j) for j in definition.job_ids]
             if definition.started_at is None:
                 continue
+            counted = snapshot.summary(definition.id)
+            if counted.total <= len(definition.job_ids) and not (
+                counted.total == len(definition.job_ids) and counted.is_done
+            ):
+                # A job unfinished or without a record: O(1), from the snapshot's counts.
+                protected.add(definition.id)
+                continue
+            jobs = [snapshot.get(j) for j in definition.job_ids]
             if not all(j is not None and j.is_finished for j in jobs):
                 protected.add(definition.id)
                 continue

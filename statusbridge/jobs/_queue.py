@@ -185,6 +185,7 @@ class BatchQueue:
         self.cache = cache if cache is not None else StatusCache(status_dir)
         self._finish_order = FinishOrder()
         self._unsubscribe = self.cache.subscribe(self._finish_order)
+        self._finish_order.seed(self.cache.snapshot())
 
         self._lock = threading.Lock()  # guards the dicts below; never held around the pool
         self._subs: dict[str, _Submission] = {}
@@ -455,10 +456,20 @@ class BatchQueue:
         local = self._submitted.get(job_id)
         if local is None:
             return cached
-        if cached is not None and cached.created_at == local.created_at and cached.seq >= local.seq:
+        if _caught_up(cached, local):
             self._submitted.pop(job_id, None)  # the cache has caught up
             return cached
         return local
+
+    def unseen_records(self, snapshot: Snapshot) -> list[BatchJob]:
+        """Records written here that ``snapshot`` does not show yet (read-your-writes).
+
+        O(jobs in flight here): what ``get_job_status`` would answer instead of
+        the snapshot, for summaries that start from the snapshot's counts.
+        """
+        with self._lock:
+            local = list(self._submitted.items())
+        return [job for job_id, job in local if not _caught_up(snapshot.get(job_id), job)]
 
     def snapshot(self) -> Snapshot:
         """The cache's current snapshot of every job in the folder."""
@@ -540,20 +551,31 @@ class BatchQueue:
         finished = snap.summary().finished
         if finished <= self.max_completed_jobs and max_age_hours is None:
             return []
-        protected = open_batches(snap)
+        protected: set[str] = set()
         with self._lock:
             hooks = [ref() for ref in self._retention_hooks]
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))
-        doomed = select_for_retention(
-            snap.values(),
-            max_completed=self.max_completed_jobs,
-            max_age_hours=max_age_hours,
-            now=now,
-            ranks=self._finish_order.ranks(),
-            protected_batches=protected,
-        )
+        if max_age_hours is None:
+            # After each burst of finished jobs: only the oldest few, O(1) amortised.
+            doomed = self._finish_order.oldest_unprotected(
+                snap,
+                finished - self.max_completed_jobs,
+                lambda job: (
+                    job.batch_id is not None
+                    and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
+                ),
+            )
+        else:
+            doomed = select_for_retention(
+                snap.values(),
+                max_completed=self.max_completed_jobs,
+                max_age_hours=max_age_hours,
+                now=now,
+                ranks=self._finish_order.ranks(),
+                protected_batches=protected | open_batches(snap),
+            )
         if not doomed:
             return []
         # Noted first: a reader may see a record gone before the call returns.
@@ -579,12 +601,7 @@ class BatchQueue:
                 local = self._submitted.get(job_id)
                 if local is None:
                     continue
-                cached = snap.get(job_id)
-                if (
-                    cached is not None
-                    and cached.created_at == local.created_at
-                    and cached.seq >= local.seq
-                ):
+                if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
                 elif full_pass and job_id not in self._subs:
                     if job_id in absent_before:
@@ -716,6 +733,11 @@ class BatchQueue:
 
     def __repr__(self) -> str:
         return f"<BatchQueue {self._folder!r} running={len(self._subs)}>"
+
+
+def _caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
+    """Whether the cache's record is (at least) this run's record written here."""
+    return cached is not None and cached.created_at == local.created_at and cached.seq >= local.seq
 
 
 def _supervise(

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from statusbridge.cache import Snapshot
@@ -28,13 +28,46 @@ class FinishOrder:
     """Numbers jobs in the order the cache saw them finish; fed by ``StatusCache.subscribe``.
 
     Jobs already finished when the queue started have no number and count as
-    older than every numbered one (among themselves, ``completed_at`` decides).
+    older than every numbered one (among themselves, ``completed_at`` decides),
+    until their record changes: then they are numbered like a job that finished.
+    Once ``seed`` has put those in front, the dict's order is oldest first, so
+    the oldest finished jobs are found without sorting them all again.
     """
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)
-        self._rank: dict[str, int] = {}
+        self._rank: dict[str, int] = {}  # oldest first; 0 for jobs finished before us
         self._lock = threading.Lock()
+
+    def seed(self, snapshot: Snapshot) -> None:
+        """Put the jobs ``snapshot`` shows finished and unnumbered first, oldest first."""
+        with self._lock:
+            earlier = sorted(
+                (j for j in snapshot.values() if j.is_finished and j.id not in self._rank),
+                key=_finished_when,
+            )
+            self._rank = {**{j.id: 0 for j in earlier}, **self._rank}
+
+    def oldest_unprotected(
+        self, snapshot: Snapshot, count: int, protected: Callable[[BatchJob], bool]
+    ) -> list[BatchJob]:
+        """Of the ``count`` oldest jobs ``snapshot`` shows finished, those not protected.
+
+        What ``select_for_retention`` returns for ``max_completed`` = finished -
+        ``count``, in O(count + protected or stale entries passed on the way).
+        """
+        doomed: list[BatchJob] = []
+        with self._lock:
+            for job_id in self._rank:
+                if count <= 0:
+                    break
+                job = snapshot.get(job_id)
+                if job is None or not job.is_finished:
+                    continue  # the snapshot is older than this entry
+                count -= 1
+                if not protected(job):
+                    doomed.append(job)
+        return doomed
 
     def __call__(self, snapshot: Snapshot, changed_ids: Iterable[str]) -> None:
         with self._lock:
@@ -42,12 +75,21 @@ class FinishOrder:
                 job = snapshot.get(job_id)
                 if job is None or not job.is_finished:
                     self._rank.pop(job_id, None)  # removed, or restarted under the same id
-                elif job_id not in self._rank:
+                elif not self._rank.get(job_id):
+                    # Newly finished; or finished before we started and rewritten since:
+                    # numbered now (as newest), so that no unnumbered job ever needs
+                    # moving among the others when its completed_at changes.
+                    self._rank.pop(job_id, None)
                     self._rank[job_id] = next(self._counter)
 
     def ranks(self) -> Mapping[str, int]:
         with self._lock:
             return dict(self._rank)
+
+
+def _finished_when(job: BatchJob) -> tuple[float, str]:
+    when = job.completed_at or job.updated_at or job.created_at
+    return (when.timestamp() if when else 0.0, job.id)
 
 
 def open_batches(snapshot: Snapshot) -> set[str]:
@@ -70,8 +112,7 @@ def select_for_retention(
     """
 
     def newest_first(job: BatchJob) -> tuple[int, float, str]:
-        when = job.completed_at or job.updated_at or job.created_at
-        return (ranks.get(job.id, 0), when.timestamp() if when else 0.0, job.id)
+        return (ranks.get(job.id, 0), *_finished_when(job))
 
     finished = sorted((j for j in jobs if j.is_finished), key=newest_first, reverse=True)
     age_limit = None if max_age_hours is None else timedelta(hours=max_age_hours)
