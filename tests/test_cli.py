@@ -440,3 +440,81 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
     assert docs["err"]["error_message"] == f"err {HOSTILE}"
     assert docs["gone"]["owner"] == f"vm{HOSTILE}:1"
     assert json.loads(exact["show"].stdout)["message"] == f"msg {HOSTILE}"
+
+
+# -- the live view, in a real terminal (tmux) ----------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if TMUX is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is missing (.ci/run installs it)")
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    socket = f"sbtest-{os.getpid()}-{tmp_path.name}"
+    try:
+        yield socket, tmp_path
+    finally:
+        subprocess.run([TMUX, "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+def start_in_tmux(socket: str, command: list[str], env: dict[str, str]) -> None:
+    line = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(command)
+    subprocess.run(
+        [TMUX, "-L", socket, "new-session", "-d", "-x", "80", "-y", "24", f"{line}; sleep 60"],
+        check=True,
+    )
+
+
+def screen(socket: str, *flags: str) -> str:
+    r = subprocess.run([TMUX, "-L", socket, "capture-pane", "-p", *flags],
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    return r.stdout
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_watch_redraws_in_place_and_fits_80x24(tmux: tuple[str, Path], no_color: bool) -> None:
+    socket, tmp_path = tmux
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    for i in range(36):
+        store.update(f"done-{i:03d}", batch_id="b", status="completed")
+    for i in range(30):
+        store.update(f"busy-{i:03d}", batch_id="b", status="running", progress=0.1)
+    store.update("broke", batch_id="b", status="failed", error_message="ValueError: bad")
+    env = {"NO_COLOR": "1"} if no_color else {}
+    start_in_tmux(socket, [sys.executable, "-m", "statusbridge", "watch", "--dir", str(folder)],
+                  {"TERM": "xterm-256color", **env})  # fmt: skip
+    wait_until(lambda: "busy-000" in screen(socket), 60, "the first frame")
+    for step in range(2, 10):  # redraws on changes
+        store.update("busy-000", progress=step / 10)
+        wait_until(lambda s=step: f"{s * 10}%" in screen(socket).split("busy-000")[1][:40], 60)
+    shown = screen(socket).splitlines()
+    assert shown[0].startswith("statusbridge watch")  # the header never scrolls away
+    assert shown[1].startswith("67 jobs: 30 running  0 pending  36 completed  1 failed")
+    assert all(len(line) <= 80 for line in shown)
+    rows = [line.split()[0] for line in shown[4:] if line.strip()]
+    assert rows[0] == "busy-000" and all(r.startswith("busy-") for r in rows[:-1])  # active first
+    assert rows[-1] == "…" and "and 12 more active job(s)" in shown[-1] + "".join(shown[-3:])
+    # Redrawn in place: nothing piled up in the scrollback (it used to hold every frame).
+    assert len(screen(socket, "-S", "-").splitlines()) <= 24
+    coloured = "\x1b[38" in screen(socket, "-e")
+    assert coloured is not no_color
+
+
+def test_watch_state_filter(tmux: tuple[str, Path]) -> None:
+    socket, tmp_path = tmux
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    store.update("ok", status="completed")
+    store.update("bad", status="failed", error_message="RuntimeError: the whole message")
+    store.update("busy", status="running")
+    start_in_tmux(socket, [sys.executable, "-m", "statusbridge", "watch", "--state", "failed",
+                           "--dir", str(folder)], {})  # fmt: skip
+    wait_until(lambda: "bad" in screen(socket), 60, "the first frame")
+    shown = screen(socket)
+    assert "RuntimeError: the whole message" in shown
+    assert "busy " not in shown and "\nok " not in shown
+    assert "· failed" in shown.splitlines()[0]  # the filter is named in the header

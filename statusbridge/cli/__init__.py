@@ -103,8 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="one job as JSON")
     show.add_argument("job_id")
 
-    watch = sub.add_parser("watch", parents=[common], help="live table, redrawn on every change")
+    watch = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="live view, redrawn in place on every change (plain frames when not a terminal)",
+    )
     watch.add_argument("--batch", help="only jobs of this batch")
+    watch.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in BatchStatus],
+        help="only jobs in this state (repeatable)",
+    )
     watch.add_argument(
         "--until-done", action="store_true", help="exit once no job is pending or running"
     )
@@ -257,11 +267,28 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
 
 def _watch(folder: Path, args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
+    states = {BatchStatus(s) for s in args.state or ()}
+    if tty and not args.once:
+        from statusbridge.cli._live import run_live  # rich: only for the live view
+
+        with StatusCache(folder) as cache:
+            run_live(
+                cache,
+                folder,
+                out,
+                batch=args.batch,
+                states=states,
+                interval=args.interval,
+                until_done=args.until_done,
+            )
+        return EXIT_OK
     with StatusCache(folder) as cache:
         last_drawn = -1
         while True:
             snap = cache.snapshot()
             jobs: Sequence[BatchJob] = snap.batch(args.batch) if args.batch else list(snap.values())
+            if states:
+                jobs = [j for j in jobs if j.status in states]
             if tty or snap.version != last_drawn:
                 invalid = cache.health().invalid_files
                 bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
@@ -292,8 +319,8 @@ def _draw(
         summary_line(summarize(jobs)),
     ]
     text = "\n".join(frame)
-    # Home + clear on a terminal; plain frames separated by a blank line elsewhere (logs, pipes).
-    out.write(f"\x1b[H\x1b[2J{text}\n" if tty else f"{text}\n\n")
+    # Plain frames separated by a blank line (logs, pipes, and --once on a terminal).
+    out.write(f"{text}\n\n" if not tty else f"{text}\n")
     out.flush()
 
 
