@@ -249,9 +249,10 @@ def _shown_progress(job: BatchJob) -> float | None:
     """A job's bar: blank until it reports, full only when completed, rounded down."""
     if job.status is BatchStatus.COMPLETED:
         return 1.0
-    if job.progress is None:
+    reported = job.reported_progress
+    if reported is None:
         return None
-    return floor_share(job.progress, 100) / 100
+    return floor_share(reported, 100) / 100
 
 
 def _short_id(job: BatchJob) -> str:

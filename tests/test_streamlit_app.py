@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -399,3 +400,43 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
     log = server_log.read_text()
     for bad in ("Traceback", "WARNING", "Warning", "ScriptRunContext", "deprecat"):
         assert bad not in log, log
+
+
+SEED_STYLE = """
+import os
+
+import streamlit as st
+
+from statusbridge import StatusStore
+
+store = StatusStore(os.environ["SB_SEED_DIR"])
+for job in sorted(store.scan().values(), key=lambda j: j.id):
+    st.progress(job.progress, text=f"{job.id} {job.status.value}")  # the seed's way
+"""
+
+
+def test_seed_style_progress_bar_works_in_every_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StatusStore(tmp_path / "status")
+    store.update("a-pending")
+    store.update("b-running-silent", status="running")
+    store.update("c-running", status="running", progress=0.4)
+    store.update("d-completed", status="completed")
+    store.update("e-failed", status="failed", error_message="x")
+    store.update("f-cancelled", status="cancelled")
+    (tmp_path / "app.py").write_text(SEED_STYLE)
+    monkeypatch.setenv("SB_SEED_DIR", str(tmp_path / "status"))
+    at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception  # raised for pending and silent running jobs
+    bars = [p.value for p in at.get("progress")]
+    assert bars == [0, 0, 40, 100, 0, 0]  # Streamlit keeps percents
+    # "Unknown" stays available, and stays null in the file.
+    jobs = store.scan()
+    assert [jobs[i].reported_progress for i in sorted(jobs)] == [None, None, 0.4, None, None, None]
+    stored = json.loads((tmp_path / "status" / "a-pending.json").read_text())
+    assert stored["progress"] is None
+    moved = store.update("b-running-silent", status="completed")
+    assert (moved.progress, moved.reported_progress) == (1.0, None)
+    assert store.update("a-pending", progress=0.25).reported_progress == 0.25

@@ -104,7 +104,7 @@ def _tail(text: str, width: int) -> str:
 
 def _row(job: BatchJob, now: datetime, id_width: int) -> tuple[Text, ...]:
     text = job.error_message or job.message or ""
-    shown_progress = 1.0 if job.status is BatchStatus.COMPLETED else job.progress
+    shown_progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
     return (
         Text(_tail(printable(job.id), id_width), no_wrap=True),
         Text(state_label(job), style=_style(job.status)),

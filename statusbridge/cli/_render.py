@@ -112,8 +112,9 @@ def job_table(
     for j in rows:
         text = j.error_message if j.error_message else j.message
         batch = f"{_clip(j.batch_id or '-', batch_w):<{batch_w}} " if show_batch else ""
+        shown = bar(j.reported_progress)
         lines.append(
-            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {bar(j.progress):<17} "
+            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {shown:<17} "
             f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
         )
     return "\n".join(lines)
@@ -126,7 +127,7 @@ def _full_table(jobs: list[BatchJob], now: datetime) -> str:
             printable(j.id),
             printable(j.batch_id or "-"),
             j.status.value,
-            bar(j.progress),
+            bar(j.reported_progress),
             age(j.updated_at, now),
             printable(" ".join((j.error_message or j.message or "").split())),
         )
