@@ -106,6 +106,7 @@ def push_routes(
 # Each mount tells the version its fragment drew; a newer one from the stream sets
 # the "change" trigger (at most every `gap` ms), which reruns that fragment only.
 COMPONENT_JS = """
+const WATCHDOG_MS = 400; // a trigger not answered by then was dropped: ask again
 export default function (component) {
   const { data, key, setTriggerValue } = component;
   const hub = (window.__statusbridgePush ??= {
@@ -147,7 +148,7 @@ export default function (component) {
         if (hub.busy === view) hub.busy = null;
         view.offer();
       }
-    }, 1000);
+    }, WATCHDOG_MS);
   };
   view.offer = () => {
     const newest = hub.newest.get(url) ?? -1;

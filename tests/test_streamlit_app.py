@@ -354,6 +354,9 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
                     lambda k=known: set(records.snapshot().batch_ids()) - k, 60, "the records"
                 ).pop()
                 wait_until(lambda e=executor: f"3 jobs on {e}: " in text(), 60, "the batch")
+                # A picture of a batch while it runs, if the page catches it running.
+                if poll_until(lambda e=executor: f"3 jobs on {e}: running, " in text(), 20):
+                    driver.save_screenshot(str(ARTIFACTS / f"demo-running-{executor}.png"))
 
                 def batch_done(b: str = batch_id) -> bool:
                     summary = records.snapshot().summary(b)
