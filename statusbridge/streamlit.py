@@ -7,14 +7,18 @@ The only module that imports streamlit. Drop the helpers into your own app::
 
     manager = sbst.get_manager("batches", "batch_status")
 
-    @st.fragment(run_every=0.5)          # reruns read the in-memory snapshot only
+    @sbst.live_fragment("batch_status")  # reruns on a change; reads the snapshot only
     def live() -> None:
         for summary in manager.list_batches()[:1]:
             sbst.batch_summary(summary)
             sbst.job_table(manager.get_batch_jobs(summary.id))
 
-    live()
+    if __name__ == "__main__":           # the page, in every session
+        live()
+    else:                                # `streamlit run` imports the file for `app`
+        app = st.App(__file__, routes=sbst.push_routes("batch_status"))
 
+Without ``push_routes`` mounted, ``live_fragment`` is a timer fragment.
 Workers never call ``st.*``: they write records, the cache reads them, and the
 fragment renders the snapshot on the script thread. All text from status
 files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).

@@ -27,6 +27,15 @@ APP = ROOT / "demo_app.py"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Iterator[None]:
+    """AppTest installs each script as ``sys.modules["__main__"]`` and leaves it there; a
+    process another test spawns later would run that script first. Put pytest's back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
 @pytest.fixture
 def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
     status_dir, batch_dir = tmp_path / "batch_status", tmp_path / "batches"
@@ -344,6 +353,11 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         )  # fmt: skip
         first_page = time.perf_counter() - t0
         assert "redraws when it changes (pushed)" in text()  # served through st.App: push
+        # The header's "Running…/Stop" badge would blink on every live redraw: hidden.
+        assert driver.execute_script(
+            "const e = document.querySelector('[data-testid=stStatusWidget]');"
+            "return !e || getComputedStyle(e).visibility === 'hidden'"
+        )
         # The records are the truth; the page shows them later. So each batch is followed
         # in the records, and the page is waited for only to show each state.
         with StatusCache(tmp_path / "batch_status") as records:
