@@ -518,3 +518,34 @@ def test_watch_state_filter(tmux: tuple[str, Path]) -> None:
     assert "RuntimeError: the whole message" in shown
     assert "busy " not in shown and "\nok " not in shown
     assert "· failed" in shown.splitlines()[0]  # the filter is named in the header
+
+
+def test_live_view_draws_active_jobs_and_a_bounded_tail_of_finished_ones(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from statusbridge.cli._live import RECENT_FINISHED, JobIndex, render
+
+    store = StatusStore(tmp_path)
+    for i in range(300):
+        store.update(f"old-{i:03d}", status="completed")
+    store.update("slow", status="running", progress=0.5, message="x" * 500)
+    store.update("next", status="pending")
+    with StatusCache(tmp_path) as cache:
+        index = JobIndex(None, ())
+        index.load(cache.snapshot())
+        assert set(index.active) == {"slow", "next"}
+        assert len(index.finished) == RECENT_FINISHED  # not 300: a redraw's work is bounded
+        store.update("slow", status="failed", error_message="boom")
+        changed = wait_until(lambda: cache.snapshot().get("slow").status.value == "failed", 30)
+        assert changed
+        index.apply(cache.snapshot(), {"slow"})
+        assert set(index.active) == {"next"} and "slow" in index.finished
+        console = Console(file=io.StringIO(), width=80, height=24, color_system=None)
+        frame = render(cache.snapshot(), index, folder=str(tmp_path), now=datetime.now(UTC),
+                       height=23, width=80, invalid={})  # fmt: skip
+        console.print(frame)
+        lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines)
+    assert lines[1].startswith("302 jobs: 0 running  1 pending  300 completed  1 failed")
+    rows = [line.split()[0] for line in lines[4:]]
+    assert rows[:2] == ["next", "slow"]  # active first, then the latest finished
