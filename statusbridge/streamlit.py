@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from importlib.machinery import ModuleSpec
@@ -464,6 +465,9 @@ def live_fragment(
                     "version": snap.version,
                     "gap_ms": gap_ms,
                     "tick_ms": 1000 if running else 0,
+                    # New data on every run while jobs run, so the component schedules
+                    # its next tick (an unchanged mount may not call it again).
+                    "drawn_at": time.time() if running else 0.0,
                 },
                 key=key,
                 on_change_change=lambda: None,
