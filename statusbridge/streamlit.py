@@ -27,20 +27,17 @@ files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, events_path_for
 from statusbridge._streamlit_push import push_routes as push_routes_for
+from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.display import (
     STATUS_COLOURS,
@@ -90,53 +87,6 @@ def _cache_for(folder: str) -> StatusCache:
 def get_cache(status_dir: str | Path = "batch_status") -> StatusCache:
     """The server-wide ``StatusCache`` of ``status_dir``: all sessions share one observer."""
     return _cache_for(str(Path(status_dir).absolute()))
-
-
-def _running_script() -> ModuleType | None:
-    """The module Streamlit runs the script in, if this thread runs a script now.
-
-    Streamlit installs it as ``sys.modules["__main__"]`` (and leaves it there).
-    """
-    ctx = get_script_run_ctx(suppress_warning=True)
-    main = sys.modules.get("__main__")
-    if ctx is None or main is None:
-        return None
-    if Path(getattr(main, "__file__", "") or "").resolve() != Path(ctx.main_script_path).resolve():
-        return None
-    return main
-
-
-def keep_workers_out_of_the_script() -> None:
-    """Stop spawned worker processes from running the Streamlit script again.
-
-    A spawned child runs the parent's ``__main__`` file first, and under ``streamlit
-    run`` that is the script: every worker would render the page without a session
-    (a log full of ScriptRunContext warnings) and start its own observer. A main
-    module whose spec is named ``__main__`` is one multiprocessing does not re-run,
-    so the script's module is given such a spec. Called by ``get_manager``.
-    """
-    script = _running_script()
-    if script is not None and getattr(script, "__spec__", None) is None:
-        script.__spec__ = ModuleSpec("__main__", None)
-
-
-def check_job_function(func: Callable[[Any], Any]) -> None:
-    """Raise ``TypeError`` naming where to move ``func`` if process workers cannot import it.
-
-    Workers import a job function from its module; one defined in the Streamlit
-    script lives in no module they can import (and they never run the script).
-    """
-    script = _running_script()
-    if script is None or getattr(func, "__module__", None) != "__main__":
-        return
-    where = Path(script.__file__ or "the script")
-    name = getattr(func, "__qualname__", repr(func))
-    raise TypeError(
-        f"{name} is defined in the Streamlit script {where.name}: worker processes import "
-        f"job functions from a module and never run the script. Move it to a module next "
-        f"to the script, e.g. {where.parent / 'jobs.py'}, and import it "
-        f"('from jobs import {name}'), or use executor='thread'."
-    )
 
 
 class _ProcessManager(BatchManager):
