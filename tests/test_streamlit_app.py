@@ -124,6 +124,35 @@ class TestAppLogic:
         assert "<script>alert('x')</script> **not bold**" in messages
         assert not any("<script>" in str(m.value) for m in at.markdown)
 
+    def test_every_batch_in_the_folders_newest_first(self, folders: tuple[Path, Path]) -> None:
+        status_dir, _ = folders
+        # examples/seed_app.py, run where the demo keeps its folders: batches "Test", "Cancelled".
+        seed_app = [sys.executable, str(ROOT / "examples" / "seed_app.py")]
+        subprocess.run(seed_app, cwd=status_dir.parent, check=True, capture_output=True, timeout=99)
+        StatusStore(status_dir).update("late-1", batch_id="written-later", status="running")
+        at = app()
+        labels = [str(p.proto.text) for p in at.get("progress")]
+        shown = [label.replace("\\", "") for label in labels]  # Markdown escapes removed
+        expected = [
+            ":blue[written-later: running", ":orange[Cancelled: cancelled", ":red[Test: failed"
+        ]
+        assert [text.startswith(e) for text, e in zip(shown, expected, strict=True)] == [True] * 3
+        assert "Batches (3, newest first)" in [h.value for h in at.subheader]
+
+    def test_whole_messages_of_selected_jobs(self) -> None:
+        long = "RuntimeError: " + "a very long explanation " * 40
+        at = AppTest.from_function(_details_page, args=(long,), default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        assert [c.value for c in at.code] == [long]  # whole, as text (st.code escapes)
+
+
+def _details_page(long: str) -> None:
+    from statusbridge import BatchJob
+    from statusbridge import streamlit as sbst
+
+    sbst.job_details([BatchJob("j-1", "failed", error_message=long)])
+
 
 SCRIPT_WITH_PROCESSES = """
 import os
