@@ -4,12 +4,18 @@ Run: ``streamlit run demo_app.py``. Folders: ``batch_status/`` and ``batches/``
 under the working directory, or ``$STATUSBRIDGE_DIR`` / ``$STATUSBRIDGE_BATCH_DIR``
 (``STATUSBRIDGE_DIR`` may be a ``redis://`` URL: batches then live there too).
 Jobs written by another program show up too: ``statusbridge simulate --jobs 20``.
+
+``streamlit run`` finds ``app = st.App(...)`` below and serves this page with a
+server-sent-events route next to it, so the live parts rerun when a status
+changes (push) instead of on a timer. Run as the page itself (``__main__``: every
+session, and AppTest) it draws the page; imported as a module it only builds the app.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from datetime import UTC, datetime
 from typing import Literal
 
 import streamlit as st
@@ -24,124 +30,147 @@ BATCH_DIR = os.environ.get("STATUSBRIDGE_BATCH_DIR") or (
     STATUS_DIR if is_url(STATUS_DIR) else "batches"
 )
 EXECUTORS: dict[str, Literal["thread", "process"]] = {"threads": "thread", "processes": "process"}
-
-st.set_page_config(page_title="statusbridge demo", layout="wide")
-cache = sbst.get_cache(STATUS_DIR)
+SHOWN_BATCHES = 8  # listed at the top; older ones in an expander below them
 
 
 def manager(executor: Literal["thread", "process"] = "thread") -> BatchManager:
     return sbst.get_manager(BATCH_DIR, STATUS_DIR, executor=executor)
 
 
-def known_batches() -> list[BatchSummary]:
-    """Batches of both managers (threads, processes), newest first, each once."""
-    seen: dict[str, BatchSummary] = {}
-    for executor in EXECUTORS.values():
-        for summary in manager(executor).list_batches():
-            current = seen.get(summary.id or "")
-            if current is None or current.state == "created":
-                seen[summary.id or ""] = summary
-    return list(seen.values())
+def all_batches() -> list[BatchSummary]:
+    """Every batch in the folders, newest first: this page's, other programs', seed_app's."""
+    snap = sbst.get_cache(STATUS_DIR).snapshot()
+    created: dict[str, datetime] = {}
+    summaries: dict[str, BatchSummary] = {}
+    for owner in (manager(kind) for kind in EXECUTORS.values()):
+        for batch_id, definition in owner.batches.items():
+            summary = owner.get_batch_status(batch_id)
+            if summary is not None and batch_id not in summaries:
+                summaries[batch_id] = summary
+                created[batch_id] = definition.created_at
+    for batch_id in snap.batch_ids():
+        if batch_id not in summaries:
+            jobs = snap.batch(batch_id)
+            summaries[batch_id] = snap.summary(batch_id).with_name(batch_id)
+            created[batch_id] = jobs[0].created_at or datetime.min.replace(tzinfo=UTC)
+    order = sorted(summaries, key=lambda b: (created[b], b), reverse=True)
+    return [summaries[b] for b in order]
 
 
-st.title("statusbridge demo")
-st.caption(
-    "Workers write one JSON file per job; a watchdog observer keeps an in-memory snapshot "
-    "current; this page reads only that snapshot, twice a second."
-)
+def start_batch(jobs: int, duration: float, fail_rate: float, executor_label: str) -> str:
+    rng = random.Random()
+    params = [
+        {
+            "duration": duration,
+            "fail_at": rng.randint(2, STEPS) if rng.random() < fail_rate else None,
+        }
+        for _ in range(jobs)
+    ]
+    chosen = manager(EXECUTORS[executor_label])
+    batch_id = chosen.create_custom_batch(params, f"{jobs} jobs on {executor_label}")
+    chosen.start_batch(batch_id, simulated_job)  # from an importable module: see the README
+    return batch_id
 
-with st.sidebar:
-    st.header("New batch")
-    with st.form("new-batch"):
-        jobs = st.number_input("Number of jobs", min_value=1, max_value=50, value=6, step=1)
-        duration = st.number_input("Seconds per job", min_value=0.2, max_value=60.0, value=3.0,
-                                   step=0.5)
-        fail_rate = st.slider("Failure rate", min_value=0.0, max_value=1.0, value=0.2, step=0.05)
-        executor_label = st.radio("Executor", list(EXECUTORS), horizontal=True)
-        submitted = st.form_submit_button("Start batch", type="primary")
-    if submitted:
-        rng = random.Random()
-        params = [
-            {"duration": float(duration),
-             "fail_at": rng.randint(2, STEPS) if rng.random() < fail_rate else None}
-            for _ in range(int(jobs))
-        ]
-        chosen = manager(EXECUTORS[executor_label])
-        batch_id = chosen.create_custom_batch(params, f"{int(jobs)} jobs on {executor_label}")
-        chosen.start_batch(batch_id, simulated_job)
-        st.session_state["selected"] = batch_id
-        st.success(f"Started {batch_id}")
-    st.divider()
-    st.markdown(
-        "**Another program** can write statuses too; run\n\n"
-        f"`statusbridge simulate --jobs 20 --dir {STATUS_DIR}`\n\nand watch them appear below."
+
+def page() -> None:
+    st.set_page_config(page_title="statusbridge demo", layout="wide")
+    sbst.hide_running_indicator()
+    sbst.get_cache(STATUS_DIR)
+    pushed = sbst.push_available(STATUS_DIR)
+    st.title("statusbridge demo")
+    st.caption(
+        "Workers write one JSON file per job; a watchdog observer keeps an in-memory snapshot "
+        "current; this page reads only that snapshot, "
+        + ("and redraws when it changes (pushed)." if pushed else "twice a second.")
     )
+    with st.sidebar:
+        st.header("New batch")
+        with st.form("new-batch"):
+            jobs = st.number_input("Number of jobs", min_value=1, max_value=50, value=6, step=1)
+            duration = st.number_input(
+                "Seconds per job", min_value=0.2, max_value=60.0, value=3.0, step=0.5
+            )
+            fail_rate = st.slider(
+                "Failure rate", min_value=0.0, max_value=1.0, value=0.2, step=0.05
+            )
+            executor_label = st.radio("Executor", list(EXECUTORS), horizontal=True)
+            submitted = st.form_submit_button("Start batch", type="primary")
+        if submitted:
+            batch_id = start_batch(int(jobs), float(duration), fail_rate, executor_label or "")
+            st.session_state["selected"] = batch_id
+            st.success(f"Started {batch_id}")
+        st.divider()
+        st.markdown(
+            "**Another program** can write statuses too; run\n\n"
+            f"`statusbridge simulate --jobs 20 --dir {STATUS_DIR}`\n\nand watch them appear."
+        )
 
+    live = sbst.live_fragment(STATUS_DIR)
 
-@st.fragment(run_every=0.5)
-def live_batches() -> None:
-    batches = known_batches()
-    if not batches:
-        st.info("No batches yet: start one from the sidebar.")
-        return
-    ids = [b.id for b in batches]
-    default = st.session_state.get("selected")
-    index = ids.index(default) if default in ids else 0
-    selected = st.selectbox(
-        "Batch", ids, index=index,
-        format_func=lambda i: next(f"{b.name} — {b.state} ({i})" for b in batches if b.id == i),
-    )
-    st.session_state["selected"] = selected
-    owner = manager("process") if selected in manager("process").batches else manager()
-    summary = owner.get_batch_status(selected or "")
-    if summary is None:
-        return
-    sbst.batch_summary(summary)
-    jobs = owner.get_batch_jobs(summary.id or "")
-    left, right = st.columns([1, 5])
-    if left.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
-        st.toast(f"Asked {owner.cancel_batch(summary.id or '')} job(s) to stop")
-    right.caption(str(summary))
-    sbst.job_table(jobs, key="jobs")
-    with st.expander("Cancel single jobs"):
-        if summary.is_done:
-            st.caption("Every job of this batch has finished.")
+    @live
+    def batches() -> None:
+        listed = all_batches()
+        if not listed:
+            st.info("No batches yet: start one from the sidebar.")
+            return
+        st.subheader(f"Batches ({len(listed)}, newest first)")
+        for summary in listed[:SHOWN_BATCHES]:
+            sbst.batch_summary(summary, counts=False)
+        if len(listed) > SHOWN_BATCHES:
+            with st.expander(f"{len(listed) - SHOWN_BATCHES} older batch(es)"):
+                for summary in listed[SHOWN_BATCHES:]:
+                    sbst.batch_summary(summary, counts=False)
+        selected_batch(listed)
+
+    def selected_batch(listed: list[BatchSummary]) -> None:
+        ids = [b.id or "" for b in listed]
+        names = {b.id: b.name if b.name in (b.id, None) else f"{b.name} ({b.id})" for b in listed}
+        default = st.session_state.get("selected")
+        st.subheader("Jobs")
+        chosen = st.selectbox(
+            "Batch",
+            ids,
+            index=ids.index(default) if default in ids else 0,
+            format_func=lambda i: names[i] or i,
+        )
+        st.session_state["selected"] = chosen
+        summary = next(b for b in listed if b.id == chosen)
+        st.caption(str(summary))  # the counts (the bar is in the list above)
+        jobs = sbst.get_cache(STATUS_DIR).snapshot().batch(chosen or "")
+        picked = sbst.job_table(jobs, key=f"jobs-{chosen}", selectable=True)
+        unfinished = [j for j in jobs if j.id in picked and not j.is_finished]
+        left, right = st.columns(2)
+        queue = manager().queue
+        if left.button(
+            f"Cancel selected ({len(unfinished)})", disabled=not unfinished, key="cancel-selected"
+        ):
+            st.toast(f"Asked {sum(queue.cancel(j.id) for j in unfinished)} job(s) to stop")
+        if right.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
+            stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
+            st.toast(f"Asked {stopped} job(s) to stop")
+        if picked:
+            sbst.job_details(j for j in jobs if j.id in picked)
         else:
-            sbst.cancel_buttons(owner, jobs, key="cancel-job")
+            st.caption("Select rows to cancel them or to read their whole message.")
+
+    @live
+    def chart_and_health() -> None:
+        cache = sbst.get_cache(STATUS_DIR)
+        with st.expander("Jobs finished over time, cache health"):
+            chart = sbst.finished_over_time(cache.snapshot().values())
+            if chart["time"]:
+                st.line_chart(chart, x="time", y="finished", height=200)
+            else:
+                st.caption("No finished jobs yet.")
+            sbst.health_panel(cache.health())
+
+    batches()
+    chart_and_health()
 
 
-@st.fragment(run_every=0.5)
-def live_others() -> None:
-    snap = cache.snapshot()
-    mine = {b.id for b in known_batches()}
-    others = [b for b in snap.batch_ids() if b not in mine]
-    loose = [j for j in snap.values() if j.batch_id is None]
-    if not others and not loose:
-        st.caption("Nothing from other programs yet.")
-        return
-    for batch_id in others[-3:]:
-        sbst.batch_summary(snap.summary(batch_id).with_name(batch_id))
-        sbst.job_table(snap.batch(batch_id), key=f"other-{batch_id}")
-    if loose:
-        st.caption(f"{len(loose)} job(s) outside any batch")
-        sbst.job_table(loose, key="loose")
-
-
-@st.fragment(run_every=1.0)
-def live_chart_and_health() -> None:
-    snap = cache.snapshot()
-    chart = sbst.finished_over_time(snap.values())
-    if chart["time"]:
-        st.line_chart(chart, x="time", y="finished", height=200)
-    else:
-        st.caption("No finished jobs yet.")
-    with st.expander("Cache health"):
-        sbst.health_panel(cache.health())
-
-
-st.subheader("Batches")
-live_batches()
-st.subheader("Jobs from other programs")
-live_others()
-st.subheader("Jobs finished over time")
-live_chart_and_health()
+if __name__ == "__main__":
+    page()
+else:
+    # Imported by `streamlit run demo_app.py` (it looks for `app`): the server, with push.
+    # The route has no auth of its own: keep the server on 127.0.0.1 (see the README).
+    app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR))

@@ -50,7 +50,7 @@ def creation_order(job: BatchJob | None, job_id: str) -> tuple[float, str]:
 
 
 def progress_text(job: BatchJob) -> str:
-    progress = 1.0 if job.status is BatchStatus.COMPLETED else job.progress
+    progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
     if progress is None:
         return ""
     filled = round(progress * 10)

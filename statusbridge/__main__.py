@@ -1,7 +1,5 @@
 """``python -m statusbridge``: the command-line monitor."""
 
-import sys
+from statusbridge.cli import main_entry
 
-from statusbridge.cli import main
-
-sys.exit(main())
+main_entry()

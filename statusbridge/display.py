@@ -15,6 +15,7 @@ an injected ``now`` (aware UTC), so they are pure functions of their arguments.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -27,7 +28,9 @@ __all__ = [
     "batch_eta_seconds",
     "elapsed_seconds",
     "eta_seconds",
+    "floor_share",
     "format_duration",
+    "percent",
     "state_label",
 ]
 
@@ -91,3 +94,23 @@ def state_label(job: BatchJob) -> str:
     if job.status is BatchStatus.RUNNING and job.cancel_requested:
         return "cancelling"
     return job.status.value
+
+
+def floor_share(progress: float, steps: int) -> int:
+    """How many of ``steps`` cells a bar fills: rounded down, all only at 1.0.
+
+    Rounding to nearest draws 95% as a full bar, which reads as "done".
+
+    >>> [floor_share(p, 10) for p in (0.0, 0.05, 0.95, 0.9999, 1.0)]
+    [0, 0, 9, 9, 10]
+    """
+    return min(steps, max(0, math.floor(progress * steps)))
+
+
+def percent(progress: float) -> str:
+    """'0%'..'100%', rounded down: '100%' only when the work is complete.
+
+    >>> [percent(p) for p in (0.0, 0.426, 0.996, 1.0)]
+    ['0%', '42%', '99%', '100%']
+    """
+    return f"{floor_share(progress, 100)}%"

@@ -7,14 +7,18 @@ The only module that imports streamlit. Drop the helpers into your own app::
 
     manager = sbst.get_manager("batches", "batch_status")
 
-    @st.fragment(run_every=0.5)          # reruns read the in-memory snapshot only
+    @sbst.live_fragment("batch_status")  # reruns on a change; reads the snapshot only
     def live() -> None:
         for summary in manager.list_batches()[:1]:
             sbst.batch_summary(summary)
             sbst.job_table(manager.get_batch_jobs(summary.id))
 
-    live()
+    if __name__ == "__main__":           # the page, in every session
+        live()
+    else:                                # `streamlit run` imports the file for `app`
+        app = st.App(__file__, routes=sbst.push_routes("batch_status"))
 
+Without ``push_routes`` mounted, ``live_fragment`` is a timer fragment.
 Workers never call ``st.*``: they write records, the cache reads them, and the
 fragment renders the snapshot on the script thread. All text from status
 files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
@@ -22,14 +26,28 @@ files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import streamlit as st
 
+from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, events_path_for
+from statusbridge._streamlit_push import push_routes as push_routes_for
+from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
+from statusbridge.display import (
+    STATUS_COLOURS,
+    elapsed_seconds,
+    eta_seconds,
+    floor_share,
+    format_duration,
+    percent,
+    state_label,
+)
 from statusbridge.jobs import BatchManager
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import absolute_location
@@ -37,11 +55,19 @@ from statusbridge.store import absolute_location
 __all__ = [
     "batch_summary",
     "cancel_buttons",
+    "check_job_function",
     "finished_over_time",
     "get_cache",
     "get_manager",
     "health_panel",
+    "hide_running_indicator",
+    "job_details",
     "job_table",
+    "keep_workers_out_of_the_script",
+    "live_fragment",
+    "push_available",
+    "push_routes",
+    "summary_text",
 ]
 
 # Plain symbols that common text fonts have (emoji fonts are often missing on servers).
@@ -64,11 +90,21 @@ def get_cache(status_dir: str | Path = "batch_status") -> StatusCache:
     return _cache_for(absolute_location(status_dir))
 
 
+class _ProcessManager(BatchManager):
+    """A manager on worker processes that refuses job functions defined in the script."""
+
+    def start_batch(self, batch_id: str, generator_func: Callable[[Any], Any]) -> None:
+        check_job_function(generator_func)
+        keep_workers_out_of_the_script()
+        super().start_batch(batch_id, generator_func)
+
+
 @st.cache_resource(show_spinner=False)
 def _manager_for(
     batch_dir: str, status_dir: str, max_concurrent: int, executor: str
 ) -> BatchManager:
-    return BatchManager(
+    kind = _ProcessManager if executor == "process" else BatchManager
+    return kind(
         batch_dir,
         max_concurrent,
         status_dir,
@@ -84,7 +120,16 @@ def get_manager(
     max_concurrent: int = 2,
     executor: Literal["thread", "process"] = "thread",
 ) -> BatchManager:
-    """The server-wide ``BatchManager`` for these folders (shares the folder's cache)."""
+    """The server-wide ``BatchManager`` for these folders (shares the folder's cache).
+
+    Call it on every run (it is cached): the same manager comes back, so jobs and
+    batches survive reruns, and a new ``BatchManager(...)`` built in the script
+    would share that engine too. With ``executor="process"``, job functions must
+    come from an importable module; one defined in the script raises ``TypeError``
+    from ``start_batch`` that says where to move it.
+    """
+    if executor == "process":
+        keep_workers_out_of_the_script()
     return _manager_for(
         absolute_location(batch_dir),
         absolute_location(status_dir),
@@ -93,55 +138,174 @@ def get_manager(
     )
 
 
-def batch_summary(summary: BatchSummary) -> None:
-    """Overall progress bar and a count per status."""
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$])")
+
+
+def _plain(text: str) -> str:
+    """``text`` for a Markdown label (progress text, metric), shown as typed, never as markup."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
+
+
+# Markdown colour names nearest to display.STATUS_COLOURS (labels take names, not hex).
+_STATE_MARKDOWN_COLOURS = {
+    "empty": "gray",
+    "pending": "gray",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "orange",
+}
+
+
+def summary_text(summary: BatchSummary) -> str:
+    """The label above a batch's bar: ``6 jobs: running, 42%`` or, once finished with trouble,
+    ``6 jobs: failed, 3 of 6 completed (2 failed, 1 cancelled)``.
+
+    >>> from statusbridge.cache import summarize
+    >>> from statusbridge import BatchJob
+    >>> print(summary_text(summarize([BatchJob("a", "running", progress=0.996)], name="b")))
+    b: running, 99%
+    """
     label = summary.name or summary.id or "All jobs"
-    st.progress(summary.progress, text=f"{label}: {summary.state}, {summary.progress:.0%}")
+    counts = summary.counts
+    if summary.is_done and summary.state in ("failed", "cancelled"):
+        trouble = ", ".join(
+            f"{counts[s]} {s.value}"
+            for s in (BatchStatus.FAILED, BatchStatus.CANCELLED)
+            if counts[s]
+        )
+        done = counts[BatchStatus.COMPLETED]
+        return f"{label}: {summary.state}, {done} of {summary.total} completed ({trouble})"
+    return f"{label}: {summary.state}, {percent(summary.progress)}"
+
+
+def _bar_value(summary: BatchSummary) -> float:
+    """What a batch's bar shows: work done, but for a batch that ended in trouble only the
+    share that completed, so it never looks like a finished success."""
+    if summary.is_done and summary.state in ("failed", "cancelled") and summary.total:
+        return summary.counts[BatchStatus.COMPLETED] / summary.total
+    if summary.is_done:
+        return summary.progress
+    return floor_share(summary.progress, 100) / 100
+
+
+def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
+    """Overall progress bar (coloured label by state) and a count per status."""
+    colour = _STATE_MARKDOWN_COLOURS.get(summary.state, "gray")
+    label = _plain(summary_text(summary))
+    st.progress(_bar_value(summary), text=f":{colour}[{label}]")
+    if not counts:
+        return
     columns = st.columns(len(BatchStatus))
     for column, status in zip(columns, BatchStatus, strict=True):
         column.metric(f"{_STATE_ICONS[status]} {status.value}", summary.counts[status])
 
 
-def _duration(job: BatchJob, now: datetime) -> float | None:
-    if job.started_at is None:
+def _shown_progress(job: BatchJob) -> float | None:
+    """A job's bar: blank until it reports, full only when completed, rounded down."""
+    if job.status is BatchStatus.COMPLETED:
+        return 1.0
+    reported = job.reported_progress
+    if reported is None:
         return None
-    end = job.completed_at or now
-    return round(max(0.0, (end - job.started_at).total_seconds()), 1)
+    return floor_share(reported, 100) / 100
+
+
+def _short_id(job: BatchJob) -> str:
+    """A job id without its batch's id in front (``…-0003``): the table is narrow."""
+    prefix = f"{job.batch_id}-" if job.batch_id else ""
+    if prefix and job.id.startswith(prefix) and len(job.id) > len(prefix):
+        return "…-" + job.id[len(prefix) :]
+    return job.id
 
 
 def job_rows(jobs: Iterable[BatchJob], now: datetime | None = None) -> list[dict[str, Any]]:
-    """The rows ``job_table`` shows (plain values, easy to test and to reuse)."""
+    """The rows ``job_table`` shows (plain values, easy to test and to reuse).
+
+    Blank (``None`` or ``""``), never "None", where a value does not exist yet.
+    """
     now = now or datetime.now(UTC)
     return [
         {
-            "job": job.id,
-            "state": f"{_STATE_ICONS[job.status]} {job.status.value}",
-            "progress": job.progress if job.progress is not None else 0.0,
+            "job": _short_id(job),
+            "state": f"{_STATE_ICONS[job.status]} {state_label(job)}",
+            "progress": _shown_progress(job),
+            "elapsed": format_duration(elapsed_seconds(job, now)),
+            "eta": format_duration(eta_seconds(job, now)),
             "message": job.error_message or job.message,
-            "seconds": _duration(job, now),
         }
         for job in jobs
     ]
 
 
-def job_table(jobs: Iterable[BatchJob], *, key: str | None = None) -> None:
-    """A table of jobs with per-job progress, state, message and duration (text escaped)."""
-    rows = job_rows(jobs)
+def _state_style(value: object) -> str:
+    text = str(value)
+    for status, colour in STATUS_COLOURS.items():
+        if text.endswith(status.value) or (status is BatchStatus.RUNNING and "cancelling" in text):
+            return f"color: {colour}; font-weight: 600"
+    return ""
+
+
+def job_table(
+    jobs: Iterable[BatchJob], *, key: str | None = None, selectable: bool = False
+) -> list[str]:
+    """A table of jobs: coloured state, progress, elapsed, ETA, message (text escaped).
+
+    With ``selectable``, rows can be selected (the fragment reruns on a change) and
+    the ids of the selected jobs are returned.
+    """
+    shown = list(jobs)
+    rows = job_rows(shown)
     if not rows:
         st.caption("No jobs yet.")
-        return
-    st.dataframe(
-        rows,
+        return []
+    import pandas as pd  # type: ignore[import-untyped]  # Streamlit needs it; for the colours
+
+    frame = pd.DataFrame(rows).style.map(_state_style, subset=["state"])
+    config = {
+        "job": st.column_config.TextColumn("job", width="small"),
+        "state": st.column_config.TextColumn("state", width="small"),
+        "progress": st.column_config.ProgressColumn(
+            "progress", min_value=0.0, max_value=1.0, format="percent", width="small"
+        ),
+        "elapsed": st.column_config.TextColumn("elapsed", width="small"),
+        "eta": st.column_config.TextColumn("ETA", width="small"),
+        "message": st.column_config.TextColumn(
+            "message", width="large", help="Select a row to read the whole message below."
+        ),
+    }
+    if not selectable:
+        st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)
+        return []
+    state = st.dataframe(
+        frame,
         hide_index=True,
-        width="stretch",  # use_container_width is deprecated (removed after 2025-12-31)
+        width="stretch",
         key=key,
-        column_config={
-            "progress": st.column_config.ProgressColumn(
-                "progress", min_value=0.0, max_value=1.0, format="percent"
-            ),
-            "seconds": st.column_config.NumberColumn("seconds", format="%.1f"),
-        },
+        column_config=config,
+        on_select="rerun",
+        selection_mode="multi-row",
     )
+    picked = state.selection.rows if state is not None else []
+    return [shown[i].id for i in picked if 0 <= i < len(shown)]
+
+
+def hide_running_indicator() -> None:
+    """Hide Streamlit's header "Running…/Stop" indicator, which blinks on every live redraw.
+
+    A live page reruns fragments whenever a status changes; the page itself shows
+    what is running. Static CSS only.
+    """
+    st.html("<style>[data-testid='stStatusWidget'] { visibility: hidden; }</style>")
+
+
+def job_details(jobs: Iterable[BatchJob]) -> None:
+    """Each job's whole message or error, readable (escaped, wrapped, never cut)."""
+    for job in jobs:
+        text = job.error_message or job.message or "(no message)"
+        with st.container(border=True):
+            st.caption(f"{job.id} · {state_label(job)}")  # the full id, here
+            st.code(text, language=None, wrap_lines=True)
 
 
 def cancel_buttons(manager: BatchManager, jobs: Sequence[BatchJob], *, key: str = "cancel") -> int:
@@ -190,3 +354,83 @@ def finished_over_time(
         xs.append(stamp)
         ys.append(total)
     return {"time": xs, "finished": ys}
+
+
+# -- push: rerun a live fragment when the folder changes, not on a timer ------------------------
+
+_push_component: Any = None
+
+
+def _pusher() -> Any:
+    """The push component, registered once per process (None where Streamlit lacks v2)."""
+    global _push_component  # noqa: PLW0603 - one registration per process, by design
+    if _push_component is None:
+        components_v2 = getattr(getattr(st, "components", None), "v2", None)
+        if components_v2 is None:
+            return None
+        _push_component = components_v2.component("statusbridge_push", js=COMPONENT_JS)
+    return _push_component
+
+
+def push_routes(status_dir: str | Path = "batch_status", *, path: str = EVENTS_PATH) -> Any:
+    """Routes for ``st.App(script, routes=...)`` that push ``status_dir``'s changes.
+
+    With them, ``live_fragment`` reruns on changes instead of on a timer. The route
+    streams version numbers only and has no auth of its own: see the README.
+    """
+    folder = absolute_location(status_dir)
+    return push_routes_for(lambda: _cache_for(folder), folder, path=path)
+
+
+def push_available(status_dir: str | Path = "batch_status") -> bool:
+    """True when this server streams ``status_dir``'s changes (``push_routes`` is mounted)."""
+    return _pusher() is not None and events_path_for(absolute_location(status_dir)) is not None
+
+
+def live_fragment(
+    status_dir: str | Path = "batch_status", *, every: float = 0.5, gap_ms: int = 100
+) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Like ``st.fragment``, rerun when ``status_dir`` changes (at most every ``gap_ms``).
+
+    Pushed where the server mounts ``push_routes``; elsewhere (AppTest, plain
+    ``streamlit run`` of a script without ``st.App``, older Streamlit) a timer
+    fragment that reruns every ``every`` seconds.
+    """
+    folder = absolute_location(status_dir)
+
+    def decorate(body: Callable[[], None]) -> Callable[[], None]:
+        # One per fragment; Streamlit reserves "__" in component ids.
+        key = "statusbridge-push-" + re.sub(r"[^A-Za-z0-9]+", "-", body.__qualname__)
+
+        def pushed() -> None:
+            path = events_path_for(folder)
+            if path is None or _pusher() is None:  # pragma: no cover - decided below
+                body()
+                return
+            snap = _cache_for(folder).snapshot()  # before drawing: a change meanwhile reruns
+            body()
+            running = snap.summary().counts[BatchStatus.RUNNING]
+            _pusher()(
+                data={
+                    "url": path,
+                    "version": snap.version,
+                    "gap_ms": gap_ms,
+                    "tick_ms": 1000 if running else 0,
+                    # New data on every run while jobs run, so the component schedules
+                    # its next tick (an unchanged mount may not call it again).
+                    "drawn_at": time.time() if running else 0.0,
+                },
+                key=key,
+                on_change_change=lambda: None,
+            )
+
+        pushed.__name__ = pushed.__qualname__ = body.__qualname__
+        timed = st.fragment(run_every=every)(body)
+        on_push = st.fragment(pushed)
+
+        def run() -> None:
+            (on_push if push_available(folder) else timed)()
+
+        return run
+
+    return decorate

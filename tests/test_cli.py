@@ -51,13 +51,40 @@ def test_ls_table_and_filters(folder: Path) -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:4] == ["ID", "BATCH", "STATE", "PROGRESS"]
-    assert all(len(line) <= 80 for line in lines)
     assert "alpha" in r.stdout and "[####------]  40%" in r.stdout and "loading" in r.stdout
     assert "ValueError: nope" in r.stdout
     running = cli("ls", "--dir", str(folder), "--status", "running")
     assert "alpha" in running.stdout and "beta" not in running.stdout
     batch = cli("ls", "--dir", str(folder), "--batch", "b1")
     assert "beta" in batch.stdout and "gamma" not in batch.stdout
+
+
+def test_ls_into_a_pipe_prints_full_values(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path)
+    batch = "batch-20261129-101010-0123456789abcdef"
+    ids = [f"{batch}-{i:04d}" for i in range(3)]
+    for job_id in ids:
+        store.update(job_id, batch_id=batch, status="running", progress=0.95, message="m " * 80)
+    store.update("other", batch_id="a-second-batch-with-a-long-name")
+    r = cli("ls", "--dir", str(tmp_path), env={"COLUMNS": "60"})
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[1:]}
+    assert set(rows) == {*ids, "other"}  # every id whole, so rows stay distinguishable
+    assert rows[ids[0]][1] == batch and rows["other"][1] == "a-second-batch-with-a-long-name"
+    assert "[#########-]  95%" in r.stdout  # 95% never draws a full bar
+    assert r.stdout.splitlines()[1].endswith("m " * 79 + "m")  # the message, whole
+
+
+def test_ls_into_a_closed_pipe_is_quiet(folder: Path) -> None:
+    for _ in range(3):  # the reader may go before or after the first write: both are quiet
+        r = subprocess.run(
+            f"{sys.executable} -m statusbridge ls --dir {folder} | head -1; "
+            'echo "status=${PIPESTATUS[0]}" >&2',
+            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        assert r.stdout.startswith("ID "), r
+        assert r.stderr.strip() in ("status=0", "status=141"), r.stderr
 
 
 def test_ls_json_and_env_dir(folder: Path) -> None:
@@ -170,6 +197,10 @@ def test_cancel_job_and_batch(folder: Path) -> None:
     assert {store.read(i).status for i in ("p1", "p2")} == {BatchStatus.CANCELLED}  # type: ignore[union-attr]
     unknown = cli("cancel", "ghost", "--dir", str(folder))
     assert unknown.returncode == 1 and "no job 'ghost'" in unknown.stderr
+    no_batch = cli("cancel", "--batch", "nosuch", "--dir", str(folder))
+    assert no_batch.returncode == 1 and "no batch 'nosuch'" in no_batch.stderr
+    finished = cli("cancel", "--batch", "b2", "--dir", str(folder))  # cancelled above
+    assert finished.returncode == 1 and "0 job(s) of batch b2" in finished.stdout
 
 
 def test_cleanup(tmp_path: Path) -> None:
@@ -350,7 +381,8 @@ def test_an_unreadable_record_is_that_records_problem(public_tmp: Path) -> None:
     code, out, err = seen["watch --once"]  # type: ignore[misc]
     assert code == 0 and f"! secret.json: {reason}" in out.splitlines()
     code, out, err = seen["cancel --batch x"]  # type: ignore[misc]
-    assert (code, err) == (0, warning)
+    assert code == 1 and err.startswith(warning)  # warned, then: no readable job of batch x
+    assert err.splitlines()[1].startswith("statusbridge: error: no batch 'x'")
 
 
 def test_ls_names_undecodable_records_on_stderr(folder: Path) -> None:
@@ -408,3 +440,112 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
     assert docs["err"]["error_message"] == f"err {HOSTILE}"
     assert docs["gone"]["owner"] == f"vm{HOSTILE}:1"
     assert json.loads(exact["show"].stdout)["message"] == f"msg {HOSTILE}"
+
+
+# -- the live view, in a real terminal (tmux) ----------------------------------------------------
+
+TMUX = shutil.which("tmux")
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if TMUX is None:
+        if os.environ.get("CI"):
+            pytest.fail("tmux is missing (.ci/run installs it)")
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    socket = f"sbtest-{os.getpid()}-{tmp_path.name}"
+    try:
+        yield socket, tmp_path
+    finally:
+        subprocess.run([TMUX, "-L", socket, "kill-server"], capture_output=True, check=False)
+
+
+def start_in_tmux(socket: str, command: list[str], env: dict[str, str]) -> None:
+    line = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(command)
+    subprocess.run(
+        [TMUX, "-L", socket, "new-session", "-d", "-x", "80", "-y", "24", f"{line}; sleep 60"],
+        check=True,
+    )
+
+
+def screen(socket: str, *flags: str) -> str:
+    r = subprocess.run([TMUX, "-L", socket, "capture-pane", "-p", *flags],
+                       capture_output=True, text=True, check=True)  # fmt: skip
+    return r.stdout
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_watch_redraws_in_place_and_fits_80x24(tmux: tuple[str, Path], no_color: bool) -> None:
+    socket, tmp_path = tmux
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    for i in range(36):
+        store.update(f"done-{i:03d}", batch_id="b", status="completed")
+    for i in range(30):
+        store.update(f"busy-{i:03d}", batch_id="b", status="running", progress=0.1)
+    store.update("broke", batch_id="b", status="failed", error_message="ValueError: bad")
+    env = {"NO_COLOR": "1"} if no_color else {}
+    start_in_tmux(socket, [sys.executable, "-m", "statusbridge", "watch", "--dir", str(folder)],
+                  {"TERM": "xterm-256color", **env})  # fmt: skip
+    wait_until(lambda: "busy-000" in screen(socket), 60, "the first frame")
+    for step in range(2, 10):  # redraws on changes
+        store.update("busy-000", progress=step / 10)
+        wait_until(lambda s=step: f"{s * 10}%" in screen(socket).split("busy-000")[1][:40], 60)
+    shown = screen(socket).splitlines()
+    assert shown[0].startswith("statusbridge watch")  # the header never scrolls away
+    assert shown[1].startswith("67 jobs: 30 running  0 pending  36 completed  1 failed")
+    assert all(len(line) <= 80 for line in shown)
+    rows = [line.split()[0] for line in shown[4:] if line.strip()]
+    assert rows[0] == "busy-000" and all(r.startswith("busy-") for r in rows[:-1])  # active first
+    assert rows[-1] == "…" and "and 12 more active job(s)" in shown[-1] + "".join(shown[-3:])
+    # Redrawn in place: nothing piled up in the scrollback (it used to hold every frame).
+    assert len(screen(socket, "-S", "-").splitlines()) <= 24
+    coloured = "\x1b[38" in screen(socket, "-e")
+    assert coloured is not no_color
+
+
+def test_watch_state_filter(tmux: tuple[str, Path]) -> None:
+    socket, tmp_path = tmux
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    store.update("ok", status="completed")
+    store.update("bad", status="failed", error_message="RuntimeError: the whole message")
+    store.update("busy", status="running")
+    start_in_tmux(socket, [sys.executable, "-m", "statusbridge", "watch", "--state", "failed",
+                           "--dir", str(folder)], {})  # fmt: skip
+    wait_until(lambda: "bad" in screen(socket), 60, "the first frame")
+    shown = screen(socket)
+    assert "RuntimeError: the whole message" in shown
+    assert "busy " not in shown and "\nok " not in shown
+    assert "· failed" in shown.splitlines()[0]  # the filter is named in the header
+
+
+def test_live_view_draws_active_jobs_and_a_bounded_tail_of_finished_ones(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from statusbridge.cli._live import RECENT_FINISHED, JobIndex, render
+
+    store = StatusStore(tmp_path)
+    for i in range(300):
+        store.update(f"old-{i:03d}", status="completed")
+    store.update("slow", status="running", progress=0.5, message="x" * 500)
+    store.update("next", status="pending")
+    with StatusCache(tmp_path) as cache:
+        index = JobIndex(None, ())
+        index.load(cache.snapshot())
+        assert set(index.active) == {"slow", "next"}
+        assert len(index.finished) == RECENT_FINISHED  # not 300: a redraw's work is bounded
+        store.update("slow", status="failed", error_message="boom")
+        changed = wait_until(lambda: cache.snapshot().get("slow").status.value == "failed", 30)
+        assert changed
+        index.apply(cache.snapshot(), {"slow"})
+        assert set(index.active) == {"next"} and "slow" in index.finished
+        console = Console(file=io.StringIO(), width=80, height=24, color_system=None)
+        frame = render(cache.snapshot(), index, folder=str(tmp_path), now=datetime.now(UTC),
+                       height=23, width=80, invalid={})  # fmt: skip
+        console.print(frame)
+        lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) <= 23 and all(len(line) <= 80 for line in lines)
+    assert lines[1].startswith("302 jobs: 0 running  1 pending  300 completed  1 failed")
+    rows = [line.split()[0] for line in lines[4:]]
+    assert rows[:2] == ["next", "slow"]  # active first, then the latest finished

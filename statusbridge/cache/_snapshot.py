@@ -7,6 +7,7 @@ updated as fast as one of 100, and old snapshots stay valid for whoever holds th
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
@@ -94,7 +95,9 @@ class BatchSummary:
         """One line for logs and terminals: ``Test: running 55% (2 running, 2 completed)``."""
         parts = ", ".join(f"{n} {s.value}" for s, n in self.counts.items() if n)
         label = self.name or self.id or "all jobs"
-        return f"{label}: {self.state} {self.progress:.0%} ({parts or 'no jobs'})"
+        # Rounded down: "100%" only once every job has finished.
+        pct = math.floor(self.progress * 100) if not self.is_done else round(self.progress * 100)
+        return f"{label}: {self.state} {pct}% ({parts or 'no jobs'})"
 
     def with_name(self, name: str | None) -> BatchSummary:
         return replace(self, name=name)

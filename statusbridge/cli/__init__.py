@@ -1,8 +1,10 @@
 r"""The ``statusbridge`` command: look at and manage a status folder from a terminal.
 
-Exit codes: 0 success; 1 not found, a record that cannot be read or decoded
-(``show``), or ``doctor`` found something that needs attention; 2 bad usage, or
-the folder is missing or unusable; 130 interrupted. Errors are one line on
+Exit codes: 0 success; 1 not found (a job, or a batch with no job), nothing
+left to cancel, a record that cannot be read or decoded (``show``), or
+``doctor`` found something that needs attention; 2 bad usage, or the folder is
+missing or unusable; 130 interrupted; 141 the reader of a pipe went away
+(``statusbridge ls | head -1``): quietly, as ``cat`` does. Errors are one line on
 stderr, never a traceback. A record file that cannot be read or decoded is that
 record's problem: ``ls`` and ``cancel --batch`` name it with the reason in a
 warning line on stderr and go on (exit 0), ``watch`` shows it under the table.
@@ -42,7 +44,7 @@ from statusbridge.store import (
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 ENV_DIR = "STATUSBRIDGE_DIR"
 
 
@@ -112,8 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", parents=[common], help="one job as JSON")
     show.add_argument("job_id")
 
-    watch = sub.add_parser("watch", parents=[common], help="live table, redrawn on every change")
+    watch = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="live view, redrawn in place on every change (plain frames when not a terminal)",
+    )
     watch.add_argument("--batch", help="only jobs of this batch")
+    watch.add_argument(
+        "--state",
+        action="append",
+        choices=[s.value for s in BatchStatus],
+        help="only jobs in this state (repeatable)",
+    )
     watch.add_argument(
         "--until-done", action="store_true", help="exit once no job is pending or running"
     )
@@ -178,9 +190,23 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         return exc.code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _detach(out)
+        return EXIT_PIPE
     except (StatusBridgeError, OSError, ValueError) as exc:
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ATTENTION if isinstance(exc, InvalidRecordError) else EXIT_USAGE
+
+
+def _detach(out: TextIO) -> None:
+    """Point ``out`` at /dev/null, so the interpreter's final flush cannot fail again."""
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not backed by a descriptor (a StringIO): nothing to flush
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _folder(args: argparse.Namespace, *, must_exist: bool = True) -> Path | str:
@@ -244,7 +270,7 @@ def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         docs = [job_to_dict(j) for j in sorted(jobs, key=lambda j: j.id)]
         print(json_text(docs), file=out)
     elif jobs:
-        print(job_table(jobs, utc_now()), file=out)
+        print(job_table(jobs, utc_now(), fit=out.isatty()), file=out)
     else:
         print("no jobs", file=out)
     return EXIT_OK
@@ -265,11 +291,28 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
 
 def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
+    states = {BatchStatus(s) for s in args.state or ()}
+    if tty and not args.once:
+        from statusbridge.cli._live import run_live  # rich: only for the live view
+
+        with StatusCache(folder) as cache:
+            run_live(
+                cache,
+                _shown(folder),
+                out,
+                batch=args.batch,
+                states=states,
+                interval=args.interval,
+                until_done=args.until_done,
+            )
+        return EXIT_OK
     with StatusCache(folder) as cache:
         last_drawn = -1
         while True:
             snap = cache.snapshot()
             jobs: Sequence[BatchJob] = snap.batch(args.batch) if args.batch else list(snap.values())
+            if states:
+                jobs = [j for j in jobs if j.status in states]
             if tty or snap.version != last_drawn:
                 invalid = cache.health().invalid_files
                 bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
@@ -301,8 +344,8 @@ def _draw(
         summary_line(summarize(jobs)),
     ]
     text = "\n".join(frame)
-    # Home + clear on a terminal; plain frames separated by a blank line elsewhere (logs, pipes).
-    out.write(f"\x1b[H\x1b[2J{text}\n" if tty else f"{text}\n\n")
+    # Plain frames separated by a blank line (logs, pipes, and --once on a terminal).
+    out.write(f"{text}\n\n" if not tty else f"{text}\n")
     out.flush()
 
 
@@ -310,15 +353,19 @@ def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
     if args.batch:
         report = store.scan_report()
         _warn_invalid(report)
-        ids = sorted(
-            j.id for j in report.jobs.values() if j.batch_id == args.batch and not j.is_finished
-        )
+        members = [j for j in report.jobs.values() if j.batch_id == args.batch]
+        if not members:
+            raise CliError(
+                f"no batch {args.batch!r} in {store.label!r} (no job names it)",
+                EXIT_ATTENTION,
+            )
+        ids = sorted(j.id for j in members if not j.is_finished)
         cancelled = [job_id for job_id in ids if request_cancel(store, job_id)]
         for job_id in cancelled:
             print(f"cancel requested: {job_id}", file=out)
         batch = printable(args.batch)
         print(f"{len(cancelled)} job(s) of batch {batch} asked to stop", file=out)
-        return EXIT_OK
+        return EXIT_OK if cancelled else EXIT_ATTENTION
     if request_cancel(store, args.job_id):
         print(f"cancel requested: {args.job_id}", file=out)
         return EXIT_OK
@@ -398,4 +445,10 @@ def _doctor(folder: Path | str, out: TextIO) -> int:
 
 def main_entry() -> NoReturn:
     """Console-script entry point."""
-    sys.exit(main())
+    code = main()
+    try:
+        sys.stdout.flush()  # here, not at exit, where a closed pipe prints a traceback
+    except BrokenPipeError:
+        _detach(sys.stdout)
+        code = EXIT_PIPE
+    sys.exit(code)

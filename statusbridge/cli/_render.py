@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
+from statusbridge.display import floor_share, percent
 from statusbridge.record import BatchJob
 
 __all__ = ["age", "bar", "invalid_lines", "job_table", "json_text", "printable", "summary_line"]
@@ -69,13 +70,15 @@ def age(when: datetime | None, now: datetime) -> str:
 def bar(progress: float | None, width: int = 10) -> str:
     """``[####------]  40%`` (ASCII: any terminal, any font).
 
-    >>> bar(0.4)
-    '[####------]  40%'
+    Rounded down, so a bar looks full, and says 100%, only when the work is done.
+
+    >>> bar(0.4), bar(0.95), bar(0.999), bar(1.0)
+    ('[####------]  40%', '[#########-]  95%', '[#########-]  99%', '[##########] 100%')
     """
     if progress is None:
         return "[" + " " * width + "]    -"
-    filled = round(progress * width)
-    return f"[{'#' * filled}{'-' * (width - filled)}] {progress:4.0%}"
+    filled = floor_share(progress, width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {percent(progress):>4}"
 
 
 def _clip(text: str, width: int) -> str:
@@ -83,8 +86,16 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "~"
 
 
-def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = None) -> str:
-    """A table of jobs, oldest first, fitted to ``width`` columns (default: the terminal's)."""
+def job_table(
+    jobs: Iterable[BatchJob], now: datetime, *, width: int | None = None, fit: bool = True
+) -> str:
+    """A table of jobs, oldest first, fitted to ``width`` columns (default: the terminal's).
+
+    ``fit=False`` (output to a pipe or a file) never cuts a value: ids that differ
+    only at the end must stay distinguishable for ``grep`` and ``awk``.
+    """
+    if not fit:
+        return _full_table(list(jobs), now)
     width = width or shutil.get_terminal_size((80, 24)).columns
     rows = sorted(jobs, key=lambda j: (j.created_at or now, j.id))
     # The batch column only when it tells something: BatchManager's job ids start with
@@ -101,11 +112,35 @@ def job_table(jobs: Iterable[BatchJob], now: datetime, *, width: int | None = No
     for j in rows:
         text = j.error_message if j.error_message else j.message
         batch = f"{_clip(j.batch_id or '-', batch_w):<{batch_w}} " if show_batch else ""
+        shown = bar(j.reported_progress)
         lines.append(
-            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {bar(j.progress):<17} "
+            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {shown:<17} "
             f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
         )
     return "\n".join(lines)
+
+
+def _full_table(jobs: list[BatchJob], now: datetime) -> str:
+    rows = sorted(jobs, key=lambda j: (j.created_at or now, j.id))
+    cells = [
+        (
+            printable(j.id),
+            printable(j.batch_id or "-"),
+            j.status.value,
+            bar(j.reported_progress),
+            age(j.updated_at, now),
+            printable(" ".join((j.error_message or j.message or "").split())),
+        )
+        for j in rows
+    ]
+    head = ("ID", "BATCH", "STATE", "PROGRESS", "AGE", "MESSAGE")
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(5)]
+    return "\n".join(
+        " ".join(
+            [*(c[i].rjust(widths[i]) if i == 4 else c[i].ljust(widths[i]) for i in range(5)), c[5]]
+        ).rstrip()
+        for c in [head, *cells]
+    )
 
 
 def invalid_lines(invalid: Mapping[str, str], *, most: int = 3, width: int = 80) -> list[str]:

@@ -288,7 +288,7 @@ class JobTableModel(QAbstractTableModel):
         if role == self.JobRole:
             return job
         if role == self.ProgressRole:
-            return 1.0 if job.status is BatchStatus.COMPLETED else job.progress
+            return 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
         if role == self.SortRole:
             return self._sort_key(job, column)
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -307,7 +307,7 @@ class JobTableModel(QAbstractTableModel):
         if column is Column.STATE:
             return state_label(job)
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.progress
+            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
             return "" if progress is None else f"{progress:.0%}"
         if column is Column.ELAPSED:
             return format_duration(elapsed_seconds(job, self._now()))
@@ -318,7 +318,7 @@ class JobTableModel(QAbstractTableModel):
 
     def _sort_key(self, job: BatchJob, column: Column) -> Any:
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.progress
+            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
             return -1.0 if progress is None else progress
         if column is Column.ELAPSED:
             return elapsed_seconds(job, self._now()) or -1.0

@@ -26,7 +26,7 @@ def job_to_dict(job: BatchJob) -> dict[str, Any]:
     """The JSON-ready document for ``job`` (plain dicts/lists, ISO-8601 timestamps)."""
     doc: dict[str, Any] = {"schema": SCHEMA_VERSION}
     for name in FIELD_NAMES:
-        value = getattr(job, name)
+        value: Any = job.reported_progress if name == "progress" else getattr(job, name)
         if name in _TIME_FIELDS:
             value = None if value is None else value.isoformat()
         elif name == "status":

@@ -69,7 +69,7 @@ class BatchJob:
     params: Any = None
     result: Any = None
     error_message: str | None = None
-    progress: float | None = None
+    progress: float | None = None  # after construction always a float: see progress_known
     message: str = ""
     batch_id: str | None = None
     meta: FrozenMap = field(default=EMPTY)
@@ -84,6 +84,10 @@ class BatchJob:
     owner_machine: str | None = None  # where that pid means something: machine, boot, pid namespace
     cancel_requested: bool = False
     heartbeat_at: datetime | None = None
+    # False when no progress was ever reported: ``progress`` then holds a stand-in
+    # (0.0, or 1.0 once completed), so ``st.progress(job.progress)`` works in every
+    # state; ``reported_progress`` is None. Not a stored field: the file has null.
+    progress_known: bool = field(default=True, repr=False)
 
     def __post_init__(self) -> None:
         setattr_ = object.__setattr__
@@ -124,7 +128,11 @@ class BatchJob:
             except ValueError as exc:
                 raise ValueError(f"batch_id: {exc}") from None
         progress = self.progress
-        if type(progress) is float:
+        if progress is None or not self.progress_known:
+            # A stand-in for "not reported" (also when replace() changed the status).
+            setattr_(self, "progress_known", False)
+            setattr_(self, "progress", 1.0 if self.status is BatchStatus.COMPLETED else 0.0)
+        elif type(progress) is float:
             if not 0.0 <= progress <= 1.0:  # NaN fails this too
                 raise ValueError(f"progress must be between 0.0 and 1.0, got {progress!r}")
         elif progress is not None:
@@ -177,9 +185,20 @@ class BatchJob:
 
         return job_eta(self, utc_now() if now is None else now)
 
+    @property
+    def reported_progress(self) -> float | None:
+        """The progress the job reported, None if it never did ("unknown").
+
+        ``progress`` is always a number (a stand-in when unknown), for bars.
+        """
+        return self.progress if self.progress_known else None
+
     def replace(self, **changes: Any) -> BatchJob:
         """A copy with some fields changed (validated like the constructor)."""
+        if "progress" in changes:
+            changes.setdefault("progress_known", changes["progress"] is not None)
         return dataclasses.replace(self, **changes)
 
 
-FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob))
+# The stored fields (``progress_known`` is derived from ``progress`` being null).
+FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob) if f.name != "progress_known")

@@ -1,0 +1,186 @@
+"""Push for Streamlit: a server-sent-events route and a component that reruns its fragment.
+
+No supported API lets a thread rerun a session, so the browser asks for it: the
+route streams the cache's snapshot version (``StatusCache.subscribe`` → the event
+loop with ``call_soon_threadsafe``), and a tiny ``st.components.v2`` component
+inside each live fragment sets a trigger value when that version is newer than
+the one the fragment last drew, which reruns that fragment only. Nothing reruns
+while nothing changes.
+
+The route sends version numbers only, never job data, and it has no session or
+auth check of its own (a custom route bypasses Streamlit's): bind the server to
+127.0.0.1 or put the same proxy auth in front of it as in front of the app.
+Custom routes ignore ``server.baseUrlPath``.
+
+Streams end every ``STREAM_SECONDS`` and the browser reconnects: an open stream
+would hold up server shutdown until it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+from statusbridge.cache import Snapshot, StatusCache
+from statusbridge.store import absolute_location
+
+__all__ = ["EVENTS_PATH", "events_path_for", "push_routes"]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/statusbridge/events"
+STREAM_SECONDS = 10.0
+RETRY_MS = 100  # how soon the browser reconnects after a stream ended
+
+# Locations (absolute folders, or URLs) served by a route in this process, and the route's path.
+_served: dict[str, str] = {}
+_served_lock = threading.Lock()
+
+
+def events_path_for(folder: str) -> str | None:
+    """The path of the route that streams ``folder``'s versions, if this server has one."""
+    with _served_lock:
+        return _served.get(folder)
+
+
+def _sse(version: int) -> bytes:
+    return f"data: {json.dumps({'version': version})}\n\n".encode()
+
+
+def push_routes(
+    cache_for: Callable[[], StatusCache], folder: str, *, path: str = EVENTS_PATH
+) -> Sequence[Any]:
+    """Starlette routes for ``st.App(..., routes=...)``: ``path`` streams ``folder``'s versions.
+
+    ``cache_for`` returns the server-wide cache; it is called on the first request,
+    when Streamlit's runtime exists.
+    """
+    from starlette.requests import Request
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def stream(request: Request) -> StreamingResponse:
+        cache = cache_for()
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def on_change(snapshot: Snapshot, changed_ids: object) -> None:
+            # The cache's thread: hand over to the event loop, never touch it from here.
+            loop.call_soon_threadsafe(changed.set)
+
+        async def body() -> AsyncIterator[bytes]:
+            unsubscribe = cache.subscribe(on_change)
+            try:
+                yield f"retry: {RETRY_MS}\n\n".encode() + _sse(cache.snapshot().version)
+                deadline = loop.time() + STREAM_SECONDS
+                sent = cache.snapshot().version
+                while (left := deadline - loop.time()) > 0:
+                    try:
+                        await asyncio.wait_for(changed.wait(), timeout=left)
+                    except TimeoutError:
+                        break
+                    changed.clear()
+                    version = cache.snapshot().version  # the newest: bursts coalesce
+                    if version != sent:
+                        sent = version
+                        yield _sse(version)
+            finally:
+                unsubscribe()
+
+        return StreamingResponse(
+            body(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
+
+    with _served_lock:
+        _served[absolute_location(folder)] = path
+    return [Route(path, stream, methods=["GET"])]
+
+
+# The browser side: one EventSource per page, shared by every live fragment on it.
+# Each mount tells the version its fragment drew; a newer one from the stream sets
+# the "change" trigger (at most every `gap` ms), which reruns that fragment only.
+COMPONENT_JS = """
+const WATCHDOG_MS = 400; // a trigger not answered by then was dropped: ask again
+export default function (component) {
+  const { data, key, setTriggerValue } = component;
+  const hub = (window.__statusbridgePush ??= {
+    sources: new Map(), newest: new Map(), views: new Map(), n: 0,
+  });
+  const url = data.url;
+  let view = hub.views.get(key);
+  if (!view) {
+    view = { asked: -1, last: 0, timer: null, tick: null, watchdog: null };
+    hub.views.set(key, view);
+  }
+  // Drawn: whatever it asked for is answered (a rerun already under way when the
+  // trigger came may have drawn an older version: then it is asked again below).
+  Object.assign(view, {
+    url, drawn: data.version, asked: data.version, gap: data.gap_ms,
+    trigger: setTriggerValue, mounted: true,
+  });
+  // One rerun in flight per page: Streamlit sends the widget updates of two
+  // fragments in one batch and reruns only one of them.
+  const fire = () => {
+    view.timer = null;
+    const newest = hub.newest.get(url) ?? -1;
+    if (!(newest > view.drawn && newest > view.asked)) return;
+    const now = performance.now();
+    if (hub.busy && hub.busy !== view && now - hub.busySince < 1000) {
+      view.timer = setTimeout(fire, 1000 - (now - hub.busySince)); // unless drawn before
+      return;
+    }
+    hub.busy = view;
+    hub.busySince = now;
+    view.asked = newest;
+    view.last = now;
+    view.trigger("change", ++hub.n);
+    // A trigger that reached a fragment already rerunning can be dropped: ask again.
+    clearTimeout(view.watchdog);
+    view.watchdog = setTimeout(() => {
+      if (view.mounted && view.drawn < view.asked) {
+        view.asked = view.drawn;
+        if (hub.busy === view) hub.busy = null;
+        view.offer();
+      }
+    }, WATCHDOG_MS);
+  };
+  view.offer = () => {
+    const newest = hub.newest.get(url) ?? -1;
+    if (newest <= view.drawn || newest <= view.asked || view.timer) return;
+    view.timer = setTimeout(fire, Math.max(0, view.last + view.gap - performance.now()));
+  };
+  if (!hub.sources.has(url)) {
+    const source = new EventSource(url);
+    source.onmessage = (event) => {
+      const version = JSON.parse(event.data).version;
+      hub.newest.set(url, Math.max(hub.newest.get(url) ?? -1, version));
+      for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+    };
+    hub.sources.set(url, source);
+  }
+  // Ages and ETAs move while jobs run: redraw now and then even without a write.
+  clearTimeout(view.tick);
+  if (data.tick_ms > 0) {
+    view.tick = setTimeout(() => {
+      if (!hub.busy) view.trigger("change", ++hub.n);
+    }, data.tick_ms);
+  }
+  if (hub.busy === view) hub.busy = null; // drawn: the next fragment may go
+  for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+  // Unmounted (or about to be drawn again): stop its timers, keep its rate-limit state.
+  return () => {
+    clearTimeout(view.timer);
+    clearTimeout(view.tick);
+    clearTimeout(view.watchdog);
+    view.timer = null;
+    view.mounted = false;
+    if (hub.busy === view) hub.busy = null;
+  };
+}
+"""
