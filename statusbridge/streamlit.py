@@ -5,10 +5,9 @@ The only module that imports streamlit. Drop the helpers into your own app::
     import streamlit as st
     from statusbridge import streamlit as sbst
 
-    manager = sbst.get_manager("batches", "batch_status")
-
     @sbst.live_fragment("batch_status")  # reruns on a change; reads the snapshot only
     def live() -> None:
+        manager = sbst.get_manager("batches", "batch_status")  # cached: one per server
         for summary in manager.list_batches()[:1]:
             sbst.batch_summary(summary)
             sbst.job_table(manager.get_batch_jobs(summary.id))
