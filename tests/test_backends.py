@@ -12,8 +12,17 @@ import pytest
 from _backend_workers import increment, write_steps
 from _redis_server import RedisServer
 from conftest import NATIVE_BACKEND, wait_until
+from prometheus_client import CollectorRegistry
 
-from statusbridge import BatchStatus, InvalidRecordError, StatusCache, StatusStore
+from statusbridge import (
+    BatchStatus,
+    InvalidRecordError,
+    StatusCache,
+    StatusStore,
+    on_batch_finished,
+    on_job_finished,
+)
+from statusbridge.metrics import register
 from statusbridge.record import utc_now
 
 
@@ -195,6 +204,47 @@ def test_invalid_record_is_reported_and_the_last_good_one_kept(
         store.update("j", progress=0.4)
     assert "j" not in store.scan()
     assert "j.json" in store.scan_report().invalid_records()
+
+
+def test_finished_hooks_fire_once_across_a_rescan(store: StatusStore, cache: StatusCache) -> None:
+    store.update("old", status="completed")  # history: not reported without replay
+    wait_until(lambda: "old" in cache.snapshot(), 10, "the old record")
+    jobs: list[str] = []
+    batches: list[str | None] = []
+    stop_jobs = on_job_finished(cache, lambda job: jobs.append(job.id))
+    stop_batches = on_batch_finished(cache, lambda summary, _jobs: batches.append(summary.id))
+    for job_id in ("a", "b"):
+        store.update(job_id, status="running", batch_id="B")
+    store.update("a", status="completed")
+    store.update("b", status="failed", error_message="boom")
+    wait_until(lambda: batches == ["B"], 10, "the batch hook")
+    cache.rescan()
+    store.update("c", status="cancelled")
+    wait_until(lambda: "c" in jobs, 10, "the job hook for c")
+    assert sorted(jobs) == ["a", "b", "c"] and batches == ["B"]
+    stop_jobs()
+    stop_batches()
+
+
+def test_metrics_read_the_backend(store: StatusStore, cache: StatusCache) -> None:
+    registry = CollectorRegistry()
+    collector = register(cache, registry)
+    store.update("r", status="running")
+    store.update("f", status="running")
+    store.update("f", status="failed", error_message="boom")
+    wait_until(lambda: (j := cache.get("f")) is not None and j.is_finished, 10, "the failure")
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    wait_until(
+        lambda: value("statusbridge_job_transitions_total", status="failed") == 1, 10, "a count"
+    )
+    assert value("statusbridge_jobs", status="running") == 1
+    assert value("statusbridge_jobs", status="failed") == 1
+    assert value("statusbridge_jobs", status="pending") == 0
+    assert value("statusbridge_cache_invalid_records") == 0
+    collector.close()
 
 
 def test_two_caches_and_close_twice(location: str, store: StatusStore) -> None:
