@@ -142,7 +142,7 @@ class Snapshot(Mapping[str, BatchJob]):
     asking for them on every render costs the same at any number of jobs.
     """
 
-    __slots__ = ("_batches", "_jobs", "_memo", "_tallies", "_total", "get", "version")
+    __slots__ = ("_active", "_batches", "_jobs", "_memo", "_tallies", "_total", "get", "version")
 
     def __init__(
         self,
@@ -151,6 +151,7 @@ class Snapshot(Mapping[str, BatchJob]):
         version: int = 0,
         *,
         _tallies: tuple[Tally, immutables.Map[str, Tally]] | None = None,
+        _active: immutables.Map[str, BatchJob] | None = None,
         _memo: dict[Any, Any] | None = None,
     ) -> None:
         self._jobs: immutables.Map[str, BatchJob] = jobs if jobs is not None else immutables.Map()
@@ -165,6 +166,11 @@ class Snapshot(Mapping[str, BatchJob]):
                 immutables.Map({b: tally_jobs(m.values()) for b, m in self._batches.items()}),
             )
         self._total, self._tallies = _tallies
+        self._active: immutables.Map[str, BatchJob] = (
+            _active
+            if _active is not None
+            else immutables.Map({k: j for k, j in self._jobs.items() if not j.is_finished})
+        )
         # Derived views computed on first use (a race computes one twice,
         # harmlessly); those a change leaves valid are carried to the next snapshot.
         self._memo: dict[Any, Any] = _memo if _memo is not None else {}
@@ -213,6 +219,7 @@ class Snapshot(Mapping[str, BatchJob]):
         """
         jobs = self._jobs.mutate()
         total = list(self._total)
+        active = self._active.mutate()
         # Batch index edits, grouped per batch so that each batch's map is mutated
         # once (one set() per job would copy a path per job).
         batch_edits: dict[str, dict[str, BatchJob | None]] = {}
@@ -233,6 +240,11 @@ class Snapshot(Mapping[str, BatchJob]):
                     add_job(tally_of(previous.batch_id), previous, -1)
                     if job is None or job.batch_id != previous.batch_id:
                         batch_edits.setdefault(previous.batch_id, {})[job_id] = None
+            if job is None or job.is_finished:
+                if previous is not None and not previous.is_finished:
+                    active.pop(job_id, None)
+            else:
+                active[job_id] = job
             if job is None:
                 jobs.pop(job_id, None)
                 continue
@@ -265,6 +277,7 @@ class Snapshot(Mapping[str, BatchJob]):
             batches.finish(),
             self.version + 1,
             _tallies=(tuple(total), new_tallies.finish()),
+            _active=active.finish(),
             _memo=self._carried_memo(batch_edits, batch_set_changed),
         )
 
@@ -319,6 +332,11 @@ class Snapshot(Mapping[str, BatchJob]):
                 )
         result: tuple[BatchJob, ...] = self._memo[key]
         return result
+
+    def active(self) -> Mapping[str, BatchJob]:
+        """The pending and running jobs, by id: what a monitor lists without walking
+        every finished record (kept as changes are applied, like the summaries)."""
+        return self._active
 
     def tally(self, batch_id: str | None = None) -> Tally:
         """The raw counts behind ``summary`` (see ``statusbridge.cache._aggregates``)."""
