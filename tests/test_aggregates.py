@@ -59,6 +59,7 @@ def expected_batch(snap: Snapshot, batch_id: str) -> tuple[BatchJob, ...]:
 def check(snap: Snapshot) -> None:
     # Equal summaries include the ETA's inputs: running jobs and finished run time.
     assert snap.summary() == summarize(snap.values())
+    assert dict(snap.active()) == {k: j for k, j in snap.items() if not j.is_finished}
     batches = {j.batch_id for j in snap.values() if j.batch_id is not None}
     assert snap.batch_ids() == tuple(sorted(batches))
     for batch_id in ("a", "b", "c", "nope"):
@@ -106,6 +107,7 @@ def test_snapshot_built_from_parts_tallies_once() -> None:
     rebuilt = Snapshot(full._jobs, full._batches, full.version)  # the constructor's own path
     assert rebuilt.summary("x") == full.summary("x")
     assert rebuilt.summary().state == "running"
+    assert list(rebuilt.active()) == list(full.active()) == ["b"]
 
 
 @settings(max_examples=200, deadline=None)

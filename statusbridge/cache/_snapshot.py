@@ -229,6 +229,7 @@ class Snapshot(Mapping[str, BatchJob]):
     """
 
     __slots__ = (
+        "_active",
         "_batches",
         "_jobs",
         "_memo",
@@ -247,6 +248,7 @@ class Snapshot(Mapping[str, BatchJob]):
         *,
         _tallies: tuple[Tally, immutables.Map[str, Tally]] | None = None,
         _running: _RunningIndex | None = None,
+        _active: immutables.Map[str, BatchJob] | None = None,
         _memo: dict[Any, Any] | None = None,
     ) -> None:
         self._jobs: immutables.Map[str, BatchJob] = jobs if jobs is not None else immutables.Map()
@@ -265,6 +267,11 @@ class Snapshot(Mapping[str, BatchJob]):
             _running = _index_running(self._jobs.values())
         # The running jobs, all (key None) and per batch: what a summary's ETA needs.
         self._running: _RunningIndex = _running
+        self._active: immutables.Map[str, BatchJob] = (
+            _active
+            if _active is not None
+            else immutables.Map({k: j for k, j in self._jobs.items() if not j.is_finished})
+        )
         # Derived views computed on first use (a race computes one twice,
         # harmlessly); those a change leaves valid are carried to the next snapshot.
         self._memo: dict[Any, Any] = _memo if _memo is not None else {}
@@ -313,6 +320,7 @@ class Snapshot(Mapping[str, BatchJob]):
         """
         jobs = self._jobs.mutate()
         total = list(self._total)
+        active = self._active.mutate()
         # Batch index edits, grouped per batch so that each batch's map is mutated
         # once (one set() per job would copy a path per job).
         batch_edits: dict[str, dict[str, BatchJob | None]] = {}
@@ -337,6 +345,11 @@ class Snapshot(Mapping[str, BatchJob]):
                     add_job(tally_of(previous.batch_id), previous, -1)
                     if job is None or job.batch_id != previous.batch_id:
                         batch_edits.setdefault(previous.batch_id, {})[job_id] = None
+            if job is None or job.is_finished:
+                if previous is not None and not previous.is_finished:
+                    active.pop(job_id, None)
+            else:
+                active[job_id] = job
             if job is None:
                 jobs.pop(job_id, None)
                 continue
@@ -373,6 +386,7 @@ class Snapshot(Mapping[str, BatchJob]):
             self.version + 1,
             _tallies=(tuple(total), new_tallies.finish()),
             _running=_edit_running(self._running, running_edits),
+            _active=active.finish(),
             _memo=self._carried_memo(batch_edits, batch_set_changed),
         )
 
@@ -427,6 +441,11 @@ class Snapshot(Mapping[str, BatchJob]):
                 )
         result: tuple[BatchJob, ...] = self._memo[key]
         return result
+
+    def active(self) -> Mapping[str, BatchJob]:
+        """The pending and running jobs, by id: what a monitor lists without walking
+        every finished record (kept as changes are applied, like the summaries)."""
+        return self._active
 
     def tally(self, batch_id: str | None = None) -> Tally:
         """The raw counts behind ``summary`` (see ``statusbridge.cache._aggregates``)."""
