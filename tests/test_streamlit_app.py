@@ -134,7 +134,9 @@ class TestAppLogic:
         labels = [str(p.proto.text) for p in at.get("progress")]
         shown = [label.replace("\\", "") for label in labels]  # Markdown escapes removed
         expected = [
-            ":blue[written-later: running", ":orange[Cancelled: cancelled", ":red[Test: failed"
+            ":blue[written-later: running",
+            ":orange[Cancelled: cancelled",
+            ":red[Test: failed",
         ]
         assert [text.startswith(e) for text, e in zip(shown, expected, strict=True)] == [True] * 3
         assert "Batches (3, newest first)" in [h.value for h in at.subheader]

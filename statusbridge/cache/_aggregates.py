@@ -72,9 +72,7 @@ def add_job(work: list[int], job: BatchJob, sign: int) -> None:
         work[_UNITS] += sign * units
     if job.is_finished and job.started_at is not None and job.completed_at is not None:
         span = job.completed_at - job.started_at
-        work[_SPAN] += sign * (
-            (span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds
-        )
+        work[_SPAN] += sign * ((span.days * 86_400 + span.seconds) * 1_000_000 + span.microseconds)
         work[_TIMED] += sign
 
 
