@@ -260,6 +260,7 @@ def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
     os.environ.setdefault("SB_BENCH_HUEY_DB", str(root.parent / "huey.db"))
     env = dict(os.environ)
     from bench import huey_tasks
+
     consumer = subprocess.Popen(
         [
             shutil.which("huey_consumer") or "huey_consumer",
