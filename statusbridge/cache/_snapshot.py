@@ -31,6 +31,7 @@ from statusbridge.record import BatchJob, BatchStatus, batch_eta, utc_now
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 
+_NO_JOBS: immutables.Map[str, BatchJob] = immutables.Map()
 _EMPTY_COUNTS: Mapping[BatchStatus, int] = MappingProxyType({s: 0 for s in BatchStatus})
 
 
@@ -48,9 +49,11 @@ class BatchSummary:
     counts: Mapping[BatchStatus, int] = field(default_factory=lambda: _EMPTY_COUNTS)
     progress: float = 0.0
     state: str = "empty"
-    # For the ETA (see ``eta``): the running jobs themselves, and the summed
+    # For the ETA (see ``eta``): the running jobs by id, and the summed
     # started -> completed seconds of the finished jobs that have both times.
-    running_jobs: tuple[BatchJob, ...] = ()
+    # ``running`` is the snapshot's own index, shared: a summary costs O(1) to
+    # make however many jobs run, and only ``eta`` walks it.
+    running: Mapping[str, BatchJob] = field(default_factory=lambda: _NO_JOBS, repr=False)
     finished_seconds: float = 0.0
     timed_finished: int = 0
 
@@ -63,6 +66,11 @@ class BatchSummary:
     def is_done(self) -> bool:
         """True when no job is pending or running (also for an empty group)."""
         return self.finished == self.total
+
+    @property
+    def running_jobs(self) -> tuple[BatchJob, ...]:
+        """The group's running jobs, by id."""
+        return tuple(sorted(self.running.values(), key=_by_id))
 
     @property
     def mean_duration(self) -> float | None:
@@ -114,7 +122,7 @@ def summarize(
     (2, 0.75, 'running')
     """
     jobs = tuple(jobs)
-    running = tuple(job for job in jobs if job.status is BatchStatus.RUNNING)
+    running = immutables.Map({j.id: j for j in jobs if j.status is BatchStatus.RUNNING})
     return summary_of(tally_jobs(jobs), running, batch_id=batch_id, name=name)
 
 
@@ -124,7 +132,7 @@ def _by_id(job: BatchJob) -> str:
 
 def summary_of(
     tally: Tally,
-    running: Iterable[BatchJob] = (),
+    running: Mapping[str, BatchJob] | None = None,
     *,
     batch_id: str | None = None,
     name: str | None = None,
@@ -139,7 +147,7 @@ def summary_of(
         counts=MappingProxyType(counts),
         progress=progress_of(tally),
         state=state_of(tally),
-        running_jobs=tuple(sorted(running, key=_by_id)),  # the same whichever way it was built
+        running=_NO_JOBS if running is None else running,
         finished_seconds=finished_seconds,
         timed_finished=timed_finished,
     )
@@ -185,7 +193,6 @@ class _StaleBatch:
 
 
 _RunningIndex = immutables.Map[str | None, immutables.Map[str, BatchJob]]
-_NO_JOBS: immutables.Map[str, BatchJob] = immutables.Map()
 
 
 def _index_running(jobs: Iterable[BatchJob]) -> _RunningIndex:
@@ -466,7 +473,7 @@ class Snapshot(Mapping[str, BatchJob]):
         counted as pending). Costs O(len(newer)).
         """
         work = list(self.tally(batch_id))
-        running = dict(self._running.get(batch_id, _NO_JOBS))
+        running = self._running.get(batch_id, _NO_JOBS).mutate()
         for job in newer:
             cached = self._jobs.get(job.id)
             if cached is not None and cached.batch_id == batch_id:
@@ -477,7 +484,7 @@ class Snapshot(Mapping[str, BatchJob]):
                 if job.status is BatchStatus.RUNNING:
                     running[job.id] = job
         work[STATUSES.index(BatchStatus.PENDING)] += pending_extra
-        return summary_of(tuple(work), running.values(), batch_id=batch_id, name=name)
+        return summary_of(tuple(work), running.finish(), batch_id=batch_id, name=name)
 
     def summary(self, batch_id: str | None = None) -> BatchSummary:
         """Counts per status and overall progress, of one batch or of every job."""
@@ -485,7 +492,7 @@ class Snapshot(Mapping[str, BatchJob]):
         if key not in self._memo:
             self._memo[key] = summary_of(
                 self.tally(batch_id),
-                self._running.get(batch_id, _NO_JOBS).values(),
+                self._running.get(batch_id, _NO_JOBS),
                 batch_id=batch_id,
             )
         result: BatchSummary = self._memo[key]
