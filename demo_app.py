@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shlex
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -102,7 +103,8 @@ def page() -> None:
         st.divider()
         st.markdown(
             "**Another program** can write statuses too; run\n\n"
-            f"`statusbridge simulate --jobs 20 --dir {STATUS_DIR}`\n\nand watch them appear."
+            f"`statusbridge simulate --jobs 20 --dir {shlex.quote(STATUS_DIR)}`"  # a URL has a `?`
+            "\n\nand watch them appear."
         )
 
     live = sbst.live_fragment(STATUS_DIR)

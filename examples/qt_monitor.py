@@ -1,7 +1,7 @@
 """statusbridge in a Qt desktop app: the ready monitor window, and the model in a view of your own.
 
 Run ``python examples/qt_monitor.py [FOLDER]`` beside anything that writes the
-folder (``statusbridge simulate --jobs 20``). Needs ``pip install 'statusbridge[qt]'``.
+folder (``statusbridge simulate --jobs 20``). Needs ``pip install -e '.[qt]'``.
 """
 
 import sys

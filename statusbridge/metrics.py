@@ -9,7 +9,7 @@ cache's change feed (cost per change, not per job), and they count from the
 moment the collector starts. Job ids never become labels; an opt-in ``batch``
 label is capped at ``max_batches`` values.
 
-Needs the ``metrics`` extra: ``pip install 'statusbridge[metrics]'``.
+Needs the ``metrics`` extra: ``pip install -e '.[metrics]'`` in the clone.
 """
 
 from __future__ import annotations

@@ -122,6 +122,35 @@ def test_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
     assert "not valid JSON" in unreadable.stderr and "Traceback" not in unreadable.stderr
 
 
+@pytest.mark.parametrize("command", ["ls", "watch --once"])
+def test_a_url_without_the_redis_extra_names_it(command: str) -> None:
+    """A URL on an install without redis-py: one line naming the extra, not a traceback."""
+    argv = ["--dir", "redis://127.0.0.1:1/0", *command.split()]
+    code = (
+        "import sys; sys.modules['redis'] = None; "  # as if redis-py were not installed
+        "from statusbridge.cli import main; "
+        f"sys.exit(main({argv!r}))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "pip install -e '.[redis]'" in done.stderr
+
+
+@pytest.mark.parametrize("opener", ["StatusStore", "StatusCache"])
+def test_the_library_names_the_redis_extra_too(opener: str) -> None:
+    check = (
+        "import sys; sys.modules['redis'] = None; import statusbridge\n"  # as if not installed
+        f"try: statusbridge.{opener}('redis://127.0.0.1:1/0')\n"
+        "except ModuleNotFoundError as exc: print(exc.name, exc)"
+    )
+    said = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert said.stdout.startswith("redis a redis:// location needs redis-py")
+
+
 def test_watch_until_done_with_a_live_writer(tmp_path: Path) -> None:
     folder, go = tmp_path / "status", tmp_path / "go"
     ids = ["w1", "w2", "w3"]

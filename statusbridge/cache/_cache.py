@@ -20,6 +20,7 @@ from typing import Any
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.record import BatchJob
 from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._location import require_redis_client
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -67,6 +68,7 @@ class StatusCache:
         backend: type[StatusCache] = cls
         if cls is StatusCache:
             if isinstance(parse_location(directory), RedisLocation):
+                require_redis_client()
                 from statusbridge.cache._redis_cache import RedisCache
 
                 backend = RedisCache

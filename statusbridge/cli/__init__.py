@@ -196,6 +196,11 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     except (StatusBridgeError, OSError, ValueError) as exc:
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_ATTENTION if isinstance(exc, InvalidRecordError) else EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        if exc.name != "redis":  # only the URL's missing extra is usage; others are bugs
+            raise
+        print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 def _detach(out: TextIO) -> None:

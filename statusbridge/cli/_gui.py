@@ -19,7 +19,8 @@ from typing import TextIO
 
 __all__ = ["run", "unavailable"]
 
-INSTALL_HINT = "pip install 'statusbridge[qt]'"
+# statusbridge is installed from a clone (not on PyPI): name what its qt extra installs.
+INSTALL_HINT = "pip install 'PySide6-Essentials>=6.7,<6.12' (the statusbridge[qt] extra)"
 XCB_PACKAGES = (
     "libegl1 libgl1 libfontconfig1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 "
     "libxcb-keysyms1 libxcb-image0 libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1"

@@ -16,7 +16,8 @@ from statusbridge.cli._render import printable
 
 __all__ = ["HELP", "INSTALL_HINT", "add_arguments", "serve", "unavailable"]
 
-INSTALL_HINT = "pip install 'statusbridge[metrics]'"
+# statusbridge is installed from a clone (not on PyPI): name what its metrics extra installs.
+INSTALL_HINT = "pip install prometheus-client (the statusbridge[metrics] extra)"
 
 
 HELP = "serve Prometheus metrics at http://HOST:PORT/metrics"

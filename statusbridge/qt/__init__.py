@@ -1,4 +1,4 @@
-"""Qt adapter (PySide6, ``pip install 'statusbridge[qt]'``): a table model and a monitor window.
+"""Qt adapter (PySide6, the ``qt`` extra): a table model and a monitor window.
 
 The only package that imports Qt. Workers never touch a widget: the cache's
 subscription hands each change to the GUI thread through a queued signal, and
@@ -18,7 +18,9 @@ Use ``JobTableModel(cache, batch_id=None)`` with your own views.
 try:
     import PySide6  # noqa: F401
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError("statusbridge.qt needs PySide6: pip install 'statusbridge[qt]'") from exc
+    raise ImportError(
+        "statusbridge.qt needs PySide6: pip install -e '.[qt]' in the statusbridge clone"
+    ) from exc
 
 from statusbridge.qt._model import Column, JobTableModel, on_gui_thread
 from statusbridge.qt._monitor import JobMonitor, ProgressDelegate

@@ -7,6 +7,7 @@ string means, and a malformed URL fails the same way everywhere.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ __all__ = [
     "is_url",
     "location_text",
     "parse_location",
+    "require_redis_client",
 ]
 
 DEFAULT_PREFIX = "statusbridge"
@@ -66,6 +68,20 @@ class RedisLocation:
         if self.password is not None:
             shown = shown.replace(":" + quote(self.password, safe="") + "@", ":***@", 1)
         return f"{shown}?prefix={self.prefix}"
+
+
+def require_redis_client() -> None:
+    """Name the extra to install, instead of ``No module named 'redis'`` deep in a backend.
+
+    redis-py is an extra (imported only for a URL), and statusbridge is installed
+    from its clone, so the hint is the clone's command.
+    """
+    if importlib.util.find_spec("redis") is None:
+        raise ModuleNotFoundError(
+            "a redis:// location needs redis-py, which is not installed: "
+            "pip install -e '.[redis]' (the statusbridge[redis] extra)",
+            name="redis",
+        )
 
 
 def is_url(location: str | os.PathLike[str] | RedisLocation) -> bool:

@@ -22,7 +22,7 @@ from statusbridge.record import (
     utc_now,
 )
 from statusbridge.store._files import classify_name
-from statusbridge.store._location import RedisLocation, parse_location
+from statusbridge.store._location import RedisLocation, parse_location, require_redis_client
 
 __all__ = [
     "UPDATABLE_FIELDS",
@@ -63,6 +63,7 @@ class StatusStore:
         backend: type[StatusStore] = cls
         if cls is StatusStore:
             if isinstance(parse_location(directory), RedisLocation):
+                require_redis_client()
                 from statusbridge.store._redis import RedisStore
 
                 backend = RedisStore
