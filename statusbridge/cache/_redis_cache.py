@@ -156,9 +156,19 @@ class RedisCache(StatusCache):
         )
 
     def rescan(self) -> Snapshot:
-        """Load everything again now (on the cache thread) and return the resulting snapshot."""
-        if self._closed or threading.current_thread() is self._thread:
+        """Load everything again now (on the cache thread) and return the resulting snapshot.
+
+        On a closed cache it loads in place, then closes the connection it needed:
+        ``close()`` released the sockets, and a rescan must not leave one open.
+        """
+        if threading.current_thread() is self._thread:
             self._reload()
+            return self._snapshot
+        if self._closed:
+            try:
+                self._reload()
+            finally:
+                self._close_clients()
             return self._snapshot
         done: Future[Snapshot] = Future()
         with self._life.lock:
