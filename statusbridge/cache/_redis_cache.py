@@ -137,8 +137,9 @@ class RedisCache(StatusCache):
 
     def health(self) -> CacheHealth:
         note = None
-        if not self._connected and self._disconnected_since is not None:
-            note = f"disconnected since {self._disconnected_since:%H:%M:%S} UTC; reconnecting"
+        since = self._disconnected_since  # read once: the cache thread clears it on reconnect
+        if not self._connected and since is not None:
+            note = f"disconnected since {since:%H:%M:%S} UTC; reconnecting"
         return CacheHealth(
             running=not self._closed and self._thread.is_alive(),
             backend="redis",
