@@ -186,8 +186,7 @@ class RedisCache(StatusCache):
             return
         self._life.closed = True
         self._life.wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        self._join_thread()
         self._close_clients()
         for waiting in self._life.take_rescans():
             waiting.set_result(self._snapshot)
