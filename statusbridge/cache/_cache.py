@@ -158,7 +158,7 @@ class StatusCache:
         with self._changed:
             self._changed.notify_all()
         changed = frozenset(changes)
-        self._in_subscribers = True
+        outer, self._in_subscribers = self._in_subscribers, True  # (a subscriber may rescan)
         try:
             for callback in self._subscribers:
                 try:
@@ -166,7 +166,7 @@ class StatusCache:
                 except Exception:
                     logger.exception("statusbridge subscriber %r raised; continuing", callback)
         finally:
-            self._in_subscribers = False
+            self._in_subscribers = outer
 
     def _join_thread(self) -> None:
         """Wait for the cache thread to end after ``close()``, unless it is calling
