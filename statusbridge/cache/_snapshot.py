@@ -1,8 +1,8 @@
 """Snapshot: an immutable view of every job, cheap to take and cheap to change.
 
 Built on ``immutables.Map`` (a hash array mapped trie): applying one change
-copies O(log n) nodes, not the whole table, so a snapshot of 100,000 jobs is
-updated as fast as one of 100, and old snapshots stay valid for whoever holds them.
+copies O(log n) nodes, not the whole table, so a large snapshot is updated
+about as fast as a small one, and old snapshots stay valid for whoever holds them.
 """
 
 from __future__ import annotations
