@@ -15,13 +15,12 @@ an injected ``now`` (aware UTC), so they are pure functions of their arguments.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
 
-from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds
+from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds, floor_share
 
 __all__ = [
     "STATUS_COLOURS",
@@ -94,17 +93,6 @@ def state_label(job: BatchJob) -> str:
     if job.status is BatchStatus.RUNNING and job.cancel_requested:
         return "cancelling"
     return job.status.value
-
-
-def floor_share(progress: float, steps: int) -> int:
-    """How many of ``steps`` cells a bar fills: rounded down, all only at 1.0.
-
-    Rounding to nearest draws 95% as a full bar, which reads as "done".
-
-    >>> [floor_share(p, 10) for p in (0.0, 0.05, 0.95, 0.9999, 1.0)]
-    [0, 0, 9, 9, 10]
-    """
-    return min(steps, max(0, math.floor(progress * steps)))
 
 
 def percent(progress: float) -> str:

@@ -192,5 +192,9 @@ def register(
     collector = StatusCollector(
         cache, buckets=buckets, batch_label=batch_label, max_batches=max_batches
     )
-    registry.register(collector)
+    try:
+        registry.register(collector)
+    except BaseException:
+        collector.close()  # refused (a second registration): stop following the cache
+        raise
     return collector

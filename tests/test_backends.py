@@ -262,3 +262,47 @@ def test_redis_server_helper_is_stopped_by_pid() -> None:
     assert process is not None and process.poll() is None
     server.stop()
     assert process.poll() is not None
+
+
+def test_close_never_waits_for_a_subscriber(store: StatusStore, cache: StatusCache) -> None:
+    """A subscriber that takes the application's lock, and a close() under that lock.
+
+    The folder cache called subscribers holding its apply lock, and close() waited
+    for the cache thread and then for that lock: a deadlock for as long as the
+    subscriber waited (the Redis cache stalled close() for its 10 s join). Now
+    close() does not wait for a thread that is calling subscribers; that thread
+    ends by itself when they return. The subscriber's acquire has a timeout only
+    so that a regression fails instead of hanging the suite.
+    """
+    app_lock = threading.Lock()
+    entered = threading.Event()
+    got: list[bool] = []
+    cache_threads: list[threading.Thread] = []
+
+    def subscriber(snapshot: object, changed: frozenset[str]) -> None:
+        if "a" not in changed:
+            return
+        cache_threads.append(threading.current_thread())
+        entered.set()
+        ok = app_lock.acquire(timeout=30)
+        got.append(ok)
+        if ok:
+            app_lock.release()
+
+    cache.subscribe(subscriber)
+    closed = threading.Event()
+
+    def tear_down() -> None:
+        with app_lock:  # e.g. the application's shutdown, under its own lock
+            store.update("a", status="running")
+            wait_until(entered.is_set)
+            cache.close()
+        closed.set()
+
+    worker = threading.Thread(target=tear_down, daemon=True)
+    worker.start()
+    wait_until(lambda: got, timeout=60)
+    worker.join(timeout=60)
+    assert got == [True]
+    assert closed.is_set()
+    wait_until(lambda: not cache_threads[0].is_alive(), message="the cache thread ended")

@@ -85,3 +85,18 @@ def test_state_label_and_colours() -> None:
     assert state_label(job(BatchStatus.RUNNING, 0.5, 1.0, cancel_requested=True)) == "cancelling"
     assert set(STATUS_COLOURS) == set(BatchStatus)
     assert all(c.startswith("#") and len(c) == 7 for c in STATUS_COLOURS.values())
+
+
+def test_a_reported_percentage_is_shown_as_reported() -> None:
+    """Rounded down, but not below what was reported: 0.29 * 100 is 28.999999999999996 in
+    floating point, and a job that reported 29% was shown as 28% (57% as 56%)."""
+    from statusbridge.cache import summarize
+    from statusbridge.cli._render import bar
+    from statusbridge.display import floor_share, percent
+
+    for k in range(101):
+        assert percent(k / 100) == f"{k}%"
+    assert floor_share(0.3, 10) == 3
+    assert bar(0.29).endswith(" 29%")
+    assert floor_share(1 - 1e-12, 100) == 99  # full only once the work is complete
+    assert "29%" in str(summarize([BatchJob("a", BatchStatus.RUNNING, progress=0.29)]))

@@ -363,3 +363,79 @@ def test_a_version_gap_compares_everything(store: StatusStore, cache: StatusCach
     finally:
         tracker.close()
     assert sorted(seen) == ["x", "y"]
+
+
+def test_stopping_a_hook_never_waits_for_one_that_is_running(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    """A hook that takes the application's lock, stopped by a thread holding that lock.
+
+    The tracker used to hold its own lock across the hook, so ``stop()`` waited for
+    the hook and the hook for the caller's lock: a deadlock. The hook's acquire has
+    a timeout only so that a regression fails instead of hanging the suite.
+    """
+    app_lock = threading.Lock()
+    hook_entered = threading.Event()
+    hook_got_lock: list[bool] = []
+
+    def hook(job: BatchJob) -> None:
+        hook_entered.set()
+        got = app_lock.acquire(timeout=10)
+        hook_got_lock.append(got)
+        if got:
+            app_lock.release()
+
+    stop = on_job_finished(cache, hook)
+    stopped = threading.Event()
+
+    def tear_down() -> None:
+        with app_lock:  # e.g. the application's shutdown, under its own lock
+            store.update("a", status="completed")
+            wait_until(hook_entered.is_set)
+            stop()
+        stopped.set()
+
+    worker = threading.Thread(target=tear_down, daemon=True)
+    worker.start()
+    wait_until(lambda: hook_got_lock, timeout=30)
+    worker.join(timeout=30)
+    assert stopped.is_set()
+    assert hook_got_lock == [True]
+
+
+def test_a_replayed_hook_may_wait_for_the_cache_thread(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    """Replayed hooks run on the registering thread while the cache thread publishes.
+
+    A replayed hook that waits for the cache thread (``rescan()``, or a queue's
+    ``shutdown()``, which rescans) used to deadlock when a change arrived during
+    the replay: the cache thread waited for the tracker's lock, held across the
+    hook. The rescan runs on a helper thread joined with a timeout, so that a
+    regression fails instead of hanging.
+    """
+    store.update("old", status="completed")
+    settle(cache, store, "old")
+    rescanned: list[int] = []
+
+    def hook(job: BatchJob) -> None:
+        if job.id != "old":
+            return
+        store.update("new", status="completed")
+        # The new snapshot is swapped in: the cache thread now calls its subscribers.
+        wait_until(lambda: cache.get("new") is not None)
+        helper = threading.Thread(
+            target=lambda: rescanned.append(cache.rescan().version), daemon=True
+        )
+        helper.start()
+        helper.join(timeout=10)
+        rescanned.append(-1 if helper.is_alive() else 0)
+
+    calls = Calls()
+    stop = on_job_finished(cache, hook, replay=True)
+    stop_calls = on_job_finished(cache, calls.job)
+    store.update("later", status="completed")
+    wait_until(lambda: ("later", "completed") in calls())
+    stop()
+    stop_calls()
+    assert len(rescanned) == 2 and rescanned[-1] == 0, rescanned

@@ -160,6 +160,27 @@ def test_bad_buckets_are_refused(cache: StatusCache) -> None:
         StatusCollector(cache, batch_label=True, max_batches=0)
 
 
+def test_a_refused_registration_leaves_nothing_following_the_cache(
+    cache: StatusCache, registry: CollectorRegistry
+) -> None:
+    """A second ``register`` on one registry is refused (the series names are fixed), as
+    when a Streamlit script registers on every rerun; the refused collector used to
+    stay subscribed to the cache, one more tracker on every change, for good."""
+    import gc
+
+    def collectors() -> int:
+        gc.collect()
+        return sum(isinstance(o, StatusCollector) for o in gc.get_objects())
+
+    first = register(cache, registry)
+    before = collectors()
+    for _ in range(3):
+        with pytest.raises(ValueError, match="Duplicated"):
+            register(cache, registry)
+    assert collectors() == before
+    first.close()
+
+
 # -- the real command ---------------------------------------------------------
 
 

@@ -200,3 +200,20 @@ def test_dropped_redis_caches_and_stores_release_threads_and_sockets(redis_url: 
         del store, cache
     gc.collect()
     wait_until(no_more_than(before), 20, "threads and sockets back where they started")
+
+
+def test_rescan_of_a_closed_cache_leaves_no_connection_open(redis_url: str) -> None:
+    """A closed cache may still be asked to rescan (as a folder cache is), but close()
+    released its sockets: the rescan used to reconnect and keep the socket open."""
+    from conftest import process_resources
+
+    with StatusStore(redis_url) as store:
+        store.update("a", status="running")
+        cache = StatusCache(redis_url)
+        cache.close()
+        store.update("b", status="pending")
+        before = process_resources()
+        snap = cache.rescan()
+        assert sorted(snap) == ["a", "b"]  # it did load the server's records
+        assert process_resources()[1] <= before[1], "a socket stayed open after close()"
+    cache.close()

@@ -88,6 +88,7 @@ class StatusCache:
         self._rescans = 0
         self._last_event_at: datetime | None = None
         self._last_error: str | None = None
+        self._in_subscribers = False  # the cache thread is calling subscribers now
 
     # -- what each backend supplies ---------------------------------------------------
     @property
@@ -159,8 +160,19 @@ class StatusCache:
         with self._changed:
             self._changed.notify_all()
         changed = frozenset(changes)
-        for callback in self._subscribers:
-            try:
-                callback(snap, changed)
-            except Exception:
-                logger.exception("statusbridge subscriber %r raised; continuing", callback)
+        outer, self._in_subscribers = self._in_subscribers, True  # (a subscriber may rescan)
+        try:
+            for callback in self._subscribers:
+                try:
+                    callback(snap, changed)
+                except Exception:
+                    logger.exception("statusbridge subscriber %r raised; continuing", callback)
+        finally:
+            self._in_subscribers = outer
+
+    def _join_thread(self) -> None:
+        """Wait for the cache thread to end after ``close()``, unless it is calling
+        subscribers: one may be waiting for whoever closes (a lock the closer holds),
+        and the thread ends by itself once they return."""
+        if self._thread is not threading.current_thread() and not self._in_subscribers:
+            self._thread.join(timeout=10)

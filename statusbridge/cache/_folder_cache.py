@@ -228,10 +228,10 @@ class FolderCache(StatusCache):
             return
         self._life.closed = True
         self._wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        with self._apply_lock:
-            self._life.stop_watch()
+        self._join_thread()
+        # Not under _apply_lock (the thread may hold it, calling subscribers): a watch
+        # the thread starts meanwhile is stopped by the thread itself as it ends (_run).
+        self._life.stop_watch()
         for waiting in self._life.take_rescans():
             waiting.set_result(self._snapshot)
         with self._changed:

@@ -137,8 +137,9 @@ class RedisCache(StatusCache):
 
     def health(self) -> CacheHealth:
         note = None
-        if not self._connected and self._disconnected_since is not None:
-            note = f"disconnected since {self._disconnected_since:%H:%M:%S} UTC; reconnecting"
+        since = self._disconnected_since  # read once: the cache thread clears it on reconnect
+        if not self._connected and since is not None:
+            note = f"disconnected since {since:%H:%M:%S} UTC; reconnecting"
         return CacheHealth(
             running=not self._closed and self._thread.is_alive(),
             backend="redis",
@@ -156,9 +157,19 @@ class RedisCache(StatusCache):
         )
 
     def rescan(self) -> Snapshot:
-        """Load everything again now (on the cache thread) and return the resulting snapshot."""
-        if self._closed or threading.current_thread() is self._thread:
+        """Load everything again now (on the cache thread) and return the resulting snapshot.
+
+        On a closed cache it loads in place, then closes the connection it needed:
+        ``close()`` released the sockets, and a rescan must not leave one open.
+        """
+        if threading.current_thread() is self._thread:
             self._reload()
+            return self._snapshot
+        if self._closed:
+            try:
+                self._reload()
+            finally:
+                self._close_clients()
             return self._snapshot
         done: Future[Snapshot] = Future()
         with self._life.lock:
@@ -175,8 +186,7 @@ class RedisCache(StatusCache):
             return
         self._life.closed = True
         self._life.wake.set()
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
+        self._join_thread()
         self._close_clients()
         for waiting in self._life.take_rescans():
             waiting.set_result(self._snapshot)

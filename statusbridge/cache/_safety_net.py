@@ -1,7 +1,7 @@
 """When the cache's periodic reconcile must list and stat every file, and when it need not.
 
-A full reconcile costs a stat per record (about a second of CPU at 100,000
-records), which is too much to spend every interval while native events
+A full reconcile costs a stat per record, which is too much to spend every
+interval of a large folder while native events
 (inotify and the like) are trustworthy: overflow, a dead observer and a
 replaced folder are each noticed by cheaper means already. With a healthy
 native watch, a tick costs one stat of the folder: the folder changed while no

@@ -1,13 +1,12 @@
 """Snapshot: an immutable view of every job, cheap to take and cheap to change.
 
 Built on ``immutables.Map`` (a hash array mapped trie): applying one change
-copies O(log n) nodes, not the whole table, so a snapshot of 100,000 jobs is
-updated as fast as one of 100, and old snapshots stay valid for whoever holds them.
+copies O(log n) nodes, not the whole table, so a large snapshot is updated
+about as fast as a small one, and old snapshots stay valid for whoever holds them.
 """
 
 from __future__ import annotations
 
-import math
 from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
@@ -27,7 +26,7 @@ from statusbridge.cache._aggregates import (
     state_of,
     tally_jobs,
 )
-from statusbridge.record import BatchJob, BatchStatus, batch_eta, utc_now
+from statusbridge.record import BatchJob, BatchStatus, batch_eta, floor_share, utc_now
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 
@@ -104,7 +103,7 @@ class BatchSummary:
         parts = ", ".join(f"{n} {s.value}" for s, n in self.counts.items() if n)
         label = self.name or self.id or "all jobs"
         # Rounded down: "100%" only once every job has finished.
-        pct = math.floor(self.progress * 100) if not self.is_done else round(self.progress * 100)
+        pct = floor_share(self.progress, 100) if not self.is_done else round(self.progress * 100)
         return f"{label}: {self.state} {pct}% ({parts or 'no jobs'})"
 
     def with_name(self, name: str | None) -> BatchSummary:

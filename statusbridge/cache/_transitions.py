@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
@@ -54,8 +54,12 @@ class TransitionTracker:
     (records added to or removed from a finished batch report nothing). A raising
     callback is logged and the others still run. ``memory`` bounds how many
     vanished jobs are remembered (one forgotten and then restored is reported
-    again). Callbacks may close their own tracker, but must not call
-    ``cache.rescan()`` (it would wait for the thread that runs them).
+    again).
+
+    Callbacks run one at a time, in order, with no lock held (so one may take the
+    application's locks, close its tracker or wait for the cache, and ``close()``
+    never waits for one): calls are queued, and run by the thread already running
+    them if there is one (the one replaying), else by the cache thread.
     """
 
     def __init__(
@@ -70,8 +74,10 @@ class TransitionTracker:
         self._on_transition = on_transition
         self._on_batch_done = on_batch_done
         self._memory = memory
-        # Reentrant: a callback may close its own tracker.
-        self._lock = threading.RLock()
+        # Guards the state below; never held while a callback runs.
+        self._lock = threading.Lock()
+        self._outbox: deque[tuple[Callable[..., object], tuple[object, ...]]] = deque()
+        self._dispatching = False  # some thread is running the outbox's calls
         # What was seen last is the previous snapshot itself (it shares its structure
         # with the next one, so keeping it costs next to nothing); only what vanished
         # from it is remembered apart, in bounded memories.
@@ -85,13 +91,23 @@ class TransitionTracker:
             snap = cache.snapshot()
             if replay:
                 self._apply(snap, snap.keys())
+                # Claimed before the lock is released: the history is reported here,
+                # before this returns, even if the cache thread queues calls meanwhile.
+                self._dispatching = True
             self._previous = snap
+        if replay:
+            self._run_outbox()
 
     def close(self) -> None:
-        """Stop following; no callback starts after this returns. May be called twice."""
+        """Stop following; calls not started yet are dropped. May be called twice.
+
+        Never waits for a running callback (it may be waiting for the caller); one
+        running on another thread may still finish after this returns.
+        """
         self._unsubscribe()
         with self._lock:
             self._closed = True
+            self._outbox.clear()
 
     def __enter__(self) -> TransitionTracker:
         return self
@@ -109,9 +125,30 @@ class TransitionTracker:
             ids = changed if snap.version == previous.version + 1 else {*snap.keys(), *previous}
             self._apply(snap, ids)
             self._previous = snap
+            if self._dispatching or not self._outbox:
+                return  # nothing to call, or the thread running the calls runs these too
+            self._dispatching = True
+        self._run_outbox()
+
+    def _run_outbox(self) -> None:
+        """Run the queued calls, outside the lock, until none is left (the caller claimed
+        ``_dispatching``; this thread gives it back when the outbox is empty)."""
+        try:
+            while True:
+                with self._lock:
+                    if self._closed or not self._outbox:
+                        self._outbox.clear()
+                        self._dispatching = False
+                        return
+                    callback, args = self._outbox.popleft()
+                self._call(callback, *args)
+        except BaseException:
+            with self._lock:
+                self._dispatching = False
+            raise
 
     def _apply(self, snap: Snapshot, ids: Iterable[str]) -> None:
-        """Report what changed from ``self._previous`` to ``snap`` among ``ids``."""
+        """Queue the calls for what changed from ``self._previous`` to ``snap`` among ``ids``."""
         previous = self._previous
         finishing: set[str] = set()  # batches where a job has just finished
         for job_id in ids:
@@ -126,7 +163,7 @@ class TransitionTracker:
             if old == seen:
                 continue  # the same state seen again: a rescan, a reload, another field
             if self._on_transition is not None:
-                self._call(self._on_transition, job, None if old is None else old[0])
+                self._outbox.append((self._on_transition, (job, None if old is None else old[0])))
             if job.is_finished and job.batch_id is not None:
                 finishing.add(job.batch_id)
         if self._on_batch_done is None:
@@ -135,7 +172,7 @@ class TransitionTracker:
             summary = snap.summary(batch_id)
             was = previous.summary(batch_id)
             if summary.is_done and not (was.total and was.is_done):
-                self._call(self._on_batch_done, summary, snap.batch(batch_id))
+                self._outbox.append((self._on_batch_done, (summary, snap.batch(batch_id))))
 
     def _remember(self, job_id: str, seen: _Seen) -> None:
         gone = self._gone
@@ -160,7 +197,8 @@ def on_job_finished(
     Once per transition for this registration, also across rescans and reloads;
     jobs already finished when it is registered are skipped unless ``replay=True``
     (then they are reported before this returns, on this thread). Later calls run
-    on the cache thread: keep them short, hand slow work (mail, chat) to a queue.
+    on the cache thread (or this one, while it replays): keep them short, hand
+    slow work (mail, chat) to a queue.
     A raising callback is logged and never breaks the cache. Returns a function
     that stops it.
     """

@@ -5,6 +5,7 @@ from statusbridge.record._eta import batch_eta, elapsed_seconds, job_eta
 from statusbridge.record._frozen import MAX_NESTING, FrozenMap, JsonValue, freeze, thaw
 from statusbridge.record._ids import JOB_ID_PATTERN, validate_job_id
 from statusbridge.record._model import FIELD_NAMES, FINISHED, BatchJob, BatchStatus, utc_now
+from statusbridge.record._share import floor_share
 
 __all__ = [
     "FIELD_NAMES",
@@ -18,6 +19,7 @@ __all__ = [
     "JsonValue",
     "decode_job",
     "encode_job",
+    "floor_share",
     "freeze",
     "job_eta",
     "job_to_dict",
