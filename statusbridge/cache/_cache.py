@@ -139,14 +139,28 @@ class StatusCache:
         Keep callbacks short (hand work to your own thread or queue); one that
         raises is logged and does not stop the cache. Returns an unsubscribe function.
         """
-        with self._subscribers_lock:
-            self._subscribers = (*self._subscribers, callback)
+        self._swap_subscribers(lambda current: (*current, callback))
 
         def unsubscribe() -> None:
-            with self._subscribers_lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+            self._swap_subscribers(lambda current: tuple(s for s in current if s is not callback))
 
         return unsubscribe
+
+    def _swap_subscribers(
+        self, change: Callable[[tuple[Subscriber, ...]], tuple[Subscriber, ...]]
+    ) -> None:
+        # The new tuple is built outside the lock, and only an identity check and an
+        # assignment run under it: building allocates, an allocation may run the
+        # garbage collector, and a collected queue's finalizer unsubscribes, on this
+        # very thread. Had that happened under the (non-reentrant) lock, it would
+        # deadlock.
+        while True:
+            current = self._subscribers
+            new = change(current)
+            with self._subscribers_lock:
+                if self._subscribers is current:
+                    self._subscribers = new
+                    return
 
     def __enter__(self) -> StatusCache:
         return self

@@ -456,10 +456,10 @@ class BatchQueue:
         local = self._submitted.get(job_id)
         if local is None:
             return cached
-        if _caught_up(cached, local):
-            self._submitted.pop(job_id, None)  # the cache has caught up
-            return cached
-        return local
+        # No pop here when the cache has caught up: without the lock it could drop a
+        # newer record the supervisor stored meanwhile, and the UI path takes no lock.
+        # The supervisor prunes caught-up entries (``_prune_submitted``).
+        return cached if _caught_up(cached, local) else local
 
     def unseen_records(self, snapshot: Snapshot) -> list[BatchJob]:
         """Records written here that ``snapshot`` does not show yet (read-your-writes).
