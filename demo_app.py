@@ -155,7 +155,9 @@ def page() -> None:
         else:
             st.caption("Select rows to cancel them or to read their whole message.")
 
-    @live
+    # A chart of the last minutes needs no more than one redraw a second, and each
+    # redraw of it would hold up the tables' next one (one fragment rerun at a time).
+    @sbst.live_fragment(STATUS_DIR, gap_ms=1000)
     def chart_and_health() -> None:
         cache = sbst.get_cache(STATUS_DIR)
         with st.expander("Jobs finished over time, cache health"):

@@ -115,7 +115,7 @@ export default function (component) {
   const url = data.url;
   let view = hub.views.get(key);
   if (!view) {
-    view = { asked: -1, last: 0, timer: null, tick: null, watchdog: null };
+    view = { asked: -1, last: 0, timer: null, tick: null, watchdog: null, waitingBusy: false };
     hub.views.set(key, view);
   }
   // Drawn: whatever it asked for is answered (a rerun already under way when the
@@ -126,13 +126,19 @@ export default function (component) {
   });
   // One rerun in flight per page: Streamlit sends the widget updates of two
   // fragments in one batch and reruns only one of them.
+  const wakeAll = () => {
+    for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+  };
   const fire = () => {
     view.timer = null;
+    view.waitingBusy = false;
     const newest = hub.newest.get(url) ?? -1;
     if (!(newest > view.drawn && newest > view.asked)) return;
     const now = performance.now();
     if (hub.busy && hub.busy !== view && now - hub.busySince < 1000) {
-      view.timer = setTimeout(fire, 1000 - (now - hub.busySince)); // unless drawn before
+      // Until that rerun is drawn (then offer() wakes this one), at most 1 s.
+      view.waitingBusy = true;
+      view.timer = setTimeout(fire, 1000 - (now - hub.busySince));
       return;
     }
     hub.busy = view;
@@ -146,11 +152,16 @@ export default function (component) {
       if (view.mounted && view.drawn < view.asked) {
         view.asked = view.drawn;
         if (hub.busy === view) hub.busy = null;
-        view.offer();
+        wakeAll();
       }
     }, WATCHDOG_MS);
   };
   view.offer = () => {
+    if (view.timer && view.waitingBusy && !hub.busy) {
+      clearTimeout(view.timer); // it waited for another fragment's rerun: that one is drawn
+      view.timer = null;
+      view.waitingBusy = false;
+    }
     const newest = hub.newest.get(url) ?? -1;
     if (newest <= view.drawn || newest <= view.asked || view.timer) return;
     view.timer = setTimeout(fire, Math.max(0, view.last + view.gap - performance.now()));
@@ -172,7 +183,7 @@ export default function (component) {
     }, data.tick_ms);
   }
   if (hub.busy === view) hub.busy = null; // drawn: the next fragment may go
-  for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+  wakeAll();
   // Unmounted (or about to be drawn again): stop its timers, keep its rate-limit state.
   return () => {
     clearTimeout(view.timer);
