@@ -16,7 +16,16 @@ from pathlib import Path
 
 import pytest
 
-PORTS = range(16300, 16400)  # this project's range on the shared machine
+
+def _ports() -> range:
+    """This project's port range; ``STATUSBRIDGE_TEST_PORTS=16700-16799`` picks another
+    (several checkouts running their suites side by side on one machine)."""
+    text = os.environ.get("STATUSBRIDGE_TEST_PORTS", "16300-16399")
+    low, _, high = text.partition("-")
+    return range(int(low), int(high) + 1)
+
+
+PORTS = _ports()
 
 
 def free_port(skip: frozenset[int] = frozenset()) -> int:

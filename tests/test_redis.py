@@ -13,7 +13,13 @@ import redis
 from _redis_server import RedisServer, free_port
 from conftest import wait_until
 
-from statusbridge import BackendUnavailable, StatusBridgeError, StatusCache, StatusStore
+from statusbridge import (
+    BackendUnavailable,
+    InvalidRecordError,
+    StatusBridgeError,
+    StatusCache,
+    StatusStore,
+)
 from statusbridge.store import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
@@ -200,3 +206,26 @@ def test_dropped_redis_caches_and_stores_release_threads_and_sockets(redis_url: 
         del store, cache
     gc.collect()
     wait_until(no_more_than(before), 20, "threads and sockets back where they started")
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("message", '"unterminated'),  # a field the update keeps
+        ("progress", "0.5.5"),  # a field the update replaces
+        ("seq", "twelve"),  # a field the server replaces
+        ("m:not-json-key", "1"),  # a meta key that is not a JSON string
+    ],
+)
+def test_update_refuses_to_overwrite_an_undecodable_hash(
+    redis_url: str, field: str, text: str
+) -> None:
+    store = StatusStore(redis_url)
+    assert isinstance(store, RedisStore)
+    store.update("j", progress=0.1, message="ok", meta={"a": 1})
+    key = store.keys.job("j")
+    store.client.hset(key, field, text)
+    before = store.client.hgetall(key)
+    with pytest.raises(InvalidRecordError, match="refusing to overwrite"):
+        store.update("j", progress=0.4, meta={"a": 2})
+    assert store.client.hgetall(key) == before

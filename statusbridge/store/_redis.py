@@ -276,5 +276,5 @@ def _plain(value: Any) -> Any:
     return thaw(value)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+# One encoder, built once: json.dumps with options builds a new one per call.
+_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
