@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -53,21 +55,90 @@ def redis_server_binary() -> str:
     return found
 
 
-class RedisServer:
-    """One redis-server process; ``url(prefix)`` names a location on it."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate (PEM)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """Generate a CA and the certificates it signs with the ``openssl`` command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("openssl is not installed (CI=true: the TLS test must run)")
+        pytest.skip("openssl is not installed (apt-get install openssl)")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=folder, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")  # fmt: skip
+    (folder / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}",
+            "-keyout", f"{name}.key", "-out", f"{name}.csr")  # fmt: skip
+        extra = ["-extfile", "server.ext"] if name == "server" else []
+        run("x509", "-req", "-days", "1", "-in", f"{name}.csr", "-CA", "ca.pem",
+            "-CAkey", "ca.key", "-CAcreateserial", "-out", f"{name}.pem", *extra)  # fmt: skip
+    return TlsFiles(
+        folder / "ca.pem",
+        folder / "server.pem",
+        folder / "server.key",
+        folder / "client.pem",
+        folder / "client.key",
+    )
+
+
+class RedisServer:
+    """One redis-server process; ``url(prefix)`` names a location on it.
+
+    With ``tls`` it listens only for TLS and asks clients for a certificate of its CA.
+    """
+
+    def __init__(self, port: int | None = None, tls: TlsFiles | None = None) -> None:
         self.port = port if port is not None else free_port()
+        self.tls = tls
         self.workdir = Path(tempfile.mkdtemp(prefix="statusbridge-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     def url(self, prefix: str = "test") -> str:
-        return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
+        if self.tls is None:
+            return f"redis://127.0.0.1:{self.port}/0?prefix={prefix}"
+        return (
+            f"rediss://127.0.0.1:{self.port}/0?prefix={prefix}&ssl_ca_certs={self.tls.ca}"
+            f"&ssl_certfile={self.tls.client_cert}&ssl_keyfile={self.tls.client_key}"
+        )
+
+    def _listen_args(self) -> list[str]:
+        if self.tls is None:
+            return ["--port", str(self.port)]
+        return ["--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(self.tls.server_cert),
+                "--tls-key-file", str(self.tls.server_key),
+                "--tls-ca-cert-file", str(self.tls.ca), "--tls-auth-clients", "yes"]  # fmt: skip
+
+    def _answers(self) -> bool:
+        """True once the server answers PING (over TLS, with the client certificate, if TLS)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+            if self.tls is None:
+                raw.sendall(b"PING\r\n")
+                return raw.recv(16).startswith(b"+PONG")
+            context = ssl.create_default_context(cafile=str(self.tls.ca))
+            context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as conn:
+                conn.sendall(b"PING\r\n")
+                return conn.recv(16).startswith(b"+PONG")
 
     def start(self) -> RedisServer:
         binary = redis_server_binary()
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [binary, *self._listen_args(), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
              "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -75,11 +146,9 @@ class RedisServer:
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        return self
-            except OSError:
+                if self._answers():
+                    return self
+            except OSError:  # (ssl.SSLError is one)
                 pass
             if self.process.poll() is not None:
                 err = self.process.stderr.read().decode() if self.process.stderr else ""

@@ -268,6 +268,7 @@ def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int 
         username=where.username,
         password=where.password,
         ssl=where.tls,
+        **where.ssl_options(),  # type: ignore[arg-type]
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=timeout,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
