@@ -262,3 +262,11 @@ def test_redis_server_helper_is_stopped_by_pid() -> None:
     assert process is not None and process.poll() is None
     server.stop()
     assert process.poll() is not None
+
+
+def test_progress_none_is_stored_as_unknown(store: StatusStore) -> None:
+    store.update("j", status="running", progress=0.4)
+    job = store.update("j", progress=None)
+    assert job.reported_progress is None and job.progress_known is False
+    stored = store.read("j")
+    assert stored == job and stored is not None and stored.reported_progress is None

@@ -95,32 +95,54 @@ local function doc(fields)
   parts[n + 1] = ',"meta":{' .. table.concat(meta, ',') .. '}}'
   return table.concat(parts)
 end
-local function hash(key)
-  local raw = redis.call('HGETALL', key)
-  if #raw == 0 then return nil end
+local function table_of(raw)
   local fields = {}
   for k = 1, #raw, 2 do fields[raw[k]] = raw[k + 1] end
   return fields
+end
+local function hash(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil end
+  return table_of(raw)
 end
 """
 )
 
 # KEYS: job hash, ids set, feed stream, feed counter.
-# ARGV: job id, id (JSON), now (JSON), stream max length, then field/value pairs (JSON values).
-# Returns the new record's document.
+# ARGV: job id, id (JSON), now (JSON), stream max length, the fingerprint of the record
+# the caller holds ('' for none), how many ARGV the fields take (2 per field), the
+# field/value pairs (JSON values), then the rest of the caller's change (seq, updated_at...).
+# Returns {fingerprint} if the caller's record was current (its change applied as sent),
+# else {fingerprint, the new record's document} (the change computed here).
+# A fingerprint is the SHA-1 of the hash as HGETALL gives it: equal only if nothing,
+# not even a hand edit, changed the hash since the caller read it, so the caller's
+# record (decoded and validated then) is the record here, and the caller can work out
+# the update itself: no document to build, check, send and decode.
 WRITE_SCRIPT = (
     _DOC
     + "local DEFAULTS = {"
     + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
     + "}\n"
     + """
+local function fingerprint(raw) return redis.sha1hex(table.concat(raw, '\\n')) end
+local function feed()
+  redis.call('SADD', KEYS[2], ARGV[1])
+  local n = redis.call('INCR', KEYS[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
+end
+local h = KEYS[1]
+local raw = redis.call('HGETALL', h)
+if ARGV[5] ~= '' and #raw > 0 and fingerprint(raw) == ARGV[5] then
+  redis.call('HSET', h, unpack(ARGV, 7))
+  feed()
+  return {fingerprint(redis.call('HGETALL', h))}
+end
+local last = 6 + tonumber(ARGV[6])
 local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
                       ['"failed"'] = true, ['"cancelled"'] = true}
-local h = KEYS[1]
 local now = ARGV[3]
-local old = hash(h)
-local exists = old ~= nil
-old = old or {}
+local exists = #raw > 0
+local old = table_of(raw)
 if old['status'] and not VALID_STATUS[old['status']] then
   return redis.error_reply('INVALID status ' .. old['status'] .. ' is not a known status')
 end
@@ -132,7 +154,7 @@ if not exists then
   for k = 1, #DEFAULTS do set[s + k] = DEFAULTS[k] end
   s = s + #DEFAULTS
 end
-for i = 5, #ARGV, 2 do
+for i = 7, last, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
   set[s + 1] = ARGV[i]; set[s + 2] = ARGV[i + 1]; s = s + 2
 end
@@ -177,10 +199,8 @@ if not valid then
   return redis.error_reply('INVALID the record is not valid JSON')
 end
 redis.call('HSET', h, unpack(set))
-redis.call('SADD', KEYS[2], ARGV[1])
-local n = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
-return new
+feed()
+return {fingerprint(redis.call('HGETALL', h)), new}
 """
 )
 
