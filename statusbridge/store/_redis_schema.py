@@ -13,7 +13,9 @@ Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them)
 Writes are Lua scripts, so each is atomic on the server and costs one round trip.
 Every script that returns a record returns it as the schema-1 JSON document
 (built on the server from the hash's JSON texts), so the client decodes it
-exactly as it decodes a file, and a reply is one string, not a field list.
+exactly as it decodes a file, and a reply is one string, not a field list; the
+write script skips it when the caller already holds the record (a fingerprint
+of the hash says so: see WRITE_SCRIPT).
 redis-py is imported only here and in the modules that use it: only a URL location needs it.
 """
 
