@@ -258,14 +258,15 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
         lambda: store.update("j", progress=0.7),  # long again
         lambda: store.update("j", status="completed", progress=None),  # short: completed_at
         lambda: store.update("j", error_message="late"),  # short
+        lambda: store.update("j", status="running", started_at=None),  # short: filled again
     ]
     for step in steps:
         result = step()
         if isinstance(result, BatchJob) and result is not None:
             assert result == store.read("j")
-    assert replies == [2, 1, 1, 2, 2, 1, 1]  # (2: the server sent the record; 1: it agreed)
+    assert replies == [2, 1, 1, 2, 2, 1, 1, 1]  # (2: the server sent the record; 1: it agreed)
     final = store.read("j")
-    assert final is not None and final.seq == 8 and final.message == "by hand"
+    assert final is not None and final.seq == 9 and final.message == "by hand"
     assert final.meta == {"a": 2, "b": (1, 2)} and final.progress_known is False
     assert final.started_at is not None and final.completed_at is not None
     assert store.delete("j") and store.update("j").seq == 1  # forgotten with the record

@@ -289,7 +289,7 @@ class RedisStore(StatusStore):
         rest: list[str | bytes | int] = ["updated_at", when, "seq", expected.seq]
         for name in ("started_at", "completed_at"):
             if name not in fields and getattr(expected, name) != getattr(known[1], name):
-                rest += [name, when]  # (set by the status: see merged)
+                rest += [name, when]  # set by the status (see merged); fields hold expected's
         return [*head, known[0], len(pairs), *pairs, *rest]
 
     def delete(self, job_id: str) -> bool:
