@@ -306,3 +306,11 @@ def test_close_never_waits_for_a_subscriber(store: StatusStore, cache: StatusCac
     assert got == [True]
     assert closed.is_set()
     wait_until(lambda: not cache_threads[0].is_alive(), message="the cache thread ended")
+
+
+def test_progress_none_is_stored_as_unknown(store: StatusStore) -> None:
+    store.update("j", status="running", progress=0.4)
+    job = store.update("j", progress=None)
+    assert job.reported_progress is None and job.progress_known is False
+    stored = store.read("j")
+    assert stored == job and stored is not None and stored.reported_progress is None

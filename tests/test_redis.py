@@ -13,7 +13,14 @@ import redis
 from _redis_server import RedisServer, free_port
 from conftest import wait_until
 
-from statusbridge import BackendUnavailable, StatusBridgeError, StatusCache, StatusStore
+from statusbridge import (
+    BackendUnavailable,
+    InvalidRecordError,
+    StatusBridgeError,
+    StatusCache,
+    StatusStore,
+)
+from statusbridge.record import BatchJob
 from statusbridge.store import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
@@ -217,3 +224,66 @@ def test_rescan_of_a_closed_cache_leaves_no_connection_open(redis_url: str) -> N
         assert sorted(snap) == ["a", "b"]  # it did load the server's records
         assert process_resources()[1] <= before[1], "a socket stayed open after close()"
     cache.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("message", '"unterminated'),  # a field the update keeps
+        ("progress", "0.5.5"),  # a field the update replaces
+        ("seq", "twelve"),  # a field the server replaces
+        ("m:not-json-key", "1"),  # a meta key that is not a JSON string
+    ],
+)
+def test_update_refuses_to_overwrite_an_undecodable_hash(
+    redis_url: str, field: str, text: str
+) -> None:
+    store = StatusStore(redis_url)
+    assert isinstance(store, RedisStore)
+    store.update("j", progress=0.1, message="ok", meta={"a": 1})
+    key = store.keys.job("j")
+    store.client.hset(key, field, text)
+    before = store.client.hgetall(key)
+    with pytest.raises(InvalidRecordError, match="refusing to overwrite"):
+        store.update("j", progress=0.4, meta={"a": 2})
+    assert store.client.hgetall(key) == before
+
+
+def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
+    """A store that wrote a job last works the next update out itself (the server checks the
+    hash's fingerprint and applies it); any other change to the hash sends it the long way.
+    Either way the record update() returns is the one the server holds."""
+    store = StatusStore(redis_url)
+    other = StatusStore(redis_url)
+    assert isinstance(store, RedisStore)
+    write = store._write
+    replies: list[int] = []
+
+    def counted(**kwargs: object) -> object:  # a spy on the real script call
+        reply = write(**kwargs)
+        replies.append(len(reply))
+        return reply
+
+    store._write = counted  # type: ignore[method-assign]
+    steps = [
+        lambda: store.update("j", progress=0.1, meta={"a": 1, "b": [1, 2]}),
+        lambda: store.update("j", status="running", meta={"a": 2}),  # short: started_at
+        lambda: store.update("j", progress=0.5, message="half"),  # short
+        lambda: other.update("j", message="from elsewhere"),  # another writer
+        lambda: store.update("j", progress=0.6),  # long: the hash changed
+        lambda: store.client.hset(store.keys.job("j"), "message", '"by hand"'),  # an edit
+        lambda: store.update("j", progress=0.7),  # long again
+        lambda: store.update("j", status="completed", progress=None),  # short: completed_at
+        lambda: store.update("j", error_message="late"),  # short
+        lambda: store.update("j", status="running", started_at=None),  # short: filled again
+    ]
+    for step in steps:
+        result = step()
+        if isinstance(result, BatchJob) and result is not None:
+            assert result == store.read("j")
+    assert replies == [2, 1, 1, 2, 2, 1, 1, 1]  # (2: the server sent the record; 1: it agreed)
+    final = store.read("j")
+    assert final is not None and final.seq == 9 and final.message == "by hand"
+    assert final.meta == {"a": 2, "b": (1, 2)} and final.progress_known is False
+    assert final.started_at is not None and final.completed_at is not None
+    assert store.delete("j") and store.update("j").seq == 1  # forgotten with the record

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, BatchStatus, encode_job, utc_now, validate_job_id
+from statusbridge.record import BatchJob, encode_job, utc_now, validate_job_id
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
@@ -25,7 +25,7 @@ from statusbridge.store._files import (
     unreadable_reason,
 )
 from statusbridge.store._locks import StripedLocks
-from statusbridge.store._store import ScanReport, StatusStore
+from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["FolderStore"]
 
@@ -202,30 +202,7 @@ class FolderStore(StatusStore):
         return job
 
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:
-        now = self._clock()
-        if current is None:
-            values: dict[str, Any] = {"created_at": now}
-            seq = 1
-        else:
-            values = {}
-            seq = current.seq + 1
-        values.update(fields)
-        if current is not None and "meta" in fields:
-            values["meta"] = {**current.meta, **fields["meta"]}
-        values["seq"] = seq
-        values["updated_at"] = now
-        status = values.get("status")
-        if status is not None:
-            status = BatchStatus(status) if not isinstance(status, BatchStatus) else status
-            started = values.get("started_at", current.started_at if current else None)
-            completed = values.get("completed_at", current.completed_at if current else None)
-            if status is BatchStatus.RUNNING and started is None:
-                values["started_at"] = now
-            if status.is_finished and completed is None:
-                values["completed_at"] = now
-        if current is None:
-            return BatchJob(id=job_id, **values)
-        return current.replace(**values)
+        return merged(job_id, current, fields, self._clock())
 
     def _write(self, path: Path, job: BatchJob) -> None:
         data = encode_job(job)

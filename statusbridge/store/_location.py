@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
@@ -28,6 +29,12 @@ DEFAULT_PREFIX = "statusbridge"
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _REDIS_SCHEMES = ("redis", "rediss")
+# TLS settings a rediss:// URL may carry, named as redis-py names them (so a
+# redis-py URL works here unchanged). Paths name PEM files (ssl_ca_path: a folder).
+_SSL_PATHS = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
+_SSL_CERT_REQS = ("none", "optional", "required")
+_BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+_SSL_PARAMETERS = (*_SSL_PATHS, "ssl_cert_reqs", "ssl_check_hostname")
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,12 @@ class RedisLocation:
     username: str | None
     password: str | None
     prefix: str
+    ssl: tuple[tuple[str, str | bool], ...] = ()
+    """TLS settings from the query (``ssl_ca_certs=...``), as redis-py keyword arguments."""
+
+    def ssl_options(self) -> dict[str, str | bool]:
+        """The redis-py keyword arguments of ``ssl`` (empty for ``redis://``)."""
+        return dict(self.ssl)
 
     def client_url(self) -> str:
         """The URL redis-py understands: without our ``prefix`` query parameter."""
@@ -148,25 +161,70 @@ def _parse_redis(
         query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
     except ValueError as exc:
         raise bad(f"query {parts.query!r}: {exc}") from None
-    unknown = set(query) - {"prefix"}
+    unknown = set(query) - {"prefix", *_SSL_PARAMETERS}
     if unknown:
-        raise bad(f"unknown parameter(s) {', '.join(sorted(unknown))} (only prefix=NAME)")
+        raise bad(
+            f"unknown parameter(s) {', '.join(sorted(unknown))} "
+            f"(only prefix=NAME, and with rediss:// {', '.join(_SSL_PARAMETERS)})"
+        )
     prefixes = query.get("prefix", [DEFAULT_PREFIX])
     if len(prefixes) != 1 or not _PREFIX.fullmatch(prefixes[0]):
         raise bad(
             f"prefix {prefixes!r} must be one name of letters, digits, '.', '_', ':' or '-' "
             "(at most 64, no braces)"
         )
+    tls = parts.scheme.lower() == "rediss"
     return RedisLocation(
         url=location,
-        tls=parts.scheme.lower() == "rediss",
+        tls=tls,
         host=host,
         port=port if port is not None else 6379,
         db=db,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         prefix=prefixes[0],
+        ssl=_ssl_options(query, tls, bad),
     )
+
+
+def _ssl_options(
+    query: dict[str, list[str]], tls: bool, bad: Callable[[str], ValueError]
+) -> tuple[tuple[str, str | bool], ...]:
+    """The TLS parameters of a query, checked: files that exist, known words."""
+    given = [name for name in _SSL_PARAMETERS if name in query]
+    if given and not tls:
+        raise bad(f"{', '.join(given)} need a TLS location: rediss://, not redis://")
+    options: list[tuple[str, str | bool]] = []
+    for name in given:
+        values = query[name]
+        if len(values) != 1 or not values[0]:
+            raise bad(f"{name} needs exactly one non-empty value, got {values!r}")
+        value = values[0]
+        if name in _SSL_PATHS:
+            path = Path(value).expanduser().absolute()
+            wanted_dir = name == "ssl_ca_path"
+            if not (path.is_dir() if wanted_dir else path.is_file()):
+                kind = "folder" if wanted_dir else "file"
+                raise bad(f"{name}: no {kind} {str(path)!r}")
+            options.append((name, str(path)))
+        elif name == "ssl_cert_reqs":
+            if value.lower() not in _SSL_CERT_REQS:
+                allowed = ", ".join(_SSL_CERT_REQS)
+                raise bad(f"ssl_cert_reqs must be one of {allowed}, not {value!r}")
+            options.append((name, value.lower()))
+        else:
+            if value.lower() not in _BOOLEANS:
+                raise bad(f"{name} must be true or false, not {value!r}")
+            options.append((name, _BOOLEANS[value.lower()]))
+    chosen = dict(options)
+    if "ssl_keyfile" in chosen and "ssl_certfile" not in chosen:
+        raise bad("ssl_keyfile needs ssl_certfile (the client certificate it belongs to)")
+    if chosen.get("ssl_cert_reqs") == "none":
+        # No certificate check means no host name check (Python's ssl refuses the mix).
+        if chosen.get("ssl_check_hostname") is True:
+            raise bad("ssl_check_hostname=true needs a certificate check, not ssl_cert_reqs=none")
+        options.append(("ssl_check_hostname", False))
+    return tuple(dict(options).items())
 
 
 def absolute_location(location: str | os.PathLike[str]) -> str:

@@ -33,7 +33,7 @@ from statusbridge.store._redis_schema import (
     decode_doc,
     translated,
 )
-from statusbridge.store._store import ScanReport, StatusStore
+from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["DEFAULT_STREAM_MAXLEN", "RedisStore"]
 
@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_STREAM_MAXLEN = 10_000
 """Feed entries kept; a cache further behind than this reloads in full."""
+
+_KNOWN_MAX = 4096  # jobs whose last written record a store keeps (for update's short path)
 
 
 class RedisStore(StatusStore):
@@ -85,6 +87,8 @@ class RedisStore(StatusStore):
         self._delete_unchanged = self._client.register_script(DELETE_IF_UNCHANGED)
         self._load = self._client.register_script(LOAD_SCRIPT)
         self._read = self._client.register_script(READ_SCRIPT)
+        # Per job: the fingerprint of the hash this store last wrote, and its record.
+        self._known: dict[str, tuple[bytes, BatchJob]] = {}
 
     @property
     def location(self) -> str:
@@ -153,22 +157,47 @@ class RedisStore(StatusStore):
 
     # -- writes ----------------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> BatchJob:
-        """One Lua call: fields replace, ``meta`` merges, ``seq`` + 1, a feed entry."""
+        """One Lua call: fields replace, ``meta`` merges, ``seq`` + 1, a feed entry.
+
+        If this store wrote or read the job last (the server checks the hash's
+        fingerprint), the new record is worked out here and the server only applies
+        it; otherwise the server works it out and sends it back.
+        """
         validate_job_id(job_id)
         self._check_fields(fields)
-        args = self._write_args(job_id, fields)
+        now = self._clock()
+        known = self._known.get(job_id)
+        expected = None
+        if known is not None:
+            expected = merged(job_id, known[1], fields, now)  # validates as on files
+            args = self._write_args(job_id, fields, now, known, expected)
+        else:
+            args = self._write_args(job_id, fields, now)
         try:
-            data = translated(
+            reply = translated(
                 self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
             )
         except redis.ResponseError as exc:
             if not str(exc).startswith("INVALID "):
                 raise
+            self._known.pop(job_id, None)
             raise InvalidRecordError(
                 f"{str(exc)[8:]}; refusing to overwrite it (delete it or fix it first)",
                 source=f"job {job_id}",
             ) from None
-        return decode_doc(job_id, data)
+        return self._written(job_id, reply, expected)
+
+    def _written(self, job_id: str, reply: list[bytes], expected: BatchJob | None) -> BatchJob:
+        """The job a write script's reply means; remembered with its fingerprint."""
+        if len(reply) == 2:
+            job = decode_doc(job_id, reply[1])
+        else:
+            assert expected is not None  # a short reply answers a change sent whole
+            job = expected
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()  # (no iteration: other threads may write meanwhile)
+        self._known[job_id] = (reply[0], job)
+        return job
 
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
@@ -221,34 +250,52 @@ class RedisStore(StatusStore):
         args = self._write_args(job_id, fields)
         pipe.multi()
         self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
-        return decode_doc(job_id, pipe.execute()[-1])
+        return self._written(job_id, pipe.execute()[-1], None)
 
-    def _write_args(self, job_id: str, fields: dict[str, Any]) -> list[str | int]:
-        """ARGV of the write script: id, id and now as JSON, the feed's length, field pairs."""
-        now = self._clock()
-        probe = BatchJob(id=job_id, **fields)  # validates (and freezes) every value
-        args: list[str | int] = [job_id, _json(job_id), _json(now.isoformat()), self.stream_maxlen]
+    def _write_args(
+        self,
+        job_id: str,
+        fields: dict[str, Any],
+        now: datetime | None = None,
+        known: tuple[bytes, BatchJob] | None = None,
+        expected: BatchJob | None = None,
+    ) -> list[str | bytes | int]:
+        """ARGV of the write script (see WRITE_SCRIPT): with ``known`` (fingerprint and
+        record the caller holds) and ``expected`` (the update worked out from it), the
+        rest of the change too, which the server applies if its record is the one known."""
+        when = _json((self._clock() if now is None else now).isoformat())
+        probe = BatchJob(id=job_id, **fields) if expected is None else expected  # validates
+        pairs: list[str | bytes | int] = []
         size = 0
         for name in fields:
             if name == "meta":
-                for key, value in probe.meta.items():
+                for key, value in fields["meta"].items():
                     text = _json(thaw(value))
                     size += len(text)
-                    args += [f"m:{_json(key)}", text]
+                    pairs += [f"m:{_json(key)}", text]
                 continue
-            text = _json(_plain(getattr(probe, name)))
+            value = probe.reported_progress if name == "progress" else getattr(probe, name)
+            text = _json(_plain(value))
             size += len(text)
-            args += [name, text]
+            pairs += [name, text]
         if size > self.max_bytes:
             raise ValueError(
                 f"record of job {job_id!r} would be over {size} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        return args
+        head: list[str | bytes | int] = [job_id, _json(job_id), when, self.stream_maxlen]
+        if known is None or expected is None:
+            return [*head, "", len(pairs), *pairs]
+        rest: list[str | bytes | int] = ["updated_at", when, "seq", expected.seq]
+        for name in ("started_at", "completed_at"):
+            if name not in fields and getattr(expected, name) != getattr(known[1], name):
+                rest += [name, when]  # set by the status (see merged); fields hold expected's
+        return [*head, known[0], len(pairs), *pairs, *rest]
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
         validate_job_id(job_id)
+        self._known.pop(job_id, None)
         removed = translated(
             self.where,
             lambda: self._delete(keys=self.keys.writes(job_id), args=[job_id, self.stream_maxlen]),
@@ -256,6 +303,7 @@ class RedisStore(StatusStore):
         return bool(removed)
 
     def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
+        self._known.pop(job.id, None)
         created = _json(job.created_at.isoformat()) if job.created_at else "null"
         removed = translated(
             self.where,
@@ -276,5 +324,5 @@ def _plain(value: Any) -> Any:
     return thaw(value)
 
 
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False)
+# One encoder, built once: json.dumps with options builds a new one per call.
+_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode

@@ -13,7 +13,9 @@ Keys (all under the hash tag ``{prefix}``, so one Redis Cluster slot holds them)
 Writes are Lua scripts, so each is atomic on the server and costs one round trip.
 Every script that returns a record returns it as the schema-1 JSON document
 (built on the server from the hash's JSON texts), so the client decodes it
-exactly as it decodes a file, and a reply is one string, not a field list.
+exactly as it decodes a file, and a reply is one string, not a field list; the
+write script skips it when the caller already holds the record (a fingerprint
+of the hash says so: see WRITE_SCRIPT).
 redis-py is imported only here and in the modules that use it: only a URL location needs it.
 """
 
@@ -28,7 +30,7 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from statusbridge.errors import BackendUnavailable
-from statusbridge.record import BatchJob, decode_job, job_to_dict
+from statusbridge.record import FIELD_NAMES, BatchJob, decode_job, job_to_dict
 from statusbridge.store._location import RedisLocation
 
 __all__ = [
@@ -62,66 +64,101 @@ def _lua_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+# Each record field's JSON key with its separator, built once: a table lookup costs
+# less on the server than cjson.encode per field per call.
+_QUOTED = (
+    "local QUOTED = {"
+    + ", ".join(
+        f"[{_lua_string(name)}] = {_lua_string(',' + json.dumps(name) + ':')}"
+        for name in FIELD_NAMES
+        if name != "meta"
+    )
+    + "}\n"
+)
+
 # The schema-1 document of a job hash given as a Lua table {field = JSON text}.
-_DOC = """
+# Strings are few and joined once (Lua 5.1 interns every string it makes).
+_DOC = (
+    _QUOTED
+    + """
 local function doc(fields)
-  local parts = {'"schema":1'}
-  local meta = {}
+  local parts, n = {'{"schema":1'}, 1
+  local meta, m = {}, 0
   for name, value in pairs(fields) do
-    if string.sub(name, 1, 2) == 'm:' then
-      table.insert(meta, string.sub(name, 3) .. ':' .. value)
-    else
-      table.insert(parts, cjson.encode(name) .. ':' .. value)
+    local quoted = QUOTED[name]
+    if quoted then
+      parts[n + 1] = quoted; parts[n + 2] = value; n = n + 2
+    elseif string.sub(name, 1, 2) == 'm:' then
+      meta[m + 1] = string.sub(name, 3) .. ':' .. value; m = m + 1
+    else  -- a field no release writes: quoted properly, ignored by readers
+      parts[n + 1] = ',' .. cjson.encode(name) .. ':'; parts[n + 2] = value; n = n + 2
     end
   end
-  table.insert(parts, '"meta":{' .. table.concat(meta, ',') .. '}')
-  return '{' .. table.concat(parts, ',') .. '}'
+  parts[n + 1] = ',"meta":{' .. table.concat(meta, ',') .. '}}'
+  return table.concat(parts)
 end
-local function hash(key)
-  local raw = redis.call('HGETALL', key)
-  if #raw == 0 then return nil end
+local function table_of(raw)
   local fields = {}
   for k = 1, #raw, 2 do fields[raw[k]] = raw[k + 1] end
   return fields
 end
+local function hash(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil end
+  return table_of(raw)
+end
 """
+)
 
 # KEYS: job hash, ids set, feed stream, feed counter.
-# ARGV: job id, id (JSON), now (JSON), stream max length, then field/value pairs (JSON values).
-# Returns the new record's document.
+# ARGV: job id, id (JSON), now (JSON), stream max length, the fingerprint of the record
+# the caller holds ('' for none), how many ARGV the fields take (2 per field), the
+# field/value pairs (JSON values), then the rest of the caller's change (seq, updated_at...).
+# Returns {fingerprint} if the caller's record was current (its change applied as sent),
+# else {fingerprint, the new record's document} (the change computed here).
+# A fingerprint is the SHA-1 of the hash as HGETALL gives it: equal only if nothing,
+# not even a hand edit, changed the hash since the caller read it, so the caller's
+# record (decoded and validated then) is the record here, and the caller can work out
+# the update itself: no document to build, check, send and decode.
 WRITE_SCRIPT = (
     _DOC
     + "local DEFAULTS = {"
     + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
     + "}\n"
     + """
+local function fingerprint(raw) return redis.sha1hex(table.concat(raw, '\\n')) end
+local function feed()
+  redis.call('SADD', KEYS[2], ARGV[1])
+  local n = redis.call('INCR', KEYS[4])
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
+end
+local h = KEYS[1]
+local raw = redis.call('HGETALL', h)
+if ARGV[5] ~= '' and #raw > 0 and fingerprint(raw) == ARGV[5] then
+  redis.call('HSET', h, unpack(ARGV, 7))
+  feed()
+  return {fingerprint(redis.call('HGETALL', h))}
+end
+local last = 6 + tonumber(ARGV[6])
 local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
                       ['"failed"'] = true, ['"cancelled"'] = true}
-local h = KEYS[1]
 local now = ARGV[3]
-local old = hash(h)
-local exists = old ~= nil
-old = old or {}
--- Refuse to write over a record a reader could not decode (as the folder store does).
-for name, value in pairs(old) do
-  if not pcall(cjson.decode, value) then
-    return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
-  end
-  if name == 'status' and not VALID_STATUS[value] then
-    return redis.error_reply('INVALID status ' .. value .. ' is not a known status')
-  end
+local exists = #raw > 0
+local old = table_of(raw)
+if old['status'] and not VALID_STATUS[old['status']] then
+  return redis.error_reply('INVALID status ' .. old['status'] .. ' is not a known status')
 end
-local set = {}
+local set, s = {}, 0
 local fields = {}
 if not exists then
   set = {'id', ARGV[2], 'created_at', now}
-  for k = 1, #DEFAULTS, 2 do
-    table.insert(set, DEFAULTS[k]); table.insert(set, DEFAULTS[k + 1])
-  end
+  s = 4
+  for k = 1, #DEFAULTS do set[s + k] = DEFAULTS[k] end
+  s = s + #DEFAULTS
 end
-for i = 5, #ARGV, 2 do
+for i = 7, last, 2 do
   fields[ARGV[i]] = ARGV[i + 1]
-  table.insert(set, ARGV[i]); table.insert(set, ARGV[i + 1])
+  set[s + 1] = ARGV[i]; set[s + 2] = ARGV[i + 1]; s = s + 2
 end
 local function unset(name)
   local v = fields[name]
@@ -130,20 +167,42 @@ local function unset(name)
 end
 local status = fields['status']
 if status == '"running"' and unset('started_at') then
-  table.insert(set, 'started_at'); table.insert(set, now)
+  set[s + 1] = 'started_at'; set[s + 2] = now; s = s + 2
 end
 if (status == '"completed"' or status == '"failed"' or status == '"cancelled"')
     and unset('completed_at') then
-  table.insert(set, 'completed_at'); table.insert(set, now)
+  set[s + 1] = 'completed_at'; set[s + 2] = now; s = s + 2
 end
-table.insert(set, 'updated_at'); table.insert(set, now)
-table.insert(set, 'seq'); table.insert(set, tostring((tonumber(old['seq']) or 0) + 1))
+set[s + 1] = 'updated_at'; set[s + 2] = now
+set[s + 3] = 'seq'; set[s + 4] = tostring((tonumber(old['seq']) or 0) + 1)
+s = s + 4
+-- Refuse to write over a record a reader could not decode (as the folder store does):
+-- the new document holds every old value that stays, and the ones replaced are
+-- checked alone; one document is built and decoded, not two.
+local replaced = {}
+for k = 1, s, 2 do
+  local name = set[k]
+  if old[name] ~= nil and replaced[name] == nil then replaced[name] = old[name] end
+  old[name] = set[k + 1]
+end
+local new = doc(old)
+local valid = pcall(cjson.decode, new)
+for name, value in pairs(replaced) do
+  if not valid then break end
+  valid = pcall(cjson.decode, value)
+end
+if not valid then
+  for name, value in pairs(replaced) do old[name] = value end
+  for name, value in pairs(old) do
+    if not pcall(cjson.decode, value) then
+      return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
+    end
+  end
+  return redis.error_reply('INVALID the record is not valid JSON')
+end
 redis.call('HSET', h, unpack(set))
-redis.call('SADD', KEYS[2], ARGV[1])
-local n = redis.call('INCR', KEYS[4])
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
-for k = 1, #set, 2 do old[set[k]] = set[k + 1] end
-return doc(old)
+feed()
+return {fingerprint(redis.call('HGETALL', h)), new}
 """
 )
 
@@ -231,6 +290,7 @@ def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int 
         username=where.username,
         password=where.password,
         ssl=where.tls,
+        **where.ssl_options(),  # type: ignore[arg-type]
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=timeout,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from statusbridge.record import (
     FIELD_NAMES,
     BatchJob,
+    BatchStatus,
     FrozenMap,
     freeze,
     utc_now,
@@ -28,6 +29,7 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "ScanReport",
     "StatusStore",
+    "merged",
     "select_expired",
 ]
 
@@ -199,6 +201,39 @@ class StatusStore:
     def delete_if_unchanged(self, jobs: Iterable[BatchJob]) -> list[str]:
         """Delete these records unless they changed since read; return the ids removed."""
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
+
+
+def merged(
+    job_id: str, current: BatchJob | None, fields: dict[str, Any], now: datetime
+) -> BatchJob:
+    """The record an update of ``fields`` at ``now`` makes of ``current`` (None: a new job).
+
+    Fields replace, ``meta`` merges, ``seq`` + 1; RUNNING fills ``started_at`` and a
+    finished status ``completed_at`` unless set. Every backend's writes follow this.
+    """
+    if current is None:
+        values: dict[str, Any] = {"created_at": now}
+        seq = 1
+    else:
+        values = {}
+        seq = current.seq + 1
+    values.update(fields)
+    if current is not None and "meta" in fields:
+        values["meta"] = {**current.meta, **fields["meta"]}
+    values["seq"] = seq
+    values["updated_at"] = now
+    status = values.get("status")
+    if status is not None:
+        status = BatchStatus(status) if not isinstance(status, BatchStatus) else status
+        started = values.get("started_at", current.started_at if current else None)
+        completed = values.get("completed_at", current.completed_at if current else None)
+        if status is BatchStatus.RUNNING and started is None:
+            values["started_at"] = now
+        if status.is_finished and completed is None:
+            values["completed_at"] = now
+    if current is None:
+        return BatchJob(id=job_id, **values)
+    return current.replace(**values)
 
 
 def select_expired(
