@@ -19,7 +19,7 @@ from typing import Any
 
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.record import BatchJob
-from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
 from statusbridge.store._location import require_redis_client
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
@@ -77,6 +77,22 @@ class StatusCache:
 
                 backend = FolderCache
         return super().__new__(backend)
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] = "batch_status",
+        *,
+        reconcile_interval: float = 30.0,
+        polling: bool = False,
+        poll_interval: float = 1.0,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:  # pragma: no cover - replaced by every backend
+        """Every option of every backend, so that a type checker sees them all.
+
+        ``polling`` and ``poll_interval`` apply to folders; ``reconcile_interval``
+        is the period of the safety-net check on every backend.
+        """
+        raise TypeError("StatusCache is opened through a backend")
 
     def _init_core(self) -> None:
         """State every backend shares; called first by each backend's ``__init__``."""

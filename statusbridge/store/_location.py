@@ -36,6 +36,9 @@ _SSL_CERT_REQS = ("none", "optional", "required")
 _BOOLEANS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
 _SSL_PARAMETERS = (*_SSL_PATHS, "ssl_cert_reqs", "ssl_check_hostname")
 
+DEFAULT_STREAM_MAXLEN = 10_000
+"""Feed entries a Redis location keeps; a cache further behind than this reloads in full."""
+
 
 @dataclass(frozen=True)
 class RedisLocation:

@@ -21,7 +21,7 @@ import redis
 from statusbridge.errors import InvalidRecordError, LockTimeout
 from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now, validate_job_id
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
-from statusbridge.store._location import RedisLocation, parse_location
+from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._redis_schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
@@ -39,8 +39,6 @@ __all__ = ["DEFAULT_STREAM_MAXLEN", "RedisStore"]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_STREAM_MAXLEN = 10_000
-"""Feed entries kept; a cache further behind than this reloads in full."""
 
 _KNOWN_MAX = 4096  # jobs whose last written record a store keeps (for update's short path)
 

@@ -22,8 +22,13 @@ from statusbridge.record import (
     freeze,
     utc_now,
 )
-from statusbridge.store._files import classify_name
-from statusbridge.store._location import RedisLocation, parse_location, require_redis_client
+from statusbridge.store._files import DEFAULT_MAX_BYTES, classify_name
+from statusbridge.store._location import (
+    DEFAULT_STREAM_MAXLEN,
+    RedisLocation,
+    parse_location,
+    require_redis_client,
+)
 
 __all__ = [
     "UPDATABLE_FIELDS",
@@ -77,8 +82,22 @@ class StatusStore:
 
     # -- what each backend supplies -----------------------------------------------
     def __init__(
-        self, directory: str | os.PathLike[str] = "batch_status", **options: Any
+        self,
+        directory: str | os.PathLike[str] = "batch_status",
+        *,
+        durable: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lock_timeout: float = 10.0,
+        file_mode: int = 0o600,
+        dir_mode: int = 0o700,
+        clock: Callable[[], datetime] = utc_now,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
     ) -> None:  # pragma: no cover - replaced by every backend
+        """Every option of every backend, so that a type checker sees them all.
+
+        ``durable``, ``file_mode`` and ``dir_mode`` apply to folders;
+        ``stream_maxlen`` (the change feed's length) to Redis.
+        """
         raise TypeError("StatusStore is opened through a backend")
 
     @property
