@@ -61,6 +61,31 @@ class TestUpdate:
         assert doc["schema"] == 1 and doc["id"] == "j" and doc["message"] == "hi"
         assert datetime.fromisoformat(doc["updated_at"]).utcoffset() == timedelta(0)
 
+    def test_next_update_sees_every_other_writer(self, status_dir: Path) -> None:
+        """A store skips re-reading a record it wrote last only while the file is that one:
+        another store's write, a foreign edit in place (same size) and a second name
+        are each noticed."""
+        store, other = StatusStore(status_dir), StatusStore(status_dir)
+        store.update("j", message="mine", meta={"a": 1})
+        other.update("j", message="theirs", meta={"b": 2})
+        merged = store.update("j", progress=0.5)
+        assert (merged.message, dict(merged.meta), merged.seq) == ("theirs", {"a": 1, "b": 2}, 3)
+        # A foreign program rewrites the file in place, keeping its size.
+        path = status_dir / "j.json"
+        text = path.read_text()
+        edited = text.replace('"theirs"', '"foreig"')
+        assert len(edited) == len(text)
+        with open(path, "r+") as f:  # in place: same inode
+            f.write(edited)
+        assert store.update("j", progress=0.6).message == "foreig"
+        # A second name: refused like any hard-linked record, not answered from memory.
+        os.link(path, status_dir / "copy")
+        with pytest.raises(InvalidRecordError, match="hard links"):
+            store.update("j", progress=0.7)
+        (status_dir / "copy").unlink()
+        store.delete("j")
+        assert store.update("j", message="new").seq == 1  # deleted: starts over
+
     def test_clock_is_a_parameter(self, status_dir: Path) -> None:
         t0 = datetime(2030, 1, 1, tzinfo=UTC)
         store = StatusStore(status_dir, clock=lambda: t0)

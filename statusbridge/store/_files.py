@@ -34,6 +34,7 @@ __all__ = [
     "read_record_file",
     "signature_of",
     "sweep_temp_files",
+    "written_version",
     "unreadable_reason",
 ]
 
@@ -185,6 +186,15 @@ _SIGNATURE = struct.Struct("=Qqqq")
 
 def signature_of(st: os.stat_result) -> FileSignature:
     return _SIGNATURE.pack(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def written_version(sig: FileSignature) -> bytes:
+    """The part of a signature that the rename installing the file leaves alone.
+
+    A rename updates the inode's ctime, so a writer's fstat of its temp file
+    cannot predict the ctime of the installed record; inode, size and mtime it can.
+    """
+    return sig[: _SIGNATURE.size - 8]
 
 
 def classify_name(name: str) -> str:

@@ -21,13 +21,17 @@ from statusbridge.store._files import (
     TEMP_DIR,
     classify_name,
     read_record_file,
+    signature_of,
     sweep_temp_files,
     unreadable_reason,
+    written_version,
 )
 from statusbridge.store._locks import StripedLocks
 from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["FolderStore"]
+
+_KNOWN_MAX = 4096  # jobs whose last written record a store keeps (see _read_for_update)
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +82,9 @@ class FolderStore(StatusStore):
         self._temp_dir = self._directory / TEMP_DIR
         self._locks = StripedLocks(self._directory, file_mode=file_mode, dir_mode=dir_mode)
         self._swept = False  # stale temp files are removed at the first write
+        # job id -> (signature of the file this store wrote last, its record). Read and
+        # written under that job's lock stripe; single dict operations are atomic.
+        self._known: dict[str, tuple[bytes, BatchJob]] = {}
 
     @property
     def directory(self) -> Path:
@@ -177,7 +184,7 @@ class FolderStore(StatusStore):
         """
         path = self.path_for(job_id)
         with self._locks.hold(job_id, self.lock_timeout):
-            current = self._read_for_update(path)
+            current = self._read_for_update(job_id, path)
             fields = change(current)
             if fields is None:
                 return None
@@ -189,7 +196,20 @@ class FolderStore(StatusStore):
             self.remove_stale_temp_files()
         return job
 
-    def _read_for_update(self, path: Path) -> BatchJob | None:
+    def _read_for_update(self, job_id: str, path: Path) -> BatchJob | None:
+        known = self._known.pop(job_id, None)
+        if known is not None:
+            # Still the file this store wrote last? Every replace makes a new inode, an
+            # edit in place moves mtime (to the file system's timestamp granularity: the
+            # format asks other programs for write-temp-then-rename, never in place),
+            # and a second name (a hard link, which a read refuses) shows in st_nlink.
+            # Then one lstat stands for open, read and decode.
+            try:
+                st = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                return None
+            if st.st_nlink == 1 and written_version(signature_of(st)) == known[0]:
+                return known[1]
         try:
             job, _sig = read_record_file(path, max_bytes=self.max_bytes)
         except FileNotFoundError:
@@ -205,13 +225,14 @@ class FolderStore(StatusStore):
         return merged(job_id, current, fields, self._clock())
 
     def _write(self, path: Path, job: BatchJob) -> None:
+        """Called with the job's lock held."""
         data = encode_job(job)
         if len(data) > self.max_bytes:
             raise ValueError(
                 f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        write_atomic(
+        sig = write_atomic(
             path,
             data,
             durable=self.durable,
@@ -219,6 +240,9 @@ class FolderStore(StatusStore):
             temp_dir=self._temp_dir,
             dir_mode=self._dir_mode,
         )
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()  # bounded; the next update of each reads its file again
+        self._known[job.id] = (written_version(sig), job)
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
