@@ -8,6 +8,11 @@ only records the values (a few microseconds); the next call after it, the
 heartbeat thread, or the end of the job writes them. Every real write reads
 the record back under its lock, which is how a cancel request made by another
 process (``cancel_requested`` in the file) reaches this job.
+
+A thread job of a ``BatchQueue`` may start before any record of it exists
+(see ``BatchQueue(record_delay=...)``): its context then holds the whole
+record, and its first write, after ``record_delay`` or at its end, creates the
+file. A job that ends sooner costs one write instead of three.
 """
 
 from __future__ import annotations
@@ -25,7 +30,15 @@ from statusbridge.errors import InvalidRecordError, JobCancelled
 from statusbridge.record import BatchJob, freeze, utc_now
 from statusbridge.store import StatusStore
 
-__all__ = ["JobContext", "current_job_id", "is_cancelled", "report_progress", "signal_cancel"]
+__all__ = [
+    "JobContext",
+    "current_job_id",
+    "is_cancelled",
+    "register",
+    "report_progress",
+    "running_context",
+    "signal_cancel",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +68,30 @@ class JobContext:
         # The first report is written at once (like tqdm); later ones are throttled.
         self.last_write = time.monotonic() - interval
         self.last_check = self.last_write
+        # The record's fields while no file of this job exists (None once written).
+        self._unwritten: dict[str, Any] | None = None
+
+    def start_unwritten(self, record: dict[str, Any], *, write_after: float) -> None:
+        """Run with no record on disk yet: the first write, ``write_after`` from now, creates it.
+
+        Nobody else can see or cancel the job before then, which is why this is
+        only for jobs whose whole state lives in this process (thread jobs).
+        """
+        with self._lock:
+            self._unwritten = dict(record)
+        self.last_write = time.monotonic() + write_after - self.interval
+        self.last_check = self.last_write
+
+    @property
+    def written(self) -> bool:
+        """Whether the job's record exists (False while it lives in memory only)."""
+        return self._unwritten is None
+
+    def next_write_due(self, heartbeat_interval: float) -> float:
+        """When (monotonic) the heartbeat thread must write: the first write, or a heartbeat."""
+        if self._unwritten is not None:
+            return self.last_write + self.interval
+        return self.last_write + heartbeat_interval
 
     def record(self, progress: float | None, message: str | None, meta: dict[str, Any]) -> None:
         with self._lock:
@@ -66,13 +103,23 @@ class JobContext:
                 self._pending_meta.update(meta)
 
     def take_pending(self) -> dict[str, Any]:
+        """The fields to write next; while unwritten, the whole record under the reports.
+
+        The unwritten record is kept until ``mark_written``: a failed write must
+        not leave the next one creating a record without its params.
+        """
         with self._lock:
-            fields = dict(self._pending)
+            fields = dict(self._unwritten) if self._unwritten is not None else {}
+            fields.update(self._pending)
             if self._pending_meta:
                 fields["meta"] = dict(self._pending_meta)
             self._pending.clear()
             self._pending_meta.clear()
             return fields
+
+    def mark_written(self) -> None:
+        with self._lock:
+            self._unwritten = None
 
     def flush(self, *, now_utc: datetime | None = None) -> None:
         """Write what is pending plus a heartbeat; notice a cancel request in the file.
@@ -84,6 +131,7 @@ class JobContext:
         with self.write_lock:
             if self.finished:
                 return
+            creates = not self.written
             fields = self.take_pending()
             fields["heartbeat_at"] = now_utc or utc_now()
             self.last_write = self.last_check = time.monotonic()
@@ -91,11 +139,15 @@ class JobContext:
 
             def change(current: BatchJob | None) -> dict[str, Any] | None:
                 seen.append(current)
-                if current is None or current.is_finished:
+                if current is None:
+                    return fields if creates else None
+                if current.is_finished:
                     return None
                 return fields
 
             job = self.store.modify(self.job_id, change)
+            if creates and job is not None:
+                self.mark_written()
         if job is None:
             current = seen[-1] if seen else None
             logger.debug(
@@ -109,7 +161,8 @@ class JobContext:
 
     def check_cancel(self) -> bool:
         now = time.monotonic()
-        if not self.cancel_event.is_set() and now - self.last_check >= self.interval:
+        stale = now - self.last_check >= self.interval
+        if not self.cancel_event.is_set() and stale and self.written:
             self.last_check = now
             try:
                 job = self.store.read(self.job_id)
@@ -130,6 +183,16 @@ def deactivate(ctx: JobContext, token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
     if _running.get(ctx.job_id) is ctx:
         del _running[ctx.job_id]
+
+
+def register(ctx: JobContext) -> None:
+    """Make ``ctx`` reachable by ``signal_cancel`` before it runs (``activate`` does too)."""
+    _running[ctx.job_id] = ctx
+
+
+def running_context(job_id: str) -> JobContext | None:
+    """The context of ``job_id`` if it runs in this process."""
+    return _running.get(job_id)
 
 
 def signal_cancel(job_id: str) -> None:

@@ -9,6 +9,17 @@ records, pool replacement, re-submitting jobs a dead pool never started,
 retention, heartbeat checks). No callback ever takes a lock, so nothing can
 deadlock with a pool that runs callbacks under its own lock (CPython >= 3.12).
 
+Deferred records: a thread job with a generated id starts life in memory. Its
+PENDING record is written only if it still waits after ``record_delay``; a
+worker that takes it first claims it from memory, and the job's record is then
+created by its first write (after ``record_delay`` of running, or at its end).
+A short job thus costs one file write instead of three. Nothing another
+process could act on is lost: until a record exists, no one else knows the
+job's id, and this queue's own ``cancel`` and ``get_job_status`` see the
+memory. Jobs others can name (a given id, a batch id: BatchManager's jobs) and
+jobs that run elsewhere (process pools, Dask) are written at submit, as is
+every job with ``record_delay=0``.
+
 Ownership: the supervisor holds the queue only weakly between events, so a
 queue dropped without ``shutdown()`` is collected once its jobs are done, and
 its finalizer releases the pool, the cache, the store and the thread.
@@ -16,6 +27,7 @@ its finalizer releases the pool, the cache, the store and the thread.
 
 from __future__ import annotations
 
+import collections
 import inspect
 import itertools
 import logging
@@ -36,7 +48,7 @@ from typing import Any, Literal, TypeVar
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
-from statusbridge.jobs._context import signal_cancel
+from statusbridge.jobs._context import JobContext, register, running_context, signal_cancel
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, open_batches, select_for_retention
@@ -76,6 +88,16 @@ WAIT_SLICE = 0.1
 # ``wait()`` on a job that finished and was removed is not "unknown".
 REMEMBER_REMOVED = 10_000
 
+# How many deferred PENDING records the supervisor writes per hold of ``_writing``
+# (a worker whose job is among them waits for the group).
+WRITE_GROUP = 64
+
+CANCELLED_BEFORE_START: dict[str, Any] = {
+    "status": BatchStatus.CANCELLED,
+    "cancel_requested": True,
+    "message": "cancelled before it started",
+}
+
 # Queues with unfinished jobs stay alive even if the application dropped them
 # (a Streamlit rerun does), so their jobs still get final records and retention.
 _busy: set[BatchQueue] = set()
@@ -100,12 +122,18 @@ class _Submission:
 
 
 _STOP = object()  # posted to the supervisor: release everything once idle
+_WAKE = object()  # posted to the supervisor: a job waits in memory (see _write_overdue)
 _DRAIN = object()  # posted to the supervisor: stop after what was posted before
 
 
 def _post_done(events: stdlib_queue.SimpleQueue[Any], job_id: str, future: Future[Any]) -> None:
     # Runs inside the pool, possibly under its internal lock: no locks, no I/O.
     events.put((job_id, future))
+
+
+def _claim(queue_ref: weakref.ref[BatchQueue], ctx: JobContext) -> tuple[Any] | None:
+    queue = queue_ref()
+    return None if queue is None else queue._claim(ctx)
 
 
 T = TypeVar("T")
@@ -156,6 +184,7 @@ class BatchQueue:
         retention_hours: float | None = 24.0,
         maintenance_interval: float = 10.0,
         pending_timeout: float = 24 * 3600.0,
+        record_delay: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if max_concurrent < 1:
@@ -164,6 +193,8 @@ class BatchQueue:
             raise ValueError(f"max_completed_jobs must be >= 0, got {max_completed_jobs}")
         if progress_interval < 0:
             raise ValueError(f"progress_interval must be >= 0, got {progress_interval}")
+        if not record_delay >= 0:
+            raise ValueError(f"record_delay must be >= 0, got {record_delay}")
         self.max_concurrent = max_concurrent
         self.max_completed_jobs = max_completed_jobs
         self.progress_interval = progress_interval
@@ -177,6 +208,9 @@ class BatchQueue:
         # A pending job whose submitter runs on another machine (or ran before a
         # reboot) cannot be asked whether it is alive: it is abandoned after this.
         self.pending_timeout = pending_timeout
+        # How long a thread job's state may live in memory only (0: every state
+        # is written when it happens). See "Deferred records" above.
+        self.record_delay = record_delay
         self._clock = clock
         self._pool = WorkerPool(executor, max_concurrent)
         self.store = StatusStore(status_dir, clock=clock)
@@ -193,6 +227,12 @@ class BatchQueue:
         self._absent_once: set[str] = set()
         self._done_unseen: dict[str, float] = {}  # done here, not yet finished in the cache
         self._removed: dict[str, None] = {}  # recently removed by retention, oldest first
+        # Pending jobs with no record yet: (when submitted, monotonic; the record's
+        # fields), oldest first. Popped by whoever writes or claims one; a writer
+        # holds ``_writing`` from the pop until the record is stored, so a worker
+        # that finds its job gone waits for that write before reading the record.
+        self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._writing = threading.Lock()
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._closed = False
@@ -275,12 +315,23 @@ class BatchQueue:
                 "heartbeat_at": None,
             }
 
-        if given_id:
-            existing = self.store.read(job_id)
-            if existing is not None and existing.is_finished:
-                self.store.delete_if_unchanged([existing])  # a new run starts a new record
-        job = self.store.modify(job_id, create)
-        assert job is not None
+        # Only a job no other process can name may wait in memory: a generated id
+        # is new to all, while a given id or a batch id is known elsewhere (batch
+        # definitions, ``cancel --batch``), so those records are written now.
+        deferred = (
+            not given_id and batch_id is None and not self._pool.pickles and self.record_delay > 0
+        )
+        if deferred:
+            fields = create(None)
+            job = BatchJob(id=job_id, seq=1, updated_at=now, **fields)
+        else:
+            if given_id:
+                existing = self.store.read(job_id)
+                if existing is not None and existing.is_finished:
+                    self.store.delete_if_unchanged([existing])  # a new run starts a new record
+            written = self.store.modify(job_id, create)
+            assert written is not None
+            job = written
         spec = RunSpec(
             self._folder,
             job_id,
@@ -288,9 +339,15 @@ class BatchQueue:
             progress_interval=self.progress_interval,
             heartbeat_interval=self.heartbeat_interval,
             store=self.store,
+            claim=partial(_claim, weakref.ref(self)) if deferred else None,
         )
         with self._lock:
             self._submitted[job_id] = job
+            if deferred:
+                first = not self._unwritten
+                self._unwritten[job_id] = (time.monotonic(), fields)
+                if first:
+                    self._events.put(_WAKE)  # the supervisor writes it if it still waits
         try:
             self._start(spec, attempts=1)
         except Exception as exc:
@@ -318,6 +375,78 @@ class BatchQueue:
         # Added after the bookkeeping: a future already done calls back at once.
         future.add_done_callback(partial(_post_done, self._events, spec.job_id))
 
+    def _claim(self, ctx: JobContext) -> tuple[Any] | None:
+        """A worker takes its job from memory if no record of it was written: (params,)."""
+        with self._lock:
+            entry = self._unwritten.pop(ctx.job_id, None)
+            if entry is not None:
+                now = self._clock()
+                record = {
+                    **entry[1],
+                    "status": BatchStatus.RUNNING,
+                    "started_at": now,
+                    "heartbeat_at": now,
+                    **this_process().fields(),
+                }
+                ctx.start_unwritten(record, write_after=self.record_delay)
+                register(ctx)  # before the lock is let go: cancel() finds it from now on
+                local = self._submitted.get(ctx.job_id)
+                if local is not None:
+                    self._submitted[ctx.job_id] = local.replace(
+                        status=BatchStatus.RUNNING, started_at=now, heartbeat_at=now
+                    )
+                return (record["params"],)
+        with self._writing:
+            pass  # a write of its PENDING record may be under way: let it land first
+        return None
+
+    def _write_overdue(self) -> float | None:
+        """Write the PENDING records of jobs that waited ``record_delay`` in memory.
+
+        Returns when (monotonic) the next one is due, None if none waits.
+        """
+        while True:
+            with self._writing:
+                with self._lock:
+                    due_before = time.monotonic() - self.record_delay
+                    overdue: list[tuple[str, tuple[float, dict[str, Any]]]] = []
+                    for job_id, entry in self._unwritten.items():
+                        if entry[0] > due_before or len(overdue) >= WRITE_GROUP:
+                            break
+                        overdue.append((job_id, entry))
+                    for job_id, _ in overdue:
+                        del self._unwritten[job_id]
+                    if not overdue:
+                        oldest = next(iter(self._unwritten.values()), None)
+                        return None if oldest is None else oldest[0] + self.record_delay
+                for job_id, entry in overdue:
+                    self._write_unwritten(job_id, entry, {})
+
+    def _write_pending_now(self, job_id: str, **change: Any) -> bool:
+        """Write the record of a job still pending in memory only, with ``change``; True if so."""
+        with self._writing:
+            with self._lock:
+                entry = self._unwritten.pop(job_id, None)
+            return entry is not None and self._write_unwritten(job_id, entry, change)
+
+    def _write_unwritten(
+        self, job_id: str, entry: tuple[float, dict[str, Any]], change: dict[str, Any]
+    ) -> bool:
+        # Under ``_writing``, with the entry popped: no worker can claim it now.
+        fields = {**entry[1], **change}
+        try:
+            job = self.store.modify(job_id, lambda current: fields if current is None else None)
+        except Exception:
+            logger.exception("job %s: could not write its record; will try again", job_id)
+            with self._lock:
+                self._unwritten[job_id] = (time.monotonic(), entry[1])
+            return False
+        if job is not None:
+            with self._lock:
+                if job_id in self._submitted:
+                    self._submitted[job_id] = job
+        return job is not None
+
     def add_retention_hook(self, hook: RetentionHook) -> None:
         """``hook(snapshot)`` returns batch ids whose records retention must keep for now.
 
@@ -340,6 +469,9 @@ class BatchQueue:
             return  # a stale future (the job was re-submitted since)
         exc = None if future.cancelled() else future.exception()
         if future.cancelled():
+            self._write_pending_now(
+                job_id, status=BatchStatus.CANCELLED, message="cancelled before it started"
+            )
             self._mark_if_unfinished(job_id, BatchStatus.CANCELLED, "cancelled before it started")
         elif isinstance(exc, BrokenExecutor):
             if self._after_broken_pool(sub):
@@ -350,6 +482,12 @@ class BatchQueue:
             self._mark_if_unfinished(
                 job_id, BatchStatus.FAILED, f"worker failed: {type(exc).__name__}: {exc}"
             )
+        else:
+            # What the worker wrote last: a finished record spares reading it back.
+            last = future.result()
+            if isinstance(last, BatchJob) and last.is_finished:
+                self._forget(job_id, sub, last)
+                return
         self._forget(job_id, sub)
 
     def _after_broken_pool(self, sub: _Submission) -> bool:
@@ -394,7 +532,7 @@ class BatchQueue:
         self._mark_if_unfinished(job_id, BatchStatus.FAILED, why, only_owner=current.owner)
         return False
 
-    def _forget(self, job_id: str, sub: _Submission) -> None:
+    def _forget(self, job_id: str, sub: _Submission, final: BatchJob | None = None) -> None:
         with self._lock:
             if self._subs.get(job_id) is sub:
                 del self._subs[job_id]
@@ -404,7 +542,7 @@ class BatchQueue:
             if idle:
                 with _busy_lock:
                     _busy.discard(self)
-        self._settle_submitted(job_id)
+        self._settle_submitted(job_id, final)
         for hook in hooks:
             if hook is not None:
                 hook()
@@ -434,6 +572,15 @@ class BatchQueue:
         file). Returns False if the job is unknown or already finished.
         """
 
+        if self._write_pending_now(job_id, **CANCELLED_BEFORE_START):
+            with self._lock:
+                sub = self._subs.get(job_id)
+            if sub is not None:
+                sub.future.cancel()
+            return True
+        ctx = running_context(job_id)
+        if ctx is not None and not ctx.written:
+            ctx.flush()  # running in memory only: its record first, then the request in it
         if not request_cancel(self.store, job_id):
             return False
         with self._lock:
@@ -494,15 +641,15 @@ class BatchQueue:
         if unknown:
             raise UnknownJobError(f"no such job: {', '.join(map(repr, unknown[:5]))}")
         deadline = None if timeout is None else time.monotonic() + timeout
+        in_line = collections.deque(remaining_ids)
         while True:
             snap = self.cache.snapshot()
+            # Only the first unfinished job is looked at after each change (a finished
+            # one stays finished), so waiting on many jobs costs O(jobs + changes).
             # A job that vanished meanwhile finished first (retention removed it).
-            remaining_ids = [
-                i
-                for i in remaining_ids
-                if (job := self.get_job_status(i)) is not None and not job.is_finished
-            ]
-            if not remaining_ids:
+            while in_line and ((job := self.get_job_status(in_line[0])) is None or job.is_finished):
+                in_line.popleft()
+            if not in_line:
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -611,22 +758,24 @@ class BatchQueue:
             if full_pass:
                 self._absent_once = absent_now
 
-    def _settle_submitted(self, job_id: str) -> None:
+    def _settle_submitted(self, job_id: str, final: BatchJob | None = None) -> None:
         """A job is done here: its read-your-writes entry becomes its final record.
 
         Until the cache catches up, ``get_job_status`` must not keep answering
         with the PENDING record written at submit (a job whose record retention
-        already removed would look pending forever).
+        already removed would look pending forever). ``final``: the record its
+        worker wrote last, else it is read.
         """
         with self._lock:
             local = self._submitted.get(job_id)
         if local is None:
             return
-        try:
-            final = self.store.read(job_id)
-        except Exception:  # an invalid file: the cache reports it; forget ours
-            logger.exception("job %s: cannot read its final record", job_id)
-            final = None
+        if final is None:
+            try:
+                final = self.store.read(job_id)
+            except Exception:  # an invalid file: the cache reports it; forget ours
+                logger.exception("job %s: cannot read its final record", job_id)
+                final = None
         with self._lock:
             if self._submitted.get(job_id) is not local:
                 return
@@ -749,9 +898,14 @@ def _supervise(
     """The supervisor loop; holds the queue strongly only while handling something."""
     next_maintenance = time.monotonic() + interval
     retention_retry: float | None = None
+    unwritten_due: float | None = None
     stopping = False
     while not stopped.is_set():
-        deadline = min(next_maintenance, retention_retry or next_maintenance)
+        deadline = min(
+            next_maintenance,
+            retention_retry or next_maintenance,
+            unwritten_due or next_maintenance,
+        )
         try:
             item = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except stdlib_queue.Empty:
@@ -766,10 +920,15 @@ def _supervise(
                 return
             if item is _STOP:
                 stopping = True
+            elif item is _WAKE:
+                unwritten_due = None  # look now
             elif item is not None:
                 queue._handle_done(*item)
+            if item is _WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
+                unwritten_due = queue._write_overdue()
+            done = item is not None and item is not _STOP and item is not _WAKE
             due = retention_retry is not None and time.monotonic() >= retention_retry
-            if (item is not None and item is not _STOP and events.empty()) or due:
+            if (done and events.empty()) or due:
                 # After a burst of finished jobs: one retention pass.
                 again = queue._after_job_done()
                 retention_retry = time.monotonic() + RETENTION_RETRY if again else None

@@ -2,7 +2,9 @@
 
 Everything it needs travels in a picklable ``RunSpec``; the worker writes its
 own status (``owner`` = its own host:pid), so a process pool needs no channel
-back to the queue.
+back to the queue. A thread job may instead be *claimed* from its queue's
+memory (``RunSpec.claim``) when its pending record was never written: it then
+starts without a write, and its record is created by its first write.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 TRACEBACK_LIMIT = 8000
 
+# How long the heartbeat thread waits for new jobs before it ends.
+IDLE_LINGER = 1.0
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -39,10 +44,15 @@ class RunSpec:
     # The queue's own store, for jobs run in its process; not sent to worker
     # processes, which open one store per folder for their lifetime.
     store: StatusStore | None = field(default=None, compare=False)
+    # In-process only: takes the job from the queue's memory if its pending record
+    # was never written, starting ``ctx`` unwritten; returns its params then, else
+    # None (the job is then started from its record, as in a worker process).
+    claim: Callable[[JobContext], tuple[Any] | None] | None = field(default=None, compare=False)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["store"] = None
+        state["claim"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -70,6 +80,7 @@ class _Heartbeats:
         self._intervals: dict[int, float] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        self._next_look = 0.0  # monotonic time the thread next looks at its jobs
         self._thread: threading.Thread | None = None
 
     def add(self, ctx: JobContext, interval: float) -> None:
@@ -81,6 +92,8 @@ class _Heartbeats:
                     target=self._run, name="statusbridge-heartbeat", daemon=True
                 )
                 self._thread.start()
+            elif not ctx.written and ctx.next_write_due(interval) < self._next_look:
+                self._wake.set()  # its first write is due before the thread's next look
 
     def remove(self, ctx: JobContext) -> None:
         with self._lock:
@@ -89,53 +102,66 @@ class _Heartbeats:
 
     def _run(self) -> None:
         while True:
+            self._wake.clear()  # before the look: a later add() wakes the next wait
             with self._lock:
                 jobs = [(ctx, self._intervals.get(id(ctx), 5.0)) for ctx in self._jobs]
             if not jobs:
+                # Linger a moment: short jobs come and go, and a thread per job costs.
+                with self._lock:
+                    self._next_look = time.monotonic() + IDLE_LINGER
+                if self._wake.wait(IDLE_LINGER):
+                    continue
                 with self._lock:
                     if not self._jobs:
                         self._thread = None
                         return
+                continue
             now = time.monotonic()
             for ctx, interval in jobs:
-                if now - ctx.last_write >= interval:
+                if now >= ctx.next_write_due(interval):
                     try:
                         ctx.flush()
                     except Exception:
                         logger.exception("heartbeat for job %s failed", ctx.job_id)
-            wait = min((interval for _, interval in jobs), default=1.0)
-            self._wake.wait(min(wait / 2, 1.0))
+            # Heartbeats are checked at half their interval; a job not written yet
+            # is written when its first write is due.
+            now = time.monotonic()
+            wait = min(
+                (
+                    interval / 2 if ctx.written else ctx.next_write_due(interval) - now
+                    for ctx, interval in jobs
+                ),
+                default=1.0,
+            )
+            wait = min(max(wait, 0.005), 1.0)
+            with self._lock:
+                self._next_look = now + wait
+            self._wake.wait(wait)
 
 
 _heartbeats = _Heartbeats()
 
 
-def run_job(spec: RunSpec) -> str:
-    """Run one job to its end and write its final status; returns that status' value."""
+def run_job(spec: RunSpec) -> BatchJob | None:
+    """Run one job to its end and write its final status; returns the last record written.
+
+    None when it did not run and wrote nothing (its record was gone).
+    """
     store = spec.store if spec.store is not None else _store_for(spec.folder)
-    me = this_process()
-
-    def start(current: BatchJob | None) -> dict[str, Any] | None:
-        if current is None or current.status is not BatchStatus.PENDING:
-            return None
-        if current.cancel_requested:
-            return {"status": BatchStatus.CANCELLED, "message": "cancelled before it started"}
-        return {
-            "status": BatchStatus.RUNNING,
-            **me.fields(),
-            "heartbeat_at": utc_now(),
-        }
-
-    job = store.modify(spec.job_id, start)
-    if job is None or job.status is not BatchStatus.RUNNING:
-        return job.status.value if job else "skipped"
-
     ctx = JobContext(store, spec.job_id, interval=spec.progress_interval)
+    claimed = spec.claim(ctx) if spec.claim is not None else None
+    if claimed is not None:
+        (params,) = claimed
+    else:
+        job = _start_from_record(store, spec.job_id)
+        if job is None or job.status is not BatchStatus.RUNNING:
+            return job
+        params = job.params
     token = activate(ctx)
     _heartbeats.add(ctx, spec.heartbeat_interval)
     final: dict[str, Any]
     try:
-        result = spec.func(thaw(job.params))
+        result = spec.func(thaw(params))
         final = {"status": BatchStatus.COMPLETED, "result": result, "progress": 1.0}
     except JobCancelled:
         final = {"status": BatchStatus.CANCELLED}
@@ -152,13 +178,31 @@ def run_job(spec: RunSpec) -> str:
     return _finish(store, ctx, final)
 
 
-def _finish(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> str:
+def _start_from_record(store: StatusStore, job_id: str) -> BatchJob | None:
+    """PENDING -> RUNNING under the job's lock, unless it was cancelled meanwhile."""
+    me = this_process()
+
+    def start(current: BatchJob | None) -> dict[str, Any] | None:
+        if current is None or current.status is not BatchStatus.PENDING:
+            return None
+        if current.cancel_requested:
+            return {"status": BatchStatus.CANCELLED, "message": "cancelled before it started"}
+        return {
+            "status": BatchStatus.RUNNING,
+            **me.fields(),
+            "heartbeat_at": utc_now(),
+        }
+
+    return store.modify(job_id, start)
+
+
+def _finish(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
     with ctx.write_lock:  # no heartbeat may land after this
         ctx.finished = True
         return _write_final(store, ctx, final)
 
 
-def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> str:
+def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
     fields = ctx.take_pending()
     meta = {**fields.pop("meta", {}), **final.pop("meta", {})}
     fields.update(final)
@@ -166,15 +210,16 @@ def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> 
         fields["meta"] = meta
     fields["heartbeat_at"] = utc_now()
     try:
-        store.update(ctx.job_id, **fields)
+        job = store.update(ctx.job_id, **fields)
     except (TypeError, ValueError) as exc:
         # The result (or a meta value) cannot be stored: the job fails, saying why.
         logger.warning("job %s: cannot store its outcome: %s", ctx.job_id, exc)
-        store.update(
-            ctx.job_id,
-            status=BatchStatus.FAILED,
-            error_message=f"job returned a result that cannot be stored: {exc}",
-            heartbeat_at=utc_now(),
-        )
-        return BatchStatus.FAILED.value
-    return str(fields["status"].value)
+        failed = {
+            **ctx.take_pending(),  # a record never written yet is created whole
+            "status": BatchStatus.FAILED,
+            "error_message": f"job returned a result that cannot be stored: {exc}",
+            "heartbeat_at": utc_now(),
+        }
+        job = store.update(ctx.job_id, **failed)
+    ctx.mark_written()
+    return job

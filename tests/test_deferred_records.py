@@ -1,0 +1,255 @@
+"""Deferred records: a thread job's states may live in memory for ``record_delay``.
+
+Every check reads the real files (a record's ``seq`` counts the writes it took)
+and runs real threads; waits are conditions with timeouts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+
+from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore, report_progress
+from statusbridge.errors import JobCancelled
+from statusbridge.jobs._liveness import this_process
+
+
+def gated() -> tuple[Callable[[Any], str], threading.Event, threading.Event]:
+    """A job that says it started, then waits for the gate (30 s at most)."""
+    started, gate = threading.Event(), threading.Event()
+
+    def job(params: Any) -> str:
+        started.set()
+        if not gate.wait(30):
+            raise TimeoutError("the test never opened the gate")
+        return "through"
+
+    return job, started, gate
+
+
+def test_a_short_job_takes_one_write_and_its_record_is_whole(tmp_path: Path) -> None:
+    with BatchQueue(2, status_dir=tmp_path, record_delay=60) as queue:
+        job_id = queue.submit(lambda params: params["x"] * 2, {"x": 21})
+        assert queue.wait([job_id], timeout=30)
+    job = StatusStore(tmp_path).read(job_id)
+    assert job is not None
+    assert job.seq == 1  # created by its final write: no PENDING, no RUNNING write
+    assert job.status is BatchStatus.COMPLETED and job.result == 42
+    assert job.params == {"x": 21} and job.batch_id is None and job.progress == 1.0
+    assert job.owner == this_process().owner
+    assert job.created_at is not None and job.started_at is not None
+    assert job.completed_at is not None
+    assert job.created_at <= job.started_at <= job.completed_at
+
+
+def test_memory_only_jobs_are_seen_by_their_own_queue(tmp_path: Path) -> None:
+    blocked, started, gate = gated()
+    store = StatusStore(tmp_path)
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        running_id = queue.submit(blocked)
+        waiting_id = queue.submit(lambda params: "second")
+        assert started.wait(30)
+        running, waiting = queue.get_job_status(running_id), queue.get_job_status(waiting_id)
+        assert running is not None and running.status is BatchStatus.RUNNING
+        assert waiting is not None and waiting.status is BatchStatus.PENDING
+        # Nothing on disk yet: no other process knows these ids.
+        assert store.read(running_id) is None and store.read(waiting_id) is None
+        gate.set()
+        assert queue.wait([running_id, waiting_id], timeout=30)
+    for job_id, result in ((running_id, "through"), (waiting_id, "second")):
+        job = store.read(job_id)
+        assert job is not None and job.status is BatchStatus.COMPLETED and job.result == result
+        assert job.seq == 1
+
+
+def test_records_reach_the_folder_after_the_delay(tmp_path: Path) -> None:
+    """What another process sees: a queued job's PENDING record, a silent job's RUNNING one."""
+    blocked, started, gate = gated()
+    with (
+        StatusCache(tmp_path) as other,
+        BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue,
+    ):
+        running_id = queue.submit(blocked)
+        waiting_id = queue.submit(lambda params: "second")
+        assert started.wait(30)
+        pending = wait_until(lambda: other.get(waiting_id), message="the PENDING record")
+        assert pending.status is BatchStatus.PENDING and pending.seq == 1
+        running = wait_until(lambda: other.get(running_id), message="the RUNNING record")
+        assert running.status is BatchStatus.RUNNING and running.seq == 1
+        assert running.started_at is not None and running.heartbeat_at is not None
+        gate.set()
+        assert queue.wait([running_id, waiting_id], timeout=30)
+    store = StatusStore(tmp_path)
+    waited = store.read(waiting_id)
+    assert waited is not None and waited.status is BatchStatus.COMPLETED
+    assert waited.seq == 3  # PENDING written by the queue, then started and ended from it
+
+
+def test_a_progress_report_is_deferred_like_the_start(tmp_path: Path) -> None:
+    store = StatusStore(tmp_path)
+    reported, gate = threading.Event(), threading.Event()
+
+    def reports(params: Any) -> str:
+        report_progress(0.25, "a quarter")  # would be written at once by a written job
+        reported.set()
+        gate.wait(30)
+        return "done"
+
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue:
+        job_id = queue.submit(reports)
+        assert reported.wait(30)
+        job = wait_until(lambda: store.read(job_id), message="the first write")
+        assert job.status is BatchStatus.RUNNING and job.progress == 0.25
+        assert job.message == "a quarter" and job.seq == 1
+        gate.set()
+        assert queue.wait([job_id], timeout=30)
+
+
+def test_cancel_a_job_pending_in_memory(tmp_path: Path) -> None:
+    blocked, started, gate = gated()
+    ran: list[str] = []
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        first = queue.submit(blocked)
+        second = queue.submit(lambda params: ran.append("ran"))
+        assert started.wait(30)
+        assert queue.cancel(second)
+        job = StatusStore(tmp_path).read(second)
+        assert job is not None and job.status is BatchStatus.CANCELLED and job.seq == 1
+        assert job.cancel_requested and job.params is None
+        assert not queue.cancel(second)  # finished: nothing left to cancel
+        gate.set()
+        assert queue.wait([first, second], timeout=30)
+    assert ran == []
+
+
+def test_cancel_a_job_running_in_memory(tmp_path: Path) -> None:
+    started = threading.Event()
+
+    def loops(params: Any) -> str:
+        started.set()
+        for _ in range(3000):
+            report_progress(0.5)
+            threading.Event().wait(0.01)  # a job's own work, not a test wait
+        return "never cancelled"
+
+    store = StatusStore(tmp_path)
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        job_id = queue.submit(loops)
+        assert started.wait(30)
+        assert store.read(job_id) is None
+        assert queue.cancel(job_id)
+        assert queue.wait([job_id], timeout=30)
+    job = store.read(job_id)
+    assert job is not None and job.status is BatchStatus.CANCELLED
+    assert job.cancel_requested and job.started_at is not None
+
+
+def test_another_process_can_cancel_once_the_record_is_written(tmp_path: Path) -> None:
+    started, stop = threading.Event(), threading.Event()
+
+    def loops(params: Any) -> str:
+        started.set()
+        while not stop.wait(0.01):
+            report_progress(0.5)  # raises JobCancelled once the cancel has reached us
+        return "stopped by the test"
+
+    other = StatusStore(tmp_path)  # stands for another process: only the folder in common
+    from statusbridge.jobs._cancel import request_cancel
+
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue:
+        job_id = queue.submit(loops)
+        assert started.wait(30)
+        wait_until(lambda: other.read(job_id), message="the RUNNING record")
+        assert request_cancel(other, job_id)
+        done = queue.wait([job_id], timeout=30)
+        stop.set()
+        assert done
+    job = other.read(job_id)
+    assert job is not None and job.status is BatchStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"record_delay": 0}, {}),
+        ({}, {"job_id": "named-job"}),
+        ({}, {"batch_id": "named-batch"}),
+        ({"executor": "process"}, {}),
+    ],
+    ids=["record_delay=0", "given id", "batch id", "process"],
+)
+def test_written_at_submit(tmp_path: Path, options: dict[str, Any], named: dict[str, str]) -> None:
+    """No deferral where others can name the job (and cancel it) or where it runs elsewhere."""
+    with BatchQueue(1, status_dir=tmp_path, **options) as queue:
+        job_id = queue.submit(str, {"x": 1}, **named)  # str: picklable, module level
+        job = StatusStore(tmp_path).read(job_id)
+        assert job is not None and job.seq >= 1  # PENDING (or already further) on disk
+        assert queue.wait([job_id], timeout=60)
+    final = StatusStore(tmp_path).read(job_id)
+    assert final is not None and final.status is BatchStatus.COMPLETED and final.seq == 3
+
+
+def test_shutdown_cancel_pending_records_the_jobs_held_in_memory(tmp_path: Path) -> None:
+    blocked, started, gate = gated()
+    queue = BatchQueue(1, status_dir=tmp_path, record_delay=60)
+    first = queue.submit(blocked)
+    rest = [queue.submit(lambda params: "ran") for _ in range(5)]
+    assert started.wait(30)
+    gate.set()  # the running job ends; the five still queued are cancelled
+    queue.shutdown(wait=True, cancel_pending=True)
+    store = StatusStore(tmp_path)
+    statuses = [store.read(job_id) for job_id in rest]
+    assert all(job is not None and job.is_finished for job in statuses)
+    first_job = store.read(first)
+    assert first_job is not None and first_job.status is BatchStatus.COMPLETED
+
+
+def test_claims_and_delayed_writes_race_without_losing_a_job(tmp_path: Path) -> None:
+    """A delay so short that the supervisor writes PENDING records while workers claim jobs."""
+    with BatchQueue(4, status_dir=tmp_path, record_delay=0.0005) as queue:
+        ids = [queue.submit(lambda params: params * 2, i) for i in range(400)]
+        assert queue.wait(ids, timeout=120)
+        results = {job_id: queue.get_job_status(job_id) for job_id in ids}
+    store = StatusStore(tmp_path)
+    for i, job_id in enumerate(ids):
+        job = store.read(job_id)
+        assert job is not None, job_id
+        assert job.status is BatchStatus.COMPLETED and job.result == i * 2, job
+        assert job.seq in (1, 3)  # claimed from memory, or started from its PENDING record
+        seen = results[job_id]
+        assert seen is not None and seen.status is BatchStatus.COMPLETED
+
+
+def test_a_bad_record_delay_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="record_delay"):
+        BatchQueue(1, status_dir=tmp_path, record_delay=-1)
+    with pytest.raises(ValueError, match="record_delay"):
+        BatchQueue(1, status_dir=tmp_path, record_delay=float("nan"))
+
+
+def test_a_job_cancelled_in_memory_raises_at_its_next_report(tmp_path: Path) -> None:
+    """``report_progress`` raises JobCancelled for a job cancelled before its first write."""
+    started, seen = threading.Event(), threading.Event()
+
+    def waits(params: Any) -> str:
+        started.set()
+        for _ in range(3000):
+            try:
+                report_progress(0.1)
+            except JobCancelled:
+                seen.set()
+                raise
+            threading.Event().wait(0.01)  # a job's own work, not a test wait
+        return "not cancelled"
+
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        job_id = queue.submit(waits)
+        assert started.wait(30)
+        assert queue.cancel(job_id)
+        assert queue.wait([job_id], timeout=30)
+    assert seen.is_set()
