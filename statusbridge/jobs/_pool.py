@@ -95,8 +95,13 @@ class WorkerPool:
             executor = self._executor
             try:
                 future = executor.submit(fn, *args)
-            except BrokenExecutor:
-                # A worker died and the supervisor has not replaced the pool yet.
+            except (BrokenExecutor, OSError) as exc:
+                # A worker died and the supervisor has not replaced the pool yet. A
+                # process pool that breaks *during* submit() raises OSError ("handle
+                # is closed"): its manager thread closed the wake-up pipe between
+                # submit's broken check and its write (CPython bpo-39995).
+                if isinstance(exc, OSError) and self._choice != "process":
+                    raise
                 if not self._replace_locked(executor):
                     raise
                 executor = self._executor

@@ -161,6 +161,10 @@ class BatchQueue:
     fail ("worker process died (exit code 3)"); jobs it had not started run on a
     fresh pool.
 
+    ``record_delay``: how long a thread job no other process can name may live
+    in memory before its record is written (0: every state is written when it
+    happens); a job that ends sooner is written once.
+
     >>> import tempfile
     >>> with BatchQueue(status_dir=tempfile.mkdtemp()) as queue:
     ...     job_id = queue.submit(lambda params: params["x"] * 2, {"x": 21})
