@@ -209,3 +209,28 @@ def create_and_start_batch(batch_dir: str, status_dir: str, out_file: str) -> No
     manager.start_batch(batch_id, until_cancelled)
     Path(out_file).write_text(batch_id)
     manager.shutdown(wait=True)
+
+
+def deferred_queue_then_die(folder: str, gate: str, ready: str) -> None:
+    """Like ``queue_then_die`` with generated ids: records reach the folder after record_delay.
+
+    Writes the two job ids to ``ready`` once both records are on disk (RUNNING and
+    PENDING), then waits to be killed.
+    """
+    import time
+
+    from statusbridge import BatchQueue
+
+    queue = BatchQueue(1, status_dir=folder, record_delay=0.05)
+    running = queue.submit(wait_for_gate, {"gate": gate})
+    pending = queue.submit(wait_for_gate, {"gate": gate})
+    store = StatusStore(folder)
+    while not (
+        (r := store.read(running)) is not None
+        and r.status == "running"
+        and (p := store.read(pending)) is not None
+        and p.status == "pending"
+    ):
+        time.sleep(0.01)
+    Path(ready).write_text(f"{running} {pending}")
+    time.sleep(600)  # SIGKILLed by the test

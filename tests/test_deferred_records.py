@@ -6,12 +6,16 @@ and runs real threads; waits are conditions with timeouts.
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _workers import deferred_queue_then_die
 from conftest import wait_until
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore, report_progress
@@ -127,28 +131,6 @@ def test_cancel_a_job_pending_in_memory(tmp_path: Path) -> None:
     assert ran == []
 
 
-def test_cancel_a_job_running_in_memory(tmp_path: Path) -> None:
-    started = threading.Event()
-
-    def loops(params: Any) -> str:
-        started.set()
-        for _ in range(3000):
-            report_progress(0.5)
-            threading.Event().wait(0.01)  # a job's own work, not a test wait
-        return "never cancelled"
-
-    store = StatusStore(tmp_path)
-    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
-        job_id = queue.submit(loops)
-        assert started.wait(30)
-        assert store.read(job_id) is None
-        assert queue.cancel(job_id)
-        assert queue.wait([job_id], timeout=30)
-    job = store.read(job_id)
-    assert job is not None and job.status is BatchStatus.CANCELLED
-    assert job.cancel_requested and job.started_at is not None
-
-
 def test_another_process_can_cancel_once_the_record_is_written(tmp_path: Path) -> None:
     started, stop = threading.Event(), threading.Event()
 
@@ -247,9 +229,34 @@ def test_a_job_cancelled_in_memory_raises_at_its_next_report(tmp_path: Path) -> 
             threading.Event().wait(0.01)  # a job's own work, not a test wait
         return "not cancelled"
 
+    store = StatusStore(tmp_path)
     with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
         job_id = queue.submit(waits)
         assert started.wait(30)
-        assert queue.cancel(job_id)
+        assert store.read(job_id) is None  # running in memory only
+        assert queue.cancel(job_id)  # writes its record first, then asks it to stop
         assert queue.wait([job_id], timeout=30)
     assert seen.is_set()
+    job = store.read(job_id)
+    assert job is not None and job.status is BatchStatus.CANCELLED
+    assert job.cancel_requested and job.started_at is not None
+
+
+def test_a_killed_application_leaves_written_records_that_are_judged(tmp_path: Path) -> None:
+    """Once written, deferred records are judged like any: dead worker, abandoned pending job."""
+    folder, gate, ready = tmp_path / "s", tmp_path / "gate", tmp_path / "ready"
+    proc = mp.get_context("spawn").Process(
+        target=deferred_queue_then_die, args=(str(folder), str(gate), str(ready))
+    )
+    proc.start()
+    ids = wait_until(lambda: ready.exists() and ready.read_text().split(), 60, "both records")
+    assert proc.pid is not None
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join(30)
+    running_id, pending_id = ids
+    with BatchQueue(status_dir=folder) as queue:  # a new queue judges the folder at start
+        running, pending = queue.store.read(running_id), queue.store.read(pending_id)
+        assert running is not None and running.status is BatchStatus.FAILED
+        assert (running.error_message or "").startswith("worker died: process")
+        assert pending is not None and pending.status is BatchStatus.FAILED
+        assert "abandoned" in (pending.error_message or "")
