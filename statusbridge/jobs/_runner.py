@@ -10,6 +10,7 @@ starts without a write, and its record is created by its first write.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -105,6 +106,9 @@ class _Heartbeats:
             self._wake.clear()  # before the look: a later add() wakes the next wait
             with self._lock:
                 jobs = [(ctx, self._intervals.get(id(ctx), 5.0)) for ctx in self._jobs]
+                # Until the next wait is planned, any job added must wake it: this
+                # look does not include that job.
+                self._next_look = math.inf
             if not jobs:
                 # Linger a moment: short jobs come and go, and a thread per job costs.
                 with self._lock:
