@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,6 +216,24 @@ class FolderCache(StatusCache):
                 self._check_watch()  # a closed cache must not start a new observer
             self._reconcile()
         return self._snapshot
+
+    def versions_of(self, jobs: Iterable[BatchJob]) -> dict[str, bytes]:
+        """The file signature each of ``jobs`` was read from, if the snapshot still shows it.
+
+        Under the apply lock the signatures and the snapshot agree: a job that is
+        the very object of the current snapshot was decoded from the file whose
+        signature is known (or from an equal one), unless that name is invalid now.
+        Costs one dict lookup per job; the supervisor asks, never the UI.
+        """
+        versions: dict[str, bytes] = {}
+        with self._apply_lock:
+            snap = self._snapshot
+            for job in jobs:
+                name = f"{job.id}{RECORD_SUFFIX}"
+                sig = self._known.get(name)
+                if sig is not None and snap.get(job.id) is job and name not in self._invalid:
+                    versions[job.id] = sig
+        return versions
 
     # -- life cycle ---------------------------------------------------------
     def close(self) -> None:

@@ -21,7 +21,28 @@ from datetime import datetime, timedelta
 from statusbridge.cache import Snapshot
 from statusbridge.record import BatchJob
 
-__all__ = ["FinishOrder", "open_batches", "select_for_retention"]
+__all__ = [
+    "RETENTION_GROUP",
+    "FinishOrder",
+    "open_batches",
+    "retention_lag",
+    "select_for_retention",
+]
+
+# While a queue's jobs keep finishing, its count-based retention lets up to this
+# many records beyond ``max_completed_jobs`` gather and removes them together
+# (one lock per stripe, one cache update): see ``retention_lag``.
+RETENTION_GROUP = 64
+
+
+def retention_lag(max_completed: int) -> int:
+    """How far past ``max_completed`` finished records may run while jobs still finish.
+
+    A tenth of the limit, at most ``RETENTION_GROUP``: a limit below 10 is kept
+    exactly. Once the queue is idle, and at every maintenance pass, retention
+    trims to the limit itself.
+    """
+    return min(RETENTION_GROUP, max_completed // 10)
 
 
 class FinishOrder:
