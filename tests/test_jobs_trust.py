@@ -207,6 +207,35 @@ class TestRetention:
             current = writer.read("restarted")
             assert current is not None and current.status is BatchStatus.PENDING
 
+    def test_retention_never_waits_for_a_subscriber_that_waits_for_it(self, tmp_path: Path) -> None:
+        """The cache's versions are asked for under its apply lock, which subscribers hold:
+        one waiting for retention to finish must not deadlock it (it falls back to reading)."""
+        folder = tmp_path / "s"
+        writer = StatusStore(folder)
+        writer.update("old", status="completed")
+        with BatchQueue(
+            max_completed_jobs=1, status_dir=folder, retention_hours=None, maintenance_interval=3600
+        ) as queue:
+            inside, done, left = threading.Event(), threading.Event(), threading.Event()
+
+            def blocker(snap: object, changed: frozenset[str]) -> None:
+                if "trigger" in changed:
+                    inside.set()
+                    done.wait(30)
+                    left.set()
+
+            unsubscribe = queue.cache.subscribe(blocker)
+            writer.update("trigger", status="completed")
+            assert inside.wait(10)
+            try:
+                queue.max_completed_jobs = 0
+                assert sorted(queue.maintain().removed) == ["old", "trigger"]
+                assert not left.is_set()  # retention went on while the subscriber waited
+            finally:
+                done.set()
+                unsubscribe()
+            assert writer.scan() == {}
+
     def test_retention_lags_by_at_most_one_group_while_jobs_run(self, tmp_path: Path) -> None:
         folder, gate, limit = tmp_path / "s", tmp_path / "gate", 20
         lag = retention_lag(limit)

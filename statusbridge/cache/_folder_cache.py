@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
 _LIVENESS_INTERVAL = 0.5
+# Longest versions_of waits for the cache thread before answering "none known".
+_VERSIONS_PATIENCE = 0.1
 
 
 class _Life:
@@ -223,16 +225,21 @@ class FolderCache(StatusCache):
         Under the apply lock the signatures and the snapshot agree: a job that is
         the very object of the current snapshot was decoded from the file whose
         signature is known (or from an equal one), unless that name is invalid now.
-        Costs one dict lookup per job; the supervisor asks, never the UI.
+        The lock is waited for briefly only: subscribers run under it, and one may be
+        waiting for the caller (a queue's supervisor); then the answer is ``{}``.
         """
         versions: dict[str, bytes] = {}
-        with self._apply_lock:
+        if not self._apply_lock.acquire(timeout=_VERSIONS_PATIENCE):
+            return versions
+        try:
             snap = self._snapshot
             for job in jobs:
                 name = f"{job.id}{RECORD_SUFFIX}"
                 sig = self._known.get(name)
                 if sig is not None and snap.get(job.id) is job and name not in self._invalid:
                     versions[job.id] = sig
+        finally:
+            self._apply_lock.release()
         return versions
 
     # -- life cycle ---------------------------------------------------------
