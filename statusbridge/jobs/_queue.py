@@ -39,12 +39,7 @@ from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import signal_cancel
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
-from statusbridge.jobs._retention import (
-    FinishOrder,
-    open_batches,
-    retention_lag,
-    select_for_retention,
-)
+from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._runner import RunSpec, run_job
 from statusbridge.record import BatchJob, BatchStatus, freeze, utc_now, validate_job_id
 from statusbridge.store import StatusStore
@@ -563,25 +558,18 @@ class BatchQueue:
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))
-        if max_age_hours is None:
-            # After each burst of finished jobs: only the oldest few, O(1) amortised.
-            doomed = self._finish_order.oldest_unprotected(
-                snap,
-                finished - self.max_completed_jobs,
-                lambda job: (
-                    job.batch_id is not None
-                    and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
-                ),
-            )
-        else:
-            doomed = select_for_retention(
-                snap.values(),
-                max_completed=self.max_completed_jobs,
-                max_age_hours=max_age_hours,
-                now=now,
-                ranks=self._finish_order.ranks(),
-                protected_batches=protected | open_batches(snap),
-            )
+        # The oldest few beyond the limit, from the finish order (O(1) amortised per
+        # finished job); with an age limit, one cheap pass over the finished jobs.
+        doomed = self._finish_order.select(
+            snap,
+            max_completed=self.max_completed_jobs,
+            max_age_hours=max_age_hours,
+            now=now,
+            protected=lambda job: (
+                job.batch_id is not None
+                and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
+            ),
+        )
         if not doomed:
             return []
         # Noted first: a reader may see a record gone before the call returns.
