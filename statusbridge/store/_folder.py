@@ -270,11 +270,12 @@ class FolderStore(StatusStore):
         one are read and compared (seq, created_at).
         """
         versions = versions or {}
+        jobs = list(jobs)
         by_stripe: dict[int, list[BatchJob]] = {}
         for job in jobs:
             validate_job_id(job.id)
             by_stripe.setdefault(stripe_of(job.id), []).append(job)
-        removed: list[str] = []
+        removed: set[str] = set()
         folder = os.fspath(self._directory)
         for group in by_stripe.values():
             with self._locks.hold(group[0].id, self.lock_timeout):
@@ -284,8 +285,8 @@ class FolderStore(StatusStore):
                         with suppress(FileNotFoundError):
                             os.unlink(path)
                         self._known.pop(job.id, None)
-                        removed.append(job.id)
-        return removed
+                        removed.add(job.id)
+        return [job.id for job in jobs if job.id in removed]  # in the order given
 
     def _unchanged(self, job: BatchJob, path: str, version: bytes | None) -> bool:
         """Whether ``path`` still holds ``job`` (called with the job's lock held)."""
