@@ -112,6 +112,21 @@ def test_delete_and_cleanup(store: StatusStore) -> None:
     assert sorted(store.scan()) == ["busy"]
 
 
+def test_delete_if_unchanged_keeps_a_record_changed_since_read(store: StatusStore) -> None:
+    """Retention's removal: a record rewritten after it was read (a restart) survives."""
+    seen = store.update("restarted", status="completed")
+    kept = store.update("kept", status="completed")
+    store.update("restarted", status="pending", completed_at=None)  # a new run meanwhile
+    assert store.delete_if_unchanged([seen, kept]) == ["kept"]
+    current = store.read("restarted")
+    assert current is not None and current.status is BatchStatus.PENDING
+    assert store.read("kept") is None
+    # Versions a backend cannot use are ignored: the record itself decides.
+    assert store.delete_if_unchanged([seen], versions={"restarted": b"stale"}) == []
+    assert store.delete_if_unchanged([current], versions={}) == ["restarted"]
+    assert store.scan() == {}
+
+
 def test_no_lost_update_between_processes(location: str, tmp_path: Path) -> None:
     """6 processes x 50 conditional increments of one counter: every one counts."""
     go = tmp_path / "go"

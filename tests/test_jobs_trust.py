@@ -36,6 +36,7 @@ from statusbridge import (
     UnknownJobError,
 )
 from statusbridge.jobs._context import JobContext
+from statusbridge.jobs._retention import retention_lag
 from statusbridge.store import write_atomic
 
 
@@ -180,6 +181,79 @@ class TestRetention:
                 30,
                 "retention to leave 10 records",
             )
+
+    def test_a_record_rewritten_after_the_cache_read_it_survives(self, tmp_path: Path) -> None:
+        """Retention removes by the version the cache saw: a newer record is never removed."""
+        folder = tmp_path / "s"
+        writer = StatusStore(folder)
+        for name in ("restarted", "old"):
+            writer.update(name, status="completed")
+        # Polls once an hour: after its first scan this cache sees nothing more, so
+        # the queue decides on a record that has changed since.
+        cache = StatusCache(folder, polling=True, poll_interval=3600)
+        with (
+            cache,
+            BatchQueue(
+                max_completed_jobs=2,
+                status_dir=folder,
+                cache=cache,
+                retention_hours=None,
+                maintenance_interval=3600,
+            ) as queue,
+        ):
+            writer.update("restarted", status="pending")  # a new run of the same id
+            queue.max_completed_jobs = 0
+            assert queue.maintain().removed == ("old",)
+            current = writer.read("restarted")
+            assert current is not None and current.status is BatchStatus.PENDING
+
+    def test_retention_never_waits_for_a_subscriber_that_waits_for_it(self, tmp_path: Path) -> None:
+        """The cache's versions are asked for under its apply lock, which subscribers hold:
+        one waiting for retention to finish must not deadlock it (it falls back to reading)."""
+        folder = tmp_path / "s"
+        writer = StatusStore(folder)
+        writer.update("old", status="completed")
+        with BatchQueue(
+            max_completed_jobs=1, status_dir=folder, retention_hours=None, maintenance_interval=3600
+        ) as queue:
+            inside, done, left = threading.Event(), threading.Event(), threading.Event()
+
+            def blocker(snap: object, changed: frozenset[str]) -> None:
+                if "trigger" in changed:
+                    inside.set()
+                    done.wait(30)
+                    left.set()
+
+            unsubscribe = queue.cache.subscribe(blocker)
+            writer.update("trigger", status="completed")
+            assert inside.wait(10)
+            try:
+                queue.max_completed_jobs = 0
+                assert sorted(queue.maintain().removed) == ["old", "trigger"]
+                assert not left.is_set()  # retention went on while the subscriber waited
+            finally:
+                done.set()
+                unsubscribe()
+            assert writer.scan() == {}
+
+    def test_retention_lags_by_at_most_one_group_while_jobs_run(self, tmp_path: Path) -> None:
+        folder, gate, limit = tmp_path / "s", tmp_path / "gate", 20
+        lag = retention_lag(limit)
+        assert (retention_lag(9), lag, retention_lag(1000), retention_lag(10**6)) == (0, 2, 64, 64)
+
+        def finished_records() -> int:
+            jobs = StatusStore(folder).scan().values()
+            return sum(job.is_finished for job in jobs)
+
+        with BatchQueue(2, max_completed_jobs=limit, status_dir=folder) as queue:
+            slow = queue.submit(wait_for_gate, {"gate": str(gate)})
+            fast = [queue.submit(double, {"x": i}) for i in range(50)]
+            assert queue.wait(fast, timeout=60)
+            wait_until(lambda: finished_records() <= limit + lag, 30, "retention while busy")
+            gate.touch()
+            assert queue.wait([slow], timeout=30)
+            # Idle: down to the limit itself.
+            wait_until(lambda: finished_records() <= limit, 30, "retention once idle")
 
     def test_trimming_survives_the_clock_stepping_back(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"

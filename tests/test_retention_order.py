@@ -36,18 +36,21 @@ changes = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(job(), max_size=10).map(lambda js: {j.id: j for j in js}),
-    st.lists(changes, max_size=12),
-    st.integers(0, 10),
-    st.sets(st.sampled_from(["a", "b"])),
-    st.integers(0, 4),
+    initial=st.lists(job(), max_size=10).map(lambda js: {j.id: j for j in js}),
+    steps=st.lists(changes, max_size=12),
+    max_completed=st.integers(0, 10),
+    protected=st.sets(st.sampled_from(["a", "b"])),
+    seed_at=st.integers(0, 4),
+    max_age_seconds=st.one_of(st.none(), st.integers(0, 6)),
 )
-def test_oldest_unprotected_equals_full_selection(
+def test_quick_selection_equals_full_selection(
+    *,
     initial: dict[str, BatchJob],
     steps: list[dict[str, BatchJob | None]],
     max_completed: int,
     protected: set[str],
     seed_at: int,
+    max_age_seconds: int | None,
 ) -> None:
     order = FinishOrder()
     snap = Snapshot().with_changes(initial)
@@ -60,17 +63,21 @@ def test_oldest_unprotected_equals_full_selection(
         order(snap, change.keys())  # what the cache's subscription does
     if seed_at >= len(steps):
         order.seed(snap)
+    now = EPOCH + timedelta(seconds=5)
+    max_age_hours = None if max_age_seconds is None else max_age_seconds / 3600
     expected = select_for_retention(
         snap.values(),
         max_completed=max_completed,
-        max_age_hours=None,
-        now=EPOCH,
+        max_age_hours=max_age_hours,
+        now=now,
         ranks=order.ranks(),
         protected_batches=protected,
     )
-    quick = order.oldest_unprotected(
+    quick = order.select(
         snap,
-        snap.summary().finished - max_completed,
-        lambda j: j.batch_id is not None and j.batch_id in protected,
+        max_completed=max_completed,
+        max_age_hours=max_age_hours,
+        now=now,
+        protected=lambda j: j.batch_id is not None and j.batch_id in protected,
     )
     assert sorted(j.id for j in quick) == sorted(j.id for j in expected)

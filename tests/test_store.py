@@ -471,6 +471,47 @@ class TestBounded:
         assert store.cleanup(max_age_hours=0, max_completed=0, now=later) == 1
         assert records(status_dir) == ["pending.json", "running.json"]
 
+    def test_removal_by_the_cache_s_versions_spares_every_changed_record(
+        self, store: StatusStore, status_dir: Path, tmp_path: Path
+    ) -> None:
+        """Retention's removal judges a record by the file signature the cache read it from:
+        a rewrite by another writer, an edit in place (same size) and a second name each
+        keep the record, even though this cache has not seen them."""
+        names = ["same", "rewritten", "edited", "linked"]
+        for name in names:
+            store.update(name, status="completed", message="mine")
+        # Polls once an hour: it keeps what its first scan read, whatever happens since.
+        with StatusCache(status_dir, polling=True, poll_interval=3600) as cache:
+            jobs = list(cache.snapshot().values())
+            versions = cache.versions_of(jobs)
+            assert sorted(versions) == sorted(names)
+            StatusStore(status_dir).update("rewritten", status="pending")  # a new run
+            path = status_dir / "edited.json"
+            text = path.read_text()
+            with open(path, "r+") as f:  # in place: same inode, same size
+                f.write(text.replace('"mine"', '"your"'))
+            os.link(status_dir / "linked.json", tmp_path / "second-name")
+            assert cache.snapshot().get("rewritten") is not None  # still the old run here
+            assert store.delete_if_unchanged(jobs, versions=versions) == ["same"]
+        assert records(status_dir) == ["edited.json", "linked.json", "rewritten.json"]
+
+    def test_versions_only_for_the_records_the_snapshot_shows(
+        self, store: StatusStore, cache: StatusCache, status_dir: Path
+    ) -> None:
+        store.update("old-run", status="completed")
+        store.update("bad", status="completed")
+        seen = wait_until(lambda: cache.get("old-run") and cache.get("bad"), 10, "the cache")
+        old_run, bad = cache.get("old-run"), cache.get("bad")
+        assert seen and old_run is not None and bad is not None
+        assert sorted(cache.versions_of([old_run, bad])) == ["bad", "old-run"]
+        store.update("old-run", status="pending")  # restarted
+        (status_dir / "bad.json").write_text("nope")  # invalid now; the cache keeps the last good
+        wait_until(lambda: cache.get("old-run") != old_run, 10, "the restart to show")
+        wait_until(lambda: "bad.json" in cache.health().invalid_files, 10, "the bad file")
+        assert cache.get("bad") is bad
+        assert cache.versions_of([old_run, bad]) == {}
+        assert store.delete_if_unchanged([old_run, bad], versions={}) == []
+
     def test_scan_skips_invalid(self, store: StatusStore) -> None:
         store.update("good")
         (store.directory / "bad.json").write_text("nope")

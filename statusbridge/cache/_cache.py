@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -120,6 +120,16 @@ class StatusCache:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def versions_of(self, jobs: Iterable[BatchJob]) -> dict[str, bytes]:
+        """Opaque versions of those of ``jobs`` this cache holds as they are now.
+
+        For ``StatusStore.delete_if_unchanged(versions=...)`` on the same location:
+        a folder store checks a file's signature instead of reading it back. Jobs
+        missing from the answer are checked the long way; a backend without such
+        versions answers ``{}``.
+        """
+        return {}
 
     # -- the UI read path: attribute reads only ------------------------------
     def snapshot(self) -> Snapshot:

@@ -23,7 +23,7 @@ import stat
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
 _LIVENESS_INTERVAL = 0.5
+# Longest versions_of waits for the cache thread before answering "none known".
+_VERSIONS_PATIENCE = 0.1
 
 
 class _Life:
@@ -216,6 +218,29 @@ class FolderCache(StatusCache):
                 self._check_watch()  # a closed cache must not start a new observer
             self._reconcile()
         return self._snapshot
+
+    def versions_of(self, jobs: Iterable[BatchJob]) -> dict[str, bytes]:
+        """The file signature each of ``jobs`` was read from, if the snapshot still shows it.
+
+        Under the apply lock the signatures and the snapshot agree: a job that is
+        the very object of the current snapshot was decoded from the file whose
+        signature is known (or from an equal one), unless that name is invalid now.
+        The lock is waited for briefly only: subscribers run under it, and one may be
+        waiting for the caller (a queue's supervisor); then the answer is ``{}``.
+        """
+        versions: dict[str, bytes] = {}
+        if not self._apply_lock.acquire(timeout=_VERSIONS_PATIENCE):
+            return versions
+        try:
+            snap = self._snapshot
+            for job in jobs:
+                name = f"{job.id}{RECORD_SUFFIX}"
+                sig = self._known.get(name)
+                if sig is not None and snap.get(job.id) is job and name not in self._invalid:
+                    versions[job.id] = sig
+        finally:
+            self._apply_lock.release()
+        return versions
 
     # -- life cycle ---------------------------------------------------------
     def close(self) -> None:

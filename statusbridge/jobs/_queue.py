@@ -51,7 +51,7 @@ from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import JobContext, register, running_context, signal_cancel
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
-from statusbridge.jobs._retention import FinishOrder, open_batches, select_for_retention
+from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._runner import RunSpec, run_job
 from statusbridge.record import BatchJob, BatchStatus, freeze, utc_now, validate_job_id
 from statusbridge.store import StatusStore
@@ -697,10 +697,11 @@ class BatchQueue:
         return MaintenanceReport(tuple(died), tuple(abandoned), tuple(removed))
 
     def _apply_retention(
-        self, snap: Snapshot, *, now: datetime, max_age_hours: float | None
+        self, snap: Snapshot, *, now: datetime, max_age_hours: float | None, lag: int = 0
     ) -> list[str]:
+        """Remove what retention selects; the count-based pass waits for ``lag`` extra records."""
         finished = snap.summary().finished
-        if finished <= self.max_completed_jobs and max_age_hours is None:
+        if finished <= self.max_completed_jobs + lag and max_age_hours is None:
             return []
         protected: set[str] = set()
         with self._lock:
@@ -708,30 +709,24 @@ class BatchQueue:
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))
-        if max_age_hours is None:
-            # After each burst of finished jobs: only the oldest few, O(1) amortised.
-            doomed = self._finish_order.oldest_unprotected(
-                snap,
-                finished - self.max_completed_jobs,
-                lambda job: (
-                    job.batch_id is not None
-                    and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
-                ),
-            )
-        else:
-            doomed = select_for_retention(
-                snap.values(),
-                max_completed=self.max_completed_jobs,
-                max_age_hours=max_age_hours,
-                now=now,
-                ranks=self._finish_order.ranks(),
-                protected_batches=protected | open_batches(snap),
-            )
+        # The oldest few beyond the limit, from the finish order (O(1) amortised per
+        # finished job); with an age limit, one cheap pass over the finished jobs.
+        doomed = self._finish_order.select(
+            snap,
+            max_completed=self.max_completed_jobs,
+            max_age_hours=max_age_hours,
+            now=now,
+            protected=lambda job: (
+                job.batch_id is not None
+                and (job.batch_id in protected or not snap.summary(job.batch_id).is_done)
+            ),
+        )
         if not doomed:
             return []
         # Noted first: a reader may see a record gone before the call returns.
         self._note_removed(job.id for job in doomed)
-        removed = self.store.delete_if_unchanged(doomed)
+        # The cache's file signatures spare the store reading each record back.
+        removed = self.store.delete_if_unchanged(doomed, versions=self.cache.versions_of(doomed))
         with self._lock:
             for job_id in removed:
                 if job_id not in self._subs:
@@ -834,7 +829,11 @@ class BatchQueue:
         are trimmed too without waiting for the next maintenance pass.
         """
         snap = self.cache.snapshot()
-        self._apply_retention(snap, now=self._clock(), max_age_hours=None)
+        with self._lock:
+            busy = bool(self._subs)
+        # While jobs still run, old records go in groups; once idle, down to the limit.
+        lag = retention_lag(self.max_completed_jobs) if busy else 0
+        self._apply_retention(snap, now=self._clock(), max_age_hours=None, lag=lag)
         now = time.monotonic()
         with self._lock:
             for job_id, since in list(self._done_unseen.items()):

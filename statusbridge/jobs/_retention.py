@@ -21,7 +21,28 @@ from datetime import datetime, timedelta
 from statusbridge.cache import Snapshot
 from statusbridge.record import BatchJob
 
-__all__ = ["FinishOrder", "open_batches", "select_for_retention"]
+__all__ = [
+    "RETENTION_GROUP",
+    "FinishOrder",
+    "expired",
+    "retention_lag",
+    "select_for_retention",
+]
+
+# While a queue's jobs keep finishing, its count-based retention lets up to this
+# many records beyond ``max_completed_jobs`` gather and removes them together
+# (one lock per stripe, one cache update): see ``retention_lag``.
+RETENTION_GROUP = 64
+
+
+def retention_lag(max_completed: int) -> int:
+    """How far past ``max_completed`` finished records may run while jobs still finish.
+
+    A tenth of the limit, at most ``RETENTION_GROUP``: a limit below 10 is kept
+    exactly. Once the queue is idle, and at every maintenance pass, retention
+    trims to the limit itself.
+    """
+    return min(RETENTION_GROUP, max_completed // 10)
 
 
 class FinishOrder:
@@ -69,6 +90,33 @@ class FinishOrder:
                     doomed.append(job)
         return doomed
 
+    def select(
+        self,
+        snapshot: Snapshot,
+        *,
+        max_completed: int,
+        max_age_hours: float | None,
+        now: datetime,
+        protected: Callable[[BatchJob], bool],
+    ) -> list[BatchJob]:
+        """What ``select_for_retention`` picks, without sorting every record.
+
+        Beyond ``max_completed``: the oldest few, from the finish order. Too old:
+        one pass comparing each finished job's time with the cut-off, only when
+        ``max_age_hours`` is given (the maintenance pass).
+        """
+        finished = snapshot.summary().finished
+        doomed = self.oldest_unprotected(snapshot, finished - max_completed, protected)
+        if max_age_hours is None:
+            return doomed
+        chosen = {job.id for job in doomed}
+        doomed.extend(
+            job
+            for job in expired(snapshot.values(), max_age_hours=max_age_hours, now=now)
+            if job.id not in chosen and not protected(job)
+        )
+        return doomed
+
     def __call__(self, snapshot: Snapshot, changed_ids: Iterable[str]) -> None:
         with self._lock:
             for job_id in changed_ids:
@@ -92,9 +140,16 @@ def _finished_when(job: BatchJob) -> tuple[float, str]:
     return (when.timestamp() if when else 0.0, job.id)
 
 
-def open_batches(snapshot: Snapshot) -> set[str]:
-    """Batches with at least one pending or running job in ``snapshot``."""
-    return {b for b in snapshot.batch_ids() if not snapshot.summary(b).is_done}
+def expired(jobs: Iterable[BatchJob], *, max_age_hours: float, now: datetime) -> list[BatchJob]:
+    """Finished jobs that completed (or last changed) more than ``max_age_hours`` before ``now``."""
+    cutoff = now - timedelta(hours=max_age_hours)
+    return [
+        job
+        for job in jobs
+        if job.is_finished
+        and (when := job.completed_at or job.updated_at) is not None
+        and when < cutoff
+    ]
 
 
 def select_for_retention(
@@ -109,6 +164,7 @@ def select_for_retention(
     """Finished jobs beyond the newest ``max_completed`` or older than ``max_age_hours``.
 
     Protected batches' records count towards ``max_completed`` but are never chosen.
+    The reference: it sorts every record; ``FinishOrder.select`` must pick the same.
     """
 
     def newest_first(job: BatchJob) -> tuple[int, float, str]:

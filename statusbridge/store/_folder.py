@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,7 @@ from statusbridge.store._files import (
     unreadable_reason,
     written_version,
 )
-from statusbridge.store._locks import StripedLocks
+from statusbridge.store._locks import StripedLocks, stripe_of
 from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["FolderStore"]
@@ -258,19 +258,53 @@ class FolderStore(StatusStore):
     def _after_cleanup(self) -> None:
         self.remove_stale_temp_files()
 
-    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
-        path = self.path_for(job.id)
-        with self._locks.hold(job.id, self.lock_timeout):
-            # Re-read under the lock: the job may have been restarted since the scan.
+    def delete_if_unchanged(
+        self, jobs: Iterable[BatchJob], *, versions: Mapping[str, bytes] | None = None
+    ) -> list[str]:
+        """Delete these records unless they changed since read; return the ids removed.
+
+        Each lock stripe is taken once for all of its jobs. A job with a version
+        (the file signature a cache of this folder read it from) is judged by one
+        lstat: a writer replaces the file (new inode) and changes it under the same
+        lock, and an edit in place or a new hard link moves its ctime. Jobs without
+        one are read and compared (seq, created_at).
+        """
+        versions = versions or {}
+        jobs = list(jobs)
+        by_stripe: dict[int, list[BatchJob]] = {}
+        for job in jobs:
+            validate_job_id(job.id)
+            by_stripe.setdefault(stripe_of(job.id), []).append(job)
+        removed: set[str] = set()
+        folder = os.fspath(self._directory)
+        for group in by_stripe.values():
+            with self._locks.hold(group[0].id, self.lock_timeout):
+                for job in group:
+                    path = f"{folder}{os.sep}{job.id}{RECORD_SUFFIX}"
+                    if self._unchanged(job, path, versions.get(job.id)):
+                        with suppress(FileNotFoundError):
+                            os.unlink(path)
+                        self._known.pop(job.id, None)
+                        removed.add(job.id)
+        return [job.id for job in jobs if job.id in removed]  # in the order given
+
+    def _unchanged(self, job: BatchJob, path: str, version: bytes | None) -> bool:
+        """Whether ``path`` still holds ``job`` (called with the job's lock held)."""
+        if version is not None:
             try:
-                current, _sig = read_record_file(path, max_bytes=self.max_bytes)
-            except (FileNotFoundError, InvalidRecordError):
+                st = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
                 return False
-            if current.seq != job.seq or current.created_at != job.created_at:
-                return False
-            with suppress(FileNotFoundError):
-                os.unlink(path)
-        return True
+            return signature_of(st) == version
+        # Re-read: the job may have been restarted since it was read.
+        try:
+            current, _sig = read_record_file(path, max_bytes=self.max_bytes)
+        except (FileNotFoundError, InvalidRecordError):
+            return False
+        return current.seq == job.seq and current.created_at == job.created_at
+
+    def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
+        return bool(self.delete_if_unchanged([job]))
 
     def remove_stale_temp_files(self, max_age: float = STALE_TEMP_SECONDS) -> int:
         """Remove temp files left by writers that died mid-write (older than ``max_age`` s).

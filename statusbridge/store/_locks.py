@@ -33,7 +33,7 @@ from filelock import lock_descriptor, unlock_descriptor
 
 from statusbridge.errors import LockTimeout
 
-__all__ = ["STRIPES", "StripedLocks", "lock_name"]
+__all__ = ["STRIPES", "StripedLocks", "lock_name", "stripe_of"]
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -217,8 +217,15 @@ class StatusStore:
         self._after_cleanup()
         return removed
 
-    def delete_if_unchanged(self, jobs: Iterable[BatchJob]) -> list[str]:
-        """Delete these records unless they changed since read; return the ids removed."""
+    def delete_if_unchanged(
+        self, jobs: Iterable[BatchJob], *, versions: Mapping[str, bytes] | None = None
+    ) -> list[str]:
+        """Delete these records unless they changed since read; return the ids removed.
+
+        ``versions`` (job id -> ``StatusCache.versions_of`` of a cache of this same
+        location) lets a backend that can tell a record's version without reading it
+        check that instead; the others ignore it.
+        """
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
 
 
