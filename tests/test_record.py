@@ -19,7 +19,7 @@ from statusbridge.record import (
     thaw,
     validate_job_id,
 )
-from statusbridge.record._codec import _DECODER, _checked_doc, _well_formed_job
+from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
 
 VALID_DOC = {
     "schema": 1,
@@ -313,8 +313,10 @@ def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) ->
     fast, general = _both_paths(data, job.id)
     assert fast == general == job
     # Everything statusbridge writes is in final form: the fast path must take it
-    # (otherwise start-up silently falls back to the slow path).
+    # (otherwise start-up silently falls back to the slow path), and msgspec's parse
+    # too unless a string needed a \u escape (control characters).
     assert _well_formed_job(json.loads(data), job.id) == job
+    assert _quick_job(data, job.id) == (None if b"\\u" in data else job)
 
 
 @given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())
@@ -342,3 +344,27 @@ def test_fast_path_defers_on_other_shapes() -> None:
     fast, general = _both_paths(huge, "j")
     assert fast == general
     assert isinstance(fast, str) and "progress must be between" in fast
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b'"seq": 1,', b'"seq": 1, "seq": 2,'),  # top level
+        (b'"seq": 1,', b'"seq":1, "seq": 1,'),  # same value, other spacing
+        (b'"message": ""', b'"message": "a:b", "message": ""'),  # the lost value has a colon
+        (b'"meta": {}', b'"meta": {"k": 1, "k": 2}'),
+        (b'"meta": {}', b'"meta": {"k": {"x": [1, {"y": ":", "y": 2}]}}'),  # deep inside
+        (b'"params": null', b'"params": [{"a": "1:2", "a": "1:2"}]'),
+        (b'"seq": 1,', b'"seq": 1, "\\u0073eq": 1,'),  # an escaped name
+    ],
+)
+def test_duplicate_keys_are_refused_in_written_documents(before: bytes, after: bytes) -> None:
+    """msgspec keeps the last of duplicate keys: the colon count must send these to the stdlib."""
+    job = BatchJob("j", BatchStatus.COMPLETED, seq=1, created_at=datetime.now(UTC))
+    data = encode_job(job)
+    assert before in data
+    assert _quick_job(data, "j") == job
+    changed = data.replace(before, after)
+    assert _quick_job(changed, "j") is None
+    with pytest.raises(InvalidRecordError, match="duplicate key"):
+        decode_job(changed, expected_id="j")

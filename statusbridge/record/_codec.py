@@ -10,6 +10,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record._frozen import EMPTY, MAX_NESTING, freeze, thaw
 from statusbridge.record._ids import validate_job_id
@@ -113,6 +115,9 @@ def decode_job(
 def _decode(data: bytes, expected_id: str | None) -> BatchJob:
     if not data:
         raise InvalidRecordError("empty file")
+    job = _quick_job(data, expected_id)
+    if job is not None:
+        return job
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -127,6 +132,71 @@ def _decode(data: bytes, expected_id: str | None) -> BatchJob:
         raise InvalidRecordError(f"top level must be a JSON object, not {type(doc).__name__}")
     job = _well_formed_job(doc, expected_id)
     return job if job is not None else _checked_doc(doc, expected_id)
+
+
+def _quick_job(data: bytes, expected_id: str | None) -> BatchJob | None:
+    """The job of a document in the written form, parsed by msgspec; None: take the stdlib path.
+
+    msgspec parses about three times faster than ``json`` and is stricter (it
+    refuses what json reads as infinity, lone surrogates, a byte order mark),
+    but keeps the last of duplicate keys without a word. So the result is used
+    only if every key was read once: outside strings each pair has exactly one
+    colon, so the document's colons must be the pairs kept plus the colons
+    inside the strings kept. A duplicate adds a pair (and its strings) that
+    the result does not hold; escapes (``\\u003a`` is a colon) are left to
+    the stdlib path. Whatever this refuses, the stdlib path decides and words.
+    """
+    if _ESCAPE in data:
+        return None
+    try:
+        doc = _MSGSPEC_DECODE(data)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if type(doc) is not dict:
+        return None
+    job = _well_formed_job(doc, expected_id)
+    if job is None or data.count(b":") != _colons_if_read_once(tuple(doc.values())):
+        return None
+    return job
+
+
+_ESCAPE = b"\\u"
+_MSGSPEC_DECODE = msgspec.json.Decoder().decode
+# Where strings may hold colons in a well-formed document (ids and status values cannot).
+_TEXT_AT = tuple(
+    _WRITTEN_KEYS.index(name)
+    for name in ("error_message", "message", "owner", "owner_machine", *_TIME_FIELDS)
+)
+_NESTED_AT = tuple(_WRITTEN_KEYS.index(name) for name in ("params", "result", "meta"))
+
+
+def _colons_if_read_once(values: tuple[Any, ...]) -> int:
+    """The colons a well-formed document's text has if each of its keys was read once."""
+    count = len(values)
+    for at in _TEXT_AT:
+        text = values[at]
+        if text:
+            count += text.count(":")
+    for at in _NESTED_AT:
+        nested = values[at]
+        if nested:
+            count += _pairs_and_colons(nested)
+    return count
+
+
+def _pairs_and_colons(value: Any) -> int:
+    """Key-value pairs in a decoded JSON value, plus the colons in its strings."""
+    kind = type(value)
+    count: int
+    if kind is str:
+        count = value.count(":")
+    elif kind is dict:
+        count = sum(1 + key.count(":") + _pairs_and_colons(item) for key, item in value.items())
+    elif kind is list:
+        count = sum(map(_pairs_and_colons, value))
+    else:
+        count = 0
+    return count
 
 
 def _checked_doc(doc: dict[str, Any], expected_id: str | None) -> BatchJob:
