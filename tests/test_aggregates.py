@@ -127,3 +127,22 @@ def test_summary_with_newer_records_equals_merged_summary(
     assert snap.summary_with("a", newer, pending_extra=extra, name="n") == summarize(
         members, batch_id="a", name="n"
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(changes, changes)
+def test_first_load_equals_job_by_job_edits(
+    first: dict[str, BatchJob | None], more: dict[str, BatchJob | None]
+) -> None:
+    """An empty snapshot takes a whole load in one pass; the result is the same as editing."""
+    seed = BatchJob("seed", "running", batch_id="a")  # (not one of the drawn ids)
+    loaded = Snapshot().with_changes({**first, **more})
+    edited = Snapshot().with_changes({"seed": seed}).with_changes({**first, **more})
+    edited = edited.with_changes({"seed": None})
+    assert dict(loaded) == dict(edited)
+    assert loaded._total == edited._total
+    assert loaded._tallies == edited._tallies
+    assert loaded._running == edited._running
+    assert loaded._active == edited._active
+    assert loaded._batches == edited._batches
+    check(loaded)

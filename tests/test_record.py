@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -10,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, InvalidRecordError
-from statusbridge.record import FrozenMap, decode_job, encode_job, thaw, validate_job_id
+from statusbridge.record import (
+    FIELD_NAMES,
+    FrozenMap,
+    decode_job,
+    encode_job,
+    thaw,
+    validate_job_id,
+)
+from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
 
 VALID_DOC = {
     "schema": 1,
@@ -153,6 +162,7 @@ class TestCodec:
             (doc(progress="half"), "progress must be a number"),
             (doc(created_at="yesterday"), "created_at 'yesterday' is not an ISO-8601"),
             (doc(created_at="2026-01-01T00:00:00"), "has no UTC offset"),
+            (doc(created_at="0001-01-01T00:00:00+02:00"), "is out of range in UTC"),
             (doc(seq=-1), "seq must be >= 0"),
             (doc(seq=True), "seq must be an int"),
             (doc(meta=[1]), "'meta' must be a JSON object"),
@@ -223,3 +233,138 @@ def test_decoder_fuzz_structured(value: object) -> None:
         decode_job(json.dumps(candidate).encode())
     except InvalidRecordError:
         pass
+
+
+# -- the decoder's fast path (documents as statusbridge writes them) --------------------------
+ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True).filter(
+    lambda s: not s.endswith(".") and s.split(".")[0].upper() not in ("CON", "PRN", "AUX", "NUL")
+)
+times = st.none() | st.datetimes(
+    min_value=datetime(1900, 1, 1),
+    max_value=datetime(9000, 1, 1),
+    timezones=st.sampled_from([UTC, timezone(timedelta(hours=2))]),
+)
+full_jobs = st.builds(
+    BatchJob,
+    id=ids,
+    status=st.sampled_from(BatchStatus),
+    params=json_values,
+    result=json_values,
+    error_message=st.none() | st.text(max_size=10),
+    progress=st.none() | st.floats(0, 1),
+    message=st.text(max_size=10),
+    batch_id=st.none() | ids,
+    meta=st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+    created_at=times,
+    started_at=times,
+    completed_at=times,
+    updated_at=times,
+    seq=st.integers(0, 2**70),
+    owner=st.none() | st.text(max_size=10),
+    owner_start=st.none() | st.integers(),
+    owner_machine=st.none() | st.text(max_size=10),
+    cancel_requested=st.booleans(),
+    heartbeat_at=times,
+)
+# Values a hand-edited or foreign document may hold instead of the written one.
+odd_values = json_values | st.sampled_from(
+    [
+        "2026-01-01T00:00:00",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01T02:00:00+02:00",
+        "2026-13-01T00:00:00+00:00",
+        "pending",
+        "completed",
+        "../x",
+        "CON",
+        "x.",
+        1,
+        0,
+        -1,
+        1.5,
+        1e999,
+        True,
+        {},
+        [],
+    ]
+)
+
+
+def _outcome(call: Callable[[], BatchJob]) -> BatchJob | str:
+    """The job, or the reason it was refused (as decode_job words it)."""
+    try:
+        return call()
+    except InvalidRecordError as exc:
+        return exc.reason
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+
+
+def _both_paths(data: bytes, expected_id: str | None) -> tuple[BatchJob | str, BatchJob | str]:
+    fast = _outcome(lambda: decode_job(data, expected_id=expected_id))
+    general = _outcome(lambda: _checked_doc(_DECODER.decode(data.decode()), expected_id))
+    return fast, general
+
+
+@given(full_jobs)
+@settings(max_examples=100, deadline=None)
+def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) -> None:
+    data = encode_job(job)
+    fast, general = _both_paths(data, job.id)
+    assert fast == general == job
+    # Everything statusbridge writes is in final form: the fast path must take it
+    # (otherwise start-up silently falls back to the slow path), and msgspec's parse
+    # too unless a string needed a \u escape (control characters).
+    assert _well_formed_job(json.loads(data), job.id) == job
+    assert _quick_job(data, job.id) == (None if b"\\u" in data else job)
+
+
+@given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_fast_path_refuses_and_accepts_exactly_what_the_general_path_does(
+    job: BatchJob, key: str, value: object, other_id: bool
+) -> None:
+    doc = json.loads(encode_job(job))
+    doc[key] = value
+    fast, general = _both_paths(json.dumps(doc).encode(), "other" if other_id else job.id)
+    assert fast == general
+
+
+def test_fast_path_defers_on_other_shapes() -> None:
+    job = BatchJob("j", BatchStatus.RUNNING, progress=0.5, created_at=datetime.now(UTC))
+    doc = json.loads(encode_job(job))
+    reordered = dict(reversed(doc.items()))
+    extra = {**doc, "future_field": 1}
+    missing = {k: v for k, v in doc.items() if k != "owner"}
+    for variant in (reordered, extra, missing):
+        assert _well_formed_job(dict(variant), "j") is None
+        assert decode_job(json.dumps(variant).encode(), expected_id="j") == job
+    # json reads 1e999 as infinity: refused alike (the written form never has it).
+    huge = encode_job(job).replace(b'"progress": 0.5', b'"progress": 1e999')
+    fast, general = _both_paths(huge, "j")
+    assert fast == general
+    assert isinstance(fast, str) and "progress must be between" in fast
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b'"seq": 1,', b'"seq": 1, "seq": 2,'),  # top level
+        (b'"seq": 1,', b'"seq":1, "seq": 1,'),  # same value, other spacing
+        (b'"message": ""', b'"message": "a:b", "message": ""'),  # the lost value has a colon
+        (b'"meta": {}', b'"meta": {"k": 1, "k": 2}'),
+        (b'"meta": {}', b'"meta": {"k": {"x": [1, {"y": ":", "y": 2}]}}'),  # deep inside
+        (b'"params": null', b'"params": [{"a": "1:2", "a": "1:2"}]'),
+        (b'"seq": 1,', b'"seq": 1, "\\u0073eq": 1,'),  # an escaped name
+    ],
+)
+def test_duplicate_keys_are_refused_in_written_documents(before: bytes, after: bytes) -> None:
+    """msgspec keeps the last of duplicate keys: the colon count must send these to the stdlib."""
+    job = BatchJob("j", BatchStatus.COMPLETED, seq=1, created_at=datetime.now(UTC))
+    data = encode_job(job)
+    assert before in data
+    assert _quick_job(data, "j") == job
+    changed = data.replace(before, after)
+    assert _quick_job(changed, "j") is None
+    with pytest.raises(InvalidRecordError, match="duplicate key"):
+        decode_job(changed, expected_id="j")

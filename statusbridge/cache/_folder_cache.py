@@ -495,7 +495,7 @@ class FolderCache(StatusCache):
                 self._invalid[name] = describe_non_regular(st)
                 return _UNCHANGED
         try:
-            job, sig = read_record_file(path, max_bytes=self.max_bytes)
+            job, sig = read_record_file(path, max_bytes=self.max_bytes, name=name)
         except FileNotFoundError:
             self._known.pop(name, None)
             self._invalid.pop(name, None)

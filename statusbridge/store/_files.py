@@ -224,16 +224,18 @@ def _refused(reason: str, name: str, st: os.stat_result) -> InvalidRecordError:
 
 
 def read_record_file(
-    path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES
+    path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None
 ) -> tuple[BatchJob, FileSignature]:
     """Read and decode one record file.
 
     Raises FileNotFoundError if it vanished (a normal race with delete), and
     InvalidRecordError for anything that is not a valid record of the job named
     by the file: symlinks, non-regular files, hard-linked files, oversized
-    files and undecodable content.
+    files and undecodable content. ``name`` is the file's name, if the caller
+    has it (a cache's scan: saves working it out of the path for every file).
     """
-    name = os.path.basename(path)
+    if name is None:
+        name = os.path.basename(path)
     expected_id = name[: -len(RECORD_SUFFIX)] if name.endswith(RECORD_SUFFIX) else None
     try:
         fd = os.open(path, _OPEN_FLAGS)
