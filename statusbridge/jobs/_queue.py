@@ -674,7 +674,7 @@ class BatchQueue:
         snap = self.cache.snapshot()
         died: list[str] = []
         abandoned: list[str] = []
-        for job in snap.values():
+        for job in snap.active().values():  # only unfinished jobs can have died
             if job.status is BatchStatus.RUNNING:
                 alive = is_owner_alive(job, now=now, heartbeat_timeout=self.heartbeat_timeout)
                 if not alive and self._fail_dead(job, now):
