@@ -6,6 +6,7 @@ and runs real threads; waits are conditions with timeouts.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import signal
@@ -260,3 +261,57 @@ def test_a_killed_application_leaves_written_records_that_are_judged(tmp_path: P
         assert (running.error_message or "").startswith("worker died: process")
         assert pending is not None and pending.status is BatchStatus.FAILED
         assert "abandoned" in (pending.error_message or "")
+
+
+class CountingLock:
+    """``BatchQueue._writing`` that counts the workers that entered it (to see one wait on it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.entered = 0
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name.startswith("statusbridge-job"):
+            with self._count_lock:
+                self.entered += 1
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_failed_pending_write_does_not_lose_a_job_a_worker_waits_for(tmp_path: Path) -> None:
+    """The supervisor's PENDING write fails while the job's worker waits for it to land.
+
+    The failure is simulated (an OSError(ENOSPC) from the store, raised at the
+    one moment that matters: a real full disk cannot be timed to one write);
+    the threads, the queue and the files are real. The job must still run once.
+    """
+    blocked, started, gate = gated()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue:
+        writing = CountingLock()
+        queue._writing = writing  # type: ignore[assignment]
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if threading.current_thread().name == "statusbridge-queue" and not failed:
+                failed.append(job_id)
+                gate.set()  # the running job ends; its worker takes the next job ...
+                # ... and finds it gone: being written, it waits for that write.
+                wait_until(lambda: writing.entered >= 1, 30, "the worker waiting for the write")
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        first = queue.submit(blocked)
+        second = queue.submit(lambda params: "second")
+        assert started.wait(30)
+        assert queue.wait([first, second], timeout=30)
+        assert failed  # the simulated failure happened
+    store = StatusStore(tmp_path)
+    for job_id, result in ((first, "through"), (second, "second")):
+        job = store.read(job_id)
+        assert job is not None and job.status is BatchStatus.COMPLETED and job.result == result
+

@@ -381,6 +381,17 @@ class BatchQueue:
 
     def _claim(self, ctx: JobContext) -> tuple[Any] | None:
         """A worker takes its job from memory if no record of it was written: (params,)."""
+        while True:
+            claimed = self._claim_from_memory(ctx)
+            if claimed is not None:
+                return claimed
+            # A write of its PENDING record may have been under way: it has landed
+            # now, or it failed and put the job back in memory (claim it then).
+            with self._writing, self._lock:
+                if ctx.job_id not in self._unwritten:
+                    return None
+
+    def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | None:
         with self._lock:
             entry = self._unwritten.pop(ctx.job_id, None)
             if entry is not None:
@@ -400,8 +411,6 @@ class BatchQueue:
                         status=BatchStatus.RUNNING, started_at=now, heartbeat_at=now
                     )
                 return (record["params"],)
-        with self._writing:
-            pass  # a write of its PENDING record may be under way: let it land first
         return None
 
     def _write_overdue(self) -> float | None:
