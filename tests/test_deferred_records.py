@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -315,3 +316,17 @@ def test_a_failed_pending_write_does_not_lose_a_job_a_worker_waits_for(tmp_path:
         job = store.read(job_id)
         assert job is not None and job.status is BatchStatus.COMPLETED and job.result == result
 
+
+def test_a_deferred_job_the_pool_refuses_ends_failed(tmp_path: Path) -> None:
+    """A submit that fails leaves a FAILED record, never a PENDING one nobody will run."""
+    executor = ThreadPoolExecutor(1)
+    executor.shutdown()  # refuses new work: submit raises RuntimeError
+    store = StatusStore(tmp_path)
+    with BatchQueue(1, status_dir=tmp_path, executor=executor, record_delay=0.05) as queue:
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            queue.submit(lambda params: "never")
+        (job,) = wait_until(lambda: list(store.scan().values()), message="the job's record")
+        assert job.status is BatchStatus.FAILED, job
+        assert "could not submit" in (job.error_message or "")
+        seen = queue.get_job_status(job.id)
+        assert seen is not None and seen.status is BatchStatus.FAILED

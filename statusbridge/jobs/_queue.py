@@ -355,9 +355,11 @@ class BatchQueue:
         try:
             self._start(spec, attempts=1)
         except Exception as exc:
-            self._mark_if_unfinished(
-                job_id, BatchStatus.FAILED, f"could not submit: {type(exc).__name__}: {exc}"
-            )
+            why = f"could not submit: {type(exc).__name__}: {exc}"
+            # A job still in memory gets its record now, failed: written later
+            # as PENDING, it would wait for a worker that never comes.
+            if not self._write_pending_now(job_id, status=BatchStatus.FAILED, error_message=why):
+                self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
             raise
         return job_id
 
