@@ -330,3 +330,36 @@ def test_a_deferred_job_the_pool_refuses_ends_failed(tmp_path: Path) -> None:
         assert "could not submit" in (job.error_message or "")
         seen = queue.get_job_status(job.id)
         assert seen is not None and seen.status is BatchStatus.FAILED
+
+
+def test_a_cancel_whose_write_fails_still_holds(tmp_path: Path) -> None:
+    """Cancelling a job pending in memory while the disk is full (simulated: one OSError).
+
+    The cancel must hold: the job never runs, and its record, written once the
+    disk takes it again, says CANCELLED.
+    """
+    blocked, started, gate = gated()
+    ran: list[str] = []
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        first = queue.submit(blocked)
+        second = queue.submit(lambda params: ran.append("ran"))
+        assert started.wait(30)
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if job_id == second and not failed:
+                failed.append(job_id)
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        assert queue.cancel(second)
+        assert failed
+        seen = queue.get_job_status(second)
+        assert seen is not None and seen.status is BatchStatus.CANCELLED
+        gate.set()
+        assert queue.wait([first, second], timeout=30)
+        job = wait_until(lambda: StatusStore(tmp_path).read(second), 30, "the CANCELLED record")
+        assert job.status is BatchStatus.CANCELLED and job.cancel_requested
+    assert ran == []

@@ -88,6 +88,9 @@ WAIT_SLICE = 0.1
 # ``wait()`` on a job that finished and was removed is not "unknown".
 REMEMBER_REMOVED = 10_000
 
+# How soon a record whose first write failed (a full disk) is tried again.
+WRITE_RETRY = 0.5
+
 # How many deferred PENDING records the supervisor writes per hold of ``_writing``
 # (a worker whose job is among them waits for the group).
 WRITE_GROUP = 64
@@ -124,6 +127,7 @@ class _Submission:
 _STOP = object()  # posted to the supervisor: release everything once idle
 _WAKE = object()  # posted to the supervisor: a job waits in memory (see _write_overdue)
 _DRAIN = object()  # posted to the supervisor: stop after what was posted before
+_NOT_TO_RUN = object()  # BatchQueue._claim_from_memory: the job ended before it started
 
 
 def _post_done(events: stdlib_queue.SimpleQueue[Any], job_id: str, future: Future[Any]) -> None:
@@ -385,7 +389,9 @@ class BatchQueue:
         """A worker takes its job from memory if no record of it was written: (params,)."""
         while True:
             claimed = self._claim_from_memory(ctx)
-            if claimed is not None:
+            if claimed is _NOT_TO_RUN:
+                return None
+            if isinstance(claimed, tuple):
                 return claimed
             # A write of its PENDING record may have been under way: it has landed
             # now, or it failed and put the job back in memory (claim it then).
@@ -393,10 +399,13 @@ class BatchQueue:
                 if ctx.job_id not in self._unwritten:
                     return None
 
-    def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | None:
+    def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | object | None:
         with self._lock:
-            entry = self._unwritten.pop(ctx.job_id, None)
+            entry = self._unwritten.get(ctx.job_id)
+            if entry is not None and entry[1]["status"] is not BatchStatus.PENDING:
+                return _NOT_TO_RUN  # ended in memory (its write failed): the retry writes it
             if entry is not None:
+                del self._unwritten[ctx.job_id]
                 now = self._clock()
                 record = {
                     **entry[1],
@@ -438,11 +447,18 @@ class BatchQueue:
                     self._write_unwritten(job_id, entry, {})
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
-        """Write the record of a job still pending in memory only, with ``change``; True if so."""
+        """Write the record of a job still pending in memory only, with ``change``.
+
+        True if the job was in memory: its record is written, or, if the write
+        failed, ``change`` stays in memory and is written by a retry.
+        """
         with self._writing:
             with self._lock:
                 entry = self._unwritten.pop(job_id, None)
-            return entry is not None and self._write_unwritten(job_id, entry, change)
+            if entry is None:
+                return False
+            self._write_unwritten(job_id, entry, change)
+            return True
 
     def _write_unwritten(
         self, job_id: str, entry: tuple[float, dict[str, Any]], change: dict[str, Any]
@@ -453,8 +469,17 @@ class BatchQueue:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
         except Exception:
             logger.exception("job %s: could not write its record; will try again", job_id)
+            retry_at = time.monotonic() + min(self.record_delay, WRITE_RETRY)
             with self._lock:
-                self._unwritten[job_id] = (time.monotonic(), entry[1])
+                # Kept with its change (a cancel must hold), first in line: due before
+                # the others (O(jobs in memory), on a failure only).
+                self._unwritten = {job_id: (retry_at - self.record_delay, fields)} | {
+                    k: v for k, v in self._unwritten.items() if k != job_id
+                }
+                local = self._submitted.get(job_id)
+                if change and local is not None:
+                    self._submitted[job_id] = local.replace(**change)
+            self._events.put(_WAKE)  # the supervisor retries (it may not be the writer)
             return False
         if job is not None:
             with self._lock:
@@ -765,7 +790,7 @@ class BatchQueue:
                     continue
                 if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
-                elif full_pass and job_id not in self._subs:
+                elif full_pass and job_id not in self._subs and job_id not in self._unwritten:
                     if job_id in absent_before:
                         del self._submitted[job_id]
                     else:
@@ -783,6 +808,8 @@ class BatchQueue:
         """
         with self._lock:
             local = self._submitted.get(job_id)
+            if job_id in self._unwritten:
+                return  # its record is still to be written (a write failed): ours stays
         if local is None:
             return
         if final is None:
