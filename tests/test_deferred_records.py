@@ -363,3 +363,28 @@ def test_a_cancel_whose_write_fails_still_holds(tmp_path: Path) -> None:
         job = wait_until(lambda: StatusStore(tmp_path).read(second), 30, "the CANCELLED record")
         assert job.status is BatchStatus.CANCELLED and job.cancel_requested
     assert ran == []
+
+
+def test_a_job_whose_only_write_fails_still_ends_with_a_record(tmp_path: Path) -> None:
+    """The final write of a job run from memory fails (simulated: one OSError(ENOSPC)).
+
+    A job written at submit then ends FAILED ("worker failed: OSError ...") by the
+    queue's own write; a job that lived in memory must too, not vanish.
+    """
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if threading.current_thread().name.startswith("statusbridge-job") and not failed:
+                failed.append(job_id)
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        job_id = queue.submit(lambda params: "done", {"x": 1})
+        assert queue.wait([job_id], timeout=30)
+        assert failed == [job_id]
+        job = wait_until(lambda: queue.store.read(job_id), 30, "the job's record")
+        assert job.status is BatchStatus.FAILED and "OSError" in (job.error_message or "")
+        assert job.params == {"x": 1} and job.started_at is not None

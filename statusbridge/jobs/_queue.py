@@ -53,7 +53,14 @@ from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, open_batches, select_for_retention
 from statusbridge.jobs._runner import RunSpec, run_job
-from statusbridge.record import BatchJob, BatchStatus, freeze, utc_now, validate_job_id
+from statusbridge.record import (
+    FIELD_NAMES,
+    BatchJob,
+    BatchStatus,
+    freeze,
+    utc_now,
+    validate_job_id,
+)
 from statusbridge.store import StatusStore
 
 __all__ = ["BatchQueue", "MaintenanceReport"]
@@ -520,7 +527,10 @@ class BatchQueue:
             # run_job itself could not run: an unpicklable function or result, ...
             logger.error("job %s: worker failed: %s", job_id, exc)
             self._mark_if_unfinished(
-                job_id, BatchStatus.FAILED, f"worker failed: {type(exc).__name__}: {exc}"
+                job_id,
+                BatchStatus.FAILED,
+                f"worker failed: {type(exc).__name__}: {exc}",
+                create=self._memory_record(sub),
             )
         else:
             # What the worker wrote last: a finished record spares reading it back.
@@ -587,17 +597,41 @@ class BatchQueue:
             if hook is not None:
                 hook()
 
+    def _memory_record(self, sub: _Submission) -> dict[str, Any] | None:
+        """The fields of a job run from memory that may have no record yet (else None)."""
+        if sub.spec.claim is None:
+            return None
+        with self._lock:
+            local = self._submitted.get(sub.spec.job_id)
+        if local is None or local.is_finished:
+            return None
+        fields = {name: getattr(local, name) for name in FIELD_NAMES}
+        fields["progress"] = local.reported_progress
+        for name in ("id", "seq", "updated_at"):
+            del fields[name]
+        return fields
+
     def _mark_if_unfinished(
-        self, job_id: str, status: BatchStatus, message: str, *, only_owner: str | None = None
+        self,
+        job_id: str,
+        status: BatchStatus,
+        message: str,
+        *,
+        only_owner: str | None = None,
+        create: dict[str, Any] | None = None,
     ) -> None:
+        """Give an unfinished record ``status``; ``create``: the record to write if none exists."""
+
         def change(current: BatchJob | None) -> dict[str, Any] | None:
-            if current is None or current.is_finished:
+            if current is None and create is None:
                 return None
-            if only_owner is not None and current.owner != only_owner:
+            if current is not None and current.is_finished:
+                return None
+            if current is not None and only_owner is not None and current.owner != only_owner:
                 return None
             if status is BatchStatus.FAILED:
-                return {"status": status, "error_message": message}
-            return {"status": status, "message": message}
+                return {**(create or {}), "status": status, "error_message": message}
+            return {**(create or {}), "status": status, "message": message}
 
         try:
             self.store.modify(job_id, change)
