@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,7 @@ from conftest import wait_until
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore, report_progress
 from statusbridge.errors import JobCancelled
+from statusbridge.jobs._context import JobContext
 from statusbridge.jobs._liveness import this_process
 
 
@@ -388,3 +390,40 @@ def test_a_job_whose_only_write_fails_still_ends_with_a_record(tmp_path: Path) -
         job = wait_until(lambda: queue.store.read(job_id), 30, "the job's record")
         assert job.status is BatchStatus.FAILED and "OSError" in (job.error_message or "")
         assert job.params == {"x": 1} and job.started_at is not None
+
+
+def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others see a job within ``record_delay`` of its submit, even if it waited first.
+
+    A job claimed from memory after waiting its whole delay must not start a new
+    one: its first write is due at once. The supervisor is kept from writing the
+    PENDING record (the test holds the queue's write lock), so the worker claims
+    the job after its delay is over. ``start_unwritten`` is wrapped (it still
+    runs) to see the delay the claim gave the job.
+    """
+    delays: dict[str, float] = {}
+    real_start = JobContext.start_unwritten
+
+    def start_unwritten(ctx: JobContext, record: dict[str, Any], *, write_after: float) -> None:
+        delays[ctx.job_id] = write_after
+        real_start(ctx, record, write_after=write_after)
+
+    monkeypatch.setattr(JobContext, "start_unwritten", start_unwritten)
+    blocked, started, gate = gated()
+    delay = 0.2
+    with BatchQueue(1, status_dir=tmp_path, record_delay=delay) as queue:
+        first = queue.submit(blocked)
+        assert started.wait(30)
+        later, later_started, later_gate = gated()
+        with queue._writing:
+            second = queue.submit(later)
+            submitted_at = queue._unwritten[second][0]
+            wait_until(lambda: time.monotonic() > submitted_at + delay, 30, "the delay to pass")
+            gate.set()  # the first job ends; its worker claims the second from memory
+            assert later_started.wait(30)
+        later_gate.set()
+        assert queue.wait([first, second], timeout=30)
+    assert 0 < delays[first] <= delay  # claimed at once: what is left of its delay
+    assert delays[second] == 0.0  # its delay ran out while it waited: written at once

@@ -421,7 +421,10 @@ class BatchQueue:
                     "heartbeat_at": now,
                     **this_process().fields(),
                 }
-                ctx.start_unwritten(record, write_after=self.record_delay)
+                # Due ``record_delay`` after submit, not after start: others see
+                # every job within that delay, however long it waited in memory.
+                due = entry[0] + self.record_delay - time.monotonic()
+                ctx.start_unwritten(record, write_after=max(0.0, due))
                 register(ctx)  # before the lock is let go: cancel() finds it from now on
                 local = self._submitted.get(ctx.job_id)
                 if local is not None:
