@@ -427,3 +427,33 @@ def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
         assert queue.wait([first, second], timeout=30)
     assert 0 < delays[first] <= delay  # claimed at once: what is left of its delay
     assert delays[second] == 0.0  # its delay ran out while it waited: written at once
+
+
+def test_shutdown_writes_what_a_failed_write_left_in_memory(tmp_path: Path) -> None:
+    """A job cancelled in memory whose writes keep failing (ENOSPC, simulated) until shutdown.
+
+    Its retry is pending when ``shutdown(wait=True)`` starts; the disk takes
+    writes again by then: the record must be written before the queue lets go.
+    """
+    blocked, started, gate = gated()
+    queue = BatchQueue(1, status_dir=tmp_path, record_delay=60)
+    first = queue.submit(blocked)
+    second = queue.submit(lambda params: "never")
+    assert started.wait(30)
+    real_modify = queue.store.modify
+    full = threading.Event()
+    full.set()
+
+    def modify(job_id: str, change: Any) -> Any:
+        if job_id == second and full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+        return real_modify(job_id, change)
+
+    queue.store.modify = modify  # type: ignore[method-assign]
+    assert queue.cancel(second)
+    gate.set()
+    assert queue.wait([first], timeout=30)
+    full.clear()
+    queue.shutdown(wait=True)
+    job = StatusStore(tmp_path).read(second)
+    assert job is not None and job.status is BatchStatus.CANCELLED

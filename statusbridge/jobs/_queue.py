@@ -456,6 +456,14 @@ class BatchQueue:
                 for job_id, entry in overdue:
                     self._write_unwritten(job_id, entry, {})
 
+    def _write_remaining(self) -> None:
+        """Before the store is let go: one last try at records a failed write left in memory."""
+        with self._writing:
+            with self._lock:
+                remaining, self._unwritten = self._unwritten, {}
+            for job_id, entry in remaining.items():
+                self._write_unwritten(job_id, entry, {})
+
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
 
@@ -996,6 +1004,7 @@ def _supervise(
             return  # collected: its finalizer released everything
         try:
             if item is _DRAIN:
+                queue._write_remaining()
                 return
             if item is _STOP:
                 stopping = True
@@ -1015,6 +1024,7 @@ def _supervise(
                 queue.maintain()
                 next_maintenance = time.monotonic() + interval
             if stopping and not queue._subs:
+                queue._write_remaining()
                 queue._release()
                 return
         except Exception:
