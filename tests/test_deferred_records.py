@@ -6,11 +6,14 @@ and runs real threads; waits are conditions with timeouts.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from conftest import wait_until
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore, report_progress
 from statusbridge.errors import JobCancelled
+from statusbridge.jobs._context import JobContext
 from statusbridge.jobs._liveness import this_process
 
 
@@ -260,3 +264,196 @@ def test_a_killed_application_leaves_written_records_that_are_judged(tmp_path: P
         assert (running.error_message or "").startswith("worker died: process")
         assert pending is not None and pending.status is BatchStatus.FAILED
         assert "abandoned" in (pending.error_message or "")
+
+
+class CountingLock:
+    """``BatchQueue._writing`` that counts the workers that entered it (to see one wait on it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.entered = 0
+
+    def __enter__(self) -> None:
+        if threading.current_thread().name.startswith("statusbridge-job"):
+            with self._count_lock:
+                self.entered += 1
+        self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+def test_a_failed_pending_write_does_not_lose_a_job_a_worker_waits_for(tmp_path: Path) -> None:
+    """The supervisor's PENDING write fails while the job's worker waits for it to land.
+
+    The failure is simulated (an OSError(ENOSPC) from the store, raised at the
+    one moment that matters: a real full disk cannot be timed to one write);
+    the threads, the queue and the files are real. The job must still run once.
+    """
+    blocked, started, gate = gated()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue:
+        writing = CountingLock()
+        queue._writing = writing  # type: ignore[assignment]
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if threading.current_thread().name == "statusbridge-queue" and not failed:
+                failed.append(job_id)
+                gate.set()  # the running job ends; its worker takes the next job ...
+                # ... and finds it gone: being written, it waits for that write.
+                wait_until(lambda: writing.entered >= 1, 30, "the worker waiting for the write")
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        first = queue.submit(blocked)
+        second = queue.submit(lambda params: "second")
+        assert started.wait(30)
+        assert queue.wait([first, second], timeout=30)
+        assert failed  # the simulated failure happened
+    store = StatusStore(tmp_path)
+    for job_id, result in ((first, "through"), (second, "second")):
+        job = store.read(job_id)
+        assert job is not None and job.status is BatchStatus.COMPLETED and job.result == result
+
+
+def test_a_deferred_job_the_pool_refuses_ends_failed(tmp_path: Path) -> None:
+    """A submit that fails leaves a FAILED record, never a PENDING one nobody will run."""
+    executor = ThreadPoolExecutor(1)
+    executor.shutdown()  # refuses new work: submit raises RuntimeError
+    store = StatusStore(tmp_path)
+    with BatchQueue(1, status_dir=tmp_path, executor=executor, record_delay=0.05) as queue:
+        with pytest.raises(RuntimeError, match="after shutdown"):
+            queue.submit(lambda params: "never")
+        (job,) = wait_until(lambda: list(store.scan().values()), message="the job's record")
+        assert job.status is BatchStatus.FAILED, job
+        assert "could not submit" in (job.error_message or "")
+        seen = queue.get_job_status(job.id)
+        assert seen is not None and seen.status is BatchStatus.FAILED
+
+
+def test_a_cancel_whose_write_fails_still_holds(tmp_path: Path) -> None:
+    """Cancelling a job pending in memory while the disk is full (simulated: one OSError).
+
+    The cancel must hold: the job never runs, and its record, written once the
+    disk takes it again, says CANCELLED.
+    """
+    blocked, started, gate = gated()
+    ran: list[str] = []
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        first = queue.submit(blocked)
+        second = queue.submit(lambda params: ran.append("ran"))
+        assert started.wait(30)
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if job_id == second and not failed:
+                failed.append(job_id)
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        assert queue.cancel(second)
+        assert failed
+        seen = queue.get_job_status(second)
+        assert seen is not None and seen.status is BatchStatus.CANCELLED
+        gate.set()
+        assert queue.wait([first, second], timeout=30)
+        job = wait_until(lambda: StatusStore(tmp_path).read(second), 30, "the CANCELLED record")
+        assert job.status is BatchStatus.CANCELLED and job.cancel_requested
+    assert ran == []
+
+
+def test_a_job_whose_only_write_fails_still_ends_with_a_record(tmp_path: Path) -> None:
+    """The final write of a job run from memory fails (simulated: one OSError(ENOSPC)).
+
+    A job written at submit then ends FAILED ("worker failed: OSError ...") by the
+    queue's own write; a job that lived in memory must too, not vanish.
+    """
+    with BatchQueue(1, status_dir=tmp_path, record_delay=60) as queue:
+        real_modify = queue.store.modify
+        failed: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if threading.current_thread().name.startswith("statusbridge-job") and not failed:
+                failed.append(job_id)
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        job_id = queue.submit(lambda params: "done", {"x": 1})
+        assert queue.wait([job_id], timeout=30)
+        assert failed == [job_id]
+        job = wait_until(lambda: queue.store.read(job_id), 30, "the job's record")
+        assert job.status is BatchStatus.FAILED and "OSError" in (job.error_message or "")
+        assert job.params == {"x": 1} and job.started_at is not None
+
+
+def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Others see a job within ``record_delay`` of its submit, even if it waited first.
+
+    A job claimed from memory after waiting its whole delay must not start a new
+    one: its first write is due at once. The supervisor is kept from writing the
+    PENDING record (the test holds the queue's write lock), so the worker claims
+    the job after its delay is over. ``start_unwritten`` is wrapped (it still
+    runs) to see the delay the claim gave the job.
+    """
+    delays: dict[str, float] = {}
+    real_start = JobContext.start_unwritten
+
+    def start_unwritten(ctx: JobContext, record: dict[str, Any], *, write_after: float) -> None:
+        delays[ctx.job_id] = write_after
+        real_start(ctx, record, write_after=write_after)
+
+    monkeypatch.setattr(JobContext, "start_unwritten", start_unwritten)
+    blocked, started, gate = gated()
+    delay = 0.2
+    with BatchQueue(1, status_dir=tmp_path, record_delay=delay) as queue:
+        first = queue.submit(blocked)
+        assert started.wait(30)
+        later, later_started, later_gate = gated()
+        with queue._writing:
+            second = queue.submit(later)
+            submitted_at = queue._unwritten[second][0]
+            wait_until(lambda: time.monotonic() > submitted_at + delay, 30, "the delay to pass")
+            gate.set()  # the first job ends; its worker claims the second from memory
+            assert later_started.wait(30)
+        later_gate.set()
+        assert queue.wait([first, second], timeout=30)
+    assert 0 < delays[first] <= delay  # claimed at once: what is left of its delay
+    assert delays[second] == 0.0  # its delay ran out while it waited: written at once
+
+
+def test_shutdown_writes_what_a_failed_write_left_in_memory(tmp_path: Path) -> None:
+    """A job cancelled in memory whose writes keep failing (ENOSPC, simulated) until shutdown.
+
+    Its retry is pending when ``shutdown(wait=True)`` starts; the disk takes
+    writes again by then: the record must be written before the queue lets go.
+    """
+    blocked, started, gate = gated()
+    queue = BatchQueue(1, status_dir=tmp_path, record_delay=60)
+    first = queue.submit(blocked)
+    second = queue.submit(lambda params: "never")
+    assert started.wait(30)
+    real_modify = queue.store.modify
+    full = threading.Event()
+    full.set()
+
+    def modify(job_id: str, change: Any) -> Any:
+        if job_id == second and full.is_set():
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+        return real_modify(job_id, change)
+
+    queue.store.modify = modify  # type: ignore[method-assign]
+    assert queue.cancel(second)
+    gate.set()
+    assert queue.wait([first], timeout=30)
+    full.clear()
+    queue.shutdown(wait=True)
+    job = StatusStore(tmp_path).read(second)
+    assert job is not None and job.status is BatchStatus.CANCELLED

@@ -53,7 +53,14 @@ from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._runner import RunSpec, run_job
-from statusbridge.record import BatchJob, BatchStatus, freeze, utc_now, validate_job_id
+from statusbridge.record import (
+    FIELD_NAMES,
+    BatchJob,
+    BatchStatus,
+    freeze,
+    utc_now,
+    validate_job_id,
+)
 from statusbridge.store import StatusStore
 
 __all__ = ["BatchQueue", "MaintenanceReport"]
@@ -87,6 +94,9 @@ WAIT_SLICE = 0.1
 # How many ids of records removed by retention a queue remembers, so that
 # ``wait()`` on a job that finished and was removed is not "unknown".
 REMEMBER_REMOVED = 10_000
+
+# How soon a record whose first write failed (a full disk) is tried again.
+WRITE_RETRY = 0.5
 
 # How many deferred PENDING records the supervisor writes per hold of ``_writing``
 # (a worker whose job is among them waits for the group).
@@ -124,6 +134,7 @@ class _Submission:
 _STOP = object()  # posted to the supervisor: release everything once idle
 _WAKE = object()  # posted to the supervisor: a job waits in memory (see _write_overdue)
 _DRAIN = object()  # posted to the supervisor: stop after what was posted before
+_NOT_TO_RUN = object()  # BatchQueue._claim_from_memory: the job ended before it started
 
 
 def _post_done(events: stdlib_queue.SimpleQueue[Any], job_id: str, future: Future[Any]) -> None:
@@ -355,9 +366,11 @@ class BatchQueue:
         try:
             self._start(spec, attempts=1)
         except Exception as exc:
-            self._mark_if_unfinished(
-                job_id, BatchStatus.FAILED, f"could not submit: {type(exc).__name__}: {exc}"
-            )
+            why = f"could not submit: {type(exc).__name__}: {exc}"
+            # A job still in memory gets its record now, failed: written later
+            # as PENDING, it would wait for a worker that never comes.
+            if not self._write_pending_now(job_id, status=BatchStatus.FAILED, error_message=why):
+                self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
             raise
         return job_id
 
@@ -381,9 +394,25 @@ class BatchQueue:
 
     def _claim(self, ctx: JobContext) -> tuple[Any] | None:
         """A worker takes its job from memory if no record of it was written: (params,)."""
+        while True:
+            claimed = self._claim_from_memory(ctx)
+            if claimed is _NOT_TO_RUN:
+                return None
+            if isinstance(claimed, tuple):
+                return claimed
+            # A write of its PENDING record may have been under way: it has landed
+            # now, or it failed and put the job back in memory (claim it then).
+            with self._writing, self._lock:
+                if ctx.job_id not in self._unwritten:
+                    return None
+
+    def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | object | None:
         with self._lock:
-            entry = self._unwritten.pop(ctx.job_id, None)
+            entry = self._unwritten.get(ctx.job_id)
+            if entry is not None and entry[1]["status"] is not BatchStatus.PENDING:
+                return _NOT_TO_RUN  # ended in memory (its write failed): the retry writes it
             if entry is not None:
+                del self._unwritten[ctx.job_id]
                 now = self._clock()
                 record = {
                     **entry[1],
@@ -392,7 +421,10 @@ class BatchQueue:
                     "heartbeat_at": now,
                     **this_process().fields(),
                 }
-                ctx.start_unwritten(record, write_after=self.record_delay)
+                # Due ``record_delay`` after submit, not after start: others see
+                # every job within that delay, however long it waited in memory.
+                due = entry[0] + self.record_delay - time.monotonic()
+                ctx.start_unwritten(record, write_after=max(0.0, due))
                 register(ctx)  # before the lock is let go: cancel() finds it from now on
                 local = self._submitted.get(ctx.job_id)
                 if local is not None:
@@ -400,8 +432,6 @@ class BatchQueue:
                         status=BatchStatus.RUNNING, started_at=now, heartbeat_at=now
                     )
                 return (record["params"],)
-        with self._writing:
-            pass  # a write of its PENDING record may be under way: let it land first
         return None
 
     def _write_overdue(self) -> float | None:
@@ -426,12 +456,27 @@ class BatchQueue:
                 for job_id, entry in overdue:
                     self._write_unwritten(job_id, entry, {})
 
+    def _write_remaining(self) -> None:
+        """Before the store is let go: one last try at records a failed write left in memory."""
+        with self._writing:
+            with self._lock:
+                remaining, self._unwritten = self._unwritten, {}
+            for job_id, entry in remaining.items():
+                self._write_unwritten(job_id, entry, {})
+
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
-        """Write the record of a job still pending in memory only, with ``change``; True if so."""
+        """Write the record of a job still pending in memory only, with ``change``.
+
+        True if the job was in memory: its record is written, or, if the write
+        failed, ``change`` stays in memory and is written by a retry.
+        """
         with self._writing:
             with self._lock:
                 entry = self._unwritten.pop(job_id, None)
-            return entry is not None and self._write_unwritten(job_id, entry, change)
+            if entry is None:
+                return False
+            self._write_unwritten(job_id, entry, change)
+            return True
 
     def _write_unwritten(
         self, job_id: str, entry: tuple[float, dict[str, Any]], change: dict[str, Any]
@@ -442,8 +487,17 @@ class BatchQueue:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
         except Exception:
             logger.exception("job %s: could not write its record; will try again", job_id)
+            retry_at = time.monotonic() + min(self.record_delay, WRITE_RETRY)
             with self._lock:
-                self._unwritten[job_id] = (time.monotonic(), entry[1])
+                # Kept with its change (a cancel must hold), first in line: due before
+                # the others (O(jobs in memory), on a failure only).
+                self._unwritten = {job_id: (retry_at - self.record_delay, fields)} | {
+                    k: v for k, v in self._unwritten.items() if k != job_id
+                }
+                local = self._submitted.get(job_id)
+                if change and local is not None:
+                    self._submitted[job_id] = local.replace(**change)
+            self._events.put(_WAKE)  # the supervisor retries (it may not be the writer)
             return False
         if job is not None:
             with self._lock:
@@ -484,7 +538,10 @@ class BatchQueue:
             # run_job itself could not run: an unpicklable function or result, ...
             logger.error("job %s: worker failed: %s", job_id, exc)
             self._mark_if_unfinished(
-                job_id, BatchStatus.FAILED, f"worker failed: {type(exc).__name__}: {exc}"
+                job_id,
+                BatchStatus.FAILED,
+                f"worker failed: {type(exc).__name__}: {exc}",
+                create=self._memory_record(sub),
             )
         else:
             # What the worker wrote last: a finished record spares reading it back.
@@ -551,17 +608,41 @@ class BatchQueue:
             if hook is not None:
                 hook()
 
+    def _memory_record(self, sub: _Submission) -> dict[str, Any] | None:
+        """The fields of a job run from memory that may have no record yet (else None)."""
+        if sub.spec.claim is None:
+            return None
+        with self._lock:
+            local = self._submitted.get(sub.spec.job_id)
+        if local is None or local.is_finished:
+            return None
+        fields = {name: getattr(local, name) for name in FIELD_NAMES}
+        fields["progress"] = local.reported_progress
+        for name in ("id", "seq", "updated_at"):
+            del fields[name]
+        return fields
+
     def _mark_if_unfinished(
-        self, job_id: str, status: BatchStatus, message: str, *, only_owner: str | None = None
+        self,
+        job_id: str,
+        status: BatchStatus,
+        message: str,
+        *,
+        only_owner: str | None = None,
+        create: dict[str, Any] | None = None,
     ) -> None:
+        """Give an unfinished record ``status``; ``create``: the record to write if none exists."""
+
         def change(current: BatchJob | None) -> dict[str, Any] | None:
-            if current is None or current.is_finished:
+            if current is None and create is None:
                 return None
-            if only_owner is not None and current.owner != only_owner:
+            if current is not None and current.is_finished:
+                return None
+            if current is not None and only_owner is not None and current.owner != only_owner:
                 return None
             if status is BatchStatus.FAILED:
-                return {"status": status, "error_message": message}
-            return {"status": status, "message": message}
+                return {**(create or {}), "status": status, "error_message": message}
+            return {**(create or {}), "status": status, "message": message}
 
         try:
             self.store.modify(job_id, change)
@@ -749,7 +830,7 @@ class BatchQueue:
                     continue
                 if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
-                elif full_pass and job_id not in self._subs:
+                elif full_pass and job_id not in self._subs and job_id not in self._unwritten:
                     if job_id in absent_before:
                         del self._submitted[job_id]
                     else:
@@ -767,6 +848,8 @@ class BatchQueue:
         """
         with self._lock:
             local = self._submitted.get(job_id)
+            if job_id in self._unwritten:
+                return  # its record is still to be written (a write failed): ours stays
         if local is None:
             return
         if final is None:
@@ -920,6 +1003,7 @@ def _supervise(
             return  # collected: its finalizer released everything
         try:
             if item is _DRAIN:
+                queue._write_remaining()
                 return
             if item is _STOP:
                 stopping = True
@@ -939,6 +1023,7 @@ def _supervise(
                 queue.maintain()
                 next_maintenance = time.monotonic() + interval
             if stopping and not queue._subs:
+                queue._write_remaining()
                 queue._release()
                 return
         except Exception:
