@@ -230,6 +230,13 @@ def test_finished_hooks_fire_once_across_a_rescan(store: StatusStore, cache: Sta
     stop_batches = on_batch_finished(cache, lambda summary, _jobs: batches.append(summary.id))
     for job_id in ("a", "b"):
         store.update(job_id, status="running", batch_id="B")
+    # Both running in the cache first: a cache that first read "a" already completed,
+    # before it knew "b", would see B finish twice, as the hook's contract says.
+    wait_until(
+        lambda: all((j := cache.get(i)) and j.status == "running" for i in ("a", "b")),
+        10,
+        "both jobs running",
+    )
     store.update("a", status="completed")
     store.update("b", status="failed", error_message="boom")
     wait_until(lambda: batches == ["B"], 10, "the batch hook")
