@@ -291,9 +291,17 @@ class TestRetention:
             batch_id = manager.create_custom_batch([{"x": 1}], "Old")
             manager.start_batch(batch_id, double)
             assert manager.queue.wait(timeout=30)
+            # wait() knows the job ended (from its worker); retention acts on what the
+            # cache shows, which follows a moment later.
+            job_id = f"{batch_id}-0000"
+            wait_until(
+                lambda: (job := manager.queue.snapshot().get(job_id)) and job.is_finished,
+                30,
+                "the cache to show the job finished",
+            )
             later = manager.queue._clock() + timedelta(hours=25)
             report = manager.queue.maintain(now=later)
-            assert report.removed == (f"{batch_id}-0000",)
+            assert report.removed == (job_id,)
             assert manager.remove_old_batches(now=later) == [batch_id]
             assert os.listdir(folders[0]) == []
 
