@@ -225,12 +225,15 @@ def deferred_queue_then_die(folder: str, gate: str, ready: str) -> None:
     running = queue.submit(wait_for_gate, {"gate": gate})
     pending = queue.submit(wait_for_gate, {"gate": gate})
     store = StatusStore(folder)
-    while not (
+    deadline = time.monotonic() + 60  # the test fails on its own wait; do not outlive it
+    while time.monotonic() < deadline and not (
         (r := store.read(running)) is not None
         and r.status == "running"
         and (p := store.read(pending)) is not None
         and p.status == "pending"
     ):
-        time.sleep(0.01)
+        time.sleep(0.01)  # a poll interval inside a condition wait
+    if time.monotonic() >= deadline:
+        return  # never ready: the test's own wait fails and says so
     Path(ready).write_text(f"{running} {pending}")
-    time.sleep(600)  # SIGKILLed by the test
+    time.sleep(600)  # the behaviour under test: alive until SIGKILLed by the test
