@@ -237,3 +237,41 @@ def deferred_queue_then_die(folder: str, gate: str, ready: str) -> None:
         return  # never ready: the test's own wait fails and says so
     Path(ready).write_text(f"{running} {pending}")
     time.sleep(600)  # the behaviour under test: alive until SIGKILLed by the test
+
+
+def count_run(params: dict[str, str]) -> str:
+    """A job that leaves one file per run (O_EXCL, a fresh name), so a test counts its runs."""
+    import secrets
+
+    run = Path(params["runs"], f"{params['job']}.{os.getpid()}.{secrets.token_hex(8)}")
+    os.close(os.open(run, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return run.name
+
+
+def start_batch_at_gate(
+    batch_dir: str, status_dir: str, batch_id: str, gates: str, number: int
+) -> None:
+    """One of several applications that click "start" on the same batch at once.
+
+    Builds its manager, touches ``<gates>/ready-<number>``, waits for
+    ``<gates>/go`` (a condition wait: the test releases every child together),
+    calls ``start_batch`` and, once its jobs are done, writes ``<pid> started``
+    or ``<pid> refused: <error>`` to ``<gates>/out-<number>``.
+    """
+    import time
+
+    from statusbridge import BatchManager
+
+    manager = BatchManager(batch_dir or None, 2, status_dir)
+    Path(gates, f"ready-{number}").touch()
+    go = Path(gates, "go")
+    deadline = time.monotonic() + 60  # never outlive a failed test by long
+    while not go.exists() and time.monotonic() < deadline:
+        time.sleep(0.001)  # a poll interval inside a condition wait
+    try:
+        manager.start_batch(batch_id, count_run)
+        outcome = "started"
+    except ValueError as exc:
+        outcome = f"refused: {exc}"
+    manager.shutdown(wait=True)
+    Path(gates, f"out-{number}").write_text(f"{os.getpid()} {outcome}")

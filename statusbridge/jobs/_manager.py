@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statusbridge.cache import BatchSummary, Snapshot, StatusCache, summarize
-from statusbridge.errors import UnknownJobError
+from statusbridge.errors import StatusBridgeError, UnknownJobError
 from statusbridge.jobs._queue import BatchQueue
 from statusbridge.record import (
     JOB_ID_PATTERN,
@@ -53,6 +53,10 @@ logger = logging.getLogger(__name__)
 # How often, at most, list_batches() lists the batch folder for batches that
 # other processes created (one listdir; everything else is in memory).
 RELIST_SECONDS = 1.0
+
+# How many times a definition is read again when other writers keep changing it
+# between our read and our compare-and-swap (each retry means one of them won).
+CHANGE_TRIES = 100
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,16 @@ class BatchDefinition:
         return BatchSummary(self.id, self.name, len(self.job_ids), f.counts, f.progress, f.state)
 
 
+def _refuse_if_started(definition: BatchDefinition) -> None:
+    if definition.started_at is not None:
+        raise ValueError(f"batch {definition.id!r} was already started at {definition.started_at}")
+
+
+def _settled(final: FinalCounts) -> Callable[[BatchDefinition], BatchDefinition | None]:
+    """The change that saves ``final``, unless another process saved its counts first."""
+    return lambda current: None if current.final is not None else replace(current, final=final)
+
+
 def is_valid_job_id(text: str) -> bool:
     return JOB_ID_PATTERN.fullmatch(text) is not None
 
@@ -191,20 +205,31 @@ class _Batches:
         """The folder of the definitions (the status URL's text when they live on a server)."""
         return Path(self.shelf.label)
 
-    def _read(self, batch_id: str) -> BatchDefinition | None:
+    def _decode(self, batch_id: str, data: bytes) -> BatchDefinition | None:
         where = f"{self.shelf.label}: {batch_id}.json"
         try:
-            data = self.shelf.get(batch_id)
-            if data is None:
-                return None
             definition = BatchDefinition.from_json(data)
-        except (ValueError, KeyError, TypeError, OSError) as exc:
+        except (ValueError, KeyError, TypeError) as exc:
             logger.warning("skipping batch file %s: %s", where, exc)
             return None
         if batch_id != definition.id:
             logger.warning("skipping batch file %s: it defines batch %r", where, definition.id)
             return None
         return definition
+
+    def _read(self, batch_id: str) -> BatchDefinition | None:
+        try:
+            found = self._fresh(batch_id)
+        except OSError as exc:
+            logger.warning("skipping batch file %s: %s: %s", self.shelf.label, batch_id, exc)
+            return None
+        return None if found is None else found[1]
+
+    def _fresh(self, batch_id: str) -> tuple[bytes, BatchDefinition] | None:
+        """The stored bytes and their definition, or None; OSError if the shelf fails."""
+        data = self.shelf.get(batch_id)
+        definition = None if data is None else self._decode(batch_id, data)
+        return None if data is None or definition is None else (data, definition)
 
     def _relist(self, *, force: bool = False) -> None:
         """Pick up batches other processes created (at most every RELIST_SECONDS)."""
@@ -245,6 +270,38 @@ class _Batches:
 
     def _store(self, definition: BatchDefinition, *, exclusive: bool = False) -> None:
         self.shelf.put(definition.id, definition.to_json(), exclusive=exclusive)
+        self._remember(definition)
+
+    def _change(
+        self, batch_id: str, change: Callable[[BatchDefinition], BatchDefinition | None]
+    ) -> BatchDefinition | None:
+        """Apply ``change`` to the stored definition, read fresh, with a compare-and-swap.
+
+        ``change(current)`` returns the new definition, or None to leave it as it
+        is; it may raise to refuse. When another process or manager changed the
+        definition between our read and our write, we read again and ask
+        ``change`` again, so no writer's update is lost. Returns the definition as
+        stored now (None if there is none); the cached copy is updated to it.
+        """
+        for _ in range(CHANGE_TRIES):
+            found = self._fresh(batch_id)
+            if found is None:
+                return None
+            data, current = found
+            self._remember(current)
+            new = change(current)
+            if new is None:
+                return current
+            if self.shelf.replace(batch_id, data, new.to_json()):
+                self._remember(new)
+                return new
+            logger.debug("batch %s: changed by another writer meanwhile; reading again", batch_id)
+        raise StatusBridgeError(
+            f"batch {batch_id!r}: its definition in {self.shelf.label} changed under each of "
+            f"{CHANGE_TRIES} compare-and-swaps; is another program rewriting it?"
+        )
+
+    def _remember(self, definition: BatchDefinition) -> None:
         with self._lock:
             self._batches[definition.id] = definition
 
@@ -273,9 +330,13 @@ class _Batches:
         raise RuntimeError("could not find a free batch id (is the batch folder shared oddly?)")
 
     def start(self, batch_id: str, generator_func: Callable[[Any], Any]) -> None:
-        definition = self.definition(batch_id)
-        if definition.started_at is not None:
-            raise ValueError(f"batch {batch_id!r} was already started at {definition.started_at}")
+        # Fresh from the shelf: the cached copy may predate another process's start.
+        found = self._fresh(batch_id)
+        if found is None:
+            raise UnknownJobError(f"unknown batch id {batch_id!r}")
+        definition = found[1]
+        self._remember(definition)
+        _refuse_if_started(definition)
         # All or nothing: everything that can refuse the batch is checked before
         # the definition says "started".
         self.queue.check_submittable(generator_func)
@@ -286,7 +347,19 @@ class _Batches:
         ]
         if busy:
             raise ValueError(f"batch {batch_id!r}: its job {busy[0]!r} is already running")
-        self._store(replace(definition, started_at=self._clock()))
+        started_at = self._clock()
+
+        def claim(current: BatchDefinition) -> BatchDefinition:
+            _refuse_if_started(current)
+            return replace(current, started_at=started_at)
+
+        # The claim is one compare-and-swap: of several starters (threads,
+        # managers, processes) exactly one wins; the others raise before they
+        # touch any job record.
+        claimed = self._change(batch_id, claim)
+        if claimed is None:
+            raise UnknownJobError(f"unknown batch id {batch_id!r} (removed meanwhile)")
+        definition = claimed
         submitted = 0
         try:
             for job_id, params in zip(definition.job_ids, definition.params, strict=True):
@@ -415,7 +488,11 @@ class _Batches:
             summary = summarize([j for j in jobs if j is not None], batch_id=definition.id)
             final = FinalCounts(summary.counts, summary.progress, summary.state, self._clock())
             try:
-                self._store(replace(definition, final=final))
+                # A compare-and-swap, like a start: never over another writer's change.
+                if self._change(definition.id, _settled(final)) is None:
+                    logger.info("batch %s: its definition was removed meanwhile", definition.id)
+                    with self._lock:
+                        self._batches.pop(definition.id, None)
             except OSError:
                 logger.exception("batch %s: cannot save its final counts", definition.id)
                 protected.add(definition.id)
@@ -439,6 +516,9 @@ class _Batches:
                 jobs = (self.queue.get_job_status(job_id) for job_id in d.job_ids)
                 if d.started_at is None or any(j is not None and not j.is_finished for j in jobs):
                     continue
+            # No compare-and-swap needed: only a started batch whose jobs are all
+            # finished is removed, a start refuses a started batch, and a final-counts
+            # save racing with this removal finds nothing to change (or is removed after).
             self.shelf.remove(d.id)
             with self._lock:
                 self._batches.pop(d.id, None)
@@ -461,6 +541,7 @@ def _release_if_unused(engine: _Batches, *, wait: bool = False) -> None:
         if engine.key is not None and _engines.get(engine.key) is engine:
             del _engines[engine.key]
     engine.queue.shutdown(wait=wait)
+    engine.shelf.close()  # its lock descriptor or connection (reopened if used again)
 
 
 def _detach(engine: _Batches, wait: bool) -> None:

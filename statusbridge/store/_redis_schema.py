@@ -41,6 +41,7 @@ __all__ = [
     "WRITE_SCRIPT",
     "Keys",
     "READ_SCRIPT",
+    "REPLACE_IF_EQUAL",
     "connect",
     "decode_doc",
     "translated",
@@ -225,6 +226,15 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 local n = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+return 1
+"""
+
+# KEYS: a string key (a batch definition). ARGV: the expected value, the new one.
+# Compare-and-swap: 1 if the key held exactly ARGV[1] and now holds ARGV[2]; 0,
+# nothing written, if it held anything else or did not exist.
+REPLACE_IF_EQUAL = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
 

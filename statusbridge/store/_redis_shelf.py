@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from statusbridge.store._location import RedisLocation
-from statusbridge.store._redis_schema import Keys, connect, translated
+from statusbridge.store._redis_schema import REPLACE_IF_EQUAL, Keys, connect, translated
 
 __all__ = ["RedisShelf"]
 
@@ -14,6 +14,7 @@ class RedisShelf:
         self.label = str(where)
         self._prefix = Keys(where).batch_prefix
         self._client = connect(where)
+        self._replace = self._client.register_script(REPLACE_IF_EQUAL)
 
     def get(self, name: str) -> bytes | None:
         value = translated(self.where, lambda: self._client.get(self._prefix + name))
@@ -32,6 +33,21 @@ class RedisShelf:
         )
         if not done:
             raise FileExistsError(f"{self.label}: {name} exists")
+
+    def replace(self, name: str, expected: bytes, data: bytes) -> bool:
+        """One script, atomic on the server.
+
+        Caveat: the client retries a command whose connection dropped; if the
+        server ran the script and only its reply was lost, the retry finds
+        ``data`` already there and answers False. The caller then refuses a
+        change that was in fact made in its name: the safe side for a batch
+        start (nothing runs twice), though that batch then needs a look.
+        """
+        done = translated(
+            self.where,
+            lambda: self._replace(keys=[self._prefix + name], args=[expected, data]),
+        )
+        return bool(done)
 
     def remove(self, name: str) -> None:
         translated(self.where, lambda: self._client.delete(self._prefix + name))

@@ -3,19 +3,33 @@
 A shelf is a folder (``<name>.json`` files, written atomically) or, for a URL
 location, keys ``{prefix}:batch:<name>`` on the same Redis server, so a
 ``BatchManager`` on a URL creates nothing in the working directory.
+
+``replace`` is a compare-and-swap: of several processes that read the same
+document and each want to change it, exactly one succeeds (how a batch is
+started once, whoever clicks "start").
 """
 
 from __future__ import annotations
 
 import os
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Protocol
 
+from statusbridge.errors import LockTimeout
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._location import RedisLocation, parse_location
+from statusbridge.store._locks import StripedLocks
 
 __all__ = ["FolderShelf", "Shelf", "open_shelf"]
+
+LOCK_TIMEOUT = 10.0
+"""Seconds a folder shelf waits for its lock (held only for one read and one write)."""
+
+# Every write of an existing document takes the same lock: one stripe of the
+# striped locks, so the folder holds one hidden lock file, whatever its documents.
+_LOCK_KEY = "shelf"
 
 
 class Shelf(Protocol):
@@ -29,17 +43,55 @@ class Shelf(Protocol):
         """``exclusive``: FileExistsError if ``name`` exists (nothing written)."""
         ...
 
+    def replace(self, name: str, expected: bytes, data: bytes) -> bool:
+        """Compare-and-swap: True if ``name`` held exactly ``expected`` and now holds
+        ``data``; False, nothing written, if it held anything else or nothing."""
+        ...
+
     def remove(self, name: str) -> None: ...
+    def close(self) -> None:
+        """Let go of descriptors or connections (reopened on next use)."""
+        ...
 
 
 class FolderShelf:
-    def __init__(self, folder: Path) -> None:
+    """Documents as ``<name>.json`` files; writes of existing ones under one lock file.
+
+    The lock is ``flock`` on a hidden ``.lock-NN`` file in the folder (``names()``
+    lists only ``*.json``), held by ``replace``, ``remove`` and a non-exclusive
+    ``put``, so a compare-and-swap's read, compare and rename cannot interleave
+    with another statusbridge writer of the folder, in this process or another.
+    An exclusive ``put`` needs no lock: the kernel refuses an existing name.
+
+    Caveats: ``flock`` on NFS is emulated by Linux clients with POSIX byte-range
+    locks (kernel 2.6.12+), which work across hosts only when the server's lock
+    manager is reachable; a mount with ``nolock`` or ``local_lock=flock/all``
+    serialises the writers of one host only. Programs that rewrite a document
+    without taking the lock (by hand, or an older statusbridge) are not
+    serialised at all.
+    """
+
+    def __init__(self, folder: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.folder = folder
         self.label = str(folder)
+        self.lock_timeout = lock_timeout
+        self._locks = StripedLocks(folder)
+
+    def _path(self, name: str) -> Path:
+        return self.folder / f"{name}.json"
+
+    @contextmanager
+    def _held(self, name: str) -> Iterator[None]:
+        """The shelf's lock; a timeout names the document, not the lock's key."""
+        try:
+            with self._locks.hold(_LOCK_KEY, self.lock_timeout):
+                yield
+        except LockTimeout as exc:
+            raise LockTimeout(name, exc.timeout, exc.lock_path) from exc
 
     def get(self, name: str) -> bytes | None:
         try:
-            return (self.folder / f"{name}.json").read_bytes()
+            return self._path(name).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -51,11 +103,25 @@ class FolderShelf:
         return sorted(n[:-5] for n in entries if n.endswith(".json"))
 
     def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
-        write_atomic(self.folder / f"{name}.json", data, exclusive=exclusive)
+        if exclusive:
+            write_atomic(self._path(name), data, exclusive=True)
+            return
+        with self._held(name):
+            write_atomic(self._path(name), data)
+
+    def replace(self, name: str, expected: bytes, data: bytes) -> bool:
+        with self._held(name):
+            if self.get(name) != expected:
+                return False
+            write_atomic(self._path(name), data)
+            return True
 
     def remove(self, name: str) -> None:
-        with suppress(FileNotFoundError):
-            (self.folder / f"{name}.json").unlink()
+        with self._held(name), suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    def close(self) -> None:
+        self._locks.close()
 
 
 def open_shelf(location: str | os.PathLike[str], *, create: bool = True) -> Shelf:
