@@ -21,6 +21,7 @@ from _workers import count_run, start_batch_at_gate
 from conftest import wait_until
 
 from statusbridge import BatchManager, BatchStatus
+from statusbridge.jobs import BatchDefinition
 from statusbridge.jobs._liveness import HOST
 from statusbridge.store import Shelf, open_shelf
 
@@ -94,6 +95,12 @@ def create_batch(folders: tuple[str, str], runs: Path) -> str:
         return manager.create_custom_batch(
             [{"runs": str(runs), "job": f"{i:04d}"} for i in range(JOBS)], "clicked twice"
         )
+
+
+def assert_created(batch_id: str, *managers: BatchManager) -> None:
+    for manager in managers:
+        status = manager.get_batch_status(batch_id)
+        assert status is not None and status.state == "created"
 
 
 def runs_per_job(runs: Path) -> Counter[str]:
@@ -204,11 +211,72 @@ def test_of_two_managers_in_one_process_exactly_one_runs_it(
         BatchManager(folders[0], 3, folders[1]) as second,
     ):
         assert first.queue is not second.queue
-        for manager in (first, second):  # each has read the batch unstarted
-            status = manager.get_batch_status(batch_id)
-            assert status is not None and status.state == "created"
+        assert_created(batch_id, first, second)  # each has read the batch unstarted
         assert_one_winner(start_together([first, second], batch_id), 2)
         assert_ran_once_and_completed(first, batch_id, runs)
         assert_ran_once_and_completed(second, batch_id, runs)
         for manager in (first, second):  # and both know it was started
             assert manager.batches[batch_id].started_at is not None
+
+
+def test_a_manager_that_saw_the_batch_unstarted_learns_another_started_it(
+    folders: tuple[str, str], tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    batch_id = create_batch(folders, runs)
+    with (
+        BatchManager(folders[0], 3, folders[1]) as watcher,
+        BatchManager(folders[0], 2, folders[1]) as starter,
+    ):
+        assert_created(batch_id, watcher)
+        starter.start_batch(batch_id, count_run)
+        assert_ran_once_and_completed(starter, batch_id, runs)
+        # The watcher's cached definition said "unstarted": the batch's records make
+        # it read the definition again, instead of showing "created" for ever.
+        wait_until(
+            lambda: (
+                (s := watcher.get_batch_status(batch_id)) is not None
+                and (s.state, s.progress) == ("completed", 1.0)
+            ),
+            30,
+            "the watcher to see the batch completed",
+        )
+        assert watcher.batches[batch_id].started_at is not None
+        with pytest.raises(ValueError, match="already started"):
+            watcher.start_batch(batch_id, count_run)
+
+
+def test_retention_in_a_manager_that_saw_the_batch_unstarted_keeps_it_truthful(
+    folders: tuple[str, str], shelf: Shelf, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    batch_id = create_batch(folders, runs)
+    # The watcher trims the shared records down to 2; the batch has JOBS (6).
+    with (
+        BatchManager(folders[0], 3, folders[1], max_completed_jobs=2) as watcher,
+        BatchManager(folders[0], 2, folders[1]) as starter,
+    ):
+        assert_created(batch_id, watcher)
+        starter.start_batch(batch_id, count_run)
+
+        def completed(manager: BatchManager) -> bool:
+            s = manager.get_batch_status(batch_id)
+            return (
+                s is not None and s.state == "completed" and s.counts[BatchStatus.COMPLETED] == JOBS
+            )
+
+        wait_until(
+            lambda: completed(starter) and watcher.queue.snapshot().summary(batch_id).is_done,
+            60,
+            "the batch done, in the watcher's cache too",
+        )
+        # The watcher's retention (its queue ran nothing: at maintenance) trims the
+        # batch's records; it must save the final counts first, or nobody would.
+        report = watcher.queue.maintain()
+        assert len(report.removed) == JOBS - 2
+        saved = shelf.get(batch_id)
+        assert saved is not None
+        final = BatchDefinition.from_json(saved).final
+        assert final is not None and final.counts[BatchStatus.COMPLETED] == JOBS
+        wait_until(lambda: completed(starter) and completed(watcher), 60, "both to still see it")
+        assert runs_per_job(runs) == {f"{i:04d}": 1 for i in range(JOBS)}

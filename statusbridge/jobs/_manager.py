@@ -164,6 +164,11 @@ def _settled(final: FinalCounts) -> Callable[[BatchDefinition], BatchDefinition 
     return lambda current: None if current.final is not None else replace(current, final=final)
 
 
+def _has_records(batch_id: str, seen: tuple[Snapshot, list[BatchJob]]) -> bool:
+    snapshot, unseen = seen
+    return bool(snapshot.summary(batch_id).total) or any(j.batch_id == batch_id for j in unseen)
+
+
 def is_valid_job_id(text: str) -> bool:
     return JOB_ID_PATTERN.fullmatch(text) is not None
 
@@ -190,7 +195,7 @@ class _Batches:
         self._lock = threading.Lock()
         self._batches: dict[str, BatchDefinition] = {}
         self._missing: dict[str, float] = {}  # ids looked for and not found, when
-        self._reread: dict[str, float] = {}  # started batches with a record gone, when re-read
+        self._reread_at: dict[str, float] = {}  # batches whose cached copy may lag, when re-read
         self._listed_at = 0.0
         self.handles = 0
         self.key: Hashable | None = None
@@ -386,6 +391,12 @@ class _Batches:
         definition = self.lookup(batch_id)
         if definition is None:
             return None
+        if definition.started_at is None:
+            seen = seen if seen is not None else self._seen()
+            if _has_records(batch_id, seen):
+                # Records of a batch this engine holds unstarted: another manager or
+                # process started it since we read its definition.
+                definition = self._reread(definition)
         final = definition.summary()
         if final is not None:
             return final
@@ -432,18 +443,22 @@ class _Batches:
 
     def _reread_if_trimmed(self, definition: BatchDefinition) -> None:
         """A started batch's record is gone: has another process saved the final
-        counts (and trimmed the records) meanwhile? (At most every RELIST_SECONDS.)"""
+        counts (and trimmed the records) meanwhile?"""
+        if definition.started_at is not None and definition.final is None:
+            self._reread(definition)
+
+    def _reread(self, definition: BatchDefinition) -> BatchDefinition:
+        """The definition as the shelf has it now (at most every RELIST_SECONDS per batch):
+        the cached copy lags when another process starts the batch or saves its counts."""
         now = time.monotonic()
-        if (
-            definition.started_at is not None
-            and definition.final is None
-            and now - self._reread.get(definition.id, -RELIST_SECONDS) >= RELIST_SECONDS
-        ):
-            self._reread[definition.id] = now
-            fresh = self._read(definition.id)
-            if fresh is not None and fresh.final is not None:
-                with self._lock:
-                    self._batches[definition.id] = fresh
+        if now - self._reread_at.get(definition.id, -RELIST_SECONDS) < RELIST_SECONDS:
+            return definition
+        self._reread_at[definition.id] = now
+        fresh = self._read(definition.id)
+        if fresh is None:
+            return definition
+        self._remember(fresh)
+        return fresh
 
     def jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
         definition = self.definition(batch_id)
@@ -471,9 +486,16 @@ class _Batches:
         protected: set[str] = set()
         with self._lock:
             open_batches = [d for d in self._batches.values() if d.final is None]
-        for definition in open_batches:
-            if definition.started_at is None:
-                continue
+        for cached in open_batches:
+            definition = cached
+            if cached.started_at is None:
+                if not snapshot.summary(cached.id).total:
+                    continue  # no record of it to trim
+                # Records of a batch this engine holds unstarted: another manager or
+                # process started it; its counts must be saved before they go.
+                definition = self._reread(cached)
+                if definition.started_at is None or definition.final is not None:
+                    continue
             counted = snapshot.summary(definition.id)
             if counted.total <= len(definition.job_ids) and not (
                 counted.total == len(definition.job_ids) and counted.is_done
