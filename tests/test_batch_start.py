@@ -14,6 +14,7 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,8 @@ from conftest import wait_until
 from statusbridge import BatchManager, BatchStatus
 from statusbridge.jobs import BatchDefinition
 from statusbridge.jobs._liveness import HOST
+from statusbridge.jobs._manager import FinalCounts, _settled
+from statusbridge.record import utc_now
 from statusbridge.store import Shelf, open_shelf
 
 STARTERS = 4
@@ -280,3 +283,45 @@ def test_retention_in_a_manager_that_saw_the_batch_unstarted_keeps_it_truthful(
         assert final is not None and final.counts[BatchStatus.COMPLETED] == JOBS
         wait_until(lambda: completed(starter) and completed(watcher), 60, "both to still see it")
         assert runs_per_job(runs) == {f"{i:04d}": 1 for i in range(JOBS)}
+
+
+def test_final_counts_saved_by_two_managers_at_once_keep_the_first(
+    folders: tuple[str, str], shelf: Shelf, tmp_path: Path
+) -> None:
+    """Two engines' retention hooks saving a finished batch's counts race: the one that
+    comes second keeps what the first saved (a compare-and-swap, not a blind write)."""
+    runs = tmp_path / "runs"
+    batch_id = create_batch(folders, runs)
+    with (
+        BatchManager(folders[0], 2, folders[1]) as first,
+        BatchManager(folders[0], 3, folders[1]) as second,
+    ):
+        first.start_batch(batch_id, count_run)
+        assert_ran_once_and_completed(first, batch_id, runs)
+        engines = [first._engine, second._engine]
+        for engine in engines:
+            engine.lookup(batch_id)
+        now = utc_now()
+        finals = [
+            FinalCounts({s: 0 for s in BatchStatus}, 1.0, "completed", now + timedelta(seconds=i))
+            for i in range(2)
+        ]
+        barrier = threading.Barrier(2)
+        kept: list[BatchDefinition | None] = [None, None]
+
+        def settle(i: int) -> None:
+            barrier.wait()
+            kept[i] = engines[i]._change(batch_id, _settled(finals[i]))
+
+        threads = [threading.Thread(target=settle, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        saved = shelf.get(batch_id)
+        assert saved is not None
+        stored = BatchDefinition.from_json(saved)
+        assert stored.final in finals and stored.started_at is not None
+        # Both engines hold what is stored: the loser adopted the winner's counts.
+        assert [k.final if k else None for k in kept] == [stored.final, stored.final]
+        assert [e.lookup(batch_id) for e in engines] == [stored, stored]
