@@ -6,6 +6,11 @@ and, once it has finished, its final counts) is saved atomically as
 ``batch_dir`` is given, on the same server); the jobs' status lives with any
 other job's.
 
+A batch starts once: the start is claimed with a compare-and-swap on the
+stored definition, so of several threads, managers or processes starting it,
+exactly one submits its jobs. Every later change of a definition (the final
+counts) goes through the same compare-and-swap and never loses another's.
+
 Retention never makes a batch lie: the records of a started batch are kept
 until its final counts are saved with its definition, and from then on its
 summary comes from there.
