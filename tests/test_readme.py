@@ -47,7 +47,7 @@ def test_seed_app_runs(tmp_path: Path) -> None:
     assert "ValueError: cannot generate 'bad'" in out
     assert "cancelled: 4" in out
     assert "second batch: cancelled" in out
-    assert len(list((tmp_path / "batches").iterdir())) == 2
+    assert len(list((tmp_path / "batches").glob("*.json"))) == 2  # and the hidden .lock-NN
 
 
 def test_readme_starts_with_the_two_commands() -> None:
