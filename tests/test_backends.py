@@ -112,6 +112,23 @@ def test_delete_and_cleanup(store: StatusStore) -> None:
     assert sorted(store.scan()) == ["busy"]
 
 
+def test_cleanup_keeps_the_finished_jobs_of_a_batch_still_running(store: StatusStore) -> None:
+    """Removing them would drop the batch's counts mid-run (and, once every job of it has
+    finished, leave a ``BatchManager`` that never saw the end counting them as pending)."""
+    old = utc_now() - timedelta(hours=48)
+    store.update("a-0", status="completed", batch_id="a", completed_at=old)
+    store.update("a-1", status="running", batch_id="a")
+    store.update("b-0", status="completed", batch_id="b", completed_at=old)
+    store.update("b-1", status="failed", batch_id="b", completed_at=old)
+    store.update("loose", status="completed", completed_at=old)
+    assert sorted(store.cleanup_ids(24, dry_run=True)) == ["b-0", "b-1", "loose"]
+    assert store.cleanup(max_age_hours=None, max_completed=0) == 3
+    assert sorted(store.scan()) == ["a-0", "a-1"]
+    store.update("a-1", status="completed", completed_at=old)
+    assert sorted(store.cleanup_ids(24)) == ["a-0", "a-1"]
+    assert store.scan() == {}
+
+
 def test_delete_if_unchanged_keeps_a_record_changed_since_read(store: StatusStore) -> None:
     """Retention's removal: a record rewritten after it was read (a restart) survives."""
     seen = store.update("restarted", status="completed")

@@ -7,6 +7,7 @@ and runs real threads; waits are conditions with timeouts.
 from __future__ import annotations
 
 import errno
+import logging
 import multiprocessing as mp
 import os
 import signal
@@ -457,3 +458,48 @@ def test_shutdown_writes_what_a_failed_write_left_in_memory(tmp_path: Path) -> N
     queue.shutdown(wait=True)
     job = StatusStore(tmp_path).read(second)
     assert job is not None and job.status is BatchStatus.CANCELLED
+
+
+def test_a_write_that_keeps_failing_is_logged_once_not_at_every_retry(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The disk stays full while a job runs from memory: the heartbeat thread retries its
+    first write at every look, and logged a traceback each time (ten a second per job).
+
+    The failure is simulated (OSError(ENOSPC) from the store, for the heartbeat
+    thread only): a real full disk would fail the test's own files too.
+    """
+    blocked, started, gate = gated()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.01, progress_interval=0.01) as queue:
+        real_modify = queue.store.modify
+        full = threading.Event()
+        full.set()
+        attempts: list[str] = []
+
+        def modify(job_id: str, change: Any) -> Any:
+            if full.is_set() and threading.current_thread().name == "statusbridge-heartbeat":
+                attempts.append(job_id)
+                raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+            return real_modify(job_id, change)
+
+        queue.store.modify = modify  # type: ignore[method-assign]
+        with caplog.at_level(logging.INFO, logger="statusbridge.jobs._runner"):
+            job_id = queue.submit(blocked)
+            assert started.wait(30)
+            wait_until(lambda: len(attempts) >= 20, 30, "20 failed writes")
+            full.clear()
+            store = StatusStore(tmp_path)
+            wait_until(
+                lambda: (
+                    (job := store.read(job_id)) is not None and job.status is BatchStatus.RUNNING
+                ),
+                30,
+                "the record, once the disk takes writes again",
+            )
+            gate.set()
+            assert queue.wait([job_id], timeout=30)
+    messages = [(r.levelno, r.getMessage(), r.exc_info) for r in caplog.records]
+    failures = [m for m in messages if m[0] >= logging.ERROR]
+    assert len(failures) == 1, failures
+    assert "heartbeat for job" in failures[0][1] and failures[0][2] is not None
+    assert any(f"heartbeat for job {job_id} written again" == m[1] for m in messages)

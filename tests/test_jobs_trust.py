@@ -152,6 +152,47 @@ class TestRetention:
             assert status is not None and status.is_done
             assert status.counts[BatchStatus.COMPLETED] == 12
 
+    def test_a_finished_batch_survives_a_cleanup_that_does_not_know_batches(
+        self, folders: tuple[Path, Path]
+    ) -> None:
+        """Final counts were saved only by a retention pass: with no age limit and a batch
+        under the count limit there was none, and once ``statusbridge cleanup`` removed
+        the batch's records every manager counted its jobs as pending for ever."""
+        batch_dir, status_dir = folders
+        with BatchManager(batch_dir, 2, status_dir, retention_hours=None) as manager:
+            batch_id = manager.create_custom_batch([{"x": i} for i in range(3)], "small")
+            manager.start_batch(batch_id, double)
+            wait_for_batch(manager, batch_id)
+            # Saved when the queue went idle: no retention was needed.
+            path = batch_dir / f"{batch_id}.json"
+            wait_until(lambda: "final" in json.loads(path.read_bytes()), 30, "the final counts")
+        assert StatusStore(status_dir).cleanup(max_age_hours=0) == 3
+        with BatchManager(batch_dir, 2, status_dir) as again:
+            status = again.get_batch_status(batch_id)
+            assert status is not None and status.state == "completed"
+            assert (status.total, status.counts[BatchStatus.COMPLETED]) == (3, 3)
+
+    def test_a_batch_that_ended_with_no_manager_watching_is_saved_at_the_next_start(
+        self, folders: tuple[Path, Path]
+    ) -> None:
+        batch_dir, status_dir = folders
+        with BatchManager(batch_dir, 2, status_dir) as manager:
+            batch_id = manager.create_custom_batch([{"x": 1}, {"x": 2}], "older")
+            manager.start_batch(batch_id, double)
+            wait_for_batch(manager, batch_id)
+        # As a manager of an older version (or one killed before its queue went idle)
+        # leaves it: started, its records all finished, no final counts.
+        path = batch_dir / f"{batch_id}.json"
+        doc = json.loads(path.read_bytes())
+        doc.pop("final", None)
+        write_atomic(path, json.dumps(doc).encode())
+        with BatchManager(batch_dir, 2, status_dir):
+            assert "final" in json.loads(path.read_bytes())
+        assert StatusStore(status_dir).cleanup(max_age_hours=0) == 2
+        with BatchManager(batch_dir, 2, status_dir) as later:
+            status = later.get_batch_status(batch_id)
+            assert status is not None and status.state == "completed"
+
     def test_open_batch_records_are_never_trimmed(self, tmp_path: Path) -> None:
         gate = tmp_path / "gate"
         with BatchQueue(2, max_completed_jobs=2, status_dir=tmp_path / "s") as queue:

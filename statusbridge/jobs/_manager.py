@@ -205,6 +205,7 @@ class _Batches:
         self.handles = 0
         self.key: Hashable | None = None
         self._relist(force=True)
+        self.save_finished()  # batches that ended while no manager watched
         self.remove_old_batches()
         queue.add_retention_hook(self._before_retention)
         queue.add_idle_hook(self._on_idle)
@@ -513,19 +514,52 @@ class _Batches:
                 protected.add(definition.id)
                 continue
             summary = summarize([j for j in jobs if j is not None], batch_id=definition.id)
-            final = FinalCounts(summary.counts, summary.progress, summary.state, self._clock())
-            try:
-                # A compare-and-swap, like a start: never over another writer's change.
-                if self._change(definition.id, _settled(final)) is None:
-                    logger.info("batch %s: its definition was removed meanwhile", definition.id)
-                    with self._lock:
-                        self._batches.pop(definition.id, None)
-            except OSError:
-                logger.exception("batch %s: cannot save its final counts", definition.id)
+            if not self._save_final(definition, summary):
                 protected.add(definition.id)
         return protected
 
+    def save_finished(self) -> list[str]:
+        """Save the final counts of every started batch whose jobs have all finished.
+
+        Retention does it just before it trims; this runs whenever the queue goes
+        idle and when the engine starts too, so a finished batch's definition says
+        how it ended even when its records are later removed by something that
+        does not know the batches (``statusbridge cleanup``, another program).
+        Judged on what this process knows (the cache and its own newer records);
+        a job without a record counts as unfinished. Returns the batches settled.
+        """
+        with self._lock:
+            open_batches = [
+                d for d in self._batches.values() if d.final is None and d.started_at is not None
+            ]
+        if not open_batches:
+            return []
+        seen = self._seen()
+        return [
+            definition.id
+            for definition in open_batches
+            if (summary := self._live_summary(definition, seen)).is_done
+            and summary.total == len(definition.job_ids)
+            and self._save_final(definition, summary)
+        ]
+
+    def _save_final(self, definition: BatchDefinition, summary: BatchSummary) -> bool:
+        """False if the counts could not be saved (the batch's records must stay)."""
+        final = FinalCounts(summary.counts, summary.progress, summary.state, self._clock())
+        try:
+            # A compare-and-swap, like a start: never over another writer's change,
+            # and never bringing back a definition removed meanwhile.
+            if self._change(definition.id, _settled(final)) is None:
+                logger.info("batch %s: its definition was removed meanwhile", definition.id)
+                with self._lock:
+                    self._batches.pop(definition.id, None)
+        except OSError:
+            logger.exception("batch %s: cannot save its final counts", definition.id)
+            return False
+        return True
+
     def _on_idle(self) -> None:
+        self.save_finished()
         _release_if_unused(self)
 
     def remove_old_batches(self, now: datetime | None = None) -> list[str]:

@@ -34,6 +34,11 @@ TRACEBACK_LIMIT = 8000
 # How long the heartbeat thread waits for new jobs before it ends.
 IDLE_LINGER = 1.0
 
+# A write that keeps failing (a full disk) is retried at every look; its first
+# failure is logged with the traceback, repeats at most this often, so the log
+# stays readable while the retries go on.
+FAILURE_LOG_SECONDS = 60.0
+
 
 @dataclass(frozen=True)
 class RunSpec:
@@ -83,6 +88,8 @@ class _Heartbeats:
         self._wake = threading.Event()
         self._next_look = 0.0  # monotonic time the thread next looks at its jobs
         self._thread: threading.Thread | None = None
+        # id(ctx) -> (when last logged, failures not logged since); heartbeat thread only.
+        self._failing: dict[int, tuple[float, int]] = {}
 
     def add(self, ctx: JobContext, interval: float) -> None:
         with self._lock:
@@ -121,12 +128,18 @@ class _Heartbeats:
                         return
                 continue
             now = time.monotonic()
+            if self._failing:  # forget the jobs that ended
+                live = {id(ctx) for ctx, _ in jobs}
+                self._failing = {k: v for k, v in self._failing.items() if k in live}
             for ctx, interval in jobs:
                 if now >= ctx.next_write_due(interval):
                     try:
                         ctx.flush()
-                    except Exception:
-                        logger.exception("heartbeat for job %s failed", ctx.job_id)
+                    except Exception as exc:  # noqa: BLE001 - logged (rate-limited) there
+                        self._log_failure(ctx, exc, now)
+                    else:
+                        if self._failing.pop(id(ctx), None) is not None:
+                            logger.info("heartbeat for job %s written again", ctx.job_id)
             # Heartbeats are checked at half their interval; a job not written yet
             # is written when its first write is due.
             now = time.monotonic()
@@ -141,6 +154,26 @@ class _Heartbeats:
             with self._lock:
                 self._next_look = now + wait
             self._wake.wait(wait)
+
+    def _log_failure(self, ctx: JobContext, exc: Exception, now: float) -> None:
+        logged = self._failing.get(id(ctx))
+        if logged is None:
+            logger.exception(
+                "heartbeat for job %s failed; retrying (repeats logged at most every %.0f s)",
+                ctx.job_id,
+                FAILURE_LOG_SECONDS,
+            )
+            self._failing[id(ctx)] = (now, 0)
+        elif now - logged[0] >= FAILURE_LOG_SECONDS:
+            logger.error(
+                "heartbeat for job %s still failing (%d times since last logged): %s",
+                ctx.job_id,
+                logged[1] + 1,
+                exc,
+            )
+            self._failing[id(ctx)] = (now, 0)
+        else:
+            self._failing[id(ctx)] = (logged[0], logged[1] + 1)
 
 
 _heartbeats = _Heartbeats()

@@ -195,8 +195,9 @@ class StatusStore:
     ) -> int:
         """Remove finished records older than ``max_age_hours`` or past ``max_completed``.
 
-        Pending and running jobs are never removed. Returns how many records were
-        (or, with ``dry_run``, would be) removed.
+        Pending and running jobs are never removed, nor are the finished jobs of a
+        batch that still has one: its counts would drop mid-run. Returns how many
+        records were (or, with ``dry_run``, would be) removed.
         """
         return len(self.cleanup_ids(max_age_hours, max_completed, now=now, dry_run=dry_run))
 
@@ -210,7 +211,13 @@ class StatusStore:
     ) -> list[str]:
         """Like ``cleanup`` but returns the removed ids."""
         now = now or self._clock()
-        doomed = select_expired(self.scan().values(), max_age_hours, max_completed, now=now)
+        jobs = self.scan().values()
+        unfinished_batches = {j.batch_id for j in jobs if j.batch_id and not j.is_finished}
+        doomed = [
+            job
+            for job in select_expired(jobs, max_age_hours, max_completed, now=now)
+            if job.batch_id not in unfinished_batches
+        ]
         if dry_run:
             return [job.id for job in doomed]
         removed = self.delete_if_unchanged(doomed)
