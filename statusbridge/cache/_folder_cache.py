@@ -34,7 +34,7 @@ from statusbridge.cache._safety_net import SafetyNet, folder_stamp
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob
+from statusbridge.record import AT_LEAST_ONE, POSITIVE, BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
 from statusbridge.store._files import (
     FOREIGN_REASON,
@@ -106,8 +106,9 @@ class FolderCache(StatusCache):
         poll_interval: float = 1.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        if reconcile_interval <= 0:
-            raise ValueError(f"reconcile_interval must be positive, got {reconcile_interval}")
+        POSITIVE.check("reconcile_interval", reconcile_interval)
+        POSITIVE.check("poll_interval", poll_interval)
+        AT_LEAST_ONE.check("max_bytes", max_bytes)
         self._directory = Path(directory).absolute()
         self._folder = str(self._directory)
         self.reconcile_interval = reconcile_interval

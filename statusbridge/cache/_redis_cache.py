@@ -30,7 +30,7 @@ import redis
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import BackendUnavailable, InvalidRecordError
-from statusbridge.record import BatchJob
+from statusbridge.record import POSITIVE, BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._redis import RedisStore
@@ -83,8 +83,7 @@ class RedisCache(StatusCache):
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         del polling, poll_interval, max_bytes
-        if reconcile_interval <= 0:
-            raise ValueError(f"reconcile_interval must be positive, got {reconcile_interval}")
+        POSITIVE.check("reconcile_interval", reconcile_interval)
         where = parse_location(directory)
         if not isinstance(where, RedisLocation):
             raise TypeError(f"not a redis:// location: {directory!r}")

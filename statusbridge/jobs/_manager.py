@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from statusbridge.cache import BatchSummary, Snapshot, StatusCache, summarize
 from statusbridge.errors import StatusBridgeError, UnknownJobError
+from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._queue import BatchQueue
 from statusbridge.record import (
     JOB_ID_PATTERN,
@@ -642,6 +643,14 @@ class BatchManager:
         cache: StatusCache | None = None,
         **queue_options: Any,
     ) -> None:
+        check_queue_options(
+            {
+                "max_concurrent": max_concurrent,
+                "max_completed_jobs": max_completed_jobs,
+                "retention_hours": retention_hours,
+                **queue_options,
+            }
+        )
         if batch_dir is None:
             # With a URL status location the definitions live on the same server.
             batch_dir = status_dir if is_url(status_dir) else "batches"

@@ -50,6 +50,7 @@ from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import JobContext, register, running_context, signal_cancel
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
+from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._runner import RunSpec, run_job
@@ -174,7 +175,16 @@ class BatchQueue:
 
     ``record_delay``: how long a thread job no other process can name may live
     in memory before its record is written (0: every state is written when it
-    happens); a job that ends sooner is written once.
+    happens; ``math.inf``: only its end is written); a job that ends sooner is
+    written once.
+
+    Numeric options are checked here (``TypeError``/``ValueError`` naming the
+    option). Where 0 or ``math.inf`` mean something: ``max_completed_jobs=0``
+    keeps no finished record, ``retention_hours=0`` removes finished records at
+    the next pass (``None``: never by age), ``progress_interval=0`` writes every
+    progress report, ``heartbeat_timeout``/``pending_timeout=math.inf`` never
+    give up on a job whose owner cannot be asked. Intervals that pace a loop
+    (``heartbeat_interval``, ``maintenance_interval``) must be above 0.
 
     >>> import tempfile
     >>> with BatchQueue(status_dir=tempfile.mkdtemp()) as queue:
@@ -202,14 +212,19 @@ class BatchQueue:
         record_delay: float = 1.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        if max_concurrent < 1:
-            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
-        if max_completed_jobs < 0:
-            raise ValueError(f"max_completed_jobs must be >= 0, got {max_completed_jobs}")
-        if progress_interval < 0:
-            raise ValueError(f"progress_interval must be >= 0, got {progress_interval}")
-        if not record_delay >= 0:
-            raise ValueError(f"record_delay must be >= 0, got {record_delay}")
+        check_queue_options(
+            {
+                "max_concurrent": max_concurrent,
+                "max_completed_jobs": max_completed_jobs,
+                "progress_interval": progress_interval,
+                "heartbeat_interval": heartbeat_interval,
+                "heartbeat_timeout": heartbeat_timeout,
+                "retention_hours": retention_hours,
+                "maintenance_interval": maintenance_interval,
+                "pending_timeout": pending_timeout,
+                "record_delay": record_delay,
+            }
+        )
         self.max_concurrent = max_concurrent
         self.max_completed_jobs = max_completed_jobs
         self.progress_interval = progress_interval

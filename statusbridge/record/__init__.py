@@ -5,9 +5,12 @@ from statusbridge.record._eta import batch_eta, elapsed_seconds, job_eta
 from statusbridge.record._frozen import MAX_NESTING, FrozenMap, JsonValue, freeze, thaw
 from statusbridge.record._ids import JOB_ID_PATTERN, validate_job_id
 from statusbridge.record._model import FIELD_NAMES, FINISHED, BatchJob, BatchStatus, utc_now
+from statusbridge.record._ranges import AT_LEAST_ONE, POSITIVE, NumberRange
 from statusbridge.record._share import floor_share
 
 __all__ = [
+    "AT_LEAST_ONE",
+    "POSITIVE",
     "FIELD_NAMES",
     "FINISHED",
     "JOB_ID_PATTERN",
@@ -16,6 +19,7 @@ __all__ = [
     "BatchJob",
     "BatchStatus",
     "FrozenMap",
+    "NumberRange",
     "JsonValue",
     "decode_job",
     "encode_job",

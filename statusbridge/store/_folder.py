@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, encode_job, utc_now, validate_job_id
+from statusbridge.record import AT_LEAST_ONE, BatchJob, encode_job, utc_now, validate_job_id
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
@@ -70,8 +70,7 @@ class FolderStore(StatusStore):
         dir_mode: int = 0o700,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+        AT_LEAST_ONE.check("max_bytes", max_bytes)
         self._directory = Path(directory)
         self.durable = durable
         self.max_bytes = max_bytes

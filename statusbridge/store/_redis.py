@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout
-from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now, validate_job_id
+from statusbridge.record import AT_LEAST_ONE, BatchJob, BatchStatus, thaw, utc_now, validate_job_id
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._redis_schema import (
@@ -68,10 +68,8 @@ class RedisStore(StatusStore):
         where = parse_location(directory)
         if not isinstance(where, RedisLocation):
             raise TypeError(f"not a redis:// location: {directory!r}")
-        if max_bytes <= 0:
-            raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-        if stream_maxlen < 1:
-            raise ValueError(f"stream_maxlen must be positive, got {stream_maxlen}")
+        AT_LEAST_ONE.check("max_bytes", max_bytes)
+        AT_LEAST_ONE.check("stream_maxlen", stream_maxlen)
         self.where = where
         self.durable = durable
         self.max_bytes = max_bytes

@@ -8,7 +8,6 @@ update contract, retention.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -19,6 +18,7 @@ from statusbridge.record import (
     BatchJob,
     BatchStatus,
     FrozenMap,
+    NumberRange,
     freeze,
     utc_now,
 )
@@ -37,6 +37,8 @@ __all__ = [
     "merged",
     "select_expired",
 ]
+
+_LOCK_TIMEOUT = NumberRange(infinite=True)  # 0: try once; math.inf: wait forever
 
 # id names the record, seq and updated_at are the store's to set.
 UPDATABLE_FIELDS = frozenset(FIELD_NAMES) - {"id", "seq", "updated_at"}
@@ -144,13 +146,7 @@ class StatusStore:
 
     @lock_timeout.setter
     def lock_timeout(self, value: float) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"lock_timeout must be a number, not {type(value).__name__}")
-        if math.isnan(value) or value < 0:
-            raise ValueError(
-                f"lock_timeout must be >= 0 (or math.inf to wait forever), got {value}"
-            )
-        self._lock_timeout = float(value)
+        self._lock_timeout = float(_LOCK_TIMEOUT.check("lock_timeout", value))
 
     def __enter__(self) -> StatusStore:
         return self
@@ -277,8 +273,8 @@ def select_expired(
     now: datetime,
 ) -> list[BatchJob]:
     """Finished jobs older than ``max_age_hours`` or beyond the newest ``max_completed``."""
-    if max_completed is not None and max_completed < 0:
-        raise ValueError(f"max_completed must be >= 0, got {max_completed}")
+    NumberRange(optional=True).check("max_age_hours", max_age_hours)
+    NumberRange(integer=True, optional=True).check("max_completed", max_completed)
     finished = sorted((job for job in jobs if job.is_finished), key=_finished_order, reverse=True)
     doomed: list[BatchJob] = []
     for rank, job in enumerate(finished):
