@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from statusbridge.cache import BatchSummary, Snapshot, StatusCache, summarize
 from statusbridge.errors import StatusBridgeError, UnknownJobError
+from statusbridge.jobs._fits import check_records_fit
 from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._queue import BatchQueue
 from statusbridge.record import (
@@ -334,12 +335,23 @@ class _Batches:
                 params=params,
                 created_at=now,
             )
+            self._check_fits(definition)
             try:
                 self._store(definition, exclusive=True)  # never overwrites another batch
             except FileExistsError:
                 continue  # 64 random bits collided: astronomically rare, but never silent
             return batch_id
         raise RuntimeError("could not find a free batch id (is the batch folder shared oddly?)")
+
+    def _check_fits(self, definition: BatchDefinition) -> None:
+        check_records_fit(
+            definition.job_ids,
+            definition.params,
+            batch_id=definition.id,
+            definition_bytes=len(definition.to_json()),
+            max_bytes=self.queue.store.max_bytes,
+            now=self._clock(),
+        )
 
     def start(self, batch_id: str, generator_func: Callable[[Any], Any]) -> None:
         # Fresh from the shelf: the cached copy may predate another process's start.
@@ -352,6 +364,7 @@ class _Batches:
         # All or nothing: everything that can refuse the batch is checked before
         # the definition says "started".
         self.queue.check_submittable(generator_func)
+        self._check_fits(definition)  # a definition saved by an older version, or by hand
         busy = [
             j
             for j in definition.job_ids

@@ -65,6 +65,7 @@ class StatusStore:
 
     _clock: Callable[[], datetime]
     _lock_timeout: float
+    max_bytes: int  # the largest record a write accepts, as its encoded JSON document
 
     def __new__(
         cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
