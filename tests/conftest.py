@@ -167,3 +167,12 @@ def redis_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
 
 
 _prefixes = itertools.count(1)
+
+
+@pytest.fixture(params=["folder", "redis"])
+def batch_locations(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(batch_dir, status_dir) of a BatchManager: two folders, or the same Redis URL for both."""
+    if request.param == "folder":
+        return str(tmp_path / "batches"), str(tmp_path / "batch_status")
+    url: str = request.getfixturevalue("redis_url")
+    return url, url

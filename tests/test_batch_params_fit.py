@@ -7,8 +7,6 @@ half-way: the jobs before the oversized one ran, the batch was marked started
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from _workers import double
 
@@ -20,17 +18,8 @@ from statusbridge.store import DEFAULT_MAX_BYTES, open_shelf
 TOO_BIG = {"blob": "x" * (DEFAULT_MAX_BYTES + 1)}
 
 
-@pytest.fixture(params=["folder", "redis"])
-def folders(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    """(batch_dir, status_dir): two folders, or the same Redis URL for both."""
-    if request.param == "folder":
-        return str(tmp_path / "batches"), str(tmp_path / "batch_status")
-    url: str = request.getfixturevalue("redis_url")
-    return url, url
-
-
-def test_create_refuses_params_a_record_cannot_hold(folders: tuple[str, str]) -> None:
-    with BatchManager(*folders[:1], status_dir=folders[1]) as manager:
+def test_create_refuses_params_a_record_cannot_hold(batch_locations: tuple[str, str]) -> None:
+    with BatchManager(*batch_locations[:1], status_dir=batch_locations[1]) as manager:
         with pytest.raises(ValueError, match=r"^jobs\[1\]: .* at most 1048576 bytes"):
             manager.create_custom_batch([{"x": 1}, TOO_BIG, {"x": 3}], "big")
         assert manager.list_batches() == []
@@ -38,11 +27,11 @@ def test_create_refuses_params_a_record_cannot_hold(folders: tuple[str, str]) ->
 
 
 def test_params_that_fit_run_also_when_the_batch_as_a_whole_is_larger(
-    folders: tuple[str, str],
+    batch_locations: tuple[str, str],
 ) -> None:
     """The quick check (the whole definition fits one record) fails: each job is measured."""
     half = {"x": 1, "blob": "y" * (DEFAULT_MAX_BYTES // 2)}
-    with BatchManager(*folders[:1], status_dir=folders[1]) as manager:
+    with BatchManager(*batch_locations[:1], status_dir=batch_locations[1]) as manager:
         batch_id = manager.create_custom_batch([half, half, {"x": 3}], "large")
         manager.start_batch(batch_id, double)
         assert manager.queue.wait(timeout=60)
@@ -51,10 +40,10 @@ def test_params_that_fit_run_also_when_the_batch_as_a_whole_is_larger(
 
 
 def test_start_refuses_an_oversized_definition_before_claiming_it(
-    folders: tuple[str, str],
+    batch_locations: tuple[str, str],
 ) -> None:
     """A definition saved without the check (an older version, by hand) stays "created"."""
-    batch_dir, status_dir = folders
+    batch_dir, status_dir = batch_locations
     batch_id = "batch-by-hand"
     definition = BatchDefinition(
         id=batch_id,

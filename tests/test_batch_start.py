@@ -33,13 +33,10 @@ STARTERS = 4
 JOBS = 6
 
 
-@pytest.fixture(params=["folder", "redis"])
-def folders(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+@pytest.fixture
+def folders(batch_locations: tuple[str, str]) -> tuple[str, str]:
     """(batch_dir, status_dir): two folders, or the same Redis URL for both."""
-    if request.param == "folder":
-        return str(tmp_path / "batches"), str(tmp_path / "batch_status")
-    url: str = request.getfixturevalue("redis_url")
-    return url, url
+    return batch_locations
 
 
 @pytest.fixture
