@@ -18,6 +18,7 @@ import multiprocessing
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import (
     BrokenExecutor,
@@ -72,6 +73,11 @@ class WorkerPool:
         # Worker processes we have seen, by pid, with the pool they belong to:
         # their Process objects tell the exit code after they die.
         self._workers: dict[int, tuple[BaseProcess, Executor]] = {}
+        # The exit codes of a broken pool's workers, kept while anyone holds that pool:
+        # each of its failed jobs asks, and every one must hear its own worker's code.
+        self._exits: weakref.WeakKeyDictionary[Executor, dict[int, int | None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def executor(self) -> Executor:
@@ -118,13 +124,20 @@ class WorkerPool:
                 self._workers[child.pid] = (child, executor)
 
     def replace(self, broken: Executor) -> bool:
-        """Swap in a fresh pool if ``broken`` is still the current one; True if replaced."""
+        """Swap in a fresh pool if ``broken`` is still the current one.
+
+        True if ``broken`` is not the current pool any more, replaced now or by an
+        earlier call (each job of a broken pool asks); False if it cannot be
+        (not ours, or shut down).
+        """
         with self._lock:
             return self._replace_locked(broken)
 
     def _replace_locked(self, broken: Executor) -> bool:
-        if not self.owned or self._closed or self._executor is not broken:
+        if not self.owned or self._closed:
             return False
+        if self._executor is not broken:
+            return True  # replaced already
         self._executor = self._new_executor()
         logger.warning("statusbridge: a worker process died; replaced its pool")
         # Outside of any callback; shutting down a broken pool only joins its threads.
@@ -135,7 +148,8 @@ class WorkerPool:
         """Wait (bounded) until every worker of ``broken`` has exited; their exit codes by pid.
 
         The pool fails its futures *before* it terminates its other workers, so a
-        record may still change until they are gone.
+        record may still change until they are gone. Every call for one pool
+        returns all its workers' codes, also those an earlier call collected.
         """
         with self._lock:
             workers = [p for p, ex in self._workers.values() if ex is broken]
@@ -157,7 +171,9 @@ class WorkerPool:
         with self._lock:
             for pid in codes:
                 self._workers.pop(pid, None)
-        return codes
+            known = self._exits.setdefault(broken, {})
+            known.update(codes)
+            return dict(known)
 
     def shutdown(self, *, wait: bool, cancel_futures: bool = False) -> None:
         with self._lock:
