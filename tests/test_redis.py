@@ -3,6 +3,7 @@ restarted empty, a trimmed change stream, prefixes side by side. A real redis-se
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -80,6 +81,29 @@ def test_unreachable_server_is_a_clear_error_within_10s() -> None:
     with pytest.raises(BackendUnavailable):
         StatusCache(url)
     assert time.monotonic() - started < 10 * 2  # two attempts, each bounded by 10 s
+
+
+@pytest.mark.timeout(40)
+def test_a_frozen_server_is_reported_after_one_command_timeout(own_server: RedisServer) -> None:
+    """SIGSTOP: the port still accepts connections, but nothing answers (a hung server).
+
+    Each call used to try three times, each for the full socket timeout (10 s): 30 s
+    per call, so the two calls here outlasted the test's timeout. Now a timeout is
+    not retried: each call ends at the first one (``COMMAND_TIMEOUT``, 8 s).
+    """
+    url = own_server.url()
+    store = StatusStore(url)
+    store.update("j", status="running")  # connected before the server freezes
+    assert own_server.process is not None
+    own_server.process.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(BackendUnavailable, match="unavailable"):
+            store.update("j", progress=0.5)
+        with pytest.raises(BackendUnavailable, match="unavailable"):
+            StatusStore(url).read("j")  # a new connection: accepted by the kernel, then silence
+    finally:
+        own_server.process.send_signal(signal.SIGCONT)
+        store.close()
 
 
 def test_two_prefixes_on_one_server_are_isolated(redis_server: RedisServer) -> None:

@@ -53,6 +53,11 @@ CONNECT_TIMEOUT = 2.0
 """Seconds to open a connection; with the retries below an unreachable server is
 reported well within 10 s."""
 
+COMMAND_TIMEOUT = 8.0
+"""Seconds one command may wait for its reply. A timeout is not retried (a
+frozen server would hold every call once per try), so with the fast retries of
+refused or dropped connections a call to a frozen server ends within 10 s."""
+
 # A new record starts from BatchJob's defaults (id and created_at come from the call).
 _DEFAULTS = {
     name: value
@@ -286,12 +291,16 @@ class Keys:
         return [self.job_prefix + job_id, self.ids, self.feed, self.feed_n]
 
 
-def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int = 2) -> redis.Redis:
+def connect(
+    where: RedisLocation, *, timeout: float | None = COMMAND_TIMEOUT, retries: int = 2
+) -> redis.Redis:
     """A client for ``where`` (connects on first use). Bytes in, bytes out.
 
     ``timeout`` bounds each command (None: a blocking read waits as long as it asks).
-    A dropped connection is retried ``retries`` times with a short backoff (a reader
-    that must notice every lost connection asks for none).
+    A refused or dropped connection is retried ``retries`` times with a short
+    backoff (a reader that must notice every lost connection asks for none); a
+    timeout is not: redis-py's default retries it too, which made a call to a
+    frozen server last ``timeout`` times the tries.
     """
     return redis.Redis(
         host=where.host,
@@ -303,7 +312,11 @@ def connect(where: RedisLocation, *, timeout: float | None = 10.0, retries: int 
         **where.ssl_options(),  # type: ignore[arg-type]
         socket_connect_timeout=CONNECT_TIMEOUT,
         socket_timeout=timeout,
-        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries),
+        retry=Retry(
+            ExponentialBackoff(cap=0.5, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),  # not TimeoutError, nor raw socket errors
+        ),
         health_check_interval=0,
         client_name="statusbridge",
     )
