@@ -162,11 +162,18 @@ class WorkerPool:
             if alive:
                 time.sleep(0.01)  # reaping in progress on the pool's thread
         if alive:
+            # A worker the pool started while it was breaking (a submit racing the
+            # break) escapes the pool's own terminate, and the pool's thread then
+            # joins it forever: interpreter exit would hang on that thread.
             logger.warning(
-                "statusbridge: worker process(es) %s of a broken pool still running after %gs",
+                "statusbridge: worker process(es) %s of a broken pool still running after %gs;"
+                " killing them",
                 ", ".join(str(p.pid) for p in alive),
                 timeout,
             )
+            for process in alive:
+                process.kill()
+            wait_for_sentinels([p.sentinel for p in alive], timeout=timeout)
         codes = {p.pid: p.exitcode for p in workers if p.pid is not None}
         with self._lock:
             for pid in codes:
