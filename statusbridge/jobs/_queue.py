@@ -48,11 +48,17 @@ from typing import Any, Literal, TypeVar
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
-from statusbridge.jobs._context import JobContext, register, running_context, signal_cancel
+from statusbridge.jobs._context import (
+    WRITE_ERRORS,
+    JobContext,
+    register,
+    running_context,
+    signal_cancel,
+)
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
-from statusbridge.jobs._runner import RunSpec, run_job
+from statusbridge.jobs._runner import OutcomeNotWritten, RunSpec, StartNotWritten, run_job
 from statusbridge.record import (
     FIELD_NAMES,
     BatchJob,
@@ -62,6 +68,7 @@ from statusbridge.record import (
     validate_job_id,
 )
 from statusbridge.store import StatusStore
+from statusbridge.store._store import merged
 
 __all__ = ["BatchQueue", "MaintenanceReport"]
 
@@ -97,6 +104,18 @@ REMEMBER_REMOVED = 10_000
 
 # How soon a record whose first write failed (a full disk) is tried again.
 WRITE_RETRY = 0.5
+
+# A change the supervisor could not write (a job's outcome, a failure it
+# recorded) is tried again after WRITE_RETRY, doubling up to this; shutdown
+# keeps trying for SHUTDOWN_WRITE_TRIES seconds before it gives one up (logged).
+WRITE_RETRY_MAX = 5.0
+SHUTDOWN_WRITE_TRIES = 10.0
+
+# A job whose start could not be written is started again after the same delays,
+# at most this many times in all (about a minute), then it fails saying why.
+START_TRIES = 14
+
+Change = Callable[[BatchJob | None], dict[str, Any] | None]
 
 # How many deferred PENDING records the supervisor writes per hold of ``_writing``
 # (a worker whose job is among them waits for the group).
@@ -248,6 +267,12 @@ class BatchQueue:
         # that finds its job gone waits for that write before reading the record.
         self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
         self._writing = threading.Lock()
+        # Changes to written records whose write failed, by job id: (when next due,
+        # the delay after that, the change). Supervisor only; ``_submitted`` shows
+        # them meanwhile, so ``get_job_status`` and ``wait`` are not held back.
+        self._retries: dict[str, tuple[float, float, Change]] = {}
+        # Jobs to start again (their RUNNING write failed), by id: (when, submission).
+        self._restarts: dict[str, tuple[float, _Submission]] = {}
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._closed = False
@@ -457,12 +482,102 @@ class BatchQueue:
                     self._write_unwritten(job_id, entry, {})
 
     def _write_remaining(self) -> None:
-        """Before the store is let go: one last try at records a failed write left in memory."""
+        """Before the store is let go: a last try at what failed writes left in memory."""
         with self._writing:
             with self._lock:
                 remaining, self._unwritten = self._unwritten, {}
             for job_id, entry in remaining.items():
                 self._write_unwritten(job_id, entry, {})
+        self._restart_due(force=True)  # closed: each fails, saying why
+        # A short outage (a server restarting) should not cost the outcomes: keep
+        # trying a while, then say what is lost.
+        deadline = time.monotonic() + SHUTDOWN_WRITE_TRIES
+        while self._retries and time.monotonic() < deadline:
+            if self._retry_writes(force=True) is not None:
+                time.sleep(WRITE_RETRY)
+        with self._lock:
+            lost, self._retries = self._retries, {}
+        for job_id in lost:
+            logger.error("job %s: its final record could not be written; it is lost", job_id)
+
+    def _record_later(self, job_id: str, change: Change) -> None:
+        """Keep a change whose write failed: shown at once, written by a retry."""
+        now = self._clock()
+        with self._lock:
+            local = self._submitted.get(job_id)
+            cached = self.cache.get(job_id)
+            if local is None or _caught_up(cached, local):
+                local = cached
+            fields = change(local)
+            if fields is not None:
+                self._submitted[job_id] = merged(job_id, local, fields, now)
+            self._retries[job_id] = (time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
+        self._events.put(_WAKE)
+
+    def _start_again_later(self, sub: _Submission) -> bool:
+        if self._closed or sub.attempts >= START_TRIES:
+            return False
+        delay = min(WRITE_RETRY * 2 ** (sub.attempts - 1), WRITE_RETRY_MAX)
+        with self._lock:
+            self._restarts[sub.spec.job_id] = (time.monotonic() + delay, sub)
+        self._events.put(_WAKE)
+        return True
+
+    def _restart_due(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(k, v[1]) for k, v in self._restarts.items() if force or v[0] <= now]
+            for job_id, _ in due:
+                del self._restarts[job_id]
+        for job_id, sub in due:
+            why = "could not be started: its record could not be written"
+            if not self._closed:
+                try:
+                    self._start(sub.spec, attempts=sub.attempts + 1)
+                except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
+                    logger.warning("job %s: could not submit it again: %s", job_id, exc)
+                    why = f"could not be submitted again: {type(exc).__name__}: {exc}"
+                else:
+                    continue
+            self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
+            self._forget(job_id, sub)
+
+    def _retry_writes(self, *, force: bool = False) -> float | None:
+        """Write the changes that are due again and start again the jobs due;
+        returns when the next is due, None if none."""
+        self._restart_due(force=force)
+        now = time.monotonic()
+        with self._lock:
+            due_now = [(k, v) for k, v in self._retries.items() if force or v[0] <= now]
+        for job_id, (_due, delay, change) in due_now:
+            try:
+                job = self.store.modify(job_id, change)
+            except WRITE_ERRORS as exc:
+                logger.debug("job %s: writing its record failed again: %s", job_id, exc)
+                longer = min(delay * 2, WRITE_RETRY_MAX)
+                with self._lock:
+                    if self._retries.get(job_id, (0, 0, None))[2] is change:
+                        self._retries[job_id] = (now + longer, longer, change)
+                continue
+            except Exception:
+                logger.exception("job %s: cannot write its record; giving up", job_id)
+                job = None
+            else:
+                logger.info("job %s: its record is written now", job_id)
+            with self._lock:
+                if self._retries.get(job_id, (0, 0, None))[2] is change:
+                    del self._retries[job_id]
+                if job is not None and job_id in self._submitted:
+                    self._submitted[job_id] = job
+            self._settle_submitted(job_id, job)
+        with self._lock:
+            return min(
+                itertools.chain(
+                    (entry[0] for entry in self._retries.values()),
+                    (entry[0] for entry in self._restarts.values()),
+                ),
+                default=None,
+            )
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -534,6 +649,12 @@ class BatchQueue:
         elif isinstance(exc, BrokenExecutor):
             if self._after_broken_pool(sub):
                 return  # runs again on the new pool
+        elif isinstance(exc, StartNotWritten) and self._start_again_later(sub):
+            logger.warning("%s; starting it again later (try %d)", exc, sub.attempts)
+            return  # still busy here: ``_retry_writes`` submits it again
+        elif isinstance(exc, OutcomeNotWritten):
+            logger.warning("%s; the queue writes it when it can", exc)
+            self._record_later(job_id, partial(_outcome, exc.fields))
         elif exc is not None:
             # run_job itself could not run: an unpicklable function or result, ...
             logger.error("job %s: worker failed: %s", job_id, exc)
@@ -646,6 +767,11 @@ class BatchQueue:
 
         try:
             self.store.modify(job_id, change)
+        except WRITE_ERRORS:
+            logger.warning(
+                "job %s: could not record %s; will try again", job_id, status.value, exc_info=True
+            )
+            self._record_later(job_id, change)
         except Exception:
             logger.exception("job %s: could not record %s", job_id, status.value)
 
@@ -830,7 +956,12 @@ class BatchQueue:
                     continue
                 if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
-                elif full_pass and job_id not in self._subs and job_id not in self._unwritten:
+                elif (
+                    full_pass
+                    and job_id not in self._subs
+                    and job_id not in self._unwritten
+                    and job_id not in self._retries
+                ):
                     if job_id in absent_before:
                         del self._submitted[job_id]
                     else:
@@ -848,7 +979,7 @@ class BatchQueue:
         """
         with self._lock:
             local = self._submitted.get(job_id)
-            if job_id in self._unwritten:
+            if job_id in self._unwritten or job_id in self._retries:
                 return  # its record is still to be written (a write failed): ours stays
         if local is None:
             return
@@ -970,6 +1101,11 @@ class BatchQueue:
         return f"<BatchQueue {self._folder!r} running={len(self._subs)}>"
 
 
+def _outcome(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
+    """A job's final write, retried: never over a record someone else finished."""
+    return None if current is not None and current.is_finished else fields
+
+
 def _caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
     """Whether the cache's record is (at least) this run's record written here."""
     return cached is not None and cached.created_at == local.created_at and cached.seq >= local.seq
@@ -1012,7 +1148,8 @@ def _supervise(
             elif item is not None:
                 queue._handle_done(*item)
             if item is _WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
-                unwritten_due = queue._write_overdue()
+                due_times = [queue._write_overdue(), queue._retry_writes()]
+                unwritten_due = min((t for t in due_times if t is not None), default=None)
             done = item is not None and item is not _STOP and item is not _WAKE
             due = retention_retry is not None and time.monotonic() >= retention_retry
             if (done and events.empty()) or due:
