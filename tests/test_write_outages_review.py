@@ -1,0 +1,68 @@
+"""Review of write outages: what the first tests missed.
+
+The outage is real, as in ``test_write_outages``: the store's ``.tmp/`` is a
+plain file, so every write in the folder fails until it is a folder again. A
+cache that only moves when the test rescans it (polling, hour-long interval)
+stands for a cache that lags behind the disk, which the real watch does for a
+few milliseconds after each write.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import wait_until
+from test_write_outages import writes_fail
+
+from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore
+
+
+@pytest.fixture
+def still_cache(tmp_path: Path) -> Iterator[StatusCache]:
+    """A cache that changes only when the test calls ``rescan()``."""
+    cache = StatusCache(tmp_path, polling=True, poll_interval=3600, reconcile_interval=3600)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def gated(gate: threading.Event, started: threading.Event) -> Any:
+    def job(params: Any) -> Any:
+        started.set()
+        assert gate.wait(60)
+        return params
+
+    return job
+
+
+def test_an_outcome_kept_in_memory_still_shows_once_the_cache_reads_the_disk(
+    tmp_path: Path, still_cache: StatusCache
+) -> None:
+    """The job ends before the cache saw it RUNNING; its outcome write fails.
+
+    The kept record was built on the PENDING one (seq 1), so it has the seq of
+    the RUNNING record on disk (2): once the cache reads that, the queue took
+    the cache as caught up and showed RUNNING again (and dropped its record).
+    """
+    gate, started = threading.Event(), threading.Event()
+    with BatchQueue(1, status_dir=tmp_path, cache=still_cache, record_delay=0) as queue:
+        job_id = queue.submit(gated(gate, started), {"n": 1})
+        assert started.wait(30)
+        with writes_fail(tmp_path):
+            gate.set()
+            wait_until(lambda: job_id in queue._retries, 30, "the outcome kept")
+            still_cache.rescan()  # reads the RUNNING record the job wrote at its start
+            assert still_cache.get(job_id) is not None
+            queue.maintain()  # prunes what it takes for caught up
+            shown = queue.get_job_status(job_id)
+            assert shown is not None and shown.status is BatchStatus.COMPLETED, shown
+            assert queue.wait([job_id], timeout=0.1)
+            assert [j.id for j in queue.unseen_records(still_cache.snapshot())] == [job_id]
+        wait_until(lambda: job_id not in queue._retries, 30, "the outcome written")
+        record = StatusStore(tmp_path).read(job_id)
+        assert record is not None and record.status is BatchStatus.COMPLETED
