@@ -511,6 +511,8 @@ class BatchQueue:
             fields = change(local)
             if fields is not None:
                 self._submitted[job_id] = merged(job_id, local, fields, now)
+            elif local is not None:
+                self._submitted[job_id] = local  # shown until the retry (get_job_status)
             self._retries[job_id] = (time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
         self._events.put(_WAKE)
 
@@ -814,6 +816,11 @@ class BatchQueue:
         local = self._submitted.get(job_id)
         if local is None:
             return cached
+        if job_id in self._retries:
+            # Ours is newer than any record on disk until the retry writes it: the
+            # disk's seq may equal ours (ours was built on a record the cache had
+            # not caught up with), so seq alone cannot tell.
+            return local
         # No pop here when the cache has caught up: without the lock it could drop a
         # newer record the supervisor stored meanwhile, and the UI path takes no lock.
         # The supervisor prunes caught-up entries (``_prune_submitted``).
@@ -827,7 +834,12 @@ class BatchQueue:
         """
         with self._lock:
             local = list(self._submitted.items())
-        return [job for job_id, job in local if not _caught_up(snapshot.get(job_id), job)]
+            retrying = set(self._retries)
+        return [
+            job
+            for job_id, job in local
+            if job_id in retrying or not _caught_up(snapshot.get(job_id), job)
+        ]
 
     def snapshot(self) -> Snapshot:
         """The cache's current snapshot of every job in the folder."""
@@ -952,16 +964,11 @@ class BatchQueue:
             absent_before, absent_now = self._absent_once, set()
             for job_id in list(self._submitted) if job_ids is None else job_ids:
                 local = self._submitted.get(job_id)
-                if local is None:
-                    continue
+                if local is None or job_id in self._retries:
+                    continue  # a retry's record stays until written (see get_job_status)
                 if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
-                elif (
-                    full_pass
-                    and job_id not in self._subs
-                    and job_id not in self._unwritten
-                    and job_id not in self._retries
-                ):
+                elif full_pass and job_id not in self._subs and job_id not in self._unwritten:
                     if job_id in absent_before:
                         del self._submitted[job_id]
                     else:
