@@ -19,6 +19,7 @@ from conftest import wait_until
 from test_write_outages import writes_fail
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore
+from statusbridge.jobs import _queue
 
 
 @pytest.fixture
@@ -66,3 +67,63 @@ def test_an_outcome_kept_in_memory_still_shows_once_the_cache_reads_the_disk(
         wait_until(lambda: job_id not in queue._retries, 30, "the outcome written")
         record = StatusStore(tmp_path).read(job_id)
         assert record is not None and record.status is BatchStatus.COMPLETED
+
+
+def retry_now(queue: BatchQueue, job_id: str) -> None:
+    """Make the kept write of ``job_id`` due now (the test held it back an hour)."""
+    with queue._lock:
+        _due, delay, change = queue._retries[job_id]
+        queue._retries[job_id] = (0.0, delay, change)
+    queue._events.put(_queue._WAKE)
+
+
+def test_a_retried_outcome_never_lands_on_a_new_run_of_the_same_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the outage, before the retry: the old run is finished by someone else
+    (here a store in the test, as another process judging it dead would) and the
+    job id runs again. The old outcome must not be written over the new run."""
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    first, second, started = threading.Event(), threading.Event(), threading.Event()
+    with BatchQueue(2, status_dir=tmp_path, record_delay=0) as queue:
+        queue.submit(gated(first, started), {"run": 1}, job_id="again")
+        assert started.wait(30)
+        with writes_fail(tmp_path):
+            first.set()
+            wait_until(lambda: "again" in queue._retries, 30, "the outcome kept")
+        StatusStore(tmp_path).update("again", status=BatchStatus.FAILED, error_message="dead")
+        started.clear()
+        queue.submit(gated(second, started), {"run": 2}, job_id="again")
+        try:
+            assert started.wait(30)
+            retry_now(queue, "again")
+            wait_until(lambda: "again" not in queue._retries, 30, "the retry done")
+            record = StatusStore(tmp_path).read("again")
+            assert record is not None and record.params == {"run": 2}
+            assert record.status is BatchStatus.RUNNING and record.result is None, record
+        finally:
+            second.set()
+        assert queue.wait(["again"], timeout=30)
+    record = StatusStore(tmp_path).read("again")
+    assert record is not None and record.status is BatchStatus.COMPLETED
+    assert record.result == {"run": 2}
+
+
+def test_a_retried_outcome_does_not_bring_back_a_removed_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone removes the record (``StatusStore.delete``, the folder wiped) while the
+    outcome waits for its retry: the retry must not create a record of the outcome
+    alone (no params, no batch, a new created_at)."""
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    gate, started = threading.Event(), threading.Event()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
+        job_id = queue.submit(gated(gate, started), {"n": 1}, batch_id="b1")
+        assert started.wait(30)
+        with writes_fail(tmp_path):
+            gate.set()
+            wait_until(lambda: job_id in queue._retries, 30, "the outcome kept")
+        assert StatusStore(tmp_path).delete(job_id)
+        retry_now(queue, job_id)
+        wait_until(lambda: job_id not in queue._retries, 30, "the retry done")
+        assert StatusStore(tmp_path).read(job_id) is None
