@@ -383,6 +383,8 @@ class BatchQueue:
         )
         with self._lock:
             self._submitted[job_id] = job
+            # A write kept for an earlier run of this id: that run's record is gone.
+            self._retries.pop(job_id, None)
             if deferred:
                 first = not self._unwritten
                 self._unwritten[job_id] = (time.monotonic(), fields)
@@ -508,6 +510,8 @@ class BatchQueue:
             cached = self.cache.get(job_id)
             if local is None or _caught_up(cached, local):
                 local = cached
+            if local is not None:  # never applied to another run of this job id
+                change = partial(_for_run, change, local.created_at)
             fields = change(local)
             if fields is not None:
                 self._submitted[job_id] = merged(job_id, local, fields, now)
@@ -1109,8 +1113,21 @@ class BatchQueue:
 
 
 def _outcome(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
-    """A job's final write, retried: never over a record someone else finished."""
-    return None if current is not None and current.is_finished else fields
+    """A job's final write, retried: never over a record someone else finished, nor
+    in place of a removed one (unless ``fields`` is a whole record: a job run from
+    memory whose record was never written)."""
+    if current is None:
+        return fields if "created_at" in fields else None
+    return None if current.is_finished else fields
+
+
+def _for_run(
+    change: Change, created_at: datetime | None, current: BatchJob | None
+) -> dict[str, Any] | None:
+    """``change``, unless ``current`` is another run of the job (created at another time)."""
+    if current is not None and created_at is not None and current.created_at != created_at:
+        return None
+    return change(current)
 
 
 def _caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
