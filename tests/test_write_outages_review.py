@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import poll_until, wait_until
 from test_write_outages import writes_fail
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore
@@ -129,3 +129,70 @@ def test_a_retried_outcome_does_not_bring_back_a_removed_record(
         retry_now(queue, job_id)
         wait_until(lambda: job_id not in queue._retries, 30, "the retry done")
         assert StatusStore(tmp_path).read(job_id) is None
+
+
+def outage_with_a_start_to_retry(
+    queue: BatchQueue, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """One job ends and another cannot start while writes fail (the caller's outage).
+
+    Returns (ended, waiting): the first's outcome is kept, the second waits to
+    be started again an hour from now (the tests say what happens before that).
+    """
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)
+    monkeypatch.setattr(_queue, "WRITE_RETRY_MAX", 3600.0)
+    gate, started = threading.Event(), threading.Event()
+    ended = queue.submit(gated(gate, started), {"n": 1})
+    waiting = queue.submit(lambda params: "ran", {"n": 2})
+    assert started.wait(30)
+    with writes_fail(folder):
+        gate.set()
+        wait_until(lambda: waiting in queue._restarts, 30, "a start to try again")
+    return ended, waiting
+
+
+def test_shutdown_runs_a_job_waiting_to_be_started_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The outage is over; ``shutdown(wait=True)`` lets queued jobs finish. A job
+    that waits for another try at its start is queued: it failed instead ("could
+    not be started: its record could not be written", untrue by then)."""
+    queue = BatchQueue(1, status_dir=tmp_path, record_delay=0)
+    ended, waiting = outage_with_a_start_to_retry(queue, tmp_path, monkeypatch)
+    queue.shutdown(wait=True)
+    store = StatusStore(tmp_path)
+    first, second = store.read(ended), store.read(waiting)
+    assert first is not None and first.status is BatchStatus.COMPLETED
+    assert second is not None and second.status is BatchStatus.COMPLETED, second
+    assert second.result == "ran"
+
+
+def test_shutdown_cancelling_pending_jobs_during_an_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``shutdown(cancel_pending=True)`` while writes fail: it raised the write error
+    of the first cancel (the pool and the supervisor left running). It must go on,
+    and the job that waited to start again ends CANCELLED, not FAILED, once the
+    outage is over (here: as soon as shutdown has kept the cancel for a retry)."""
+    queue = BatchQueue(1, status_dir=tmp_path, record_delay=0)
+    ended, waiting = outage_with_a_start_to_retry(queue, tmp_path, monkeypatch)
+    outage = writes_fail(tmp_path)
+    outage.__enter__()
+    try:
+        ends = threading.Thread(
+            target=lambda: (
+                poll_until(lambda: waiting in queue._retries, 30),
+                outage.__exit__(None, None, None),
+            )
+        )
+        ends.start()
+        queue.shutdown(wait=True, cancel_pending=True)
+    finally:
+        ends.join(60)
+        if (tmp_path / ".tmp").is_file():
+            outage.__exit__(None, None, None)
+    assert not queue._supervisor.is_alive()
+    store = StatusStore(tmp_path)
+    first, second = store.read(ended), store.read(waiting)
+    assert first is not None and first.status is BatchStatus.COMPLETED
+    assert second is not None and second.status is BatchStatus.CANCELLED, second
