@@ -148,6 +148,7 @@ def outage_with_a_start_to_retry(
     with writes_fail(folder):
         gate.set()
         wait_until(lambda: waiting in queue._restarts, 30, "a start to try again")
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 0.01)  # shutdown's pause between its tries
     return ended, waiting
 
 

@@ -276,6 +276,7 @@ class BatchQueue:
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._closed = False
+        self._cancel_pending = False  # set by shutdown(cancel_pending=True)
         self._events: stdlib_queue.SimpleQueue[Any] = stdlib_queue.SimpleQueue()
         self._stopped = threading.Event()
 
@@ -536,8 +537,11 @@ class BatchQueue:
             for job_id, _ in due:
                 del self._restarts[job_id]
         for job_id, sub in due:
+            status = BatchStatus.FAILED
             why = "could not be started: its record could not be written"
-            if not self._closed:
+            if self._cancel_pending:  # shutdown(cancel_pending=True): it is pending
+                status, why = BatchStatus.CANCELLED, "cancelled before it started"
+            elif not self._closed:
                 try:
                     self._start(sub.spec, attempts=sub.attempts + 1)
                 except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
@@ -545,7 +549,7 @@ class BatchQueue:
                     why = f"could not be submitted again: {type(exc).__name__}: {exc}"
                 else:
                     continue
-            self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
+            self._mark_if_unfinished(job_id, status, why)
             self._forget(job_id, sub)
 
     def _retry_writes(self, *, force: bool = False) -> float | None:
@@ -1075,14 +1079,24 @@ class BatchQueue:
         once and release everything when they have. May be called again (a later
         ``wait=True`` then waits).
         """
+        if not cancel_pending and not self._closed:
+            # Jobs waiting to be started again (their start could not be written)
+            # are queued jobs: they go to the pool now, before it stops taking any.
+            self._restart_due(force=True)
         self._closed = True
+        self._cancel_pending = self._cancel_pending or cancel_pending
         if cancel_pending:
             with self._lock:
                 ids = list(self._subs)
             for job_id in ids:
                 job = self.get_job_status(job_id)
                 if job is not None and job.status is BatchStatus.PENDING:
-                    self.cancel(job_id)
+                    try:
+                        self.cancel(job_id)
+                    except WRITE_ERRORS:
+                        # Shutting down goes on: the pool drops the job, whose
+                        # CANCELLED record is then kept and retried like any write.
+                        logger.warning("job %s: its cancel could not be written", job_id)
         self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
         if not wait:
             self._events.put(_STOP)  # the supervisor releases once the jobs are done
