@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import _workers
 import pytest
 from conftest import poll_until, wait_until
 from test_write_outages import writes_fail
@@ -197,3 +198,26 @@ def test_shutdown_cancelling_pending_jobs_during_an_outage(
     first, second = store.read(ended), store.read(waiting)
     assert first is not None and first.status is BatchStatus.COMPLETED
     assert second is not None and second.status is BatchStatus.CANCELLED, second
+
+
+def test_a_process_pool_keeps_outcomes_and_starts_again(tmp_path: Path) -> None:
+    """Checked, held: both errors cross the process boundary (they pickle) and the
+    queue writes the outcome and starts the job again from the parent process."""
+    folder, gate = tmp_path / "status", tmp_path / "gate"
+    folder.mkdir()
+    with BatchQueue(1, status_dir=folder, executor="process", record_delay=0) as queue:
+        ended = queue.submit(_workers.wait_for_gate, {"gate": str(gate)})
+        waiting = queue.submit(_workers.double, {"x": 2})
+        store = StatusStore(folder)
+        wait_until(lambda: getattr(store.read(ended), "status", None) is BatchStatus.RUNNING, 60)
+        with writes_fail(folder):
+            gate.touch()
+            wait_until(
+                lambda: ended in queue._retries and waiting in queue._restarts,
+                60,
+                "the outcome kept and the start to try again",
+            )
+        assert queue.wait(timeout=60)
+    first, second = store.read(ended), store.read(waiting)
+    assert first is not None and first.result == "passed"
+    assert second is not None and second.result == {"value": 4}
