@@ -9,6 +9,7 @@ few milliseconds after each write.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +222,34 @@ def test_a_process_pool_keeps_outcomes_and_starts_again(tmp_path: Path) -> None:
     first, second = store.read(ended), store.read(waiting)
     assert first is not None and first.result == "passed"
     assert second is not None and second.result == {"value": 4}
+
+
+def test_a_queued_job_kept_in_memory_logs_its_failing_write_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job waiting in memory (``record_delay``) whose PENDING write keeps failing:
+    the supervisor retries it every 0.5 s, and logged a traceback at every try
+    (one per queued job per try: thousands a minute with a long queue). A spy on
+    the store counts the tries (it changes nothing)."""
+    gate, started = threading.Event(), threading.Event()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0.01) as queue:
+        real_modify = queue.store.modify
+        tries: list[str] = []
+
+        def counting(job_id: str, change: Any) -> Any:
+            tries.append(job_id)
+            return real_modify(job_id, change)
+
+        queue.store.modify = counting  # type: ignore[method-assign]
+        running = queue.submit(gated(gate, started))
+        try:
+            assert started.wait(30)
+            wait_until(lambda: queue.store.read(running), 30, "the running job's record")
+            with caplog.at_level(logging.INFO, logger="statusbridge.jobs"), writes_fail(tmp_path):
+                queued = queue.submit(lambda params: "ran")
+                wait_until(lambda: tries.count(queued) >= 4, 30, "4 tries of its write")
+        finally:
+            gate.set()
+        assert queue.wait(timeout=30)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len([m for m in errors if queued in m]) == 1, errors
