@@ -33,6 +33,7 @@ from statusbridge.store import StatusStore
 
 __all__ = [
     "WRITE_ERRORS",
+    "FailureLog",
     "JobContext",
     "current_job_id",
     "is_cancelled",
@@ -60,6 +61,39 @@ WRITE_ERRORS: tuple[type[Exception], ...] = (OSError, UnsafeFolderError)
 _running: weakref.WeakValueDictionary[str, JobContext] = weakref.WeakValueDictionary()
 
 
+class FailureLog:
+    """When to log a write that keeps failing: its first failure, then at most
+    every FAILURE_LOG_SECONDS (with a count), so an outage does not flood the log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # While writes fail: (when last logged, failures not logged since).
+        self._failing: tuple[float, int] | None = None
+
+    def failed(self) -> int | None:
+        """A write failed: 0 to log it with its traceback (the first), n to log
+        that n failed since the last log, None to stay quiet."""
+        now = time.monotonic()
+        with self._lock:
+            failing = self._failing
+            if failing is None:
+                self._failing = (now, 0)
+                return 0
+            if now - failing[0] < FAILURE_LOG_SECONDS:
+                self._failing = (failing[0], failing[1] + 1)
+                return None
+            self._failing = (now, 0)
+            return failing[1] + 1
+
+    def succeeded(self) -> bool:
+        """A write worked: True if writes were failing (worth a log line)."""
+        if self._failing is None:
+            return False
+        with self._lock:
+            was, self._failing = self._failing, None
+        return was is not None
+
+
 class JobContext:
     """The state of one running job, shared by its thread and the heartbeat thread."""
 
@@ -81,8 +115,7 @@ class JobContext:
         self.last_check = self.last_write
         # The record's fields while no file of this job exists (None once written).
         self._unwritten: dict[str, Any] | None = None
-        # While writes fail: (when last logged, failures not logged since).
-        self._failing: tuple[float, int] | None = None
+        self._failures = FailureLog()
 
     def start_unwritten(self, record: dict[str, Any], *, write_after: float) -> None:
         """Run with no record on disk yet: the first write, ``write_after`` from now, creates it.
@@ -147,15 +180,8 @@ class JobContext:
     def note_write_failure(self, what: str) -> None:
         """Log a failed write of this job (call from an ``except`` block): the first
         with its traceback, repeats at most every FAILURE_LOG_SECONDS with a count."""
-        now = time.monotonic()
-        with self._lock:
-            failing, self._failing = self._failing, self._failing or (now, 0)
-            if failing is not None and now - failing[0] < FAILURE_LOG_SECONDS:
-                self._failing = (failing[0], failing[1] + 1)
-                return
-            if failing is not None:
-                self._failing = (now, 0)
-        if failing is None:
+        unlogged = self._failures.failed()
+        if unlogged == 0:
             logger.exception(
                 "job %s: %s failed; the job goes on and later writes retry "
                 "(repeats logged at most every %.0f s)",
@@ -163,19 +189,17 @@ class JobContext:
                 what,
                 FAILURE_LOG_SECONDS,
             )
-        else:
+        elif unlogged is not None:
             logger.error(
                 "job %s: writes still failing (%d times since last logged); last: %s: %s",
                 self.job_id,
-                failing[1] + 1,
+                unlogged,
                 what,
                 sys.exc_info()[1],
             )
 
     def note_write_success(self) -> None:
-        if self._failing is not None:
-            with self._lock:
-                self._failing = None
+        if self._failures.succeeded():
             logger.info("job %s: its record is written again", self.job_id)
 
     def flush(self, *, now_utc: datetime | None = None) -> None:

@@ -49,7 +49,9 @@ from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import (
+    FAILURE_LOG_SECONDS,
     WRITE_ERRORS,
+    FailureLog,
     JobContext,
     register,
     running_context,
@@ -267,6 +269,7 @@ class BatchQueue:
         # that finds its job gone waits for that write before reading the record.
         self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
         self._writing = threading.Lock()
+        self._unwritten_failures = FailureLog()  # their writes' failures, logged rate-limited
         # Changes to written records whose write failed, by job id: (when next due,
         # the delay after that, the change). Supervisor only; ``_submitted`` shows
         # them meanwhile, so ``get_job_status`` and ``wait`` are not held back.
@@ -610,8 +613,23 @@ class BatchQueue:
         fields = {**entry[1], **change}
         try:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
-        except Exception:
-            logger.exception("job %s: could not write its record; will try again", job_id)
+        except Exception as exc:
+            unlogged = self._unwritten_failures.failed()
+            if unlogged == 0:
+                logger.exception(
+                    "job %s: could not write its record; will try again "
+                    "(repeats logged at most every %.0f s)",
+                    job_id,
+                    FAILURE_LOG_SECONDS,
+                )
+            elif unlogged is not None:
+                logger.error(  # noqa: TRY400 - its traceback was logged the first time
+                    "records of jobs in memory: writes still failing (%d times since "
+                    "last logged); last: job %s: %s",
+                    unlogged,
+                    job_id,
+                    exc,
+                )
             retry_at = time.monotonic() + min(self.record_delay, WRITE_RETRY)
             with self._lock:
                 # Kept with its change (a cancel must hold), first in line: due before
@@ -624,6 +642,8 @@ class BatchQueue:
                     self._submitted[job_id] = local.replace(**change)
             self._events.put(_WAKE)  # the supervisor retries (it may not be the writer)
             return False
+        if self._unwritten_failures.succeeded():
+            logger.info("records of jobs in memory are written again")
         if job is not None:
             with self._lock:
                 if job_id in self._submitted:
