@@ -253,3 +253,42 @@ def test_a_queued_job_kept_in_memory_logs_its_failing_write_once(
         assert queue.wait(timeout=30)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len([m for m in errors if queued in m]) == 1, errors
+
+
+def ended_in_an_outage(
+    queue: BatchQueue, folder: Path, monkeypatch: pytest.MonkeyPatch, job_id: str
+) -> None:
+    """Run ``job_id`` to its end during an outage; its outcome waits (an hour) for a retry."""
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    gate, started = threading.Event(), threading.Event()
+    queue.submit(gated(gate, started), {"run": 1}, job_id=job_id)
+    assert started.wait(30)
+    with writes_fail(folder):
+        gate.set()
+        wait_until(lambda: job_id in queue._retries, 30, "the outcome kept")
+    assert queue.wait([job_id], timeout=1)  # shown COMPLETED at once
+
+
+def test_a_job_whose_outcome_waits_for_its_retry_is_not_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It is shown COMPLETED; ``cancel`` returned True (documented: False for a
+    finished job) and wrote ``cancel_requested`` into its RUNNING record."""
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
+        ended_in_an_outage(queue, tmp_path, monkeypatch, "done-already")
+        assert not queue.cancel("done-already")
+        record = StatusStore(tmp_path).read("done-already")
+        assert record is not None and not record.cancel_requested
+
+
+def test_a_job_shown_completed_can_run_again_before_its_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``wait`` said it ended; submitting the id again raised ValueError ("already
+    exists and is running") until the retry came (up to WRITE_RETRY_MAX later)."""
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
+        ended_in_an_outage(queue, tmp_path, monkeypatch, "rerun")
+        queue.submit(lambda params: params, {"run": 2}, job_id="rerun")
+        assert queue.wait(["rerun"], timeout=30)
+        shown = queue.get_job_status("rerun")
+        assert shown is not None and shown.result == {"run": 2}
