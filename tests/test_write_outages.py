@@ -36,7 +36,7 @@ def writes_fail(folder: Path) -> Iterator[None]:
         yield
     finally:
         temp.unlink()
-        temp.mkdir(mode=0o700)
+        temp.mkdir(mode=0o700, exist_ok=True)  # a write may have made it meanwhile
 
 
 def reporting_until(gate: threading.Event, started: threading.Event) -> Callable[[Any], Any]:
