@@ -370,6 +370,10 @@ class BatchQueue:
             job = BatchJob(id=job_id, seq=1, updated_at=now, **fields)
         else:
             if given_id:
+                with self._lock:
+                    kept = self._retries.get(job_id)
+                if kept is not None:  # an earlier run's outcome, shown ended: written first
+                    self._write_kept(job_id, kept[1], kept[2])
                 existing = self.store.read(job_id)
                 if existing is not None and existing.is_finished:
                     self.store.delete_if_unchanged([existing])  # a new run starts a new record
@@ -563,26 +567,7 @@ class BatchQueue:
         with self._lock:
             due_now = [(k, v) for k, v in self._retries.items() if force or v[0] <= now]
         for job_id, (_due, delay, change) in due_now:
-            try:
-                job = self.store.modify(job_id, change)
-            except WRITE_ERRORS as exc:
-                logger.debug("job %s: writing its record failed again: %s", job_id, exc)
-                longer = min(delay * 2, WRITE_RETRY_MAX)
-                with self._lock:
-                    if self._retries.get(job_id, (0, 0, None))[2] is change:
-                        self._retries[job_id] = (now + longer, longer, change)
-                continue
-            except Exception:
-                logger.exception("job %s: cannot write its record; giving up", job_id)
-                job = None
-            else:
-                logger.info("job %s: its record is written now", job_id)
-            with self._lock:
-                if self._retries.get(job_id, (0, 0, None))[2] is change:
-                    del self._retries[job_id]
-                if job is not None and job_id in self._submitted:
-                    self._submitted[job_id] = job
-            self._settle_submitted(job_id, job)
+            self._write_kept(job_id, delay, change)
         with self._lock:
             return min(
                 itertools.chain(
@@ -591,6 +576,29 @@ class BatchQueue:
                 ),
                 default=None,
             )
+
+    def _write_kept(self, job_id: str, delay: float, change: Change) -> None:
+        """One try at a change kept by ``_record_later``; kept longer if it fails again."""
+        try:
+            job = self.store.modify(job_id, change)
+        except WRITE_ERRORS as exc:
+            logger.debug("job %s: writing its record failed again: %s", job_id, exc)
+            longer = min(delay * 2, WRITE_RETRY_MAX)
+            with self._lock:
+                if self._retries.get(job_id, (0, 0, None))[2] is change:
+                    self._retries[job_id] = (time.monotonic() + longer, longer, change)
+            return
+        except Exception:
+            logger.exception("job %s: cannot write its record; giving up", job_id)
+            job = None
+        else:
+            logger.info("job %s: its record is written now", job_id)
+        with self._lock:
+            if self._retries.get(job_id, (0, 0, None))[2] is change:
+                del self._retries[job_id]
+            if job is not None and job_id in self._submitted:
+                self._submitted[job_id] = job
+        self._settle_submitted(job_id, job)
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -813,6 +821,10 @@ class BatchQueue:
         file). Returns False if the job is unknown or already finished.
         """
 
+        with self._lock:
+            kept, local = job_id in self._retries, self._submitted.get(job_id)
+        if kept and local is not None and local.is_finished:
+            return False  # ended; only its record is still to be written
         if self._write_pending_now(job_id, **CANCELLED_BEFORE_START):
             with self._lock:
                 sub = self._subs.get(job_id)
