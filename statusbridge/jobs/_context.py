@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import threading
 import time
 import weakref
@@ -26,11 +27,13 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from statusbridge.errors import InvalidRecordError, JobCancelled
+from statusbridge.errors import InvalidRecordError, JobCancelled, UnsafeFolderError
 from statusbridge.record import BatchJob, freeze, utc_now
 from statusbridge.store import StatusStore
 
 __all__ = [
+    "WRITE_ERRORS",
+    "FailureLog",
     "JobContext",
     "current_job_id",
     "is_cancelled",
@@ -44,9 +47,51 @@ logger = logging.getLogger(__name__)
 
 _current: ContextVar[JobContext | None] = ContextVar("statusbridge_job", default=None)
 
+# A status write that keeps failing (a full disk, a restarting server) is retried
+# at every later write; its first failure is logged with the traceback, repeats at
+# most this often, so the log stays readable while the job goes on.
+FAILURE_LOG_SECONDS = 60.0
+
+# Write failures that may pass (a full disk, a server away, a temp folder someone
+# replaced): what failed is kept and written again, and the job goes on.
+WRITE_ERRORS: tuple[type[Exception], ...] = (OSError, UnsafeFolderError)
+
 # Jobs running in this process, by id: a cancel from this process reaches them
 # at once instead of at their next write.
 _running: weakref.WeakValueDictionary[str, JobContext] = weakref.WeakValueDictionary()
+
+
+class FailureLog:
+    """When to log a write that keeps failing: its first failure, then at most
+    every FAILURE_LOG_SECONDS (with a count), so an outage does not flood the log."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # While writes fail: (when last logged, failures not logged since).
+        self._failing: tuple[float, int] | None = None
+
+    def failed(self) -> int | None:
+        """A write failed: 0 to log it with its traceback (the first), n to log
+        that n failed since the last log, None to stay quiet."""
+        now = time.monotonic()
+        with self._lock:
+            failing = self._failing
+            if failing is None:
+                self._failing = (now, 0)
+                return 0
+            if now - failing[0] < FAILURE_LOG_SECONDS:
+                self._failing = (failing[0], failing[1] + 1)
+                return None
+            self._failing = (now, 0)
+            return failing[1] + 1
+
+    def succeeded(self) -> bool:
+        """A write worked: True if writes were failing (worth a log line)."""
+        if self._failing is None:
+            return False
+        with self._lock:
+            was, self._failing = self._failing, None
+        return was is not None
 
 
 class JobContext:
@@ -70,6 +115,7 @@ class JobContext:
         self.last_check = self.last_write
         # The record's fields while no file of this job exists (None once written).
         self._unwritten: dict[str, Any] | None = None
+        self._failures = FailureLog()
 
     def start_unwritten(self, record: dict[str, Any], *, write_after: float) -> None:
         """Run with no record on disk yet: the first write, ``write_after`` from now, creates it.
@@ -117,9 +163,44 @@ class JobContext:
             self._pending_meta.clear()
             return fields
 
+    def put_back(self, fields: dict[str, Any]) -> None:
+        """Return what a failed write took: the next write carries it, unless newer."""
+        with self._lock:
+            meta = fields.get("meta")
+            if meta:
+                self._pending_meta = {**meta, **self._pending_meta}
+            for name, value in fields.items():
+                if name in ("progress", "message"):
+                    self._pending.setdefault(name, value)
+
     def mark_written(self) -> None:
         with self._lock:
             self._unwritten = None
+
+    def note_write_failure(self, what: str) -> None:
+        """Log a failed write of this job (call from an ``except`` block): the first
+        with its traceback, repeats at most every FAILURE_LOG_SECONDS with a count."""
+        unlogged = self._failures.failed()
+        if unlogged == 0:
+            logger.exception(
+                "job %s: %s failed; the job goes on and later writes retry "
+                "(repeats logged at most every %.0f s)",
+                self.job_id,
+                what,
+                FAILURE_LOG_SECONDS,
+            )
+        elif unlogged is not None:
+            logger.error(
+                "job %s: writes still failing (%d times since last logged); last: %s: %s",
+                self.job_id,
+                unlogged,
+                what,
+                sys.exc_info()[1],
+            )
+
+    def note_write_success(self) -> None:
+        if self._failures.succeeded():
+            logger.info("job %s: its record is written again", self.job_id)
 
     def flush(self, *, now_utc: datetime | None = None) -> None:
         """Write what is pending plus a heartbeat; notice a cancel request in the file.
@@ -145,7 +226,11 @@ class JobContext:
                     return None
                 return fields
 
-            job = self.store.modify(self.job_id, change)
+            try:
+                job = self.store.modify(self.job_id, change)
+            except WRITE_ERRORS:
+                self.put_back(fields)  # the final write, at the latest, carries them
+                raise
             if creates and job is not None:
                 self.mark_written()
         if job is None:
@@ -168,6 +253,9 @@ class JobContext:
                 job = self.store.read(self.job_id)
             except InvalidRecordError:
                 logger.warning("record of job %s is unreadable; cannot check cancel", self.job_id)
+                job = None
+            except WRITE_ERRORS:  # a full disk, a server away: asked again next interval
+                self.note_write_failure("reading its record for a cancel request")
                 job = None
             if job is not None and job.cancel_requested:
                 self.cancel_event.set()
@@ -234,7 +322,14 @@ def report_progress(progress: float | None = None, message: str | None = None, *
         raise JobCancelled(f"job {ctx.job_id!r} was cancelled")
     if time.monotonic() - ctx.last_write < ctx.interval:
         return
-    ctx.flush()
+    try:
+        ctx.flush()
+    except WRITE_ERRORS:
+        # Status is a side channel: a failing disk or server must not kill the work.
+        # The values stay pending; a later write (the final one at the latest) has them.
+        ctx.note_write_failure("a progress write")
+        return
+    ctx.note_write_success()
     if ctx.cancel_event.is_set():
         raise JobCancelled(f"job {ctx.job_id!r} was cancelled")
 

@@ -48,12 +48,20 @@ from typing import Any, Literal, TypeVar
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
 from statusbridge.jobs._cancel import request_cancel
-from statusbridge.jobs._context import JobContext, register, running_context, signal_cancel
+from statusbridge.jobs._context import (
+    FAILURE_LOG_SECONDS,
+    WRITE_ERRORS,
+    FailureLog,
+    JobContext,
+    register,
+    running_context,
+    signal_cancel,
+)
 from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
 from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
-from statusbridge.jobs._runner import RunSpec, run_job
+from statusbridge.jobs._runner import OutcomeNotWritten, RunSpec, StartNotWritten, run_job
 from statusbridge.record import (
     FIELD_NAMES,
     BatchJob,
@@ -63,6 +71,7 @@ from statusbridge.record import (
     validate_job_id,
 )
 from statusbridge.store import StatusStore
+from statusbridge.store._store import merged
 
 __all__ = ["BatchQueue", "MaintenanceReport"]
 
@@ -98,6 +107,18 @@ REMEMBER_REMOVED = 10_000
 
 # How soon a record whose first write failed (a full disk) is tried again.
 WRITE_RETRY = 0.5
+
+# A change the supervisor could not write (a job's outcome, a failure it
+# recorded) is tried again after WRITE_RETRY, doubling up to this; shutdown
+# keeps trying for SHUTDOWN_WRITE_TRIES seconds before it gives one up (logged).
+WRITE_RETRY_MAX = 5.0
+SHUTDOWN_WRITE_TRIES = 10.0
+
+# A job whose start could not be written is started again after the same delays,
+# at most this many times in all (about a minute), then it fails saying why.
+START_TRIES = 14
+
+Change = Callable[[BatchJob | None], dict[str, Any] | None]
 
 # How many deferred PENDING records the supervisor writes per hold of ``_writing``
 # (a worker whose job is among them waits for the group).
@@ -263,9 +284,17 @@ class BatchQueue:
         # that finds its job gone waits for that write before reading the record.
         self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
         self._writing = threading.Lock()
+        self._unwritten_failures = FailureLog()  # their writes' failures, logged rate-limited
+        # Changes to written records whose write failed, by job id: (when next due,
+        # the delay after that, the change). Supervisor only; ``_submitted`` shows
+        # them meanwhile, so ``get_job_status`` and ``wait`` are not held back.
+        self._retries: dict[str, tuple[float, float, Change]] = {}
+        # Jobs to start again (their RUNNING write failed), by id: (when, submission).
+        self._restarts: dict[str, tuple[float, _Submission]] = {}
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._closed = False
+        self._cancel_pending = False  # set by shutdown(cancel_pending=True)
         self._events: stdlib_queue.SimpleQueue[Any] = stdlib_queue.SimpleQueue()
         self._stopped = threading.Event()
 
@@ -356,6 +385,10 @@ class BatchQueue:
             job = BatchJob(id=job_id, seq=1, updated_at=now, **fields)
         else:
             if given_id:
+                with self._lock:
+                    kept = self._retries.get(job_id)
+                if kept is not None:  # an earlier run's outcome, shown ended: written first
+                    self._write_kept(job_id, kept[1], kept[2])
                 existing = self.store.read(job_id)
                 if existing is not None and existing.is_finished:
                     self.store.delete_if_unchanged([existing])  # a new run starts a new record
@@ -373,6 +406,8 @@ class BatchQueue:
         )
         with self._lock:
             self._submitted[job_id] = job
+            # A write kept for an earlier run of this id: that run's record is gone.
+            self._retries.pop(job_id, None)
             if deferred:
                 first = not self._unwritten
                 self._unwritten[job_id] = (time.monotonic(), fields)
@@ -472,12 +507,113 @@ class BatchQueue:
                     self._write_unwritten(job_id, entry, {})
 
     def _write_remaining(self) -> None:
-        """Before the store is let go: one last try at records a failed write left in memory."""
+        """Before the store is let go: a last try at what failed writes left in memory."""
         with self._writing:
             with self._lock:
                 remaining, self._unwritten = self._unwritten, {}
             for job_id, entry in remaining.items():
                 self._write_unwritten(job_id, entry, {})
+        self._restart_due(force=True)  # closed: each fails, saying why
+        # A short outage (a server restarting) should not cost the outcomes: keep
+        # trying a while, then say what is lost.
+        deadline = time.monotonic() + SHUTDOWN_WRITE_TRIES
+        while self._retries and time.monotonic() < deadline:
+            if self._retry_writes(force=True) is not None:
+                time.sleep(WRITE_RETRY)
+        with self._lock:
+            lost, self._retries = self._retries, {}
+        for job_id in lost:
+            logger.error("job %s: its final record could not be written; it is lost", job_id)
+
+    def _record_later(self, job_id: str, change: Change) -> None:
+        """Keep a change whose write failed: shown at once, written by a retry."""
+        now = self._clock()
+        with self._lock:
+            local = self._submitted.get(job_id)
+            cached = self.cache.get(job_id)
+            if local is None or _caught_up(cached, local):
+                local = cached
+            if local is not None:  # never applied to another run of this job id
+                change = partial(_for_run, change, local.created_at)
+            fields = change(local)
+            if fields is not None:
+                self._submitted[job_id] = merged(job_id, local, fields, now)
+            elif local is not None:
+                self._submitted[job_id] = local  # shown until the retry (get_job_status)
+            self._retries[job_id] = (time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
+        self._events.put(_WAKE)
+
+    def _start_again_later(self, sub: _Submission) -> bool:
+        if self._closed or sub.attempts >= START_TRIES:
+            return False
+        delay = min(WRITE_RETRY * 2 ** (sub.attempts - 1), WRITE_RETRY_MAX)
+        with self._lock:
+            self._restarts[sub.spec.job_id] = (time.monotonic() + delay, sub)
+        self._events.put(_WAKE)
+        return True
+
+    def _restart_due(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [(k, v[1]) for k, v in self._restarts.items() if force or v[0] <= now]
+            for job_id, _ in due:
+                del self._restarts[job_id]
+        for job_id, sub in due:
+            status = BatchStatus.FAILED
+            why = "could not be started: its record could not be written"
+            if self._cancel_pending:  # shutdown(cancel_pending=True): it is pending
+                status, why = BatchStatus.CANCELLED, "cancelled before it started"
+            elif not self._closed:
+                try:
+                    self._start(sub.spec, attempts=sub.attempts + 1)
+                except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
+                    logger.warning("job %s: could not submit it again: %s", job_id, exc)
+                    why = f"could not be submitted again: {type(exc).__name__}: {exc}"
+                else:
+                    continue
+            self._mark_if_unfinished(job_id, status, why)
+            self._forget(job_id, sub)
+
+    def _retry_writes(self, *, force: bool = False) -> float | None:
+        """Write the changes that are due again and start again the jobs due;
+        returns when the next is due, None if none."""
+        self._restart_due(force=force)
+        now = time.monotonic()
+        with self._lock:
+            due_now = [(k, v) for k, v in self._retries.items() if force or v[0] <= now]
+        for job_id, (_due, delay, change) in due_now:
+            self._write_kept(job_id, delay, change)
+        with self._lock:
+            return min(
+                itertools.chain(
+                    (entry[0] for entry in self._retries.values()),
+                    (entry[0] for entry in self._restarts.values()),
+                ),
+                default=None,
+            )
+
+    def _write_kept(self, job_id: str, delay: float, change: Change) -> None:
+        """One try at a change kept by ``_record_later``; kept longer if it fails again."""
+        try:
+            job = self.store.modify(job_id, change)
+        except WRITE_ERRORS as exc:
+            logger.debug("job %s: writing its record failed again: %s", job_id, exc)
+            longer = min(delay * 2, WRITE_RETRY_MAX)
+            with self._lock:
+                if self._retries.get(job_id, (0, 0, None))[2] is change:
+                    self._retries[job_id] = (time.monotonic() + longer, longer, change)
+            return
+        except Exception:
+            logger.exception("job %s: cannot write its record; giving up", job_id)
+            job = None
+        else:
+            logger.info("job %s: its record is written now", job_id)
+        with self._lock:
+            if self._retries.get(job_id, (0, 0, None))[2] is change:
+                del self._retries[job_id]
+            if job is not None and job_id in self._submitted:
+                self._submitted[job_id] = job
+        self._settle_submitted(job_id, job)
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -500,8 +636,23 @@ class BatchQueue:
         fields = {**entry[1], **change}
         try:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
-        except Exception:
-            logger.exception("job %s: could not write its record; will try again", job_id)
+        except Exception as exc:
+            unlogged = self._unwritten_failures.failed()
+            if unlogged == 0:
+                logger.exception(
+                    "job %s: could not write its record; will try again "
+                    "(repeats logged at most every %.0f s)",
+                    job_id,
+                    FAILURE_LOG_SECONDS,
+                )
+            elif unlogged is not None:
+                logger.error(  # noqa: TRY400 - its traceback was logged the first time
+                    "records of jobs in memory: writes still failing (%d times since "
+                    "last logged); last: job %s: %s",
+                    unlogged,
+                    job_id,
+                    exc,
+                )
             retry_at = time.monotonic() + min(self.record_delay, WRITE_RETRY)
             with self._lock:
                 # Kept with its change (a cancel must hold), first in line: due before
@@ -514,6 +665,8 @@ class BatchQueue:
                     self._submitted[job_id] = local.replace(**change)
             self._events.put(_WAKE)  # the supervisor retries (it may not be the writer)
             return False
+        if self._unwritten_failures.succeeded():
+            logger.info("records of jobs in memory are written again")
         if job is not None:
             with self._lock:
                 if job_id in self._submitted:
@@ -549,6 +702,12 @@ class BatchQueue:
         elif isinstance(exc, BrokenExecutor):
             if self._after_broken_pool(sub):
                 return  # runs again on the new pool
+        elif isinstance(exc, StartNotWritten) and self._start_again_later(sub):
+            logger.warning("%s; starting it again later (try %d)", exc, sub.attempts)
+            return  # still busy here: ``_retry_writes`` submits it again
+        elif isinstance(exc, OutcomeNotWritten):
+            logger.warning("%s; the queue writes it when it can", exc)
+            self._record_later(job_id, partial(_outcome, exc.fields))
         elif exc is not None:
             # run_job itself could not run: an unpicklable function or result, ...
             logger.error("job %s: worker failed: %s", job_id, exc)
@@ -661,6 +820,11 @@ class BatchQueue:
 
         try:
             self.store.modify(job_id, change)
+        except WRITE_ERRORS:
+            logger.warning(
+                "job %s: could not record %s; will try again", job_id, status.value, exc_info=True
+            )
+            self._record_later(job_id, change)
         except Exception:
             logger.exception("job %s: could not record %s", job_id, status.value)
 
@@ -672,6 +836,10 @@ class BatchQueue:
         file). Returns False if the job is unknown or already finished.
         """
 
+        with self._lock:
+            kept, local = job_id in self._retries, self._submitted.get(job_id)
+        if kept and local is not None and local.is_finished:
+            return False  # ended; only its record is still to be written
         if self._write_pending_now(job_id, **CANCELLED_BEFORE_START):
             with self._lock:
                 sub = self._subs.get(job_id)
@@ -703,6 +871,11 @@ class BatchQueue:
         local = self._submitted.get(job_id)
         if local is None:
             return cached
+        if job_id in self._retries:
+            # Ours is newer than any record on disk until the retry writes it: the
+            # disk's seq may equal ours (ours was built on a record the cache had
+            # not caught up with), so seq alone cannot tell.
+            return local
         # No pop here when the cache has caught up: without the lock it could drop a
         # newer record the supervisor stored meanwhile, and the UI path takes no lock.
         # The supervisor prunes caught-up entries (``_prune_submitted``).
@@ -716,7 +889,12 @@ class BatchQueue:
         """
         with self._lock:
             local = list(self._submitted.items())
-        return [job for job_id, job in local if not _caught_up(snapshot.get(job_id), job)]
+            retrying = set(self._retries)
+        return [
+            job
+            for job_id, job in local
+            if job_id in retrying or not _caught_up(snapshot.get(job_id), job)
+        ]
 
     def snapshot(self) -> Snapshot:
         """The cache's current snapshot of every job in the folder."""
@@ -841,8 +1019,8 @@ class BatchQueue:
             absent_before, absent_now = self._absent_once, set()
             for job_id in list(self._submitted) if job_ids is None else job_ids:
                 local = self._submitted.get(job_id)
-                if local is None:
-                    continue
+                if local is None or job_id in self._retries:
+                    continue  # a retry's record stays until written (see get_job_status)
                 if _caught_up(snap.get(job_id), local):
                     del self._submitted[job_id]
                 elif full_pass and job_id not in self._subs and job_id not in self._unwritten:
@@ -863,7 +1041,7 @@ class BatchQueue:
         """
         with self._lock:
             local = self._submitted.get(job_id)
-            if job_id in self._unwritten:
+            if job_id in self._unwritten or job_id in self._retries:
                 return  # its record is still to be written (a write failed): ours stays
         if local is None:
             return
@@ -948,14 +1126,24 @@ class BatchQueue:
         once and release everything when they have. May be called again (a later
         ``wait=True`` then waits).
         """
+        if not cancel_pending and not self._closed:
+            # Jobs waiting to be started again (their start could not be written)
+            # are queued jobs: they go to the pool now, before it stops taking any.
+            self._restart_due(force=True)
         self._closed = True
+        self._cancel_pending = self._cancel_pending or cancel_pending
         if cancel_pending:
             with self._lock:
                 ids = list(self._subs)
             for job_id in ids:
                 job = self.get_job_status(job_id)
                 if job is not None and job.status is BatchStatus.PENDING:
-                    self.cancel(job_id)
+                    try:
+                        self.cancel(job_id)
+                    except WRITE_ERRORS:
+                        # Shutting down goes on: the pool drops the job, whose
+                        # CANCELLED record is then kept and retried like any write.
+                        logger.warning("job %s: its cancel could not be written", job_id)
         self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
         if not wait:
             self._events.put(_STOP)  # the supervisor releases once the jobs are done
@@ -983,6 +1171,24 @@ class BatchQueue:
 
     def __repr__(self) -> str:
         return f"<BatchQueue {self._folder!r} running={len(self._subs)}>"
+
+
+def _outcome(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
+    """A job's final write, retried: never over a record someone else finished, nor
+    in place of a removed one (unless ``fields`` is a whole record: a job run from
+    memory whose record was never written)."""
+    if current is None:
+        return fields if "created_at" in fields else None
+    return None if current.is_finished else fields
+
+
+def _for_run(
+    change: Change, created_at: datetime | None, current: BatchJob | None
+) -> dict[str, Any] | None:
+    """``change``, unless ``current`` is another run of the job (created at another time)."""
+    if current is not None and created_at is not None and current.created_at != created_at:
+        return None
+    return change(current)
 
 
 def _caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
@@ -1027,7 +1233,8 @@ def _supervise(
             elif item is not None:
                 queue._handle_done(*item)
             if item is _WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
-                unwritten_due = queue._write_overdue()
+                due_times = [queue._write_overdue(), queue._retry_writes()]
+                unwritten_due = min((t for t in due_times if t is not None), default=None)
             done = item is not None and item is not _STOP and item is not _WAKE
             due = retention_retry is not None and time.monotonic() >= retention_retry
             if (done and events.empty()) or due:

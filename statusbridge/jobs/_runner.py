@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statusbridge.errors import JobCancelled
-from statusbridge.jobs._context import JobContext, activate, deactivate
+from statusbridge.jobs._context import WRITE_ERRORS, JobContext, activate, deactivate
 from statusbridge.jobs._liveness import this_process
 from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now
 from statusbridge.store import StatusStore
@@ -33,11 +33,6 @@ TRACEBACK_LIMIT = 8000
 
 # How long the heartbeat thread waits for new jobs before it ends.
 IDLE_LINGER = 1.0
-
-# A write that keeps failing (a full disk) is retried at every look; its first
-# failure is logged with the traceback, repeats at most this often, so the log
-# stays readable while the retries go on.
-FAILURE_LOG_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -88,8 +83,6 @@ class _Heartbeats:
         self._wake = threading.Event()
         self._next_look = 0.0  # monotonic time the thread next looks at its jobs
         self._thread: threading.Thread | None = None
-        # id(ctx) -> (when last logged, failures not logged since); heartbeat thread only.
-        self._failing: dict[int, tuple[float, int]] = {}
 
     def add(self, ctx: JobContext, interval: float) -> None:
         with self._lock:
@@ -128,18 +121,14 @@ class _Heartbeats:
                         return
                 continue
             now = time.monotonic()
-            if self._failing:  # forget the jobs that ended
-                live = {id(ctx) for ctx, _ in jobs}
-                self._failing = {k: v for k, v in self._failing.items() if k in live}
             for ctx, interval in jobs:
                 if now >= ctx.next_write_due(interval):
                     try:
                         ctx.flush()
-                    except Exception as exc:  # noqa: BLE001 - logged (rate-limited) there
-                        self._log_failure(ctx, exc, now)
+                    except Exception:  # noqa: BLE001 - logged (rate-limited) there
+                        ctx.note_write_failure("a heartbeat write")
                     else:
-                        if self._failing.pop(id(ctx), None) is not None:
-                            logger.info("heartbeat for job %s written again", ctx.job_id)
+                        ctx.note_write_success()
             # Heartbeats are checked at half their interval; a job not written yet
             # is written when its first write is due.
             now = time.monotonic()
@@ -154,26 +143,6 @@ class _Heartbeats:
             with self._lock:
                 self._next_look = now + wait
             self._wake.wait(wait)
-
-    def _log_failure(self, ctx: JobContext, exc: Exception, now: float) -> None:
-        logged = self._failing.get(id(ctx))
-        if logged is None:
-            logger.exception(
-                "heartbeat for job %s failed; retrying (repeats logged at most every %.0f s)",
-                ctx.job_id,
-                FAILURE_LOG_SECONDS,
-            )
-            self._failing[id(ctx)] = (now, 0)
-        elif now - logged[0] >= FAILURE_LOG_SECONDS:
-            logger.error(
-                "heartbeat for job %s still failing (%d times since last logged): %s",
-                ctx.job_id,
-                logged[1] + 1,
-                exc,
-            )
-            self._failing[id(ctx)] = (now, 0)
-        else:
-            self._failing[id(ctx)] = (logged[0], logged[1] + 1)
 
 
 _heartbeats = _Heartbeats()
@@ -190,7 +159,10 @@ def run_job(spec: RunSpec) -> BatchJob | None:
     if claimed is not None:
         (params,) = claimed
     else:
-        job = _start_from_record(store, spec.job_id)
+        try:
+            job = _start_from_record(store, spec.job_id)
+        except WRITE_ERRORS as exc:
+            raise StartNotWritten(spec.job_id, f"{type(exc).__name__}: {exc}") from exc
         if job is None or job.status is not BatchStatus.RUNNING:
             return job
         params = job.params
@@ -247,16 +219,53 @@ def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> 
         fields["meta"] = meta
     fields["heartbeat_at"] = utc_now()
     try:
-        job = store.update(ctx.job_id, **fields)
-    except (TypeError, ValueError) as exc:
-        # The result (or a meta value) cannot be stored: the job fails, saying why.
-        logger.warning("job %s: cannot store its outcome: %s", ctx.job_id, exc)
-        failed = {
-            **ctx.take_pending(),  # a record never written yet is created whole
-            "status": BatchStatus.FAILED,
-            "error_message": f"job returned a result that cannot be stored: {exc}",
-            "heartbeat_at": utc_now(),
-        }
-        job = store.update(ctx.job_id, **failed)
+        try:
+            job = store.update(ctx.job_id, **fields)
+        except (TypeError, ValueError) as exc:
+            # The result (or a meta value) cannot be stored: the job fails, saying why.
+            logger.warning("job %s: cannot store its outcome: %s", ctx.job_id, exc)
+            fields = {
+                **ctx.take_pending(),  # a record never written yet is created whole
+                "status": BatchStatus.FAILED,
+                "error_message": f"job returned a result that cannot be stored: {exc}",
+                "heartbeat_at": utc_now(),
+            }
+            job = store.update(ctx.job_id, **fields)
+    except WRITE_ERRORS as exc:
+        raise OutcomeNotWritten(ctx.job_id, fields, f"{type(exc).__name__}: {exc}") from exc
     ctx.mark_written()
     return job
+
+
+class OutcomeNotWritten(Exception):
+    """A job ended but its final write failed (a full disk, a server away).
+
+    Carries the fields that write held, back to the job's queue (also from a
+    worker process: it pickles), which keeps them and writes them when it can,
+    instead of losing the job's outcome.
+    """
+
+    def __init__(self, job_id: str, fields: dict[str, Any], error: str) -> None:
+        super().__init__(job_id, fields, error)
+        self.job_id = job_id
+        self.fields = fields
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: its outcome could not be written: {self.error}"
+
+
+class StartNotWritten(Exception):
+    """A job could not be started: writing its RUNNING record failed, so it never ran.
+
+    Its queue starts it again a little later rather than failing work that a
+    short outage (a full disk, a server restarting) only delayed.
+    """
+
+    def __init__(self, job_id: str, error: str) -> None:
+        super().__init__(job_id, error)
+        self.job_id = job_id
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"job {self.job_id}: could not be started: {self.error}"
