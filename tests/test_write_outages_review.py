@@ -292,3 +292,29 @@ def test_a_job_shown_completed_can_run_again_before_its_retry(
         assert queue.wait(["rerun"], timeout=30)
         shown = queue.get_job_status("rerun")
         assert shown is not None and shown.result == {"run": 2}
+
+
+def test_a_start_tried_again_and_again_is_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each new try at a job's start logged a warning with the whole error (up to
+    START_TRIES per queued job: a long queue floods the log in an outage)."""
+    monkeypatch.setattr(_queue, "WRITE_RETRY", 0.01)
+    monkeypatch.setattr(_queue, "WRITE_RETRY_MAX", 0.01)
+    gate, started = threading.Event(), threading.Event()
+    with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
+        queue.submit(gated(gate, started))
+        waiting = queue.submit(lambda params: "ran")
+        assert started.wait(30)
+
+        def tries() -> int:
+            with queue._lock:
+                sub = queue._subs.get(waiting)
+            return 0 if sub is None else sub.attempts
+
+        with caplog.at_level(logging.INFO, logger="statusbridge.jobs"), writes_fail(tmp_path):
+            gate.set()
+            wait_until(lambda: tries() >= 4, 30, "4 tries at its start")
+        assert queue.wait(timeout=30)
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([m for m in warned if waiting in m]) == 1, warned

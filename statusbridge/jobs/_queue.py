@@ -703,7 +703,9 @@ class BatchQueue:
             if self._after_broken_pool(sub):
                 return  # runs again on the new pool
         elif isinstance(exc, StartNotWritten) and self._start_again_later(sub):
-            logger.warning("%s; starting it again later (try %d)", exc, sub.attempts)
+            # The first try says why; the next ones (up to START_TRIES) only add noise.
+            log = logger.warning if sub.attempts == 1 else logger.debug
+            log("%s; starting it again later (try %d)", exc, sub.attempts)
             return  # still busy here: ``_retry_writes`` submits it again
         elif isinstance(exc, OutcomeNotWritten):
             logger.warning("%s; the queue writes it when it can", exc)
