@@ -371,6 +371,10 @@ class _Batches:
             if (job := self.queue.get_job_status(j)) is not None and not job.is_finished
         ]
         if busy:
+            # Most likely another starter claimed the batch after our read: say so.
+            found = self._fresh(batch_id)
+            if found is not None:
+                _refuse_if_started(found[1])
             raise ValueError(f"batch {batch_id!r}: its job {busy[0]!r} is already running")
         started_at = self._clock()
 
