@@ -52,12 +52,12 @@ def reporting_until(gate: threading.Event, started: threading.Event) -> Callable
 
 
 def test_jobs_that_end_or_start_during_an_outage_finish_once_writes_work(tmp_path: Path) -> None:
-    gate, started = threading.Event(), threading.Event()
-    job = reporting_until(gate, started)
+    gate, started = threading.Event(), [threading.Event(), threading.Event()]
     with BatchQueue(2, status_dir=tmp_path, record_delay=0, progress_interval=0.01) as queue:
-        running = [queue.submit(job, {"n": n}) for n in range(2)]
+        running = [queue.submit(reporting_until(gate, started[n]), {"n": n}) for n in range(2)]
         queued = [queue.submit(lambda params: params, {"n": n}) for n in range(2, 4)]
-        assert started.wait(30)
+        # Both started before the outage (a start during it is the queued jobs' case).
+        assert all(event.wait(30) for event in started)
         with writes_fail(tmp_path):
             gate.set()
             # The running jobs end, but their final writes fail; the queued ones
