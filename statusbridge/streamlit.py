@@ -15,9 +15,11 @@ The only module that imports streamlit. Drop the helpers into your own app::
     if __name__ == "__main__":           # the page, in every session
         live()
     else:                                # `streamlit run` imports the file for `app`
-        app = st.App(__file__, routes=sbst.push_routes("batch_status"))
+        app = st.App(__file__, routes=sbst.push_routes("batch_status"), lifespan=sbst.lifespan)
 
-Without ``push_routes`` mounted, ``live_fragment`` is a timer fragment.
+``lifespan`` stops the managers' jobs and worker processes when the server stops (SIGTERM,
+Ctrl-C); without ``st.App``, the same happens at interpreter exit. Without ``push_routes``
+mounted, ``live_fragment`` is a timer fragment.
 Workers never call ``st.*``: they write records, the cache reads them, and the
 fragment renders the snapshot on the script thread. All text from status
 files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
@@ -25,9 +27,13 @@ files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import logging
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -63,9 +69,11 @@ __all__ = [
     "job_details",
     "job_table",
     "keep_workers_out_of_the_script",
+    "lifespan",
     "live_fragment",
     "push_available",
     "push_routes",
+    "stop_managers",
     "summary_text",
 ]
 
@@ -103,13 +111,52 @@ def _manager_for(
     batch_dir: str, status_dir: str, max_concurrent: int, executor: str
 ) -> BatchManager:
     kind = _ProcessManager if executor == "process" else BatchManager
-    return kind(
+    manager = kind(
         batch_dir,
         max_concurrent,
         status_dir,
         executor=executor,  # type: ignore[arg-type]
         cache=_cache_for(status_dir),
     )
+    with _managers_lock:
+        _managers.append(manager)
+    return manager
+
+
+_managers: list[BatchManager] = []
+_managers_lock = threading.Lock()
+logger = logging.getLogger(__name__)
+
+
+def stop_managers(timeout: float = 5.0) -> None:
+    """Stop every manager ``get_manager`` made, for a server that is going away.
+
+    Pending jobs end CANCELLED, running ones are asked to stop, and worker processes still
+    busy after ``timeout`` are killed (their jobs end FAILED, as when a worker dies), so
+    no worker process outlives the server. Safe to call twice.
+    """
+    with _managers_lock:
+        managers = list(_managers)
+        _managers.clear()
+    for manager in managers:
+        try:
+            manager.queue.stop_now(timeout)
+        except Exception:
+            logger.exception("statusbridge: could not stop %r", manager)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """``st.App(..., lifespan=lifespan)``: stop the managers when the server stops.
+
+    Needed with ``st.App``: its server ends the process by re-raising SIGTERM after its own
+    shutdown, so interpreter-exit handlers never run there.
+    """
+    yield
+    stop_managers()
+
+
+atexit.register(stop_managers)  # `streamlit run` without st.App exits the interpreter normally
 
 
 def get_manager(

@@ -15,11 +15,14 @@ from typing import TypeVar
 
 import pytest
 from _redis_server import RedisServer
+from support.processes import leftovers, own_resource_tracker, started_since, tag_this_run
 
 from statusbridge import StatusCache, StatusStore
 from statusbridge.cache._watcher import native_backend
 
 T = TypeVar("T")
+
+tag_this_run()  # before any fixture starts a process: every child of this run carries it
 
 NATIVE_BACKEND = native_backend()
 """The watchdog backend of this platform: tests of live events expect it, not a name."""
@@ -176,3 +179,38 @@ def batch_locations(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str
         return str(tmp_path / "batches"), str(tmp_path / "batch_status")
     url: str = request.getfixturevalue("redis_url")
     return url, url
+
+
+# -- no process outlives the test that started it, nor the run ----------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """Fail the test (not a later one) whose child or grandchild is still alive after it.
+
+    Autouse and function-scoped, so it is set up after every session or module fixture (a
+    Redis server shared by many tests is not counted) and torn down after the test's own.
+    """
+    since = time.time()
+    before = {p.pid for p in started_since(0)}
+    yield
+    left = leftovers(since, before, grace=5.0)
+    if left:
+        pytest.fail("processes this test started are still running (now killed):\n  "
+                    + "\n  ".join(left))
+
+
+_RUN_STARTED = time.time()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if any process it started outlives it (after every fixture's teardown)."""
+    left = leftovers(_RUN_STARTED, own_resource_tracker(), grace=10.0)
+    if left:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "processes started by this test run outlived it (now killed):\n  " + (
+            "\n  ".join(left)
+        )
+        if reporter is not None:
+            reporter.write_line(message, red=True, bold=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -8,6 +8,7 @@ import json
 import logging
 import multiprocessing as mp
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 from _workers import progress_writer
 from conftest import NATIVE_BACKEND, run_as_nobody, wait_until
+from support.processes import child_env, popen
 
 from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.cli import main
@@ -198,15 +200,19 @@ def test_watch_once_and_batch_filter(folder: Path) -> None:
 
 
 def test_watch_ends_cleanly_on_ctrl_c(folder: Path) -> None:
-    watcher = subprocess.Popen(
+    watcher = popen(  # Ctrl-C's default action, even where pytest runs with SIGINT ignored
         [sys.executable, "-m", "statusbridge", "watch", "--dir", str(folder)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )  # fmt: skip
-    assert watcher.stdout is not None
-    first = watcher.stdout.readline()  # the first frame is drawn: it is in its loop
-    assert first.startswith("statusbridge watch")
-    watcher.send_signal(signal.SIGINT)
-    _, err = watcher.communicate(timeout=30)
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline()  # the first frame is drawn: it is in its loop
+        assert first.startswith("statusbridge watch")
+        watcher.send_signal(signal.SIGINT)
+        _, err = watcher.communicate(timeout=30)
+    finally:
+        watcher.kill()  # a no-op once it has exited
+        watcher.wait(30)
     assert watcher.returncode == 130
     assert "Traceback" not in err
 
@@ -490,11 +496,18 @@ def tmux(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 
 
 def start_in_tmux(socket: str, command: list[str], env: dict[str, str]) -> None:
-    line = " ".join(f"{k}={v}" for k, v in env.items()) + " " + " ".join(command)
+    """Run ``command`` in a new 80x24 pane, with this environment plus ``env``.
+
+    The pane must measure itself: a shell on a terminal exports COLUMNS and LINES (readline
+    does), and a program that sees them draws that wide whatever the pane is. The tmux server
+    is started here (its own socket), so its environment is the one given to it.
+    """
+    pane_env = {k: v for k, v in child_env(**env).items() if k not in ("COLUMNS", "LINES")}
     subprocess.run(
-        [TMUX, "-L", socket, "new-session", "-d", "-x", "80", "-y", "24", f"{line}; sleep 60"],
-        check=True,
-    )
+        [TMUX, "-L", socket, "new-session", "-d", "-x", "80", "-y", "24",
+         f"{shlex.join(command)}; sleep 60"],
+        check=True, env=pane_env,
+    )  # fmt: skip
 
 
 def screen(socket: str, *flags: str) -> str:

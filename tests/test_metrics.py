@@ -16,6 +16,7 @@ import pytest
 from conftest import wait_until
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from support.processes import popen
 
 from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.metrics import OTHER_BATCHES, StatusCollector, register
@@ -188,7 +189,7 @@ class Server:
     """``python -m statusbridge metrics`` in a child process, on a free port."""
 
     def __init__(self, folder: Path, *extra: str) -> None:
-        self.process = subprocess.Popen(
+        self.process = popen(  # stopped with Ctrl-C's SIGINT, even where pytest ignores it
             [sys.executable, "-u", "-m", "statusbridge", "metrics", "--dir", str(folder),
              "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -204,9 +205,14 @@ class Server:
             return parse(response.read().decode())
 
     def stop(self) -> tuple[int, str]:
+        """Ctrl-C, as a person stops it; killed if it does not end (the test then fails)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGINT)
-        _, err = self.process.communicate(timeout=60)
+        try:
+            _, err = self.process.communicate(timeout=60)
+        finally:
+            self.process.kill()  # a no-op once it has exited
+            self.process.wait(30)
         return self.process.returncode, err
 
 

@@ -51,6 +51,13 @@ def describe_exit(exitcode: int | None) -> str:
     return f"exit code {exitcode}"
 
 
+def _leave_ctrl_c_to_parent() -> None:
+    """A worker's initializer: Ctrl-C in a terminal reaches the whole process group, and the
+    parent decides what happens to the jobs; a worker that raised KeyboardInterrupt in the
+    pool's own queue read would print a traceback and break the pool instead."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class WorkerPool:
     """An owned thread or process pool (replaceable), or an executor the user gave us."""
 
@@ -89,7 +96,11 @@ class WorkerPool:
         if self._choice == "process":
             # spawn, not fork: forking a process that runs threads (the cache, the
             # observer) can deadlock the child on a lock held at fork time.
-            return ProcessPoolExecutor(self._max_workers, mp_context=get_context("spawn"))
+            return ProcessPoolExecutor(
+                self._max_workers,
+                mp_context=get_context("spawn"),
+                initializer=_leave_ctrl_c_to_parent,
+            )
         assert isinstance(self._choice, Executor)
         return self._choice
 
@@ -181,6 +192,28 @@ class WorkerPool:
             known = self._exits.setdefault(broken, {})
             known.update(codes)
             return dict(known)
+
+    def kill_workers(self) -> list[int]:
+        """Kill this pool's worker processes that are still running; their pids.
+
+        For a server that is going away: their jobs then end as when a worker dies.
+        """
+        with self._lock:
+            alive = [p for p, _ in self._workers.values() if p.exitcode is None]
+        for process in alive:
+            process.kill()
+        wait_for_sentinels([p.sentinel for p in alive], timeout=10)
+        return [p.pid for p in alive if p.pid is not None]
+
+    def join_workers(self, timeout: float) -> None:
+        """After ``shutdown``: wait (bounded) until its worker processes have exited, then kill
+        any that have not. A pool shut down without waiting stops them from its own thread."""
+        with self._lock:
+            alive = [p for p, _ in self._workers.values() if p.exitcode is None]
+        if alive:
+            wait_for_sentinels([p.sentinel for p in alive], timeout=timeout)
+        if any(p.exitcode is None for p in alive):
+            self.kill_workers()
 
     def shutdown(self, *, wait: bool, cancel_futures: bool = False) -> None:
         with self._lock:

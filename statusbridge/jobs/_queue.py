@@ -1161,6 +1161,39 @@ class BatchQueue:
             self.cache.rescan()
         self._release()
 
+    def stop_now(self, timeout: float = 5.0) -> bool:
+        """Shut down within about ``timeout`` seconds, for a program that is going away.
+
+        Pending jobs end CANCELLED, running ones are asked to stop; worker processes whose
+        jobs are still running after ``timeout`` are killed, and those jobs end FAILED as
+        when a worker dies. Worker threads cannot be killed: a job on a thread that ignores
+        its cancel keeps running. True if every job had ended by the time it returned.
+        """
+        with self._lock:
+            running = list(self._subs)
+        self.shutdown(wait=False, cancel_pending=True)
+        for job_id in running:
+            job = self.get_job_status(job_id)
+            if job is not None and not job.status.is_finished:
+                try:
+                    self.cancel(job_id)
+                except WRITE_ERRORS:
+                    logger.warning("job %s: its cancel could not be written", job_id)
+        ended = self.wait(running, timeout=timeout)
+        if not ended:
+            killed = self._pool.kill_workers()
+            if killed:
+                logger.warning(
+                    "statusbridge: killed worker process(es) %s whose jobs ignored their cancel",
+                    ", ".join(map(str, killed)),
+                )
+            ended = self.wait(running, timeout=timeout)
+        # Idle workers exit only once the pool hands them their stop, on its own thread: a
+        # process that ends right after this (a server re-raising SIGTERM) would otherwise
+        # leave them running, each holding its own end of the pool's queue.
+        self._pool.join_workers(timeout)
+        return ended
+
     def close(self) -> None:
         """``shutdown(wait=True)``."""
         self.shutdown(wait=True)
