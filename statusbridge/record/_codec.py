@@ -2,11 +2,17 @@
 
 Decoding is total: bytes in, a valid ``BatchJob`` or ``InvalidRecordError`` out,
 never any other exception, so a reader can skip bad files without guessing.
+
+Two kinds of valid JSON that UTF-8 cannot carry as they are, decided here once for
+every backend and view: a lone surrogate escape (``"\\ud83d"``, what JavaScript's
+``JSON.stringify`` makes of a string cut mid-emoji) is read and written as U+FFFD, the
+replacement character, and a leading UTF-8 byte order mark is skipped.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,13 +50,33 @@ def job_to_dict(job: BatchJob) -> dict[str, Any]:
     return doc
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# In JSON text, the only way to spell one (a raw one is not UTF-8): \uD800 to \uDFFF.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_BOM = b"\xef\xbb\xbf"
+
+
 def encode_job(job: BatchJob) -> bytes:
     """Serialise ``job`` as a schema-1 document.
 
     One line, not indented: ``indent`` forces json's pure-Python encoder (about 4x
     slower); ``python -m json.tool`` or ``jq`` pretty-print a file for a person.
     """
-    return json.dumps(job_to_dict(job), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    text = json.dumps(job_to_dict(job), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode() + b"\n"
+    except UnicodeEncodeError:  # a lone surrogate in some string: see the module's docstring
+        return _LONE_SURROGATE.sub("\ufffd", text).encode() + b"\n"
+
+
+def _without_lone_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_without_lone_surrogates(k): _without_lone_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_lone_surrogates(item) for item in value]
+    return value
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -113,6 +139,8 @@ def decode_job(
 
 
 def _decode(data: bytes, expected_id: str | None) -> BatchJob:
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
     if not data:
         raise InvalidRecordError("empty file")
     job = _quick_job(data, expected_id)
@@ -130,6 +158,8 @@ def _decode(data: bytes, expected_id: str | None) -> BatchJob:
         ) from None
     if not isinstance(doc, dict):
         raise InvalidRecordError(f"top level must be a JSON object, not {type(doc).__name__}")
+    if _SURROGATE_ESCAPE.search(data):
+        doc = _without_lone_surrogates(doc)
     job = _well_formed_job(doc, expected_id)
     return job if job is not None else _checked_doc(doc, expected_id)
 
