@@ -148,6 +148,12 @@ class StatusCollector(Collector):
             value=health.rescans if health else 0,
         )
         yield GaugeMetricFamily(
+            "statusbridge_cache_up",
+            "1 while the cache runs and reaches its location (the folder exists, the server"
+            " answers), else 0: an outage shows here, not only as a growing change age.",
+            value=1 if health and health.running and health.directory_present else 0,
+        )
+        yield GaugeMetricFamily(
             "statusbridge_cache_last_change_age_seconds",
             "Seconds since the snapshot last changed (since the collector started, if not since).",
             value=max(0.0, self._clock() - last_change),

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -289,7 +292,8 @@ def test_command_with_batch_label_and_buckets(status_dir: Path, store: StatusSto
     ("args", "error"),
     [
         (["--port", "70000"], "--port must be between"),
-        (["--port", "0", "--batches", "-1"], "--batches must be 0 or more"),
+        (["--port", "0", "--batches", "-1"], "--batches must be between 0 and 1000"),
+        (["--port", "0", "--batches", "100000000"], "--batches must be between 0 and 1000"),
         ([], "--port"),
         (["--port", "0", "--buckets", "1,x"], "expected numbers separated by commas"),
     ],
@@ -316,3 +320,39 @@ def test_grafana_dashboard_uses_only_the_series_served(
         assert set(re.findall(r'status=~?"([a-z|]+)"', e)) <= {*STATUSES, finished}
     ids = [p["id"] for p in dashboard["panels"]]
     assert len(ids) == len(set(ids))
+
+
+def test_cache_up_follows_the_location(status_dir: Path, registry: CollectorRegistry) -> None:
+    with StatusCache(status_dir) as cache:
+        collector = StatusCollector(cache)
+        registry.register(collector)
+        assert value(scrape(registry), "statusbridge_cache_up") == 1
+        status_dir.rmdir()  # the location is gone: an outage, as a stopped Redis would be
+        wait_until(lambda: value(scrape(registry), "statusbridge_cache_up") == 0, 30, "cache_up 0")
+        status_dir.mkdir()
+        wait_until(lambda: value(scrape(registry), "statusbridge_cache_up") == 1, 30, "cache_up 1")
+        collector.close()
+    assert value(scrape(registry), "statusbridge_cache_up") == 0  # a closed cache is down
+
+
+@pytest.mark.slow
+def test_the_command_drops_clients_that_send_nothing(status_dir: Path) -> None:
+    from statusbridge.cli._metrics import HEADER_TIMEOUT
+
+    server = Server(status_dir)
+    idle: list[socket.socket] = []
+    try:
+        host, port = urllib.parse.urlsplit(server.url).netloc.split(":")
+        for _ in range(50):
+            idle.append(socket.create_connection((host, int(port)), timeout=60))
+        assert value(server.scrape(), "statusbridge_cache_up") == 1  # not blocked by them
+        started = time.monotonic()
+        for conn in idle:
+            assert conn.recv(1) == b""  # closed by the server (the recv times out at 60 s)
+        assert time.monotonic() - started < HEADER_TIMEOUT + 30  # dropped, not held for ever
+    finally:
+        for conn in idle:
+            conn.close()
+        code, err = server.stop()
+    assert code == 130, err
+    assert "Traceback" not in err

@@ -429,8 +429,10 @@ def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(problem)
     if not 0 <= args.port <= 65535:
         raise CliError(f"--port must be between 0 and 65535, got {args.port}")
-    if args.batches < 0:
-        raise CliError(f"--batches must be 0 or more, got {args.batches}")
+    if not 0 <= args.batches <= _metrics.MAX_BATCHES:
+        raise CliError(
+            f"--batches must be between 0 and {_metrics.MAX_BATCHES}, got {args.batches}"
+        )
     location = str(_folder(args))
     return _metrics.serve(
         location, args.host, args.port, out, batches=args.batches, buckets=args.buckets

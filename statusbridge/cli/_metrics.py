@@ -7,9 +7,15 @@ CLI works without the ``metrics`` extra.
 from __future__ import annotations
 
 import argparse
+import socket
+import socketserver
 import threading
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 from statusbridge.cache import StatusCache
 from statusbridge.cli._render import printable
@@ -21,6 +27,12 @@ INSTALL_HINT = "pip install prometheus-client (the statusbridge[metrics] extra)"
 
 
 HELP = "serve Prometheus metrics at http://HOST:PORT/metrics"
+
+MAX_BATCHES = 1000
+"""The most batches ``--batches`` labels: each adds six series to every scrape."""
+
+HEADER_TIMEOUT = 10.0
+"""Seconds a connection may take to send its request before it is dropped."""
 
 
 def add_arguments(metrics: argparse.ArgumentParser) -> None:
@@ -40,7 +52,8 @@ def add_arguments(metrics: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="label job counts with their batch, for at most N batches (default 0: no label)",
+        help=f"label job counts with their batch, for at most N batches (0 to {MAX_BATCHES};"
+        " default 0: no label; the rest are counted under batch '_other')",
     )
 
 
@@ -81,7 +94,7 @@ def serve(
     stop: threading.Event | None = None,
 ) -> int:
     """Serve until ``stop`` is set (or Ctrl-C, which reaches the caller as KeyboardInterrupt)."""
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry
 
     from statusbridge.metrics import DEFAULT_BUCKETS, StatusCollector
 
@@ -95,7 +108,7 @@ def serve(
             max_batches=max(1, batches),
         )
         registry.register(collector)
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server, thread = _start_server(host, port, registry)
         try:
             shown = f"[{host}]" if ":" in host else host
             bound_port = server.server_address[1]
@@ -110,3 +123,36 @@ def serve(
             thread.join()
             collector.close()
     return 0
+
+
+class _Handler(WSGIRequestHandler):
+    # A client that connects and sends nothing would hold its thread (and socket) forever.
+    timeout = HEADER_TIMEOUT
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except TimeoutError:
+            self.close_connection = True  # dropped quietly: a slow or idle client, not an error
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # one line per scrape on stderr is noise for a long-running exporter
+
+
+class _Server(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+def _start_server(
+    host: str, port: int, registry: CollectorRegistry
+) -> tuple[WSGIServer, threading.Thread]:
+    """prometheus_client's ``start_http_server``, with a timeout for clients that send nothing."""
+    from prometheus_client import make_wsgi_app
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    server_class = type("_MetricsServer", (_Server,), {"address_family": family})
+    server = server_class((host, port), _Handler)
+    server.set_app(make_wsgi_app(registry))
+    thread = threading.Thread(target=server.serve_forever, name="statusbridge-metrics", daemon=True)
+    thread.start()
+    return server, thread
