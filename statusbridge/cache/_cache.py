@@ -49,6 +49,7 @@ class CacheHealth:
     observer_restarts: int
     last_error: str | None
     backend_note: str | None = None  # why the backend is not the platform's native one
+    watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
 
 
 class StatusCache:

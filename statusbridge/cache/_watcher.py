@@ -126,7 +126,10 @@ class FolderWatch:
         poll_interval: float,
     ) -> None:
         self.folder = folder
-        self._handler = _Handler(folder, sink)
+        # The real folder: watchdog watches a path without following a symlink at its end
+        # (inotify's IN_DONT_FOLLOW), so a folder reached through a link got no events.
+        self.watched = os.path.realpath(folder)
+        self._handler = _Handler(self.watched, sink)
         self.fallback_reason: str | None = None
         self.observer = self._start(polling=polling, poll_interval=poll_interval)
         if not _hook_overflow(self.observer, sink):
@@ -145,18 +148,18 @@ class FolderWatch:
                 # schedule() adds the watch (ENOSPC = max_user_watches reached).
                 native = Observer()
                 native.start()
-                native.schedule(self._handler, self.folder, event_filter=_RELEVANT)
+                native.schedule(self._handler, self.watched, event_filter=_RELEVANT)
             except OSError as exc:
                 kind = backend_name(native) if native is not None else "native observer"
                 self.fallback_reason = f"{kind} unavailable ({exc}); polling"
-                logger.warning("statusbridge: %s for %s", self.fallback_reason, self.folder)
+                logger.warning("statusbridge: %s for %s", self.fallback_reason, self.watched)
                 if native is not None:
                     _stop(native)
             else:
                 return native
         observer: BaseObserver = PollingObserver(timeout=poll_interval)
         observer.start()
-        observer.schedule(self._handler, self.folder, event_filter=_RELEVANT)
+        observer.schedule(self._handler, self.watched, event_filter=_RELEVANT)
         return observer
 
     def is_alive(self) -> bool:
