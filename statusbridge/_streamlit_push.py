@@ -28,7 +28,7 @@ from typing import Any
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.store import absolute_location
 
-__all__ = ["EVENTS_PATH", "events_path_for", "push_routes"]
+__all__ = ["EVENTS_PATH", "end_streams", "events_path_for", "push_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,28 @@ RETRY_MS = 100  # how soon the browser reconnects after a stream ended
 # Locations (absolute folders, or URLs) served by a route in this process, and the route's path.
 _served: dict[str, str] = {}
 _served_lock = threading.Lock()
+
+
+# Open streams, each woken to end when the server stops (see end_streams).
+_streams: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
+_streams_lock = threading.Lock()
+_ending = threading.Event()
+
+
+def end_streams() -> None:
+    """End every open stream now, from any thread: a stopping server waits for them.
+
+    The server's graceful shutdown waits for responses in progress, and a stream would
+    otherwise run out its own timer first. Streams opened later end at once.
+    """
+    with _streams_lock:
+        _ending.set()
+        streams = list(_streams.items())
+    for wake, loop in streams:
+        try:
+            loop.call_soon_threadsafe(wake.set)
+        except RuntimeError:
+            continue  # its loop is closed: that stream is over already
 
 
 def events_path_for(folder: str) -> str | None:
@@ -74,14 +96,18 @@ def push_routes(
 
         async def body() -> AsyncIterator[bytes]:
             unsubscribe = cache.subscribe(on_change)
+            with _streams_lock:
+                _streams[changed] = loop
             try:
                 yield f"retry: {RETRY_MS}\n\n".encode() + _sse(cache.snapshot().version)
                 deadline = loop.time() + STREAM_SECONDS
                 sent = cache.snapshot().version
-                while (left := deadline - loop.time()) > 0:
+                while (left := deadline - loop.time()) > 0 and not _ending.is_set():
                     try:
                         await asyncio.wait_for(changed.wait(), timeout=left)
                     except TimeoutError:
+                        break
+                    if _ending.is_set():
                         break
                     changed.clear()
                     version = cache.snapshot().version  # the newest: bursts coalesce
@@ -89,6 +115,8 @@ def push_routes(
                         sent = version
                         yield _sse(version)
             finally:
+                with _streams_lock:
+                    _streams.pop(changed, None)
                 unsubscribe()
 
         return StreamingResponse(

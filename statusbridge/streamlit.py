@@ -31,16 +31,18 @@ import atexit
 import contextlib
 import logging
 import re
+import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, Literal
 
 import streamlit as st
 
-from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, events_path_for
+from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, end_streams, events_path_for
 from statusbridge._streamlit_push import push_routes as push_routes_for
 from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
@@ -147,13 +149,38 @@ def stop_managers(timeout: float = 5.0) -> None:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    """``st.App(..., lifespan=lifespan)``: stop the managers when the server stops.
+    """``st.App(..., lifespan=lifespan)``: end the push streams and stop the managers when the
+    server stops.
 
-    Needed with ``st.App``: its server ends the process by re-raising SIGTERM after its own
-    shutdown, so interpreter-exit handlers never run there.
+    Needed with ``st.App``: its server waits for open responses (each push stream would run
+    out its timer) before this shutdown step, then ends the process by re-raising SIGTERM,
+    so interpreter-exit handlers never run there. The streams are ended from the stop
+    signal itself: the handler the server installed is wrapped, and still called.
     """
+    _end_streams_on_stop_signals()
     yield
+    end_streams()
     stop_managers()
+
+
+def _end_streams_on_stop_signals() -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signal handlers belong to the main thread; streams then end on their timer
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        if getattr(previous, "_statusbridge_ends_streams", False):
+            continue
+
+        def on_stop(number: int, frame: FrameType | None, previous: Any = previous) -> None:
+            end_streams()
+            if callable(previous):
+                previous(number, frame)
+            elif previous == signal.SIG_DFL:
+                signal.signal(number, signal.SIG_DFL)
+                signal.raise_signal(number)
+
+        on_stop._statusbridge_ends_streams = True  # type: ignore[attr-defined]
+        signal.signal(signum, on_stop)
 
 
 atexit.register(stop_managers)  # `streamlit run` without st.App exits the interpreter normally
