@@ -24,6 +24,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.store import absolute_location
@@ -73,19 +74,59 @@ def _sse(version: int) -> bytes:
     return f"data: {json.dumps({'version': version})}\n\n".encode()
 
 
+def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:
+    """Whether a request's ``Host`` header names one of ``allowed`` (an empty list: any).
+
+    Streamlit's rule for ``server.allowedHosts``: the port is ignored, ``*.example.com``
+    matches subdomains, ``*`` matches any name.
+
+    >>> host_allowed("127.0.0.1:8501", ["localhost", "127.0.0.1"])
+    True
+    >>> host_allowed("evil.test:8501", ["localhost", "127.0.0.1"])
+    False
+    >>> host_allowed("[::1]:8501", ["::1"])
+    True
+    """
+    if not allowed:
+        return True
+    if host is None:
+        return False
+    try:
+        parsed = urlsplit(f"//{host}")
+        name, _ = parsed.hostname, parsed.port  # .port validates the port
+    except ValueError:
+        return False
+    if name is None or parsed.username is not None or parsed.path:
+        return False
+    name = name.lower().rstrip(".")
+    for pattern in (p.strip().lower().rstrip(".") for p in allowed):
+        if pattern in ("*", name):
+            return True
+        if pattern.startswith("*.") and name.endswith(pattern[1:]):
+            return True
+    return False
+
+
 def push_routes(
-    cache_for: Callable[[], StatusCache], folder: str, *, path: str = EVENTS_PATH
+    cache_for: Callable[[], StatusCache],
+    folder: str,
+    *,
+    path: str = EVENTS_PATH,
+    allowed_hosts: Callable[[], Sequence[str]] = lambda: (),
 ) -> Sequence[Any]:
     """Starlette routes for ``st.App(..., routes=...)``: ``path`` streams ``folder``'s versions.
 
     ``cache_for`` returns the server-wide cache; it is called on the first request,
-    when Streamlit's runtime exists.
+    when Streamlit's runtime exists. A request whose ``Host`` is not in ``allowed_hosts()``
+    (read per request; empty: any) gets 403, as Streamlit refuses its own page then.
     """
     from starlette.requests import Request
-    from starlette.responses import StreamingResponse
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
-    async def stream(request: Request) -> StreamingResponse:
+    async def stream(request: Request) -> Response:
+        if not host_allowed(request.headers.get("host"), allowed_hosts()):
+            return PlainTextResponse("this Host is not allowed (server.allowedHosts)", 403)
         cache = cache_for()
         loop = asyncio.get_running_loop()
         changed = asyncio.Event()

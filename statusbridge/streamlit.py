@@ -449,10 +449,17 @@ def push_routes(status_dir: str | Path = "batch_status", *, path: str = EVENTS_P
     """Routes for ``st.App(script, routes=...)`` that push ``status_dir``'s changes.
 
     With them, ``live_fragment`` reruns on changes instead of on a timer. The route
-    streams version numbers only and has no auth of its own: see the README.
+    streams version numbers only; it serves only the Host names of ``server.allowedHosts``
+    (as Streamlit's own page does; set it: the repository's ``.streamlit/config.toml``
+    does), and has no authentication of its own: see the docs.
     """
     folder = absolute_location(status_dir)
-    return push_routes_for(lambda: _cache_for(folder), folder, path=path)
+    return push_routes_for(
+        lambda: _cache_for(folder),
+        folder,
+        path=path,
+        allowed_hosts=lambda: st.get_option("server.allowedHosts") or (),
+    )
 
 
 def push_available(status_dir: str | Path = "batch_status") -> bool:

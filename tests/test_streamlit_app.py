@@ -288,6 +288,8 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], 
     """``streamlit run demo_app.py`` on a free port: (url, the process, its log)."""
     port = free_port()
     log = tmp_path / "streamlit.log"
+    # Run as the README does, from the repository root: with the shipped config.
+    shutil.copytree(ROOT / ".streamlit", tmp_path / ".streamlit", dirs_exist_ok=True)
     env = {**os.environ, "STATUSBRIDGE_DIR": str(tmp_path / "batch_status"),
            "STATUSBRIDGE_BATCH_DIR": str(tmp_path / "batches")}  # fmt: skip
     with open(log, "w") as out:
@@ -535,3 +537,37 @@ def test_seed_style_progress_bar_works_in_every_state(
     moved = store.update("b-running-silent", status="completed")
     assert (moved.progress, moved.reported_progress) == (1.0, None)
     assert store.update("a-pending", progress=0.25).reported_progress == 0.25
+
+
+def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(tmp_path: Path) -> None:
+    """DNS rebinding: evil.test resolved to 127.0.0.1 reaches the server with its own Host."""
+    import http.client
+
+    from statusbridge._streamlit_push import EVENTS_PATH
+
+    with demo_server(tmp_path) as (url, _, log):
+        port = int(url.rsplit(":", 1)[1])
+
+        def get(path: str, host: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", path, headers={"Host": host})
+                response = conn.getresponse()
+                return response.status, response.read(200) if response.status != 200 else b""
+            finally:
+                conn.close()
+
+        assert get(EVENTS_PATH, f"evil.test:{port}")[0] == 403  # before: 200 and a stream
+        assert get(EVENTS_PATH, f"127.0.0.1:{port}")[0] == 200
+        assert get(EVENTS_PATH, f"localhost:{port}")[0] == 200
+        # Streamlit's own websocket refuses the name too (with the shipped allowedHosts).
+        ws = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            ws.request("GET", "/_stcore/stream", headers={
+                "Host": f"evil.test:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+            })  # fmt: skip
+            assert ws.getresponse().status != 101
+        finally:
+            ws.close()
+    assert "Traceback" not in log.read_text()
