@@ -14,6 +14,7 @@ from statusbridge.cache import (
     on_job_finished,
 )
 from statusbridge.errors import (
+    BackendRefused,
     BackendUnavailable,
     InvalidRecordError,
     JobCancelled,
@@ -35,6 +36,7 @@ from statusbridge.store import StatusStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackendRefused",
     "BackendUnavailable",
     "BatchJob",
     "BatchManager",

@@ -9,7 +9,10 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
      ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
      ├── UnsafeFolderError                    the folder's layout is unsafe to write through
-     ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached
+     ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached,
+     │                                          or refuses writes for now (full, loading, busy)
+     ├── BackendRefused       (PermissionError) the server refuses what we asked, for good:
+     │                                          a missing permission, a wrong key type, a bad db
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -22,6 +25,7 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "BackendRefused",
     "BackendUnavailable",
     "InvalidRecordError",
     "JobCancelled",
@@ -87,6 +91,21 @@ class BackendUnavailable(StatusBridgeError, ConnectionError):
 
     def __init__(self, message: str, location: str) -> None:
         self.location = location
+        super().__init__(message)
+
+
+class BackendRefused(StatusBridgeError, PermissionError):
+    """The server behind a location refuses a command, and trying again will not help.
+
+    A permission the user lacks (``NOPERM``: an ACL), a key of another type where ours
+    should be (``WRONGTYPE``: another program's data), a database number the server does
+    not have. ``location`` is the URL without its password; ``reply`` is the server's.
+    A ``PermissionError``, as an unwritable folder's error is.
+    """
+
+    def __init__(self, message: str, location: str, reply: str) -> None:
+        self.location = location
+        self.reply = reply
         super().__init__(message)
 
 

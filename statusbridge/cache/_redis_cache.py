@@ -29,12 +29,18 @@ import redis
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
 from statusbridge.cache._snapshot import Snapshot
-from statusbridge.errors import BackendUnavailable, InvalidRecordError
+from statusbridge.errors import BackendRefused, BackendUnavailable, InvalidRecordError
 from statusbridge.record import POSITIVE, BatchJob
 from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._redis import RedisStore
-from statusbridge.store._redis_schema import READ_SCRIPT, Keys, connect, decode_doc
+from statusbridge.store._redis_schema import (
+    READ_SCRIPT,
+    Keys,
+    connect,
+    decode_doc,
+    translated,
+)
 
 __all__ = ["RedisCache"]
 
@@ -212,6 +218,10 @@ class RedisCache(StatusCache):
             for waiting in rescans:
                 waiting.set_exception(exc)
             return self._lost(exc)
+        except BackendRefused as exc:
+            for waiting in rescans:
+                waiting.set_exception(exc)
+            return self._refused(exc)
         except Exception as exc:
             for waiting in rescans:
                 waiting.set_exception(exc)
@@ -232,6 +242,23 @@ class RedisCache(StatusCache):
         self._reconnects += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
         self._need_reload = True
+        pause, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
+        return pause
+
+    def _refused(self, exc: Exception) -> float:
+        """The server refuses our commands (an ACL without XREAD, say): say so, back off.
+
+        Not a reason to reload: what we hold is still right, and a reload that succeeds
+        (its command allowed) would reset the backoff and loop.
+        """
+        message = f"{type(exc).__name__}: {exc}"
+        if message != self._last_error:
+            logger.error(
+                "statusbridge: %s refuses the cache's commands (%s); trying again with backoff",
+                self.where,
+                exc,
+            )
+        self._last_error = message
         pause, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
         return pause
 
@@ -260,8 +287,11 @@ class RedisCache(StatusCache):
             self._publish(changes)
 
     def _follow(self) -> None:
-        reply: Any = self._reader.xread(
-            {self._keys.feed: self._last_id}, count=_READ_COUNT, block=_BLOCK_MS
+        reply: Any = translated(
+            self.where,
+            lambda: self._reader.xread(
+                {self._keys.feed: self._last_id}, count=_READ_COUNT, block=_BLOCK_MS
+            ),
         )
         if not reply:
             return

@@ -156,8 +156,10 @@ def _parse_redis(
     path = parts.path.strip("/")
     if not path:
         db = 0
-    elif path.isdigit():
+    elif path.isascii() and path.isdigit():
         db = int(path)
+        if db > 2**31 - 1:  # what SELECT takes; a server's own limit (16 by default) it says
+            raise bad(f"the database number {db} is out of range (0 to {2**31 - 1})")
     else:
         raise bad(f"the database must be a number, not {path!r}")
     try:

@@ -29,7 +29,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from statusbridge.errors import BackendUnavailable
+from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record import FIELD_NAMES, BatchJob, decode_job, job_to_dict
 from statusbridge.store._location import RedisLocation
 
@@ -322,14 +322,66 @@ def connect(
     )
 
 
+# Replies that mean "not now": the write may succeed later, so it is an outage (kept and
+# tried again, like a full disk), never a lost outcome.
+_REFUSED_FOR_NOW = frozenset(
+    {"OOM", "LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "NOREPLICAS", "CLUSTERDOWN"}
+)
+# Replies that will not change by trying again: the user must fix the setup.
+_REFUSED_FOR_GOOD = frozenset({"NOPERM", "WRONGTYPE"})
+
+
 def translated(where: RedisLocation, call: Callable[[], T]) -> T:
-    """``call()``, with the server's unavailability raised as ``BackendUnavailable``."""
+    """``call()``, with the server's replies raised as errors that name the location.
+
+    Unreachable, or refusing writes for now (out of memory, loading, busy, a replica being
+    promoted): ``BackendUnavailable``, an outage. Refusing for good (a missing ACL
+    permission, a key of another type, a database the server does not have):
+    ``BackendRefused``. Any other reply (a script's own ``INVALID ...``) is left as it is.
+    """
     try:
         return call()
     except (redis.ConnectionError, redis.TimeoutError) as exc:
+        if "DB index" in str(exc):  # SELECT at connect: a bad /db in the URL
+            raise _refused(where, exc) from exc
         raise BackendUnavailable(
             f"the status server {where} is unavailable: {exc}", str(where)
         ) from exc
+    except redis.ResponseError as exc:
+        code = _reply_code(exc)
+        if code in _REFUSED_FOR_NOW:
+            raise BackendUnavailable(
+                f"the status server {where} refuses writes for now ({code} {exc});"
+                " they are tried again",
+                str(where),
+            ) from exc
+        if code in _REFUSED_FOR_GOOD or "DB index" in str(exc):
+            raise _refused(where, exc) from exc
+        raise
+
+
+def _reply_code(exc: redis.ResponseError) -> str:
+    """The reply's error code (``OOM``, ``NOPERM``...): redis-py strips the ones it knows."""
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    first = str(exc).split(" ", 1)[0]
+    return first if first.isupper() else ""
+
+
+def _refused(where: RedisLocation, exc: Exception) -> BackendRefused:
+    reply = str(exc)
+    code = _reply_code(exc) if isinstance(exc, redis.ResponseError) else ""
+    if code == "NOPERM":
+        hint = "the server's ACL does not let this user run it; see the docs' Redis page"
+        hint += " for the commands and keys statusbridge needs"
+    elif code == "WRONGTYPE":
+        hint = "a key under this prefix holds another program's data; use another ?prefix="
+    else:
+        hint = "the database number in the URL does not exist on this server"
+    if code and not reply.startswith(code):
+        reply = f"{code} {reply}"  # redis-py strips the codes it knows
+    return BackendRefused(f"the status server {where} refused: {reply} ({hint})", str(where), reply)
 
 
 def decode_doc(job_id: str, data: bytes) -> BatchJob:
