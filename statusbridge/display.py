@@ -1,8 +1,9 @@
 """Plain values a job UI shows, for any toolkit: elapsed time, ETA, state colours, short durations.
 
-No UI toolkit is imported here: ``statusbridge.qt`` and ``examples/tk_monitor.py``
-share these, and they are tested without a display. Times are computed against
-an injected ``now`` (aware UTC), so they are pure functions of their arguments.
+Relies on the record layer only, no UI toolkit: ``statusbridge.qt`` and
+``examples/tk_monitor.py`` share these, and they are tested without a display.
+Times are computed against an injected ``now`` (aware UTC), so they are pure
+functions of their arguments.
 
 Examples:
     >>> from datetime import UTC, datetime, timedelta
