@@ -3,6 +3,12 @@
 Workers write one atomically replaced JSON file per job (``StatusStore``); a
 watchdog observer keeps an immutable in-memory ``Snapshot`` current
 (``StatusCache``), so a UI reads status with no disk I/O and no shared lock.
+
+This namespace owns the public API: the names in ``__all__``, re-exported from the
+layers (record, store, cache, jobs; errors below them all). The adapters
+(``statusbridge.streamlit``, ``statusbridge.qt``, ``statusbridge.metrics``,
+``statusbridge.display``) are imported on their own, so the core never loads a UI
+toolkit; modules and names starting with ``_`` are private.
 """
 
 from statusbridge.cache import (

@@ -1,16 +1,18 @@
 """Plain values a job UI shows, for any toolkit: elapsed time, ETA, state colours, short durations.
 
-No UI toolkit is imported here: ``statusbridge.qt`` and ``examples/tk_monitor.py``
-share these, and they are tested without a display. Times are computed against
-an injected ``now`` (aware UTC), so they are pure functions of their arguments.
+Relies on the record layer only, no UI toolkit: ``statusbridge.qt`` and
+``examples/tk_monitor.py`` share these, and they are tested without a display.
+Times are computed against an injected ``now`` (aware UTC), so they are pure
+functions of their arguments.
 
->>> from datetime import UTC, datetime, timedelta
->>> from statusbridge import BatchJob, BatchStatus
->>> now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
->>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.25,
-...                started_at=now - timedelta(seconds=30))
->>> elapsed_seconds(job, now), eta_seconds(job, now), format_duration(eta_seconds(job, now))
-(30.0, 90.0, '1m 30s')
+Examples:
+    >>> from datetime import UTC, datetime, timedelta
+    >>> from statusbridge import BatchJob, BatchStatus
+    >>> now = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
+    >>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.25,
+    ...                started_at=now - timedelta(seconds=30))
+    >>> elapsed_seconds(job, now), eta_seconds(job, now), format_duration(eta_seconds(job, now))
+    (30.0, 90.0, '1m 30s')
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ def batch_eta_seconds(summary: _Estimable, now: datetime) -> float | None:
 def format_duration(seconds: float | None) -> str:
     """Short text for a duration: '', '4s', '2m 05s', '3h 07m'.
 
-    >>> [format_duration(s) for s in (None, 0.4, 59.6, 125, 11_220)]
-    ['', '0s', '1m 00s', '2m 05s', '3h 07m']
+    Examples:
+        >>> [format_duration(s) for s in (None, 0.4, 59.6, 125, 11_220)]
+        ['', '0s', '1m 00s', '2m 05s', '3h 07m']
     """
     if seconds is None:
         return ""
@@ -87,8 +90,9 @@ def format_duration(seconds: float | None) -> str:
 def state_label(job: BatchJob) -> str:
     """The state as shown to a person: the status, or 'cancelling' once a running job was asked.
 
-    >>> state_label(BatchJob(id="a", status=BatchStatus.RUNNING, cancel_requested=True))
-    'cancelling'
+    Examples:
+        >>> state_label(BatchJob(id="a", status=BatchStatus.RUNNING, cancel_requested=True))
+        'cancelling'
     """
     if job.status is BatchStatus.RUNNING and job.cancel_requested:
         return "cancelling"
@@ -98,7 +102,8 @@ def state_label(job: BatchJob) -> str:
 def percent(progress: float) -> str:
     """'0%'..'100%', rounded down: '100%' only when the work is complete.
 
-    >>> [percent(p) for p in (0.0, 0.426, 0.996, 1.0)]
-    ['0%', '42%', '99%', '100%']
+    Examples:
+        >>> [percent(p) for p in (0.0, 0.426, 0.996, 1.0)]
+        ['0%', '42%', '99%', '100%']
     """
     return f"{floor_share(progress, 100)}%"

@@ -1,6 +1,6 @@
 """Streamlit adapter: one cache and manager per server process, live views that never touch disk.
 
-The only module that imports streamlit. Drop the helpers into your own app::
+The only module that imports streamlit. Drop the helpers into your own app:
 
     import streamlit as st
     from statusbridge import streamlit as sbst
@@ -234,10 +234,11 @@ def summary_text(summary: BatchSummary) -> str:
     """The label above a batch's bar: ``6 jobs: running, 42%`` or, once finished with trouble,
     ``6 jobs: failed, 3 of 6 completed (2 failed, 1 cancelled)``.
 
-    >>> from statusbridge.cache import summarize
-    >>> from statusbridge import BatchJob
-    >>> print(summary_text(summarize([BatchJob("a", "running", progress=0.996)], name="b")))
-    b: running, 99%
+    Examples:
+        >>> from statusbridge.cache import summarize
+        >>> from statusbridge import BatchJob
+        >>> print(summary_text(summarize([BatchJob("a", "running", progress=0.996)], name="b")))
+        b: running, 99%
     """
     label = summary.name or summary.id or "All jobs"
     counts = summary.counts

@@ -299,11 +299,13 @@ def current_job_id() -> str | None:
 def report_progress(progress: float | None = None, message: str | None = None, **meta: Any) -> None:
     """Report a running job's progress (0.0..1.0), a message and extra ``meta`` values.
 
-    Throttled (default 0.1 s per job): calls in between cost microseconds and the
-    latest values are always written before the job ends. Raises JobCancelled
-    once the job's cancellation was requested. Outside a job: does nothing.
+    Throttled (``progress_interval``, default 0.1 s per job): calls in between only
+    keep their values in memory, and the latest values are always written before
+    the job ends. Raises ``JobCancelled`` once the job's cancellation was requested.
+    Outside a job: does nothing.
 
-    >>> report_progress(0.5, "outside any job: a no-op")
+    Examples:
+        >>> report_progress(0.5, "outside any job: a no-op")
     """
     ctx = _current.get()
     if ctx is None:

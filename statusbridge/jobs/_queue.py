@@ -207,13 +207,14 @@ class BatchQueue:
     give up on a job whose owner cannot be asked. Intervals that pace a loop
     (``heartbeat_interval``, ``maintenance_interval``) must be above 0.
 
-    >>> import tempfile
-    >>> with BatchQueue(status_dir=tempfile.mkdtemp()) as queue:
-    ...     job_id = queue.submit(lambda params: params["x"] * 2, {"x": 21})
-    ...     queue.wait([job_id], timeout=10)
-    ...     queue.get_job_status(job_id).result
-    True
-    42
+    Examples:
+        >>> import tempfile
+        >>> with BatchQueue(status_dir=tempfile.mkdtemp()) as queue:
+        ...     job_id = queue.submit(lambda params: params["x"] * 2, {"x": 21})
+        ...     queue.wait([job_id], timeout=10)
+        ...     queue.get_job_status(job_id).result
+        True
+        42
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 The only package that imports Qt. Workers never touch a widget: the cache's
 subscription hands each change to the GUI thread through a queued signal, and
-the model applies it there, at most 30 times a second::
+the model applies it there, at most 30 times a second:
 
     from PySide6.QtWidgets import QApplication
     from statusbridge.qt import JobMonitor

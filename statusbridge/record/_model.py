@@ -64,9 +64,10 @@ def _check_optional_str(name: str, value: object) -> None:
 class BatchJob:
     """One job's status. Immutable: nested ``params``/``result``/``meta`` are frozen too.
 
-    >>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.5, meta={"step": 2})
-    >>> job.meta["step"], job.is_finished
-    (2, False)
+    Examples:
+        >>> job = BatchJob(id="a", status=BatchStatus.RUNNING, progress=0.5, meta={"step": 2})
+        >>> job.meta["step"], job.is_finished
+        (2, False)
     """
 
     id: str

@@ -14,8 +14,9 @@ def floor_share(progress: float, steps: int) -> int:
     product is rounded to nine places before the floor: ``0.29 * 100`` is just
     below 29 in binary floating point, and a job that reported 29% must show 29%.
 
-    >>> [floor_share(p, 10) for p in (0.0, 0.05, 0.3, 0.95, 0.9999, 1.0)]
-    [0, 0, 3, 9, 9, 10]
+    Examples:
+        >>> [floor_share(p, 10) for p in (0.0, 0.05, 0.3, 0.95, 0.9999, 1.0)]
+        [0, 0, 3, 9, 9, 10]
     """
     cells = math.floor(round(progress * steps, 9))
     if progress < 1.0:
