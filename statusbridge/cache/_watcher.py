@@ -18,7 +18,7 @@ import logging
 import os
 import weakref
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from watchdog.events import (
     DirCreatedEvent,
@@ -170,12 +170,40 @@ class FolderWatch:
 
 
 def _stop(observer: BaseObserver) -> None:
+    reader = getattr(observer, "_inotify_fd", None)  # watchdog 7's per-observer inotify reader
     try:
         observer.stop()
         if observer.is_alive():
             observer.join(timeout=5)
     except Exception:
         logger.warning("stopping the watchdog observer failed", exc_info=True)
+    _close_unread_inotify(reader)
+
+
+def _close_unread_inotify(reader: Any) -> None:
+    """Close what watchdog leaves open when an observer stops before its reader first read.
+
+    watchdog 7.1's ``InotifyFD`` starts with ``_is_reading`` set, so a ``close()`` that comes
+    before its thread's first read leaves the inotify instance and its wake-up pipe to that
+    thread, which then sees ``_closed`` and exits without closing them: three descriptors
+    and an inotify instance (a per-user limit, 128 by default) per cache created and
+    dropped quickly, as a loaded machine shows. Only that state is handled here: the
+    reader's thread has ended, it is closed, and it never cleared ``_is_reading``.
+    """
+    needed = ("_lock", "_closed", "_is_reading", "_close_resources", "is_alive", "join")
+    if reader is None or not all(hasattr(reader, name) for name in needed):
+        return
+    try:
+        if reader.is_alive():
+            reader.join(timeout=5)
+        if reader.is_alive():
+            return
+        with reader._lock:
+            if reader._closed and reader._is_reading:
+                reader._is_reading = False
+                reader._close_resources()
+    except Exception:
+        logger.warning("closing a stopped inotify reader failed", exc_info=True)
 
 
 def _hook_overflow(observer: BaseObserver, sink: EventSink) -> bool:
