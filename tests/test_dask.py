@@ -11,6 +11,7 @@ import pytest
 from _redis_server import free_port
 from _workers import double, until_cancelled, wait_for_gate
 from conftest import wait_until
+from support.processes import adopt
 
 from statusbridge import BatchQueue, BatchStatus
 
@@ -18,7 +19,7 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def dask_client() -> Iterator[Any]:
+def dask_cluster_client() -> Iterator[Any]:
     import dask
 
     # A task whose worker dies is not run again elsewhere: the job it ran has failed.
@@ -38,6 +39,16 @@ def dask_client() -> Iterator[Any]:
         finally:
             client.close()
             cluster.close()
+
+
+@pytest.fixture
+def dask_client(dask_cluster_client: Any) -> Iterator[Any]:
+    """The module's cluster, with as many workers after the test as before it."""
+    yield dask_cluster_client
+    # A worker the test killed is replaced by its nanny (in this process): the new one
+    # belongs to the module's cluster, which ends it at the module's end.
+    dask_cluster_client.wait_for_workers(2, timeout=60)
+    adopt(dask_cluster_client.run(os.getpid).values())
 
 
 def test_jobs_run_on_dask_workers(dask_client: Any, redis_url: str) -> None:

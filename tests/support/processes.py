@@ -26,6 +26,18 @@ RUN_TAG = "STATUSBRIDGE_TEST_RUN"
 builds a child's environment from nothing, which ``child_env`` prevents)."""
 
 
+_adopted: set[int] = set()
+
+
+def adopt(pids: Iterable[int]) -> None:
+    """Count these processes as a longer-lived fixture's, not the current test's.
+
+    For a fixture whose server starts processes of its own during a test (a Dask cluster
+    replacing a worker the test killed): the run's end still checks them.
+    """
+    _adopted.update(pids)
+
+
 def tag_this_run() -> None:
     os.environ[RUN_TAG] = str(os.getpid())
 
@@ -87,6 +99,13 @@ def own_resource_tracker() -> set[int]:
     return pids
 
 
+def _parent(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
 def describe(process: psutil.Process) -> str:
     try:
         cmd = " ".join(process.cmdline())[:200]
@@ -105,8 +124,10 @@ def leftovers(since: float, before: set[int], grace: float) -> list[str]:
     while True:
         alive = [
             p
-            for p in started_since(since, exclude=before | own_resource_tracker())
-            if p.is_running()
+            for p in started_since(since, exclude=before | own_resource_tracker() | _adopted)
+            # A child of a process that was running before (a module fixture's server
+            # replacing a worker) is that process's business, not this test's.
+            if p.is_running() and _parent(p) not in before
         ]
         if not alive or time.monotonic() > deadline:
             break
