@@ -546,6 +546,29 @@ def test_watch_redraws_in_place_and_fits_80x24(tmux: tuple[str, Path], no_color:
     assert coloured is not no_color
 
 
+def test_watch_ends_on_ctrl_c_with_its_last_frame_shown_once(tmux: tuple[str, Path]) -> None:
+    socket, tmp_path = tmux
+    folder = tmp_path / "status"
+    store = StatusStore(folder)
+    for i in range(3):
+        store.update(f"job-{i}", status="completed", message="x" * 200)  # full-width rows
+    start_in_tmux(socket, [sys.executable, "-m", "statusbridge", "watch", "--dir", str(folder)],
+                  {"TERM": "xterm-256color"})  # fmt: skip
+    wait_until(lambda: "job-2" in screen(socket), 60, "the first frame")
+    subprocess.run([TMUX, "-L", socket, "send-keys", "C-c"], check=True)
+
+    def ended() -> bool:
+        r = subprocess.run([TMUX, "-L", socket, "display", "-p", "#{pane_current_command}"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+        return r.stdout.strip() == "sleep"  # watch has exited; the pane's `sleep 60` runs
+
+    wait_until(ended, 60, "watch to end on Ctrl-C")
+    everything = screen(socket, "-S", "-")
+    # Before: the header twice (Ctrl-C's echo wrapped the last line; rich redrew one line low).
+    assert everything.count("statusbridge watch") == 1, everything
+    assert "^C" not in everything and "Traceback" not in everything
+
+
 def test_watch_state_filter(tmux: tuple[str, Path]) -> None:
     socket, tmp_path = tmux
     folder = tmp_path / "status"

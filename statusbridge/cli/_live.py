@@ -12,8 +12,10 @@ rich ``Text`` objects, never into markup.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from datetime import datetime
 from typing import TextIO
 
@@ -171,6 +173,31 @@ def render(
     return Group(*lines)
 
 
+@contextlib.contextmanager
+def _no_echo(out: TextIO) -> Iterator[None]:
+    """Keep the terminal from echoing what is typed (``^C``) while the screen is redrawn.
+
+    The echo lands at the cursor, the end of a full-width last line: it wraps to the next
+    line, and rich's final redraw, which counts lines up from where it left the cursor,
+    started one line low and left the header on the screen twice.
+    """
+    try:
+        import termios
+
+        fd = out.fileno()
+        before = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError, io.UnsupportedOperation):
+        yield  # not a terminal (a pipe, a file, Windows): nothing is echoed into it
+        return
+    quiet = list(before)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)  # lflags; Ctrl-C still interrupts (ISIG)
+    termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    try:
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, before)
+
+
 def run_live(
     cache: StatusCache,
     folder: str,
@@ -209,7 +236,7 @@ def run_live(
                 invalid=invalid,
             )
 
-        with Live(frame(), console=console, auto_refresh=False, transient=False) as live:
+        with _no_echo(out), Live(frame(), console=console, auto_refresh=False) as live:
             while True:
                 if until_done and snap.summary(batch).is_done:
                     return
