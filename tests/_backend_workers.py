@@ -31,3 +31,16 @@ def write_steps(location: str, job_id: str, steps: int) -> None:
         for i in range(1, steps + 1):
             store.update(job_id, progress=i / steps, meta={"i": i})
         store.update(job_id, status="completed")
+
+
+def follow_and_answer(location: str) -> None:
+    """A cache in a process of its own (a test stops it with SIGSTOP): answers each stdin
+    line with the number of jobs in its snapshot."""
+    import sys
+
+    from statusbridge import StatusCache
+
+    with StatusCache(location, reconcile_interval=3600) as cache:
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            print(len(cache.snapshot()), flush=True)

@@ -245,6 +245,35 @@ class RedisCache(StatusCache):
         pause, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
         return pause
 
+    def _check_counter(self) -> None:
+        """Idle: compare the feed's counter with what was read; a gap means a reload.
+
+        A cache that stalled (a process stopped, a machine asleep) while the feed was
+        trimmed past its position reads nothing new after it wakes, since nothing is left
+        to read: only the counter shows what it missed. A counter behind ours means a
+        server restarted empty.
+        """
+        raw = translated(self.where, lambda: self._reader.get(self._keys.feed_n))
+        counter = int(raw) if raw else 0
+        if counter > self._counter:
+            # A write landed since the read returned (its entry and counter come in one
+            # script): if its entry is there, the next read takes it, no reload needed.
+            waiting = translated(
+                self.where,
+                lambda: self._reader.xread({self._keys.feed: self._last_id}, count=1),
+            )
+            if waiting:
+                return
+        if counter != self._counter:
+            logger.info(
+                "statusbridge: %s's feed counter is %d, this cache read up to %d"
+                " (trimmed past it while it stalled, or restarted); reloading",
+                self.where,
+                counter,
+                self._counter,
+            )
+            self._need_reload = True
+
     def _refused(self, exc: Exception) -> float:
         """The server refuses our commands (an ACL without XREAD, say): say so, back off.
 
@@ -294,6 +323,7 @@ class RedisCache(StatusCache):
             ),
         )
         if not reply:
+            self._check_counter()
             return
         ids: set[str] = set()
         for _stream, entries in reply:
