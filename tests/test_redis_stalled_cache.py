@@ -37,9 +37,10 @@ def test_a_cache_stopped_while_the_feed_was_trimmed_reloads_when_it_continues(
     store = StatusStore(url)
     store.update("before", progress=0.1)
     tests_dir = str(Path(__file__).parent)
+    path = os.pathsep.join([tests_dir, *sys.path])  # the child imports what this run does
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        text=True, cwd=tests_dir, env={**os.environ, "PYTHONPATH": os.pathsep.join([tests_dir, *sys.path])},
+        text=True, cwd=tests_dir, env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
     assert child.stdin is not None and child.stdout is not None
     try:
