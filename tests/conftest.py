@@ -110,9 +110,11 @@ _SYSTEM = Path(__file__).parent / "system"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Everything under tests/system/ (real processes, browsers, servers) is in the slow tier."""
+    """The slow tier: everything under tests/system/ (real processes, browsers, servers) and any
+    test on a real Redis server. Other slow tests carry ``@pytest.mark.slow`` themselves."""
     for item in items:
-        if _SYSTEM in Path(str(item.path)).parents:
+        on_redis = "redis_server" in getattr(item, "fixturenames", ())
+        if on_redis or _SYSTEM in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.slow)
 
 

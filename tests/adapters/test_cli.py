@@ -28,6 +28,8 @@ from support.processes import child_env, popen
 from support.waiting import wait_until
 from support.workers import progress_writer
 
+pytestmark = pytest.mark.slow  # the command runs in a subprocess
+
 
 def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60

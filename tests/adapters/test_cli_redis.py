@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import test_cli
 
 from statusbridge import StatusStore
 
 from support.redis_server import free_port
+
+pytestmark = pytest.mark.slow  # the command runs in a subprocess, on a real server
 
 
 def test_every_command_on_a_url(redis_url: str, tmp_path: Path) -> None:

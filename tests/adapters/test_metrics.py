@@ -162,6 +162,7 @@ def test_bad_buckets_are_refused(cache: StatusCache) -> None:
         StatusCollector(cache, batch_label=True, max_batches=0)
 
 
+@pytest.mark.slow
 def test_a_refused_registration_leaves_nothing_following_the_cache(
     cache: StatusCache, registry: CollectorRegistry
 ) -> None:
@@ -228,6 +229,7 @@ for i in range(count):
 """
 
 
+@pytest.mark.slow
 def test_scrape_the_command_while_another_process_writes(status_dir: Path) -> None:
     server = Server(status_dir)
     try:
@@ -260,6 +262,7 @@ def test_scrape_the_command_while_another_process_writes(status_dir: Path) -> No
     assert code == 130, err  # Ctrl-C: the documented exit code
 
 
+@pytest.mark.slow
 def test_scrape_a_folder_with_a_broken_record(status_dir: Path, store: StatusStore) -> None:
     store.update("good", status="completed")
     (status_dir / "broken.json").write_text('{"schema": 1, "id": "broken", "status": ')
@@ -273,6 +276,7 @@ def test_scrape_a_folder_with_a_broken_record(status_dir: Path, store: StatusSto
         server.stop()
 
 
+@pytest.mark.slow
 def test_command_with_batch_label_and_buckets(status_dir: Path, store: StatusStore) -> None:
     store.update("a", batch_id="first", status="running")
     server = Server(status_dir, "--batches", "5", "--buckets", "0.5,2")
@@ -295,6 +299,7 @@ def test_command_with_batch_label_and_buckets(status_dir: Path, store: StatusSto
         (["--port", "0", "--buckets", "1,x"], "expected numbers separated by commas"),
     ],
 )
+@pytest.mark.slow
 def test_command_usage_errors(status_dir: Path, args: list[str], error: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "statusbridge", "metrics", "--dir", str(status_dir), *args],

@@ -42,6 +42,7 @@ from statusbridge.record import utc_now  # noqa: E402
 
 from support.gui_workers import delete_job, loop_until_cancelled, write_job  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real windows on a private Xvfb display
 SPAWN = mp.get_context("spawn")
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_MS = 10_000

@@ -75,12 +75,14 @@ def page_text(at: AppTest) -> str:
 
 
 class TestAppLogic:
+    @pytest.mark.slow
     def test_empty_start(self, folders: tuple[Path, Path]) -> None:
         at = app()
         assert "No batches yet" in page_text(at)
         assert at.title[0].value.endswith("statusbridge demo")
 
     @pytest.mark.parametrize("executor", ["threads", "processes"])
+    @pytest.mark.slow
     def test_submit_render_complete(self, folders: tuple[Path, Path], executor: str) -> None:
         at = app()
         submit(at, jobs=3, seconds=0.2, fail_rate=0.0, executor=executor)
@@ -99,6 +101,7 @@ class TestAppLogic:
         assert list(table["progress"]) == [1.0, 1.0, 1.0]
         assert all("completed" in s for s in table["state"])
 
+    @pytest.mark.slow
     def test_cancel_batch_from_the_page(self, folders: tuple[Path, Path]) -> None:
         at = app()
         submit(at, jobs=4, seconds=30.0, fail_rate=0.0, executor="threads")
@@ -112,6 +115,7 @@ class TestAppLogic:
         assert summary is not None
         assert summary.counts[BatchStatus.CANCELLED] == 4
 
+    @pytest.mark.slow
     def test_other_programs_and_escaping(self, folders: tuple[Path, Path]) -> None:
         status_dir, _ = folders
         StatusStore(status_dir).update(
@@ -125,6 +129,7 @@ class TestAppLogic:
         assert "<script>alert('x')</script> **not bold**" in messages
         assert not any("<script>" in str(m.value) for m in at.markdown)
 
+    @pytest.mark.slow
     def test_every_batch_in_the_folders_newest_first(self, folders: tuple[Path, Path]) -> None:
         status_dir, _ = folders
         # examples/seed_app.py, run where the demo keeps its folders: batches "Test", "Cancelled".
@@ -199,6 +204,7 @@ def process_app(tmp_path: Path) -> Iterator[tuple[AppTest, Path]]:
         st.cache_resource.clear()
 
 
+@pytest.mark.slow
 def test_process_workers_never_run_the_script(process_app: tuple[AppTest, Path]) -> None:
     at, folder = process_app
     next(b for b in at.button if b.label == "module").click()
@@ -317,6 +323,7 @@ CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
     reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
 )
 @pytest.mark.timeout(400)  # a server, a browser and two batches: let its own waits say what hung
+@pytest.mark.slow
 def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,7 @@ def check(snap: Snapshot) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(changes, st.booleans()), max_size=25))
+@pytest.mark.slow
 def test_incremental_aggregates_equal_recomputed(
     steps: list[tuple[dict[str, BatchJob | None], bool]],
 ) -> None:
@@ -116,6 +118,7 @@ def test_snapshot_built_from_parts_tallies_once() -> None:
     st.lists(jobs(), max_size=6).map(lambda js: list({j.id: j for j in js}.values())),
     st.integers(0, 3),
 )
+@pytest.mark.slow
 def test_summary_with_newer_records_equals_merged_summary(
     cached: dict[str, BatchJob], newer: list[BatchJob], extra: int
 ) -> None:
@@ -131,6 +134,7 @@ def test_summary_with_newer_records_equals_merged_summary(
 
 @settings(max_examples=200, deadline=None)
 @given(changes, changes)
+@pytest.mark.slow
 def test_first_load_equals_job_by_job_edits(
     first: dict[str, BatchJob | None], more: dict[str, BatchJob | None]
 ) -> None:

@@ -345,6 +345,7 @@ class TestRecovery:
             wait_until(job_in(cache, "x", progress=0.2), message="events after handler error")
         assert "handler bug" in caplog.text
 
+    @pytest.mark.slow
     def test_folder_deleted_and_recreated(self, store: StatusStore, cache: StatusCache) -> None:
         store.update("a")
         wait_until(lambda: "a" in cache.snapshot())
@@ -358,6 +359,7 @@ class TestRecovery:
         fresh.update("b", progress=0.2)
         wait_until(job_in(cache, "b", progress=0.2), message="events from new folder")
 
+    @pytest.mark.slow
     def test_folder_replaced_by_a_file(self, store: StatusStore, cache: StatusCache) -> None:
         store.update("a")
         wait_until(lambda: "a" in cache.snapshot())

@@ -242,6 +242,7 @@ store.update("broken", status="failed", error_message="disk full")
 """
 
 
+@pytest.mark.slow
 def test_alert_example_alerts_new_failures_written_by_another_process(
     status_dir: Path, store: StatusStore
 ) -> None:

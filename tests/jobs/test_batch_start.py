@@ -123,6 +123,7 @@ def assert_ran_once_and_completed(manager: BatchManager, batch_id: str, runs: Pa
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.slow
 def test_of_several_processes_starting_one_batch_exactly_one_runs_it(
     folders: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -284,6 +285,7 @@ def test_retention_in_a_manager_that_saw_the_batch_unstarted_keeps_it_truthful(
         assert runs_per_job(runs) == {f"{i:04d}": 1 for i in range(JOBS)}
 
 
+@pytest.mark.slow
 def test_final_counts_saved_by_two_managers_at_once_keep_the_first(
     folders: tuple[str, str], shelf: Shelf, tmp_path: Path
 ) -> None:

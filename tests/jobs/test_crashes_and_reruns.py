@@ -62,6 +62,7 @@ def wait_for_batch(manager: BatchManager, batch_id: str, timeout: float = 60) ->
 # -- 1 + 3: a worker process that dies ------------------------------------------
 class TestDeadWorker:
     @pytest.mark.timeout(120)
+    @pytest.mark.slow
     def test_crash_fails_only_the_jobs_running_in_the_dead_pool(self, tmp_path: Path) -> None:
         gate = tmp_path / "gate"
         with BatchQueue(2, status_dir=tmp_path / "s", executor="process") as queue:
@@ -94,6 +95,7 @@ class TestDeadWorker:
                 assert job is not None and job.status is BatchStatus.COMPLETED, job
 
     @pytest.mark.timeout(120)
+    @pytest.mark.slow
     def test_submitting_while_a_worker_dies_does_not_deadlock(self, tmp_path: Path) -> None:
         """On 3.12/3.13 this hung: submit held the queue lock around executor.submit
         while the done-callback (run under the pool's lock) took the queue lock."""
@@ -214,6 +216,7 @@ class TestRetention:
                 "retention after the batch finished",
             )
 
+    @pytest.mark.slow
     def test_wait_returns_when_retention_removed_the_records(self, tmp_path: Path) -> None:
         """A job whose record retention removed must not look pending to wait()."""
         with BatchQueue(2, max_completed_jobs=10, status_dir=tmp_path / "s") as queue:
@@ -281,6 +284,7 @@ class TestRetention:
                 unsubscribe()
             assert writer.scan() == {}
 
+    @pytest.mark.slow
     def test_retention_lags_by_at_most_one_group_while_jobs_run(self, tmp_path: Path) -> None:
         folder, gate, limit = tmp_path / "s", tmp_path / "gate", 20
         lag = retention_lag(limit)
@@ -330,6 +334,7 @@ class TestDefinitions:
             manager.start_batch(batch_id, double)  # a retry works
             wait_for_batch(manager, batch_id)
 
+    @pytest.mark.slow
     def test_batch_ids_are_unique_and_never_overwrite(self, folders: tuple[Path, Path]) -> None:
         batch_dir, status_dir = folders
         with BatchManager(batch_dir, 1, status_dir) as manager:
@@ -431,6 +436,7 @@ def baseline() -> tuple[int, int, int]:
 
 
 class TestOwnership:
+    @pytest.mark.slow
     def test_shutdown_releases_everything(
         self, tmp_path: Path, baseline: tuple[int, int, int]
     ) -> None:
@@ -440,6 +446,7 @@ class TestOwnership:
         queue.shutdown(wait=True)  # twice is fine
         wait_until(_back_to(baseline), 10, f"resources back to {baseline}")
 
+    @pytest.mark.slow
     def test_shutdown_without_wait_releases_once_jobs_are_done(
         self, tmp_path: Path, baseline: tuple[int, int, int]
     ) -> None:
@@ -457,6 +464,7 @@ class TestOwnership:
         del queue
         wait_until(_back_to(baseline), 10, f"resources back to {baseline}")
 
+    @pytest.mark.slow
     def test_dropped_queues_and_managers_release_everything(
         self, folders: tuple[Path, Path], baseline: tuple[int, int, int]
     ) -> None:
@@ -468,6 +476,7 @@ class TestOwnership:
             del queue, manager
         wait_until(_back_to(baseline), 60, f"resources back to {baseline}")
 
+    @pytest.mark.slow
     def test_a_manager_built_on_every_rerun_reuses_one_engine(
         self, folders: tuple[Path, Path], tmp_path: Path, baseline: tuple[int, int, int]
     ) -> None:
@@ -533,6 +542,7 @@ def test_wait_on_an_unknown_job_raises(tmp_path: Path) -> None:
         assert queue.wait([done], timeout=30)
 
 
+@pytest.mark.slow
 def test_the_seed_streamlit_script_rerun_many_times_does_not_leak(
     folders: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -34,7 +34,7 @@ from support.workers import (
     wait_for_gate,
 )
 
-EXECUTORS = ["thread", "process"]
+EXECUTORS = ["thread", pytest.param("process", marks=pytest.mark.slow)]  # a process pool is slow
 
 
 @pytest.fixture
@@ -185,6 +185,7 @@ class TestCancel:
         assert job.message in ("looping", "saw the cancel")
         assert queue.cancel(job_id) is False
 
+    @pytest.mark.slow
     def test_cancel_from_another_process_object(self, tmp_path: Path) -> None:
         """The request travels in the file: a second queue (another app) cancels it."""
         folder = tmp_path / "s"
@@ -209,6 +210,7 @@ class TestCancel:
 
 
 class TestCrashes:
+    @pytest.mark.slow
     def test_killed_application_is_detected(self, tmp_path: Path) -> None:
         folder, gate, ready = tmp_path / "s", tmp_path / "gate", tmp_path / "ready"
         proc = mp.get_context("spawn").Process(
@@ -230,6 +232,7 @@ class TestCrashes:
             assert pending.status is BatchStatus.FAILED
             assert "abandoned" in (pending.error_message or "")
 
+    @pytest.mark.slow
     def test_killed_worker_process_fails_its_job(self, tmp_path: Path) -> None:
         gate = tmp_path / "gate"
         with BatchQueue(1, status_dir=tmp_path / "s", executor="process") as queue:
@@ -275,6 +278,7 @@ class TestCrashes:
 
 
 class TestRetention:
+    @pytest.mark.slow
     def test_max_completed_jobs_bounds_disk_and_cache(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"
         with BatchQueue(2, max_completed_jobs=5, status_dir=folder) as queue:
@@ -307,6 +311,7 @@ class TestRetention:
             # Only the definition goes; the shelf's lock file (hidden, bounded) stays.
             assert [n for n in os.listdir(folders[0]) if not n.startswith(".lock-")] == []
 
+    @pytest.mark.slow
     def test_running_and_pending_never_removed(self, tmp_path: Path) -> None:
         folder = tmp_path / "s"
         with BatchQueue(1, max_completed_jobs=0, status_dir=folder) as queue:
@@ -401,6 +406,7 @@ def test_get_job_status_reads_memory_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["threads", "processes"])
+@pytest.mark.slow
 def test_any_executor_the_user_passes(tmp_path: Path, kind: str) -> None:
     from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 

@@ -171,6 +171,7 @@ def test_another_process_can_cancel_once_the_record_is_written(tmp_path: Path) -
     ],
     ids=["record_delay=0", "given id", "batch id", "process"],
 )
+@pytest.mark.slow
 def test_written_at_submit(tmp_path: Path, options: dict[str, Any], named: dict[str, str]) -> None:
     """No deferral where others can name the job (and cancel it) or where it runs elsewhere."""
     with BatchQueue(1, status_dir=tmp_path, **options) as queue:
@@ -248,6 +249,7 @@ def test_a_job_cancelled_in_memory_raises_at_its_next_report(tmp_path: Path) -> 
     assert job.cancel_requested and job.started_at is not None
 
 
+@pytest.mark.slow
 def test_a_killed_application_leaves_written_records_that_are_judged(tmp_path: Path) -> None:
     """Once written, deferred records are judged like any: dead worker, abandoned pending job."""
     folder, gate, ready = tmp_path / "s", tmp_path / "gate", tmp_path / "ready"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ changes = st.lists(
     seed_at=st.integers(0, 4),
     max_age_seconds=st.one_of(st.none(), st.integers(0, 6)),
 )
+@pytest.mark.slow
 def test_quick_selection_equals_full_selection(
     *,
     initial: dict[str, BatchJob],

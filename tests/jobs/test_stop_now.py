@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
+import pytest
 
 from statusbridge import BatchQueue, BatchStatus
 
@@ -12,6 +13,7 @@ from support.waiting import wait_until
 from support.workers import until_cancelled, wait_for_gate
 
 
+@pytest.mark.slow
 def test_stop_now_on_processes_cancels_ends_and_kills_what_ignores_its_cancel(
     tmp_path: Path,
 ) -> None:

@@ -202,6 +202,7 @@ def test_shutdown_cancelling_pending_jobs_during_an_outage(
     assert second is not None and second.status is BatchStatus.CANCELLED, second
 
 
+@pytest.mark.slow
 def test_a_process_pool_keeps_outcomes_and_starts_again(tmp_path: Path) -> None:
     """Checked, held: both errors cross the process boundary (they pickle) and the
     queue writes the outcome and starts the job again from the parent process."""

@@ -155,6 +155,7 @@ def test_snapshot_summaries_carry_the_eta(tmp_path: Path) -> None:
     jobs=st.integers(0, 60),
     duration=st.floats(0.01, 500, allow_nan=False),
 )
+@pytest.mark.slow
 def test_makespan_equals_greedy_scheduling_job_by_job(
     free: list[float], jobs: int, duration: float
 ) -> None:

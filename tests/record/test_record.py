@@ -207,6 +207,7 @@ json_values = st.recursive(
     progress=st.none() | st.floats(0, 1),
 )
 @settings(max_examples=200, deadline=None)
+@pytest.mark.slow
 def test_any_valid_job_round_trips(
     params: object, meta: dict[str, object], message: str, progress: float | None
 ) -> None:
@@ -218,6 +219,7 @@ def test_any_valid_job_round_trips(
 
 @given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
 @settings(max_examples=500, deadline=None)
+@pytest.mark.slow
 def test_decoder_fuzz_raises_only_the_documented_error(data: bytes) -> None:
     try:
         decode_job(data)
@@ -227,6 +229,7 @@ def test_decoder_fuzz_raises_only_the_documented_error(data: bytes) -> None:
 
 @given(json_values)
 @settings(max_examples=300, deadline=None)
+@pytest.mark.slow
 def test_decoder_fuzz_structured(value: object) -> None:
     candidate = {**VALID_DOC, "params": value} if isinstance(value, dict) else value
     try:
@@ -308,6 +311,7 @@ def _both_paths(data: bytes, expected_id: str | None) -> tuple[BatchJob | str, B
 
 @given(full_jobs)
 @settings(max_examples=100, deadline=None)
+@pytest.mark.slow
 def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) -> None:
     data = encode_job(job)
     fast, general = _both_paths(data, job.id)
@@ -321,6 +325,7 @@ def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) ->
 
 @given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())
 @settings(max_examples=400, deadline=None)
+@pytest.mark.slow
 def test_fast_path_refuses_and_accepts_exactly_what_the_general_path_does(
     job: BatchJob, key: str, value: object, other_id: bool
 ) -> None:

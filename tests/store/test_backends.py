@@ -140,6 +140,7 @@ def test_delete_if_unchanged_keeps_a_record_changed_since_read(store: StatusStor
     assert store.scan() == {}
 
 
+@pytest.mark.slow
 def test_no_lost_update_between_processes(location: str, tmp_path: Path) -> None:
     """6 processes x 50 conditional increments of one counter: every one counts."""
     go = tmp_path / "go"
@@ -162,6 +163,7 @@ def test_no_lost_update_between_processes(location: str, tmp_path: Path) -> None
 # -- the read side -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cache_follows_another_process(location: str, cache: StatusCache) -> None:
     assert cache.health().backend == expected_backend(location)
     ctx = mp.get_context("spawn")
@@ -291,6 +293,7 @@ def test_two_caches_and_close_twice(location: str, store: StatusStore) -> None:
     assert "x" in one.snapshot()  # the last snapshot stays readable
 
 
+@pytest.mark.slow
 def test_redis_server_helper_is_stopped_by_pid() -> None:
     server = RedisServer().start()
     process = server.process

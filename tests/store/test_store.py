@@ -198,6 +198,7 @@ class TestBadInput:
         assert store.read("j") == good
         assert not temp_files(store.directory)
 
+    @pytest.mark.slow
     def test_lock_timeout_names_the_job(self, store: StatusStore, tmp_path: Path) -> None:
         ready, release = tmp_path / "ready", tmp_path / "release"
         ctx = mp.get_context("spawn")
@@ -218,6 +219,7 @@ class TestBadInput:
         assert holder.exitcode == 0
         assert quick.update("j", progress=0.5).seq == 1  # free again
 
+    @pytest.mark.slow
     def test_infinite_lock_timeout_waits_for_the_holder(
         self, store: StatusStore, tmp_path: Path
     ) -> None:
@@ -357,6 +359,7 @@ class TestConcurrency:
         assert job.seq == 8 * 50
         assert dict(job.meta) == {f"t{w}": 49 for w in range(8)}
 
+    @pytest.mark.slow
     def test_processes_never_lose_an_update(self, store: StatusStore) -> None:
         ctx = mp.get_context("spawn")
         procs = [
