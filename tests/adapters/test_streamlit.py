@@ -1,0 +1,581 @@
+"""The Streamlit adapter and demo app: AppTest for the logic, headless Chromium end to end."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.waiting import poll_until, wait_until
+
+st = pytest.importorskip("streamlit", reason="the demo extra is not installed")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from statusbridge import BatchStatus, StatusCache, StatusStore  # noqa: E402
+from statusbridge import streamlit as sbst  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = ROOT / "demo_app.py"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module() -> Iterator[None]:
+    """AppTest installs each script as ``sys.modules["__main__"]`` and leaves it there; a
+    process another test spawns later would run that script first. Put pytest's back."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, Path]]:
+    status_dir, batch_dir = tmp_path / "batch_status", tmp_path / "batches"
+    monkeypatch.setenv("STATUSBRIDGE_DIR", str(status_dir))
+    monkeypatch.setenv("STATUSBRIDGE_BATCH_DIR", str(batch_dir))
+    yield status_dir, batch_dir
+    # Resources are per server process; stop the ones this test's app created.
+    for executor in ("thread", "process"):
+        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)  # type: ignore[arg-type]
+    sbst.get_cache(status_dir).close()
+    st.cache_resource.clear()
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def submit(at: AppTest, jobs: int, seconds: float, fail_rate: float, executor: str) -> None:
+    by_label = {w.label: w for w in at.number_input}
+    by_label["Number of jobs"].set_value(jobs)
+    by_label["Seconds per job"].set_value(seconds)
+    at.slider[0].set_value(fail_rate)
+    at.radio[0].set_value(executor)
+    next(b for b in at.button if b.label == "Start batch").click()
+    at.run()
+    assert not at.exception, at.exception
+
+
+def page_text(at: AppTest) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
+    parts += [str(s.value) for s in at.success] + [str(i.value) for i in at.info]
+    return "\n".join(str(p) for p in parts)
+
+
+class TestAppLogic:
+    @pytest.mark.slow
+    def test_empty_start(self, folders: tuple[Path, Path]) -> None:
+        at = app()
+        assert "No batches yet" in page_text(at)
+        assert at.title[0].value.endswith("statusbridge demo")
+
+    @pytest.mark.parametrize("executor", ["threads", "processes"])
+    @pytest.mark.slow
+    def test_submit_render_complete(self, folders: tuple[Path, Path], executor: str) -> None:
+        at = app()
+        submit(at, jobs=3, seconds=0.2, fail_rate=0.0, executor=executor)
+        assert any("Started batch-" in str(s.value) for s in at.success)
+        status_dir, batch_dir = folders
+        mgr = sbst.get_manager(
+            batch_dir, status_dir, executor="process" if executor == "processes" else "thread"
+        )
+        batch_id = mgr.list_batches()[0].id
+        assert batch_id is not None
+        wait_until(lambda: mgr.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+        at.run()
+        assert not at.exception
+        assert f"3 jobs on {executor}: completed 100% (3 completed)" in page_text(at)
+        table = at.dataframe[0].value
+        assert list(table["progress"]) == [1.0, 1.0, 1.0]
+        assert all("completed" in s for s in table["state"])
+
+    @pytest.mark.slow
+    def test_cancel_batch_from_the_page(self, folders: tuple[Path, Path]) -> None:
+        at = app()
+        submit(at, jobs=4, seconds=30.0, fail_rate=0.0, executor="threads")
+        next(b for b in at.button if b.label == "Cancel batch").click()
+        at.run()
+        status_dir, batch_dir = folders
+        mgr = sbst.get_manager(batch_dir, status_dir)
+        batch_id = mgr.list_batches()[0].id or ""
+        wait_until(lambda: mgr.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+        summary = mgr.get_batch_status(batch_id)
+        assert summary is not None
+        assert summary.counts[BatchStatus.CANCELLED] == 4
+
+    @pytest.mark.slow
+    def test_other_programs_and_escaping(self, folders: tuple[Path, Path]) -> None:
+        status_dir, _ = folders
+        StatusStore(status_dir).update(
+            "ext-1", batch_id="external", status="running", progress=0.5,
+            message="<script>alert('x')</script> **not bold**",
+        )  # fmt: skip
+        at = app()
+        frames = [df.value for df in at.dataframe]
+        messages = [m for frame in frames for m in frame["message"]]
+        # Shown as data, verbatim: never interpreted as HTML or markdown.
+        assert "<script>alert('x')</script> **not bold**" in messages
+        assert not any("<script>" in str(m.value) for m in at.markdown)
+
+    @pytest.mark.slow
+    def test_every_batch_in_the_folders_newest_first(self, folders: tuple[Path, Path]) -> None:
+        status_dir, _ = folders
+        # examples/seed_app.py, run where the demo keeps its folders: batches "Test", "Cancelled".
+        seed_app = [sys.executable, str(ROOT / "examples" / "seed_app.py")]
+        subprocess.run(seed_app, cwd=status_dir.parent, check=True, capture_output=True, timeout=99)
+        StatusStore(status_dir).update("late-1", batch_id="written-later", status="running")
+        at = app()
+        labels = [str(p.proto.text) for p in at.get("progress")]
+        shown = [label.replace("\\", "") for label in labels]  # Markdown escapes removed
+        expected = [
+            ":blue[written-later: running",
+            ":orange[Cancelled: cancelled",
+            ":red[Test: failed",
+        ]
+        assert [text.startswith(e) for text, e in zip(shown, expected, strict=True)] == [True] * 3
+        assert "Batches (3, newest first)" in [h.value for h in at.subheader]
+
+    def test_whole_messages_of_selected_jobs(self) -> None:
+        long = "RuntimeError: " + "a very long explanation " * 40
+        at = AppTest.from_function(_details_page, args=(long,), default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        assert [c.value for c in at.code] == [long]  # whole, as text (st.code escapes)
+
+
+def _details_page(long: str) -> None:
+    from statusbridge import BatchJob
+    from statusbridge import streamlit as sbst
+
+    sbst.job_details([BatchJob("j-1", "failed", error_message=long)])
+
+
+SCRIPT_WITH_PROCESSES = """
+import os
+from pathlib import Path
+
+import streamlit as st
+
+from statusbridge import streamlit as sbst
+
+here = Path(__file__).parent
+with open(here / "runs.txt", "a") as runs:  # who ran this script: the server only
+    runs.write(f"{os.getpid()}\\n")
+
+
+def local_job(params):
+    return params
+
+
+manager = sbst.get_manager(here / "batches", here / "status", executor="process")
+if st.button("local"):
+    manager.start_batch(manager.create_custom_batch([{}], "local"), local_job)
+if st.button("module"):
+    from jobs import square
+
+    manager.start_batch(manager.create_custom_batch([{"x": 3}, {"x": 4}], "module"), square)
+"""
+
+
+@pytest.fixture
+def process_app(tmp_path: Path) -> Iterator[tuple[AppTest, Path]]:
+    (tmp_path / "app.py").write_text(SCRIPT_WITH_PROCESSES)
+    (tmp_path / "jobs.py").write_text("def square(params):\n    return params['x'] ** 2\n")
+    at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    try:
+        yield at, tmp_path
+    finally:
+        sbst.get_manager(tmp_path / "batches", tmp_path / "status", executor="process").shutdown()
+        sbst.get_cache(tmp_path / "status").close()
+        st.cache_resource.clear()
+
+
+@pytest.mark.slow
+def test_process_workers_never_run_the_script(process_app: tuple[AppTest, Path]) -> None:
+    at, folder = process_app
+    next(b for b in at.button if b.label == "module").click()
+    at.run()
+    assert not at.exception, at.exception
+    manager = sbst.get_manager(folder / "batches", folder / "status", executor="process")
+    batch_id = manager.list_batches()[0].id or ""
+    wait_until(lambda: manager.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+    jobs = manager.get_batch_jobs(batch_id)
+    assert [(j.status, j.result) for j in jobs] == [(BatchStatus.COMPLETED, 9),
+                                                    (BatchStatus.COMPLETED, 16)]  # fmt: skip
+    # Two runs, both here: spawned workers did not execute app.py (they used to, once each).
+    assert (folder / "runs.txt").read_text().split() == [str(os.getpid())] * 2
+
+
+def test_a_job_function_from_the_script_names_where_to_move_it(
+    process_app: tuple[AppTest, Path],
+) -> None:
+    at, folder = process_app
+    next(b for b in at.button if b.label == "local").click()
+    at.run()
+    assert at.exception, "a script-defined function was sent to worker processes"
+    message = at.exception[0].message
+    assert "local_job is defined in the Streamlit script app.py" in message
+    assert f"{folder / 'jobs.py'}" in message and "from jobs import local_job" in message
+
+
+def test_job_rows_and_chart_data() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from statusbridge import BatchJob
+
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    jobs = [
+        BatchJob("a", "completed", started_at=t0, completed_at=t0 + timedelta(seconds=3)),
+        BatchJob("b", "failed", error_message="E: x", started_at=t0,
+                 completed_at=t0 + timedelta(seconds=12)),
+        BatchJob("c", "running", progress=0.25, message="going", started_at=t0),
+    ]  # fmt: skip
+    jobs.append(BatchJob("d", "pending"))
+    jobs.append(BatchJob("e", "running", progress=0.95, started_at=t0))
+    rows = sbst.job_rows(jobs, now=t0 + timedelta(seconds=20))
+    assert [r["elapsed"] for r in rows] == ["3s", "12s", "20s", "", "20s"]
+    assert [r["eta"] for r in rows] == ["", "", "1m 00s", "", "1s"]  # display.eta_seconds
+    assert rows[1]["message"] == "E: x" and rows[2]["progress"] == 0.25
+    assert rows[3]["progress"] is None and rows[3]["message"] == ""  # blank, never "None"
+    assert rows[4]["progress"] < 1.0 and rows[0]["progress"] == 1.0
+    chart = sbst.finished_over_time(jobs, bucket_seconds=5)
+    assert chart["finished"] == [1, 2]
+
+
+def test_failed_and_cancelled_batches_never_look_completed() -> None:
+    from statusbridge import BatchJob
+    from statusbridge.cache import summarize
+
+    done = summarize([BatchJob("a", "completed"), BatchJob("b", "completed")], name="ok")
+    failed = summarize([BatchJob("a", "completed"), BatchJob("b", "failed")], name="f")
+    cancelled = summarize([BatchJob("a", "cancelled"), BatchJob("b", "cancelled")], name="c")
+    almost = summarize([BatchJob("a", "completed"), BatchJob("b", "running", progress=0.995)])
+    assert sbst.summary_text(done) == "ok: completed, 100%"
+    assert sbst.summary_text(failed) == "f: failed, 1 of 2 completed (1 failed)"
+    assert sbst.summary_text(cancelled) == "c: cancelled, 0 of 2 completed (2 cancelled)"
+    assert sbst.summary_text(almost) == "All jobs: running, 99%"
+    assert str(almost) == "all jobs: running 99% (1 running, 1 completed)"
+    # The bars: full only for a batch that completed.
+    assert [sbst._bar_value(s) for s in (done, failed, cancelled)] == [1.0, 0.5, 0.0]
+    assert sbst._bar_value(almost) < 1.0
+
+
+# -- end to end, in a real browser ---------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
+    with demo_server(tmp_path) as (url, _, log):
+        yield url, tmp_path, log
+
+
+@contextlib.contextmanager
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """``streamlit run demo_app.py`` on a free port: (url, the process, its log)."""
+    port = free_port()
+    log = tmp_path / "streamlit.log"
+    # Run as the README does, from the repository root: with the shipped config.
+    shutil.copytree(ROOT / ".streamlit", tmp_path / ".streamlit", dirs_exist_ok=True)
+    env = {**os.environ, "STATUSBRIDGE_DIR": str(tmp_path / "batch_status"),
+           "STATUSBRIDGE_BATCH_DIR": str(tmp_path / "batches")}  # fmt: skip
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+             "--server.port", str(port), "--server.address", "127.0.0.1",
+             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(healthy, 60, "streamlit health endpoint")
+        yield url, proc, log
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_stopping_the_server_ends_its_push_streams_at_once(tmp_path: Path) -> None:
+    from statusbridge._streamlit_push import EVENTS_PATH, STREAM_SECONDS
+
+    with demo_server(tmp_path) as (url, proc, log):
+        streams = [urllib.request.urlopen(url + EVENTS_PATH, timeout=60) for _ in range(3)]
+        for stream in streams:
+            assert stream.readline().startswith(b"retry:")  # open, and waiting for changes
+        started = time.monotonic()
+        proc.terminate()  # SIGTERM, as a service manager stops it
+        for stream in streams:
+            rest = stream.read()  # returns when the server ends the stream
+            assert b"Traceback" not in rest
+            stream.close()
+        proc.wait(60)
+        took = time.monotonic() - started
+    # Before, each open stream ran out its own timer first (9.2 s with one page open).
+    assert took < STREAM_SECONDS, f"the server took {took:.1f} s to stop"
+    assert "Traceback" not in log.read_text()
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"),
+    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
+)
+@pytest.mark.timeout(400)  # a server, a browser and two batches: let its own waits say what hung
+@pytest.mark.slow
+def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    url, tmp_path, server_log = server
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=900,1100",  # the narrow layout the page must work in
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    def text() -> str:  # innerText: one cheap call, where WebDriver's .text walks the page
+        return str(driver.execute_script("return document.body.innerText"))
+
+    def set_number(label: str, value: str) -> None:
+        field = driver.find_element(By.CSS_SELECTOR, f'input[aria-label="{label}"]')
+        field.send_keys(Keys.CONTROL, "a")
+        field.send_keys(value)
+
+    def start_batch(jobs: str, seconds: str, executor: str) -> None:
+        set_number("Number of jobs", jobs)
+        set_number("Seconds per job", seconds)
+        # The slider's range input is visually hidden: focus it, then press Home (rate 0).
+        rate = driver.find_element(
+            By.CSS_SELECTOR, 'input[type="range"][aria-label="Failure rate"]'
+        )
+        driver.execute_script("arguments[0].focus()", rate)
+        ActionChains(driver).send_keys(Keys.HOME).perform()
+        wait_until(lambda: float(rate.get_attribute("value") or 1) == 0.0, 60, "failure rate 0")
+        choice = next(e for e in driver.find_elements(By.CSS_SELECTOR, "label")
+                      if e.text.strip() == executor)  # fmt: skip
+        choice.click()
+        start = next(b for b in driver.find_elements(By.TAG_NAME, "button")
+                     if b.text.strip() == "Start batch")  # fmt: skip
+        start.click()
+
+    try:
+        t0 = time.perf_counter()
+        # Under heavy load, headless Chromium has (1 run in ~15) kept a blank page
+        # although the server ran the script: load the page again, at most twice,
+        # before calling it a failure. The reloads are counted in the timings file.
+        reloads = 0
+        for reloads in range(3):  # noqa: B007 - the last value is reported below
+            driver.get(url)
+            if poll_until(lambda: "No batches yet" in text(), 30):
+                break
+        wait_until(lambda: "No batches yet" in text(), 30, "the first page")
+        wait_until(
+            lambda: driver.find_elements(By.CSS_SELECTOR, 'input[aria-label="Number of jobs"]'),
+            60, "the form",
+        )  # fmt: skip
+        first_page = time.perf_counter() - t0
+        assert "redraws when it changes (pushed)" in text()  # served through st.App: push
+        # The header's "Running…/Stop" badge would blink on every live redraw: hidden.
+        assert driver.execute_script(
+            "const e = document.querySelector('[data-testid=stStatusWidget]');"
+            "return !e || getComputedStyle(e).visibility === 'hidden'"
+        )
+        # The records are the truth; the page shows them later. So each batch is followed
+        # in the records, and the page is waited for only to show each state.
+        with StatusCache(tmp_path / "batch_status") as records:
+            for executor in ("processes", "threads"):
+                known = set(records.snapshot().batch_ids())
+                start_batch("3", "2", executor)
+                batch_id = wait_until(
+                    lambda k=known: set(records.snapshot().batch_ids()) - k, 60, "the records"
+                ).pop()
+                wait_until(lambda e=executor: f"3 jobs on {e}: " in text(), 60, "the batch")
+                # A picture of a batch while it runs, if the page catches it running.
+                if poll_until(lambda e=executor: f"3 jobs on {e}: running, " in text(), 20):
+                    driver.save_screenshot(str(ARTIFACTS / f"demo-running-{executor}.png"))
+
+                def batch_done(b: str = batch_id) -> bool:
+                    summary = records.snapshot().summary(b)
+                    return summary.total == 3 and summary.is_done
+
+                wait_until(batch_done, 120, f"the {executor} batch to finish (in the records)")
+                jobs = records.snapshot().batch(batch_id)
+                # What the form sent and how each job ended.
+                assert [(j.params["duration"], j.params["fail_at"], j.status) for j in jobs] == [
+                    (2.0, None, BatchStatus.COMPLETED)
+                ] * 3, [(j.id, dict(j.params), j.status, j.error_message) for j in jobs]
+                wait_until(lambda e=executor: f"3 jobs on {e}: completed, 100%" in text(), 60,
+                           "the page to show it")  # fmt: skip
+        driver.save_screenshot(str(ARTIFACTS / "demo-completed.png"))
+        # The page follows writes from another program, pushed: write -> visible, each time.
+        store = StatusStore(tmp_path / "batch_status")
+        store.update("probe-0", batch_id="latency-probe", status="running", progress=0.005)
+        wait_until(lambda: "latency-probe: running, 0%" in text(), 60, "the external batch")
+        # Timed in the page: a MutationObserver notes the wall clock (shared with this
+        # process: same machine) when the text first appears, so the test's own poll
+        # interval is not counted in the latency.
+        watch_for = """
+            const wanted = arguments[0];
+            window.__seenAt = null;
+            const look = () => {
+                if (window.__seenAt === null && document.body.innerText.includes(wanted)) {
+                    window.__seenAt = Date.now();
+                    observer.disconnect();
+                }
+            };
+            const observer = new MutationObserver(look);
+            observer.observe(document.body, {childList: true, subtree: true, characterData: true});
+            look();
+        """
+        latencies = []
+        for i in range(1, 31):
+            driver.execute_script(watch_for, f"latency-probe: running, {i}%")
+            t_write = time.time()
+            store.update("probe-0", progress=(i + 0.5) / 100)
+            seen_at = wait_until(
+                lambda: driver.execute_script("return window.__seenAt"), 60, f"write {i}"
+            )
+            latencies.append(max(0.0, seen_at / 1000 - t_write))
+        store.update("probe-0", status="failed", error_message="RuntimeError: " + "x" * 300)
+        wait_until(lambda: "latency-probe: failed, 0 of 1 completed (1 failed)" in text(), 60,
+                   "a failed batch")  # fmt: skip
+        ms = sorted(1000 * x for x in latencies)
+        p50, p90 = ms[len(ms) // 2], ms[int(len(ms) * 0.9)]
+        driver.save_screenshot(str(ARTIFACTS / "demo-failed-batch.png"))
+        (ARTIFACTS / "browser-timings.txt").write_text(
+            f"first page {first_page:.2f}s ({reloads} reload(s))\n"
+            f"write -> visible in browser, {len(ms)} writes: p50 {p50:.0f} ms, p90 {p90:.0f} ms, "
+            f"max {ms[-1]:.0f} ms\n"
+        )
+    except BaseException:
+        driver.save_screenshot(str(ARTIFACTS / "demo-failure.png"))
+        (ARTIFACTS / "demo-failure.txt").write_text(text())  # what the page said
+        raise
+    finally:
+        driver.quit()
+    # Workers never touched Streamlit (the processes batch included), and nothing was
+    # deprecated: a server log without warnings or tracebacks.
+    log = server_log.read_text()
+    for bad in ("Traceback", "WARNING", "Warning", "ScriptRunContext", "deprecat"):
+        assert bad not in log, log
+
+
+SEED_STYLE = """
+import os
+
+import streamlit as st
+
+from statusbridge import StatusStore
+
+store = StatusStore(os.environ["SB_SEED_DIR"])
+for job in sorted(store.scan().values(), key=lambda j: j.id):
+    st.progress(job.progress, text=f"{job.id} {job.status.value}")  # the seed's way
+"""
+
+
+def test_seed_style_progress_bar_works_in_every_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = StatusStore(tmp_path / "status")
+    store.update("a-pending")
+    store.update("b-running-silent", status="running")
+    store.update("c-running", status="running", progress=0.4)
+    store.update("d-completed", status="completed")
+    store.update("e-failed", status="failed", error_message="x")
+    store.update("f-cancelled", status="cancelled")
+    (tmp_path / "app.py").write_text(SEED_STYLE)
+    monkeypatch.setenv("SB_SEED_DIR", str(tmp_path / "status"))
+    at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception  # raised for pending and silent running jobs
+    bars = [p.value for p in at.get("progress")]
+    assert bars == [0, 0, 40, 100, 0, 0]  # Streamlit keeps percents
+    # "Unknown" stays available, and stays null in the file.
+    jobs = store.scan()
+    assert [jobs[i].reported_progress for i in sorted(jobs)] == [None, None, 0.4, None, None, None]
+    stored = json.loads((tmp_path / "status" / "a-pending.json").read_text())
+    assert stored["progress"] is None
+    moved = store.update("b-running-silent", status="completed")
+    assert (moved.progress, moved.reported_progress) == (1.0, None)
+    assert store.update("a-pending", progress=0.25).reported_progress == 0.25
+
+
+def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(tmp_path: Path) -> None:
+    """DNS rebinding: evil.test resolved to 127.0.0.1 reaches the server with its own Host."""
+    import http.client
+
+    from statusbridge._streamlit_push import EVENTS_PATH
+
+    with demo_server(tmp_path) as (url, _, log):
+        port = int(url.rsplit(":", 1)[1])
+
+        def get(path: str, host: str) -> tuple[int, bytes]:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("GET", path, headers={"Host": host})
+                response = conn.getresponse()
+                return response.status, response.read(200) if response.status != 200 else b""
+            finally:
+                conn.close()
+
+        assert get(EVENTS_PATH, f"evil.test:{port}")[0] == 403  # before: 200 and a stream
+        assert get(EVENTS_PATH, f"127.0.0.1:{port}")[0] == 200
+        assert get(EVENTS_PATH, f"localhost:{port}")[0] == 200
+        # Streamlit's own websocket refuses the name too (with the shipped allowedHosts).
+        ws = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            ws.request("GET", "/_stcore/stream", headers={
+                "Host": f"evil.test:{port}", "Upgrade": "websocket", "Connection": "Upgrade",
+                "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13",
+            })  # fmt: skip
+            assert ws.getresponse().status != 101
+        finally:
+            ws.close()
+    assert "Traceback" not in log.read_text()
