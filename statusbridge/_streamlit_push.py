@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from statusbridge.cache import Snapshot, StatusCache
-from statusbridge.store import absolute_location
+from statusbridge.store._location import absolute_location
 
 __all__ = ["EVENTS_PATH", "events_path_for", "push_routes"]
 

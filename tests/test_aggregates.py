@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, Snapshot
-from statusbridge.cache import summarize
+from statusbridge.cache._snapshot import summarize
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 

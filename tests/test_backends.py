@@ -23,7 +23,7 @@ from statusbridge import (
     on_job_finished,
 )
 from statusbridge.metrics import register
-from statusbridge.record import utc_now
+from statusbridge.record._model import utc_now
 
 
 @pytest.fixture(params=["folder", "redis"])

@@ -26,8 +26,8 @@ from statusbridge import BatchManager, BatchStatus
 from statusbridge.jobs import BatchDefinition
 from statusbridge.jobs._liveness import HOST
 from statusbridge.jobs._manager import FinalCounts, _settled
-from statusbridge.record import utc_now
-from statusbridge.store import Shelf, open_shelf
+from statusbridge.record._model import utc_now
+from statusbridge.store._shelf import Shelf, open_shelf
 
 STARTERS = 4
 JOBS = 6

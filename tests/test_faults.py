@@ -34,7 +34,8 @@ from statusbridge import (
     StatusStore,
     UnsafeFolderError,
 )
-from statusbridge.record import FIELD_NAMES, validate_job_id
+from statusbridge.record import validate_job_id
+from statusbridge.record._model import FIELD_NAMES
 
 SPAWN = mp.get_context("spawn")
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

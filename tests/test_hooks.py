@@ -22,7 +22,7 @@ from statusbridge import (
     on_batch_finished,
     on_job_finished,
 )
-from statusbridge.cache import TransitionTracker
+from statusbridge.cache._transitions import TransitionTracker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,7 +37,7 @@ from statusbridge import (
 )
 from statusbridge.jobs._context import JobContext
 from statusbridge.jobs._retention import retention_lag
-from statusbridge.store import write_atomic
+from statusbridge.store._atomic import write_atomic
 
 
 @pytest.fixture

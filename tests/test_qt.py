@@ -38,7 +38,7 @@ from statusbridge.display import STATUS_COLOURS  # noqa: E402
 from statusbridge.qt import Column, JobMonitor, JobTableModel, ProgressDelegate  # noqa: E402
 from statusbridge.qt._model import _Inbox  # noqa: E402
 from statusbridge.qt._monitor import _BatchFilter  # noqa: E402
-from statusbridge.record import utc_now  # noqa: E402
+from statusbridge.record._model import utc_now  # noqa: E402
 
 SPAWN = mp.get_context("spawn")
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,15 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, InvalidRecordError
-from statusbridge.record import (
-    FIELD_NAMES,
-    FrozenMap,
-    decode_job,
-    encode_job,
-    thaw,
-    validate_job_id,
-)
+from statusbridge.record import FrozenMap, decode_job, encode_job, validate_job_id
 from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
+from statusbridge.record._frozen import thaw
+from statusbridge.record._model import FIELD_NAMES
 
 VALID_DOC = {
     "schema": 1,

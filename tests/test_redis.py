@@ -22,7 +22,7 @@ from statusbridge import (
     StatusStore,
 )
 from statusbridge.record import BatchJob
-from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
 

@@ -12,7 +12,7 @@ from _redis_server import RedisServer, TlsFiles, make_tls_files
 from conftest import wait_until
 
 from statusbridge import BackendUnavailable, StatusCache, StatusStore
-from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
 

@@ -22,7 +22,8 @@ from conftest import no_more_than, process_resources, temp_files, wait_until
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
 from statusbridge.record import MAX_NESTING
-from statusbridge.store import STRIPES, _atomic
+from statusbridge.store import _atomic
+from statusbridge.store._locks import STRIPES
 
 
 def nested(levels: int, key: str | None = "k") -> object:

@@ -251,7 +251,7 @@ def test_job_rows_and_chart_data() -> None:
 
 def test_failed_and_cancelled_batches_never_look_completed() -> None:
     from statusbridge import BatchJob
-    from statusbridge.cache import summarize
+    from statusbridge.cache._snapshot import summarize
 
     done = summarize([BatchJob("a", "completed"), BatchJob("b", "completed")], name="ok")
     failed = summarize([BatchJob("a", "completed"), BatchJob("b", "failed")], name="f")
