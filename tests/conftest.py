@@ -11,7 +11,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 from _redis_server import RedisServer
@@ -45,8 +45,16 @@ def poll_until(predicate: Callable[[], object], timeout: float) -> bool:
     return True
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``.
+
+    Typed for ``lambda: (job := ...) and job.ready and job``: what it returns is never
+    ``None`` or ``False``.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
@@ -102,7 +110,7 @@ def run_as_nobody(func: Callable[[], T]) -> T:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             try:
-                payload = (True, func())
+                payload: tuple[bool, object] = (True, func())
             except BaseException as exc:
                 payload = (False, "".join(traceback.format_exception(exc)))
             with os.fdopen(write_end, "wb") as pipe:
