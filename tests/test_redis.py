@@ -290,7 +290,7 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
         return reply
 
     store._write = counted  # type: ignore[assignment]
-    steps = [
+    steps: list[Callable[[], object]] = [
         lambda: store.update("j", progress=0.1, meta={"a": 1, "b": [1, 2]}),
         lambda: store.update("j", status="running", meta={"a": 2}),  # short: started_at
         lambda: store.update("j", progress=0.5, message="half"),  # short

@@ -44,7 +44,7 @@ def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
     yield status_dir, batch_dir
     # Resources are per server process; stop the ones this test's app created.
     for executor in ("thread", "process"):
-        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)  # type: ignore[arg-type]
+        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)
     sbst.get_cache(status_dir).close()
     st.cache_resource.clear()
 
@@ -295,7 +295,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except OSError:
             return False
 
