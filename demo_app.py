@@ -24,7 +24,7 @@ import streamlit as st
 from statusbridge import BatchManager, BatchSummary
 from statusbridge import streamlit as sbst
 from statusbridge.demo import STEPS, simulated_job
-from statusbridge.store import is_url
+from statusbridge.store._location import is_url
 
 STATUS_DIR = os.environ.get("STATUSBRIDGE_DIR", "batch_status")
 BATCH_DIR = os.environ.get("STATUSBRIDGE_BATCH_DIR") or (

@@ -21,10 +21,10 @@ from rich.console import Console
 
 from bench.run import machine
 from statusbridge import StatusCache, StatusStore
-from statusbridge.cache import summarize
+from statusbridge.cache._snapshot import summarize
 from statusbridge.cli._live import JobIndex, render
 from statusbridge.cli._render import job_table, summary_line
-from statusbridge.record import utc_now
+from statusbridge.record._model import utc_now
 
 
 def redraws(finished: int, rounds: int) -> tuple[float, float]:

@@ -25,6 +25,7 @@ import queue
 import time
 import tkinter as tk
 from collections.abc import Set
+from datetime import UTC, datetime
 from tkinter import ttk
 
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
@@ -36,7 +37,6 @@ from statusbridge.display import (
     state_label,
 )
 from statusbridge.jobs import request_cancel
-from statusbridge.record import utc_now
 
 COLUMNS = ("batch", "state", "progress", "elapsed", "eta", "message")
 WIDTHS = (110, 90, 180, 80, 80, 300)
@@ -113,7 +113,7 @@ class TkMonitor:
         self.root.after(PUMP_MS, self.pump)
 
     def show(self, snapshot: Snapshot, changed: Set[str]) -> None:
-        now = utc_now()
+        now = datetime.now(UTC)
         for job_id in sorted(changed, key=lambda i: creation_order(snapshot.get(i), i)):
             job = snapshot.get(job_id)
             if job is None:

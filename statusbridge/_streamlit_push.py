@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from statusbridge.cache import Snapshot, StatusCache
-from statusbridge.store import absolute_location
+from statusbridge.store._location import absolute_location
 
 __all__ = ["EVENTS_PATH", "end_streams", "events_path_for", "push_routes"]
 

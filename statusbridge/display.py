@@ -22,7 +22,9 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
 
-from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds, floor_share
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._eta import elapsed_seconds
+from statusbridge.record._share import floor_share
 
 __all__ = [
     "STATUS_COLOURS",

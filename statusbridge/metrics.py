@@ -28,7 +28,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 
-from statusbridge.cache import CacheHealth, Snapshot, StatusCache, TransitionTracker
+from statusbridge.cache import CacheHealth, Snapshot, StatusCache
+from statusbridge.cache._transitions import TransitionTracker
 from statusbridge.record import BatchJob, BatchStatus
 
 __all__ = ["DEFAULT_BUCKETS", "OTHER_BATCHES", "StatusCollector", "register"]

@@ -57,7 +57,7 @@ from statusbridge.display import (
 )
 from statusbridge.jobs import BatchManager
 from statusbridge.record import BatchJob, BatchStatus
-from statusbridge.store import absolute_location
+from statusbridge.store._location import absolute_location
 
 __all__ = [
     "batch_summary",
@@ -69,6 +69,7 @@ __all__ = [
     "health_panel",
     "hide_running_indicator",
     "job_details",
+    "job_rows",
     "job_table",
     "keep_workers_out_of_the_script",
     "lifespan",
@@ -235,7 +236,7 @@ def summary_text(summary: BatchSummary) -> str:
     ``6 jobs: failed, 3 of 6 completed (2 failed, 1 cancelled)``.
 
     Examples:
-        >>> from statusbridge.cache import summarize
+        >>> from statusbridge.cache._snapshot import summarize
         >>> from statusbridge import BatchJob
         >>> print(summary_text(summarize([BatchJob("a", "running", progress=0.996)], name="b")))
         b: running, 99%

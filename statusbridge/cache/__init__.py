@@ -1,8 +1,12 @@
-"""Layer 3, the read side: ``StatusCache`` (a folder or a Redis server) and its ``Snapshot``."""
+"""Layer 3, the read side: ``StatusCache`` (a folder or a Redis server) and its ``Snapshot``.
+
+``__all__`` is what the docs present; ``summarize`` and ``TransitionTracker``,
+which the jobs and the adapters build on, are imported by their private module path.
+"""
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, Subscriber
-from statusbridge.cache._snapshot import BatchSummary, Snapshot, summarize
-from statusbridge.cache._transitions import TransitionTracker, on_batch_finished, on_job_finished
+from statusbridge.cache._snapshot import BatchSummary, Snapshot
+from statusbridge.cache._transitions import on_batch_finished, on_job_finished
 
 __all__ = [
     "BatchSummary",
@@ -10,8 +14,6 @@ __all__ = [
     "Snapshot",
     "StatusCache",
     "Subscriber",
-    "TransitionTracker",
     "on_batch_finished",
     "on_job_finished",
-    "summarize",
 ]

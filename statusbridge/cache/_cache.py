@@ -19,8 +19,8 @@ from typing import Any
 
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.record import BatchJob
-from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
-from statusbridge.store._location import require_redis_client
+from statusbridge.store import DEFAULT_MAX_BYTES
+from statusbridge.store._location import RedisLocation, parse_location, require_redis_client
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 

@@ -34,12 +34,16 @@ from statusbridge.cache._safety_net import SafetyNet, folder_stamp
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import AT_LEAST_ONE, POSITIVE, BatchJob
-from statusbridge.store import DEFAULT_MAX_BYTES, FileSignature, classify_name, read_record_file
+from statusbridge.record import BatchJob
+from statusbridge.record._ranges import AT_LEAST_ONE, POSITIVE
+from statusbridge.store import DEFAULT_MAX_BYTES
 from statusbridge.store._files import (
     FOREIGN_REASON,
     RECORD_SUFFIX,
+    FileSignature,
+    classify_name,
     describe_non_regular,
+    read_record_file,
     signature_of,
     unreadable_reason,
 )

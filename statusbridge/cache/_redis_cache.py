@@ -30,9 +30,11 @@ import redis
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import BackendRefused, BackendUnavailable, InvalidRecordError
-from statusbridge.record import POSITIVE, BatchJob
-from statusbridge.store import DEFAULT_MAX_BYTES, RedisLocation, parse_location
+from statusbridge.record import BatchJob
+from statusbridge.record._ranges import POSITIVE
+from statusbridge.store import DEFAULT_MAX_BYTES
 from statusbridge.store._files import RECORD_SUFFIX
+from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 from statusbridge.store._redis_schema import (
     READ_SCRIPT,

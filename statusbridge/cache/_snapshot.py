@@ -26,7 +26,10 @@ from statusbridge.cache._aggregates import (
     state_of,
     tally_jobs,
 )
-from statusbridge.record import FINISHED, BatchJob, BatchStatus, batch_eta, floor_share, utc_now
+from statusbridge.record import FINISHED, BatchJob, BatchStatus
+from statusbridge.record._eta import batch_eta
+from statusbridge.record._model import utc_now
+from statusbridge.record._share import floor_share
 
 __all__ = ["BatchSummary", "Snapshot", "summarize"]
 

@@ -25,24 +25,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from statusbridge.cache import StatusCache, summarize
+from statusbridge.cache import StatusCache
+from statusbridge.cache._snapshot import summarize
 from statusbridge.cli import _metrics
 from statusbridge.cli._doctor import diagnose
 from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
-from statusbridge.record import BatchJob, BatchStatus, job_to_dict, utc_now
-from statusbridge.store import (
-    ScanReport,
-    StatusStore,
-    classify_name,
-    is_url,
-    location_text,
-    parse_location,
-    unreadable_reason,
-)
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._codec import job_to_dict
+from statusbridge.record._model import utc_now
+from statusbridge.store import ScanReport, StatusStore
+from statusbridge.store._files import classify_name, unreadable_reason
+from statusbridge.store._location import is_url, location_text, parse_location
 
-__all__ = ["main"]
+__all__ = ["main", "main_entry"]
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
 ENV_DIR = "STATUSBRIDGE_DIR"

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from statusbridge.cache import StatusCache
 from statusbridge.errors import BackendUnavailable
-from statusbridge.jobs import is_owner_alive
-from statusbridge.record import BatchStatus, utc_now
-from statusbridge.store import STRIPES, is_url, sweep_temp_files
+from statusbridge.jobs._liveness import is_owner_alive
+from statusbridge.record import BatchStatus
+from statusbridge.record._model import utc_now
+from statusbridge.store._files import sweep_temp_files
+from statusbridge.store._location import is_url
+from statusbridge.store._locks import STRIPES
 
 __all__ = ["Finding", "diagnose"]
 

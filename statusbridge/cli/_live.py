@@ -33,8 +33,9 @@ from statusbridge.display import (
     format_duration,
     state_label,
 )
-from statusbridge.record import BatchJob, BatchStatus, utc_now
-from statusbridge.store import classify_name
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._model import utc_now
+from statusbridge.store._files import classify_name
 
 __all__ = ["JobIndex", "render", "run_live"]
 

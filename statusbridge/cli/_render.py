@@ -159,7 +159,7 @@ def invalid_lines(invalid: Mapping[str, str], *, most: int = 3, width: int = 80)
 def summary_line(summary: BatchSummary) -> str:
     """Counts, then the overall bar on its own line (both fit 80 columns).
 
-    >>> from statusbridge.cache import summarize
+    >>> from statusbridge.cache._snapshot import summarize
     >>> from statusbridge.record import BatchJob
     >>> print(summary_line(summarize([BatchJob("a", "completed"), BatchJob("b")])))
     2 jobs: 1 pending, 1 completed

@@ -28,7 +28,9 @@ from datetime import datetime
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError, JobCancelled, UnsafeFolderError
-from statusbridge.record import BatchJob, freeze, utc_now
+from statusbridge.record import BatchJob
+from statusbridge.record._frozen import freeze
+from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
 __all__ = [

@@ -37,21 +37,17 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from statusbridge.cache import BatchSummary, Snapshot, StatusCache, summarize
+from statusbridge.cache import BatchSummary, Snapshot, StatusCache
+from statusbridge.cache._snapshot import summarize
 from statusbridge.errors import StatusBridgeError, UnknownJobError
 from statusbridge.jobs._fits import check_records_fit
 from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._queue import BatchQueue
-from statusbridge.record import (
-    JOB_ID_PATTERN,
-    BatchJob,
-    BatchStatus,
-    freeze,
-    thaw,
-    utc_now,
-    validate_job_id,
-)
-from statusbridge.store import Shelf, is_url, open_shelf
+from statusbridge.record import JOB_ID_PATTERN, BatchJob, BatchStatus, validate_job_id
+from statusbridge.record._frozen import freeze, thaw
+from statusbridge.record._model import utc_now
+from statusbridge.store._location import is_url
+from statusbridge.store._shelf import Shelf, open_shelf
 
 __all__ = ["BatchDefinition", "BatchManager", "FinalCounts"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from statusbridge.record import NumberRange
+from statusbridge.record._ranges import NumberRange
 
 __all__ = ["QUEUE_OPTION_RANGES", "check_queue_options"]
 

@@ -62,14 +62,9 @@ from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._runner import OutcomeNotWritten, RunSpec, StartNotWritten, run_job
-from statusbridge.record import (
-    FIELD_NAMES,
-    BatchJob,
-    BatchStatus,
-    freeze,
-    utc_now,
-    validate_job_id,
-)
+from statusbridge.record import BatchJob, BatchStatus, validate_job_id
+from statusbridge.record._frozen import freeze
+from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.store import StatusStore
 from statusbridge.store._store import merged
 

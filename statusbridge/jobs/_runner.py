@@ -22,7 +22,9 @@ from typing import Any
 from statusbridge.errors import JobCancelled
 from statusbridge.jobs._context import WRITE_ERRORS, JobContext, activate, deactivate
 from statusbridge.jobs._liveness import this_process
-from statusbridge.record import BatchJob, BatchStatus, thaw, utc_now
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._frozen import thaw
+from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
 __all__ = ["TRACEBACK_LIMIT", "RunSpec", "run_job"]

@@ -50,7 +50,8 @@ from statusbridge.display import (
     format_duration,
     state_label,
 )
-from statusbridge.record import BatchJob, BatchStatus, utc_now
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._model import utc_now
 
 __all__ = ["Column", "JobTableModel"]
 

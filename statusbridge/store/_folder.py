@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import AT_LEAST_ONE, BatchJob, encode_job, utc_now, validate_job_id
+from statusbridge.record import BatchJob, encode_job, validate_job_id
+from statusbridge.record._model import utc_now
+from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,

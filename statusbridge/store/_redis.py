@@ -19,7 +19,10 @@ from typing import Any
 import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout
-from statusbridge.record import AT_LEAST_ONE, BatchJob, BatchStatus, thaw, utc_now, validate_job_id
+from statusbridge.record import BatchJob, BatchStatus, validate_job_id
+from statusbridge.record._frozen import thaw
+from statusbridge.record._model import utc_now
+from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._redis_schema import (

@@ -30,7 +30,9 @@ from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from statusbridge.errors import BackendRefused, BackendUnavailable
-from statusbridge.record import FIELD_NAMES, BatchJob, decode_job, job_to_dict
+from statusbridge.record import BatchJob, decode_job
+from statusbridge.record._codec import job_to_dict
+from statusbridge.record._model import FIELD_NAMES
 from statusbridge.store._location import RedisLocation
 
 __all__ = [

@@ -13,15 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from statusbridge.record import (
-    FIELD_NAMES,
-    BatchJob,
-    BatchStatus,
-    FrozenMap,
-    NumberRange,
-    freeze,
-    utc_now,
-)
+from statusbridge.record import BatchJob, BatchStatus, FrozenMap
+from statusbridge.record._frozen import freeze
+from statusbridge.record._model import FIELD_NAMES, utc_now
+from statusbridge.record._ranges import NumberRange
 from statusbridge.store._files import DEFAULT_MAX_BYTES, classify_name
 from statusbridge.store._location import (
     DEFAULT_STREAM_MAXLEN,

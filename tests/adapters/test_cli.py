@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -328,7 +329,7 @@ def in_process(*args: str) -> tuple[int, str, str]:
 
 def tree_state(folder: Path) -> dict[str, tuple[int, ...]]:
     """Every entry under ``folder`` with its type, owner, size and times (not atime)."""
-    state = {}
+    state: dict[str, tuple[int, ...]] = {}
     for root, dirs, names in os.walk(folder):
         for name in [".", *dirs, *names]:
             path = Path(root, name)
@@ -362,8 +363,8 @@ def test_read_commands_work_for_a_read_only_monitor(public_tmp: Path) -> None:
         assert (code, err) == (0, ""), args
     assert tree_state(folder) == before  # read commands write nothing, create nothing
 
-    def monitor() -> dict[str, object]:
-        done: dict[str, object] = {
+    def monitor() -> dict[str, Any]:
+        done: dict[str, Any] = {
             " ".join(args): in_process(*args, "--dir", str(folder)) for args in READ_COMMANDS
         }
         reader = StatusStore(folder)
@@ -375,10 +376,10 @@ def test_read_commands_work_for_a_read_only_monitor(public_tmp: Path) -> None:
     assert tree_state(folder) == before
     assert seen["scan"] == ["alpha"] and seen["read"] == "hello"
     for args in READ_COMMANDS:
-        code, out, err = seen[" ".join(args)]  # type: ignore[misc]
+        code, out, err = seen[" ".join(args)]
         assert (code, err) == (0, ""), (args, out, err)
         assert "alpha" in out or args == ["doctor"]
-    doctor_out = seen["doctor"][1]  # type: ignore[index]
+    doctor_out = seen["doctor"][1]
     assert "read-only for this user" in doctor_out
     assert "not checked: .tmp/: Permission denied" in doctor_out
 
@@ -394,8 +395,8 @@ def test_an_unreadable_record_is_that_records_problem(public_tmp: Path) -> None:
     for command in args:
         in_process(*command, "--dir", str(folder))  # imports done before the fork
 
-    def monitor() -> dict[str, object]:
-        done: dict[str, object] = {
+    def monitor() -> dict[str, Any]:
+        done: dict[str, Any] = {
             " ".join(command): in_process(*command, "--dir", str(folder)) for command in args
         }
         reader = StatusStore(folder)
@@ -411,15 +412,15 @@ def test_an_unreadable_record_is_that_records_problem(public_tmp: Path) -> None:
     assert seen["report"] == {"secret.json": reason}
     assert seen["cache"] == (["alpha"], {"secret.json": reason})
     warning = f"statusbridge: warning: secret.json: {reason}\n"
-    code, out, err = seen["ls"]  # type: ignore[misc]
+    code, out, err = seen["ls"]
     assert (code, err) == (0, warning) and "alpha" in out  # was exit 2
-    code, out, err = seen["ls --json"]  # type: ignore[misc]
+    code, out, err = seen["ls --json"]
     assert (code, err) == (0, warning) and [d["id"] for d in json.loads(out)] == ["alpha"]
-    code, out, err = seen["show secret"]  # type: ignore[misc]
+    code, out, err = seen["show secret"]
     assert (code, out, err) == (1, "", f"statusbridge: error: secret.json: {reason}\n")
-    code, out, err = seen["watch --once"]  # type: ignore[misc]
+    code, out, err = seen["watch --once"]
     assert code == 0 and f"! secret.json: {reason}" in out.splitlines()
-    code, out, err = seen["cancel --batch x"]  # type: ignore[misc]
+    code, out, err = seen["cancel --batch x"]
     assert code == 1 and err.startswith(warning)  # warned, then: no readable job of batch x
     assert err.splitlines()[1].startswith("statusbridge: error: no batch 'x'")
 
@@ -483,12 +484,12 @@ def test_control_characters_never_reach_the_terminal(tmp_path: Path) -> None:
 
 # -- the live view, in a real terminal (tmux) ----------------------------------------------------
 
-TMUX = shutil.which("tmux")
+TMUX = shutil.which("tmux") or ""
 
 
 @pytest.fixture
 def tmux(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    if TMUX is None:
+    if not TMUX:
         if os.environ.get("CI"):
             pytest.fail("tmux is missing (.ci/run installs it)")
         pytest.skip("tmux is not installed (apt-get install tmux)")
@@ -536,7 +537,7 @@ def test_watch_redraws_in_place_and_fits_80x24(tmux: tuple[str, Path], no_color:
     wait_until(lambda: "busy-000" in screen(socket), 60, "the first frame")
     for step in range(2, 10):  # redraws on changes
         store.update("busy-000", progress=step / 10)
-        wait_until(lambda s=step: f"{s * 10}%" in screen(socket).split("busy-000")[1][:40], 60)
+        wait_until(lambda s=step: f"{s * 10}%" in screen(socket).split("busy-000")[1][:40], 60)  # type: ignore[misc]
     shown = screen(socket).splitlines()
     assert shown[0].startswith("statusbridge watch")  # the header never scrolls away
     assert shown[1].startswith("67 jobs: 30 running  0 pending  36 completed  1 failed")
@@ -605,7 +606,7 @@ def test_live_view_draws_active_jobs_and_a_bounded_tail_of_finished_ones(tmp_pat
         assert set(index.active) == {"slow", "next"}
         assert len(index.finished) == RECENT_FINISHED  # not 300: a redraw's work is bounded
         store.update("slow", status="failed", error_message="boom")
-        changed = wait_until(lambda: cache.snapshot().get("slow").status.value == "failed", 30)
+        changed = wait_until(lambda: cache.snapshot().get("slow").status.value == "failed", 30)  # type: ignore[union-attr]
         assert changed
         index.apply(cache.snapshot(), {"slow"})
         assert set(index.active) == {"next"} and "slow" in index.finished

@@ -90,7 +90,7 @@ def test_state_label_and_colours() -> None:
 def test_a_reported_percentage_is_shown_as_reported() -> None:
     """Rounded down, but not below what was reported: 0.29 * 100 is 28.999999999999996 in
     floating point, and a job that reported 29% was shown as 28% (57% as 56%)."""
-    from statusbridge.cache import summarize
+    from statusbridge.cache._snapshot import summarize
     from statusbridge.cli._render import bar
     from statusbridge.display import floor_share, percent
 

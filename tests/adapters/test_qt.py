@@ -33,12 +33,13 @@ need(importlib.util.find_spec("pytestqt"), "pytest-qt is not installed (pip inst
 from PySide6.QtCore import QModelIndex, QPoint, Qt, QThread  # noqa: E402
 from PySide6.QtWidgets import QApplication, QTableView  # noqa: E402
 
-from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore  # noqa: E402
+from statusbridge import BatchQueue, BatchStatus, StatusCache  # noqa: E402
 from statusbridge.display import STATUS_COLOURS  # noqa: E402
 from statusbridge.qt import Column, JobMonitor, JobTableModel, ProgressDelegate  # noqa: E402
 from statusbridge.qt._model import _Inbox  # noqa: E402
 from statusbridge.qt._monitor import _BatchFilter  # noqa: E402
-from statusbridge.record import utc_now  # noqa: E402
+from statusbridge.record._model import utc_now  # noqa: E402
+from statusbridge.store._folder import FolderStore  # noqa: E402
 
 from support.gui_workers import delete_job, loop_until_cancelled, write_job  # noqa: E402
 
@@ -123,7 +124,7 @@ def test_model_shows_what_another_process_writes(qtbot: Any, status_dir: Path, c
     model.close()
 
 
-def test_rows_come_and_go_without_a_reset(qtbot: Any, store: StatusStore, cache: Any) -> None:
+def test_rows_come_and_go_without_a_reset(qtbot: Any, store: FolderStore, cache: Any) -> None:
     model = JobTableModel(cache, clock_interval=0)  # no Elapsed/ETA ticks: only record changes
     view = QTableView()
     qtbot.addWidget(view)
@@ -158,7 +159,7 @@ def test_rows_come_and_go_without_a_reset(qtbot: Any, store: StatusStore, cache:
     model.close()
 
 
-def test_batch_model_follows_one_batch(qtbot: Any, store: StatusStore, cache: Any) -> None:
+def test_batch_model_follows_one_batch(qtbot: Any, store: FolderStore, cache: Any) -> None:
     store.update("x1", batch_id="x")
     store.update("y1", batch_id="y")
     model = JobTableModel(cache, batch_id="x")
@@ -172,7 +173,7 @@ def test_batch_model_follows_one_batch(qtbot: Any, store: StatusStore, cache: An
 
 
 def test_refreshes_are_coalesced_to_30_per_second(
-    qtbot: Any, store: StatusStore, cache: Any
+    qtbot: Any, store: FolderStore, cache: Any
 ) -> None:
     model = JobTableModel(cache, clock_interval=0)
     refreshes: list[float] = []
@@ -202,7 +203,7 @@ def test_refreshes_are_coalesced_to_30_per_second(
     model.close()
 
 
-def test_close_and_collection_unsubscribe(qtbot: Any, store: StatusStore, cache: Any) -> None:
+def test_close_and_collection_unsubscribe(qtbot: Any, store: FolderStore, cache: Any) -> None:
     before = len(cache._subscribers)
     model = JobTableModel(cache)
     assert len(cache._subscribers) == before + 1
@@ -262,7 +263,7 @@ def test_cancel_from_the_window_stops_a_running_job(qtbot: Any, status_dir: Path
     assert not monitor._cache.health().running  # the monitor closed the cache it opened
 
 
-def test_batch_filter_and_summary(qtbot: Any, store: StatusStore, status_dir: Path) -> None:
+def test_batch_filter_and_summary(qtbot: Any, store: FolderStore, status_dir: Path) -> None:
     store.update("p1", batch_id="photos", status="completed")
     store.update("p2", batch_id="photos", status="running", progress=0.5)
     store.update("r1", batch_id="reports", status="failed", error_message="KeyError: 'x'")
@@ -296,7 +297,7 @@ def test_batch_filter_and_summary(qtbot: Any, store: StatusStore, status_dir: Pa
     monitor.close()
 
 
-def varied_jobs(store: StatusStore) -> list[str]:
+def varied_jobs(store: FolderStore) -> list[str]:
     """A handful of jobs in every state, with plausible times (for the screenshot)."""
     now = utc_now()
 
@@ -329,7 +330,7 @@ def varied_jobs(store: StatusStore) -> list[str]:
 
 
 def test_screenshot_of_the_monitor(
-    qtbot: Any, store: StatusStore, status_dir: Path, tmp_path: Path
+    qtbot: Any, store: FolderStore, status_dir: Path, tmp_path: Path
 ) -> None:
     ids = varied_jobs(store)
     monitor = JobMonitor(status_dir)
@@ -387,7 +388,7 @@ def _record_threads(monkeypatch: pytest.MonkeyPatch, classes: list[type]) -> lis
 
 
 def test_statusbridge_touches_qt_on_the_gui_thread_only(
-    qtbot: Any, monkeypatch: pytest.MonkeyPatch, store: StatusStore, status_dir: Path
+    qtbot: Any, monkeypatch: pytest.MonkeyPatch, store: FolderStore, status_dir: Path
 ) -> None:
     calls = _record_threads(
         monkeypatch, [JobTableModel, JobMonitor, _BatchFilter, ProgressDelegate]
@@ -493,7 +494,7 @@ def headless_env() -> dict[str, str]:
 
 
 def test_gui_opens_the_window_and_exits(
-    qapp: QApplication, store: StatusStore, status_dir: Path
+    qapp: QApplication, store: FolderStore, status_dir: Path
 ) -> None:
     store.update("shown", status="running", progress=0.5)
     env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}  # DISPLAY: the fixture's Xvfb
@@ -574,7 +575,7 @@ runpy.run_path(%r, run_name="__main__")
 
 
 def test_readme_desktop_example_runs(
-    qapp: QApplication, store: StatusStore, status_dir: Path
+    qapp: QApplication, store: FolderStore, status_dir: Path
 ) -> None:
     example = ROOT / "examples" / "qt_monitor.py"  # docs/desktop.md shows it: tests/test_readme.py
     store.update("from-readme", status="running", progress=0.5)
@@ -591,7 +592,7 @@ def test_readme_desktop_example_runs(
 
 
 def test_del_key_cancels_the_selected_pending_job(
-    qtbot: Any, store: StatusStore, status_dir: Path
+    qtbot: Any, store: FolderStore, status_dir: Path
 ) -> None:
     store.update("waiting", status="pending")
     monitor = JobMonitor(status_dir)

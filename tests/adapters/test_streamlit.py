@@ -46,7 +46,7 @@ def folders(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[P
     yield status_dir, batch_dir
     # Resources are per server process; stop the ones this test's app created.
     for executor in ("thread", "process"):
-        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)  # type: ignore[arg-type]
+        sbst.get_manager(batch_dir, status_dir, executor=executor).shutdown(wait=True)
     sbst.get_cache(status_dir).close()
     st.cache_resource.clear()
 
@@ -160,7 +160,7 @@ def _details_page(long: str) -> None:
     from statusbridge import BatchJob
     from statusbridge import streamlit as sbst
 
-    sbst.job_details([BatchJob("j-1", "failed", error_message=long)])
+    sbst.job_details([BatchJob("j-1", "failed", error_message=long)])  # type: ignore[arg-type]
 
 
 SCRIPT_WITH_PROCESSES = """
@@ -240,13 +240,13 @@ def test_job_rows_and_chart_data() -> None:
 
     t0 = datetime(2030, 1, 1, tzinfo=UTC)
     jobs = [
-        BatchJob("a", "completed", started_at=t0, completed_at=t0 + timedelta(seconds=3)),
-        BatchJob("b", "failed", error_message="E: x", started_at=t0,
+        BatchJob("a", "completed", started_at=t0, completed_at=t0 + timedelta(seconds=3)),  # type: ignore[arg-type]
+        BatchJob("b", "failed", error_message="E: x", started_at=t0,  # type: ignore[arg-type]
                  completed_at=t0 + timedelta(seconds=12)),
-        BatchJob("c", "running", progress=0.25, message="going", started_at=t0),
+        BatchJob("c", "running", progress=0.25, message="going", started_at=t0),  # type: ignore[arg-type]
     ]  # fmt: skip
-    jobs.append(BatchJob("d", "pending"))
-    jobs.append(BatchJob("e", "running", progress=0.95, started_at=t0))
+    jobs.append(BatchJob("d", "pending"))  # type: ignore[arg-type]
+    jobs.append(BatchJob("e", "running", progress=0.95, started_at=t0))  # type: ignore[arg-type]
     rows = sbst.job_rows(jobs, now=t0 + timedelta(seconds=20))
     assert [r["elapsed"] for r in rows] == ["3s", "12s", "20s", "", "20s"]
     assert [r["eta"] for r in rows] == ["", "", "1m 00s", "", "1s"]  # display.eta_seconds
@@ -259,12 +259,12 @@ def test_job_rows_and_chart_data() -> None:
 
 def test_failed_and_cancelled_batches_never_look_completed() -> None:
     from statusbridge import BatchJob
-    from statusbridge.cache import summarize
+    from statusbridge.cache._snapshot import summarize
 
-    done = summarize([BatchJob("a", "completed"), BatchJob("b", "completed")], name="ok")
-    failed = summarize([BatchJob("a", "completed"), BatchJob("b", "failed")], name="f")
-    cancelled = summarize([BatchJob("a", "cancelled"), BatchJob("b", "cancelled")], name="c")
-    almost = summarize([BatchJob("a", "completed"), BatchJob("b", "running", progress=0.995)])
+    done = summarize([BatchJob("a", "completed"), BatchJob("b", "completed")], name="ok")  # type: ignore[arg-type]
+    failed = summarize([BatchJob("a", "completed"), BatchJob("b", "failed")], name="f")  # type: ignore[arg-type]
+    cancelled = summarize([BatchJob("a", "cancelled"), BatchJob("b", "cancelled")], name="c")  # type: ignore[arg-type]
+    almost = summarize([BatchJob("a", "completed"), BatchJob("b", "running", progress=0.995)])  # type: ignore[arg-type]
     assert sbst.summary_text(done) == "ok: completed, 100%"
     assert sbst.summary_text(failed) == "f: failed, 1 of 2 completed (1 failed)"
     assert sbst.summary_text(cancelled) == "c: cancelled, 0 of 2 completed (2 cancelled)"
@@ -312,7 +312,7 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], 
     def healthy() -> bool:
         try:
             with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                return r.status == 200
+                return bool(r.status == 200)
         except OSError:
             return False
 
@@ -434,11 +434,13 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
                 known = set(records.snapshot().batch_ids())
                 start_batch("3", "2", executor)
                 batch_id = wait_until(
-                    lambda k=known: set(records.snapshot().batch_ids()) - k, 60, "the records"
+                    lambda k=known: set(records.snapshot().batch_ids()) - k,  # type: ignore[misc]
+                    60,
+                    "the records",
                 ).pop()
-                wait_until(lambda e=executor: f"3 jobs on {e}: " in text(), 60, "the batch")
+                wait_until(lambda e=executor: f"3 jobs on {e}: " in text(), 60, "the batch")  # type: ignore[misc]
                 # A picture of a batch while it runs, if the page catches it running.
-                if poll_until(lambda e=executor: f"3 jobs on {e}: running, " in text(), 20):
+                if poll_until(lambda e=executor: f"3 jobs on {e}: running, " in text(), 20):  # type: ignore[misc]
                     driver.save_screenshot(str(ARTIFACTS / f"demo-running-{executor}.png"))
 
                 def batch_done(b: str = batch_id) -> bool:
@@ -451,7 +453,7 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
                 assert [(j.params["duration"], j.params["fail_at"], j.status) for j in jobs] == [
                     (2.0, None, BatchStatus.COMPLETED)
                 ] * 3, [(j.id, dict(j.params), j.status, j.error_message) for j in jobs]
-                wait_until(lambda e=executor: f"3 jobs on {e}: completed, 100%" in text(), 60,
+                wait_until(lambda e=executor: f"3 jobs on {e}: completed, 100%" in text(), 60,  # type: ignore[misc]
                            "the page to show it")  # fmt: skip
         driver.save_screenshot(str(ARTIFACTS / "demo-completed.png"))
         # The page follows writes from another program, pushed: write -> visible, each time.
@@ -535,7 +537,7 @@ def test_seed_style_progress_bar_works_in_every_state(
     at = AppTest.from_file(str(tmp_path / "app.py"), default_timeout=60)
     at.run()
     assert not at.exception, at.exception  # raised for pending and silent running jobs
-    bars = [p.value for p in at.get("progress")]
+    bars = [p.value for p in at.get("progress")]  # type: ignore[union-attr]
     assert bars == [0, 0, 40, 100, 0, 0]  # Streamlit keeps percents
     # "Unknown" stays available, and stays null in the file.
     jobs = store.scan()

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
+from statusbridge.cache._folder_cache import FolderCache
+from statusbridge.store._folder import FolderStore
 
 from support.platform import NATIVE_BACKEND
 from support.resources import no_more_than, process_resources
@@ -31,7 +33,7 @@ def job_in(cache: StatusCache, job_id: str, **expected: object):  # type: ignore
 
 
 class TestBasics:
-    def test_initial_scan(self, store: StatusStore) -> None:
+    def test_initial_scan(self, store: FolderStore) -> None:
         store.update("a", status="running", batch_id="b1")
         store.update("b", status="completed", batch_id="b1")
         with StatusCache(store.directory) as cache:
@@ -42,7 +44,7 @@ class TestBasics:
             assert cache.health().backend == NATIVE_BACKEND  # live events, not polling
 
     def test_sees_writes_deletes_and_wait_for_change(
-        self, store: StatusStore, cache: StatusCache
+        self, store: FolderStore, cache: StatusCache
     ) -> None:
         v0 = cache.version
         store.update("a", progress=0.25)
@@ -59,7 +61,7 @@ class TestBasics:
         assert snap is cache.snapshot()
 
     def test_snapshots_are_immutable_and_isolated(
-        self, store: StatusStore, cache: StatusCache
+        self, store: FolderStore, cache: StatusCache
     ) -> None:
         store.update("a", progress=0.1)
         old = wait_until(lambda: cache.snapshot() if "a" in cache.snapshot() else None)
@@ -69,7 +71,7 @@ class TestBasics:
         with pytest.raises(TypeError):
             old["b"] = old["a"]  # type: ignore[index]
 
-    def test_summary_and_batches(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_summary_and_batches(self, store: FolderStore, cache: StatusCache) -> None:
         store.update("a", batch_id="b1", status="completed")
         store.update("b", batch_id="b1", status="running", progress=0.5)
         store.update("c", batch_id="b2", status="pending")
@@ -88,7 +90,7 @@ class TestBasics:
         assert {j.id for j in cache.snapshot().batch("b2")} == {"b", "c"}
 
     def test_versions_strictly_increase_and_bursts_coalesce(
-        self, store: StatusStore, cache: StatusCache
+        self, store: FolderStore, cache: StatusCache
     ) -> None:
         seen: list[tuple[int, frozenset[str]]] = []
         cache.subscribe(lambda snap, changed: seen.append((snap.version, changed)))
@@ -104,7 +106,7 @@ class TestBasics:
         assert set().union(*(c for _, c in seen)) == {f"j{k}" for k in range(30)}
 
     def test_subscriber_errors_do_not_stop_the_cache(
-        self, store: StatusStore, cache: StatusCache, caplog: pytest.LogCaptureFixture
+        self, store: FolderStore, cache: StatusCache, caplog: pytest.LogCaptureFixture
     ) -> None:
         calls: list[frozenset[str]] = []
 
@@ -123,7 +125,7 @@ class TestBasics:
         assert frozenset({"b"}) not in calls
         assert cache.health().running
 
-    def test_close_stops_threads_and_keeps_last_snapshot(self, store: StatusStore) -> None:
+    def test_close_stops_threads_and_keeps_last_snapshot(self, store: FolderStore) -> None:
         store.update("a")
         cache = StatusCache(store.directory)
         cache.close()
@@ -132,7 +134,7 @@ class TestBasics:
         assert cache.wait_for_change(cache.version, timeout=5).version == cache.version
 
     def test_dropped_caches_release_threads_descriptors_and_watches(
-        self, store: StatusStore
+        self, store: FolderStore
     ) -> None:
         store.update("a")
         with StatusCache(store.directory) as warm:  # watchdog's one-off module state
@@ -146,7 +148,7 @@ class TestBasics:
         gc.collect()
         wait_until(no_more_than(before), 60, f"threads, fds, watches back at {before}")
 
-    def test_rescan_runs_subscribers_on_the_cache_thread(self, store: StatusStore) -> None:
+    def test_rescan_runs_subscribers_on_the_cache_thread(self, store: FolderStore) -> None:
         # Polling that never polls: only rescan() sees the change.
         with StatusCache(store.directory, polling=True, poll_interval=3600) as cache:
             threads: list[int] = []
@@ -157,7 +159,7 @@ class TestBasics:
             assert threads == [cache._thread.ident]
             assert threading.get_ident() not in threads
 
-    def test_polling_backend(self, store: StatusStore) -> None:
+    def test_polling_backend(self, store: FolderStore) -> None:
         with StatusCache(store.directory, polling=True, poll_interval=0.1) as cache:
             assert cache.health().backend == "polling"
             store.update("p", progress=0.3)
@@ -186,7 +188,7 @@ class TestBadFiles:
         ],
     )
     def test_invalid_content_keeps_last_good(
-        self, store: StatusStore, cache: StatusCache, content: bytes, reason: str
+        self, store: FolderStore, cache: StatusCache, content: bytes, reason: str
     ) -> None:
         store.update("a", progress=0.4)
         wait_until(job_in(cache, "a", progress=0.4))
@@ -200,7 +202,7 @@ class TestBadFiles:
         assert self.invalid(cache, "a.json") is None
 
     def test_odd_files_are_reported_not_followed(
-        self, store: StatusStore, cache: StatusCache, tmp_path: Path
+        self, store: FolderStore, cache: StatusCache, tmp_path: Path
     ) -> None:
         outside = tmp_path / "outside.json"
         store.update("target")
@@ -227,7 +229,7 @@ class TestBadFiles:
             assert reason in invalid[name], (name, invalid[name])
         assert set(cache.snapshot()) == {"target"}
 
-    def test_stale_seq_is_not_accepted(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_stale_seq_is_not_accepted(self, store: FolderStore, cache: StatusCache) -> None:
         store.update("a", progress=0.1)
         old = (store.directory / "a.json").read_bytes()
         store.update("a", progress=0.2)
@@ -240,7 +242,7 @@ class TestBadFiles:
         assert cache.get("a").seq == 2  # type: ignore[union-attr]
 
     def test_recreated_job_starts_a_new_incarnation(
-        self, store: StatusStore, cache: StatusCache
+        self, store: FolderStore, cache: StatusCache
     ) -> None:
         for _ in range(3):
             store.update("a")
@@ -254,7 +256,7 @@ class TestBadFiles:
 class TestRecovery:
     """Invariant 3: convergence after lost events, a dead observer, a deleted folder."""
 
-    def test_reconcile_catches_changes_no_event_reported(self, store: StatusStore) -> None:
+    def test_reconcile_catches_changes_no_event_reported(self, store: FolderStore) -> None:
         # A polling observer that never gets to poll: only the reconcile can see changes.
         with StatusCache(
             store.directory, polling=True, poll_interval=3600, reconcile_interval=0.2
@@ -264,7 +266,7 @@ class TestRecovery:
             assert cache.health().rescans >= 1
             assert cache.health().events == 0
 
-    def test_unchanged_files_are_not_reread(self, store: StatusStore) -> None:
+    def test_unchanged_files_are_not_reread(self, store: FolderStore) -> None:
         import sys
 
         for i in range(20):
@@ -290,7 +292,7 @@ class TestRecovery:
             assert reads == ["j3.json"]
             assert cache.get("j3").progress == 1.0  # type: ignore[union-attr]
 
-    def test_overflow_log_line_triggers_rescan(self, store: StatusStore) -> None:
+    def test_overflow_log_line_triggers_rescan(self, store: FolderStore) -> None:
         with StatusCache(store.directory, polling=True, poll_interval=3600) as cache:
             store.update("lost")
             rescans = cache.health().rescans
@@ -301,7 +303,7 @@ class TestRecovery:
             wait_until(lambda: "lost" in cache.snapshot(), message="rescan after overflow")
             assert cache.health().rescans > rescans
 
-    def test_dead_observer_is_restarted(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_dead_observer_is_restarted(self, store: FolderStore, cache: FolderCache) -> None:
         assert cache._watch is not None
         cache._watch.observer.stop()  # the observer thread dies
         cache._watch.observer.join(5)
@@ -312,12 +314,12 @@ class TestRecovery:
         wait_until(job_in(cache, "after", progress=0.8), message="events flow again")
 
     def test_handler_exception_does_not_kill_events(
-        self, store: StatusStore, cache: StatusCache, caplog: pytest.LogCaptureFixture
+        self, store: FolderStore, cache: FolderCache, caplog: pytest.LogCaptureFixture
     ) -> None:
         assert cache._watch is not None
         handler = cache._watch._handler
-        original = handler._sink()  # the handler holds the cache weakly
-        assert original is cache
+        assert handler._sink() is cache  # the handler holds the cache weakly
+        original = cache
         calls = {"n": 0}
 
         class Exploding:
@@ -346,7 +348,7 @@ class TestRecovery:
         assert "handler bug" in caplog.text
 
     @pytest.mark.slow
-    def test_folder_deleted_and_recreated(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_folder_deleted_and_recreated(self, store: FolderStore, cache: StatusCache) -> None:
         store.update("a")
         wait_until(lambda: "a" in cache.snapshot())
         shutil.rmtree(store.directory)
@@ -360,7 +362,7 @@ class TestRecovery:
         wait_until(job_in(cache, "b", progress=0.2), message="events from new folder")
 
     @pytest.mark.slow
-    def test_folder_replaced_by_a_file(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_folder_replaced_by_a_file(self, store: FolderStore, cache: StatusCache) -> None:
         store.update("a")
         wait_until(lambda: "a" in cache.snapshot())
         shutil.rmtree(store.directory)
@@ -376,7 +378,7 @@ class TestRecovery:
 class TestNoIOOnReadPath:
     """Invariant 2: snapshot() and lookups do no system call the audit hooks can see."""
 
-    def test_read_path_is_io_free(self, store: StatusStore, cache: StatusCache) -> None:
+    def test_read_path_is_io_free(self, store: FolderStore, cache: StatusCache) -> None:
         import sys
 
         for i in range(50):

@@ -21,7 +21,7 @@ from statusbridge import (
     on_batch_finished,
     on_job_finished,
 )
-from statusbridge.cache import TransitionTracker
+from statusbridge.cache._transitions import TransitionTracker
 
 from support.waiting import wait_until
 
@@ -335,14 +335,14 @@ def test_memory_of_vanished_jobs_is_bounded(
     with TransitionTracker(cache, on_transition=finished, memory=1):
         for job_id in ("a", "b"):
             store.update(job_id, status="completed")
-            wait_until(lambda j=job_id: j in seen)
+            wait_until(lambda j=job_id: j in seen)  # type: ignore[misc]
             saved[job_id] = (status_dir / f"{job_id}.json").read_bytes()
         for job_id in ("a", "b"):  # a is forgotten when b vanishes
             store.delete(job_id)
-            wait_until(lambda j=job_id: cache.get(j) is None)
+            wait_until(lambda j=job_id: cache.get(j) is None)  # type: ignore[misc]
         for job_id in ("a", "b"):
             restore(status_dir, job_id, saved[job_id])
-            wait_until(lambda j=job_id: cache.get(j) is not None)
+            wait_until(lambda j=job_id: cache.get(j) is not None)  # type: ignore[misc]
         store.update("z", status="completed")
         wait_until(lambda: "z" in seen)
     assert seen == ["a", "b", "a", "z"]

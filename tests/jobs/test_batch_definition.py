@@ -11,8 +11,10 @@ import pytest
 
 from statusbridge import BatchManager, BatchStatus
 from statusbridge.jobs import BatchDefinition
-from statusbridge.record import freeze, utc_now
-from statusbridge.store import DEFAULT_MAX_BYTES, open_shelf
+from statusbridge.record._frozen import freeze
+from statusbridge.record._model import utc_now
+from statusbridge.store import DEFAULT_MAX_BYTES
+from statusbridge.store._shelf import open_shelf
 
 from support.workers import double
 

@@ -24,8 +24,8 @@ from statusbridge import BatchManager, BatchStatus
 from statusbridge.jobs import BatchDefinition
 from statusbridge.jobs._liveness import HOST
 from statusbridge.jobs._manager import FinalCounts, _settled
-from statusbridge.record import utc_now
-from statusbridge.store import Shelf, open_shelf
+from statusbridge.record._model import utc_now
+from statusbridge.store._shelf import Shelf, open_shelf
 
 from support.waiting import wait_until
 from support.workers import count_run, start_batch_at_gate

@@ -30,7 +30,7 @@ from statusbridge import (
 )
 from statusbridge.jobs._context import JobContext
 from statusbridge.jobs._retention import retention_lag
-from statusbridge.store import write_atomic
+from statusbridge.store._atomic import write_atomic
 
 from support.waiting import wait_until
 from support.workers import (
@@ -453,7 +453,7 @@ class TestOwnership:
         gate = tmp_path / "gate"
         queue = BatchQueue(1, status_dir=tmp_path / "s")
         job_id = queue.submit(wait_for_gate, {"gate": str(gate)})
-        wait_until(lambda q=queue: status_of(q, job_id) is BatchStatus.RUNNING, 30)
+        wait_until(lambda q=queue: status_of(q, job_id) is BatchStatus.RUNNING, 30)  # type: ignore[misc]
         queue.shutdown(wait=False)
         with pytest.raises(RuntimeError, match="shut down"):
             queue.submit(double, {"x": 1})

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, StatusCache, StatusStore
-from statusbridge.cache import summarize
+from statusbridge.cache._snapshot import summarize
 from statusbridge.display import batch_eta_seconds, eta_seconds
-from statusbridge.record import utc_now
 from statusbridge.record._eta import _makespan
+from statusbridge.record._model import utc_now
 
 from support.waiting import wait_until
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from statusbridge import BatchManager, BatchQueue, StatusCache, StatusStore
-from statusbridge.record import NumberRange
+from statusbridge.record._ranges import NumberRange
 
 NAN, INF = math.nan, math.inf
 

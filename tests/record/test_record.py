@@ -11,15 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, InvalidRecordError
-from statusbridge.record import (
-    FIELD_NAMES,
-    FrozenMap,
-    decode_job,
-    encode_job,
-    thaw,
-    validate_job_id,
-)
+from statusbridge.record import FrozenMap, decode_job, encode_job, validate_job_id
 from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
+from statusbridge.record._frozen import thaw
+from statusbridge.record._model import FIELD_NAMES
 
 VALID_DOC = {
     "schema": 1,
@@ -38,7 +33,7 @@ def doc(**changes: object) -> bytes:
 class TestBatchJob:
     def test_nested_values_are_deep_frozen(self) -> None:
         params = {"a": [1, {"b": 2}]}
-        job = BatchJob("j", params=params, meta={"m": [1]})
+        job = BatchJob("j", params=params, meta={"m": [1]})  # type: ignore[arg-type]
         params["a"].append(3)  # the caller's object is copied, not shared
         assert job.params == {"a": (1, FrozenMap({"b": 2}))}
         assert isinstance(job.params["a"], tuple)
@@ -68,7 +63,7 @@ class TestBatchJob:
         with pytest.raises(ValueError, match=r"result\[0\]: nan is not valid JSON"):
             BatchJob("j", result=[float("nan")])
         with pytest.raises(TypeError, match="keys must be strings"):
-            BatchJob("j", meta={1: "x"})
+            BatchJob("j", meta={1: "x"})  # type: ignore[arg-type]
 
     def test_times_must_be_aware_and_become_utc(self) -> None:
         with pytest.raises(ValueError, match="must be timezone-aware"):
@@ -81,7 +76,7 @@ class TestBatchJob:
     def test_pickle_round_trip(self) -> None:
         import pickle
 
-        job = BatchJob("j", params={"a": [1]}, meta={"k": "v"})
+        job = BatchJob("j", params={"a": [1]}, meta={"k": "v"})  # type: ignore[arg-type]
         assert pickle.loads(pickle.dumps(job)) == job
 
 
@@ -132,7 +127,7 @@ class TestCodec:
             progress=1.0,
             message="ünïcode",
             batch_id="b",
-            meta={"k": {"x": 1}},
+            meta={"k": {"x": 1}},  # type: ignore[arg-type]
             created_at=now,
             started_at=now,
             completed_at=now,
@@ -211,7 +206,7 @@ json_values = st.recursive(
 def test_any_valid_job_round_trips(
     params: object, meta: dict[str, object], message: str, progress: float | None
 ) -> None:
-    job = BatchJob("j", params=params, meta=meta, message=message, progress=progress)
+    job = BatchJob("j", params=params, meta=meta, message=message, progress=progress)  # type: ignore[arg-type]
     again = decode_job(encode_job(job))
     assert again == job
     assert thaw(again.params) == json.loads(json.dumps(params))

@@ -31,12 +31,12 @@ def test_a_lone_surrogate_is_read_as_the_replacement_character() -> None:
 
 
 def test_a_lone_surrogate_given_to_a_write_is_stored_as_the_replacement_character(
-    store: StatusStore,
+    store: StatusStore, status_dir: Path
 ) -> None:
     store.update("w", message="half \ud83d", meta={"k": "\udc00"})
     job = store.read("w")
     assert job is not None and job.message == "half \ufffd" and job.meta["k"] == "\ufffd"
-    raw = (store.directory / "w.json").read_bytes()
+    raw = (status_dir / "w.json").read_bytes()
     raw.decode("utf-8")  # the file is UTF-8, as the format promises
 
 

@@ -20,7 +20,7 @@ from statusbridge import (
     on_job_finished,
 )
 from statusbridge.metrics import register
-from statusbridge.record import utc_now
+from statusbridge.record._model import utc_now
 
 from support.backend_workers import increment, write_steps
 from support.platform import NATIVE_BACKEND

@@ -20,7 +20,9 @@ import pytest
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
 from statusbridge.record import MAX_NESTING
-from statusbridge.store import STRIPES, _atomic
+from statusbridge.store import _atomic
+from statusbridge.store._folder import FolderStore
+from statusbridge.store._locks import STRIPES
 
 from support.resources import no_more_than, process_resources, temp_files
 from support.waiting import wait_until
@@ -44,7 +46,7 @@ def records(folder: Path) -> list[str]:
 
 
 class TestUpdate:
-    def test_creates_then_merges(self, store: StatusStore) -> None:
+    def test_creates_then_merges(self, store: FolderStore) -> None:
         first = store.update("j", status=BatchStatus.PENDING, params={"n": 1}, meta={"a": 1})
         assert first.seq == 1
         assert first.created_at is not None and first.created_at == first.updated_at
@@ -57,7 +59,7 @@ class TestUpdate:
         assert third.completed_at is not None and third.result == (1, 2)
         assert store.read("j") == third
 
-    def test_file_is_schema_1_json_readable_by_hand(self, store: StatusStore) -> None:
+    def test_file_is_schema_1_json_readable_by_hand(self, store: FolderStore) -> None:
         store.update("j", message="hi")
         doc = json.loads((store.directory / "j.json").read_text("utf-8"))
         assert doc["schema"] == 1 and doc["id"] == "j" and doc["message"] == "hi"
@@ -98,21 +100,21 @@ class TestUpdate:
         assert store.update("j", progress=0.1).progress == 0.1
         assert store.read("j") is not None
 
-    def test_read_missing_is_none(self, store: StatusStore) -> None:
+    def test_read_missing_is_none(self, store: FolderStore) -> None:
         assert store.read("nope") is None
 
-    def test_read_invalid_raises(self, store: StatusStore) -> None:
+    def test_read_invalid_raises(self, store: FolderStore) -> None:
         (store.directory / "bad.json").write_text("{")
         with pytest.raises(InvalidRecordError, match="not valid JSON"):
             store.read("bad")
 
-    def test_delete(self, store: StatusStore) -> None:
+    def test_delete(self, store: FolderStore) -> None:
         store.update("j")
         assert store.delete("j") is True
         assert store.delete("j") is False
         assert records(store.directory) == []
 
-    def test_recreates_deleted_folder(self, store: StatusStore) -> None:
+    def test_recreates_deleted_folder(self, store: FolderStore) -> None:
         store.update("j")
         shutil.rmtree(store.directory)
         assert store.update("j").seq == 1
@@ -123,7 +125,7 @@ class TestBadInput:
     """Each bad input: a clear error, and nothing written or lost."""
 
     @pytest.mark.parametrize("bad", ["../x", "a/b", "", "x\x00", ".hidden", "CON"])
-    def test_invalid_ids_touch_nothing(self, store: StatusStore, bad: str) -> None:
+    def test_invalid_ids_touch_nothing(self, store: FolderStore, bad: str) -> None:
         before = files(store.directory)
         for call in (lambda: store.update(bad), lambda: store.read(bad), lambda: store.delete(bad)):
             with pytest.raises(ValueError, match="invalid job id"):
@@ -131,14 +133,14 @@ class TestBadInput:
         assert files(store.directory) == before
         assert not (store.directory.parent / "x").exists()
 
-    def test_unknown_field(self, store: StatusStore) -> None:
+    def test_unknown_field(self, store: FolderStore) -> None:
         with pytest.raises(TypeError, match="unknown field.*colour.*allowed"):
             store.update("j", colour="red")
         with pytest.raises(TypeError, match="unknown field.*seq"):
             store.update("j", seq=5)
         assert records(store.directory) == []
 
-    def test_not_serialisable_keeps_previous(self, store: StatusStore) -> None:
+    def test_not_serialisable_keeps_previous(self, store: FolderStore) -> None:
         good = store.update("j", result={"ok": 1})
         with pytest.raises(TypeError, match="result.x: object is not JSON-serialisable"):
             store.update("j", result={"x": object()})
@@ -146,7 +148,7 @@ class TestBadInput:
             store.update("j", meta={"v": float("inf")})
         assert store.read("j") == good
 
-    def test_deep_nesting_is_a_value_error_naming_the_path(self, store: StatusStore) -> None:
+    def test_deep_nesting_is_a_value_error_naming_the_path(self, store: FolderStore) -> None:
         good = store.update("j", params=nested(MAX_NESTING))  # the limit itself is fine
         assert store.read("j") == good
         with pytest.raises(ValueError, match=r"params\.k\.k\.k.*nest more than 100 levels"):
@@ -158,7 +160,7 @@ class TestBadInput:
         assert store.read("j") == good
         assert not temp_files(store.directory)
 
-    def test_progress_out_of_range_keeps_previous(self, store: StatusStore) -> None:
+    def test_progress_out_of_range_keeps_previous(self, store: FolderStore) -> None:
         good = store.update("j", progress=0.2)
         with pytest.raises(ValueError, match="between 0.0 and 1.0, got 1.5"):
             store.update("j", progress=1.5)
@@ -172,14 +174,14 @@ class TestBadInput:
         assert store.read("j") == good
         assert records(status_dir) == ["j.json"]
 
-    def test_refuses_to_overwrite_a_corrupt_file(self, store: StatusStore) -> None:
+    def test_refuses_to_overwrite_a_corrupt_file(self, store: FolderStore) -> None:
         (store.directory / "j.json").write_text("garbage")
         with pytest.raises(InvalidRecordError, match="refusing to overwrite"):
             store.update("j", progress=0.5)
         assert (store.directory / "j.json").read_text() == "garbage"
 
     def test_full_disk_keeps_old_document(
-        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch
+        self, store: FolderStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         # Mock: a full disk cannot be produced portably in a unit test (the fault
         # suite uses a real small tmpfs where it can). os.write fails with ENOSPC.
@@ -199,7 +201,7 @@ class TestBadInput:
         assert not temp_files(store.directory)
 
     @pytest.mark.slow
-    def test_lock_timeout_names_the_job(self, store: StatusStore, tmp_path: Path) -> None:
+    def test_lock_timeout_names_the_job(self, store: FolderStore, tmp_path: Path) -> None:
         ready, release = tmp_path / "ready", tmp_path / "release"
         ctx = mp.get_context("spawn")
         holder = ctx.Process(
@@ -221,7 +223,7 @@ class TestBadInput:
 
     @pytest.mark.slow
     def test_infinite_lock_timeout_waits_for_the_holder(
-        self, store: StatusStore, tmp_path: Path
+        self, store: FolderStore, tmp_path: Path
     ) -> None:
         patient = StatusStore(store.directory, lock_timeout=math.inf)
         assert patient.update("free", progress=0.1).seq == 1  # was OverflowError
@@ -286,7 +288,7 @@ class TestWindowsReplace:
 
     @pytest.mark.parametrize("winerror", [5, 32])  # ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION
     def test_sharing_violation_is_retried(
-        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch, winerror: int
+        self, store: FolderStore, monkeypatch: pytest.MonkeyPatch, winerror: int
     ) -> None:
         store.update("j", progress=0.1)
         monkeypatch.setattr(_atomic, "_IS_WINDOWS", True)
@@ -299,7 +301,7 @@ class TestWindowsReplace:
         assert not temp_files(store.directory)
 
     def test_a_reader_that_never_lets_go_fails_after_about_a_second(
-        self, store: StatusStore, monkeypatch: pytest.MonkeyPatch
+        self, store: FolderStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         good = store.update("j", progress=0.1)
         monkeypatch.setattr(_atomic, "_IS_WINDOWS", True)
@@ -328,7 +330,7 @@ class TestWindowsReplace:
     @pytest.mark.parametrize(("windows", "winerror"), [(True, None), (True, 2), (False, 32)])
     def test_other_errors_and_other_systems_are_not_retried(
         self,
-        store: StatusStore,
+        store: FolderStore,
         monkeypatch: pytest.MonkeyPatch,
         windows: bool,
         winerror: int | None,
@@ -344,7 +346,7 @@ class TestWindowsReplace:
 
 
 class TestConcurrency:
-    def test_threads_never_lose_an_update(self, store: StatusStore) -> None:
+    def test_threads_never_lose_an_update(self, store: FolderStore) -> None:
         def work(worker: int) -> None:
             for i in range(50):
                 store.update("shared", meta={f"t{worker}": i})
@@ -360,7 +362,7 @@ class TestConcurrency:
         assert dict(job.meta) == {f"t{w}": 49 for w in range(8)}
 
     @pytest.mark.slow
-    def test_processes_never_lose_an_update(self, store: StatusStore) -> None:
+    def test_processes_never_lose_an_update(self, store: FolderStore) -> None:
         ctx = mp.get_context("spawn")
         procs = [
             ctx.Process(target=set_meta_keys, args=(str(store.directory), "shared", w, 50))
@@ -376,7 +378,7 @@ class TestConcurrency:
         assert job.seq == 8 * 50
         assert dict(job.meta) == {f"w{w}": 49 for w in range(8)}
 
-    def test_fork_child_gets_fresh_locks(self, store: StatusStore) -> None:
+    def test_fork_child_gets_fresh_locks(self, store: FolderStore) -> None:
         store.update("j")  # opens a lock descriptor in the parent
         ctx = mp.get_context("fork")
         with warnings.catch_warnings():
@@ -410,7 +412,7 @@ class TestBounded:
         store.close()
         wait_until(no_more_than(before), 30, f"threads, fds, watches back at {before}")
 
-    def test_lock_files_are_bounded(self, store: StatusStore) -> None:
+    def test_lock_files_are_bounded(self, store: FolderStore) -> None:
         for i in range(500):
             store.update(f"job-{i}")
         locks = [n for n in files(store.directory) if n.startswith(".lock-")]
@@ -477,7 +479,7 @@ class TestBounded:
         assert records(status_dir) == ["pending.json", "running.json"]
 
     def test_removal_by_the_cache_s_versions_spares_every_changed_record(
-        self, store: StatusStore, status_dir: Path, tmp_path: Path
+        self, store: FolderStore, status_dir: Path, tmp_path: Path
     ) -> None:
         """Retention's removal judges a record by the file signature the cache read it from:
         a rewrite by another writer, an edit in place (same size) and a second name each
@@ -501,7 +503,7 @@ class TestBounded:
         assert records(status_dir) == ["edited.json", "linked.json", "rewritten.json"]
 
     def test_versions_only_for_the_records_the_snapshot_shows(
-        self, store: StatusStore, cache: StatusCache, status_dir: Path
+        self, store: FolderStore, cache: StatusCache, status_dir: Path
     ) -> None:
         store.update("old-run", status="completed")
         store.update("bad", status="completed")
@@ -517,14 +519,14 @@ class TestBounded:
         assert cache.versions_of([old_run, bad]) == {}
         assert store.delete_if_unchanged([old_run, bad], versions={}) == []
 
-    def test_scan_skips_invalid(self, store: StatusStore) -> None:
+    def test_scan_skips_invalid(self, store: FolderStore) -> None:
         store.update("good")
         (store.directory / "bad.json").write_text("nope")
         (store.directory / "notes.txt").write_text("hello")
         assert list(store.scan()) == ["good"]
 
     def test_scan_report_gives_the_reasons_the_cache_gives(
-        self, store: StatusStore, cache: StatusCache
+        self, store: FolderStore, cache: StatusCache
     ) -> None:
         store.update("good")
         (store.directory / "bad.json").write_text("nope")

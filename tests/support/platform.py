@@ -47,7 +47,7 @@ def run_as_nobody(func: Callable[[], T]) -> T:
             os.setgid(NOBODY)
             os.setuid(NOBODY)
             try:
-                payload = (True, func())
+                payload: tuple[bool, object] = (True, func())
             except BaseException as exc:
                 payload = (False, "".join(traceback.format_exception(exc)))
             with os.fdopen(write_end, "wb") as pipe:

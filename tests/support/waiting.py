@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 
@@ -23,8 +23,16 @@ def poll_until(predicate: Callable[[], object], timeout: float) -> bool:
     return True
 
 
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, message: str = "condition") -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
+def wait_until(
+    predicate: Callable[[], T | Literal[False] | None],
+    timeout: float = 10.0,
+    message: str = "condition",
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``.
+
+    Typed for ``lambda: (job := ...) and job.ready and job``: what it returns is never
+    ``None`` or ``False``.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:

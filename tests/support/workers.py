@@ -40,7 +40,7 @@ def hold_lock(folder: str, job_id: str, ready_file: str, release_file: str) -> N
     import time
 
     store = StatusStore(folder)
-    with store._locks.hold(job_id, timeout=5):
+    with store._locks.hold(job_id, timeout=5):  # type: ignore[attr-defined]
         Path(ready_file).touch()
         deadline = time.monotonic() + 60  # never outlive a failed test by long
         while not os.path.exists(release_file) and time.monotonic() < deadline:

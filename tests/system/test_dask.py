@@ -58,7 +58,7 @@ def test_jobs_run_on_dask_workers(dask_client: Any, redis_url: str) -> None:
         ids = [queue.submit(double, {"x": x}) for x in range(4)]
         wait_until(lambda: all((j := queue.get_job_status(i)) and j.is_finished for i in ids),
                    60, "the jobs")  # fmt: skip
-        results = [queue.get_job_status(i).result["value"] for i in ids]  # type: ignore[union-attr,index]
+        results = [queue.get_job_status(i).result["value"] for i in ids]  # type: ignore[union-attr]
         assert results == [0, 2, 4, 6]
         owners = {queue.get_job_status(i).owner for i in ids}  # type: ignore[union-attr]
         assert all(o and not o.endswith(f":{os.getpid()}") for o in owners)  # not this process

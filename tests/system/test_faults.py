@@ -32,7 +32,9 @@ from statusbridge import (
     StatusStore,
     UnsafeFolderError,
 )
-from statusbridge.record import FIELD_NAMES, validate_job_id
+from statusbridge.record import validate_job_id
+from statusbridge.record._model import FIELD_NAMES
+from statusbridge.store._folder import FolderStore
 
 from support.platform import needs_inotify
 from support.waiting import wait_until
@@ -162,12 +164,12 @@ def test_overflow_is_noticed_whatever_the_logging_config(tmp_path: Path) -> None
 
 
 def test_decode_raising_is_contained(
-    store: StatusStore, cache: StatusCache, monkeypatch: pytest.MonkeyPatch
+    store: FolderStore, cache: StatusCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Mock: a decoder bug cannot be produced by input (the decoder is total); inject one.
     import statusbridge.cache._folder_cache as cache_module
 
-    real = cache_module.read_record_file
+    real = cache_module.read_record_file  # type: ignore[attr-defined]
 
     def buggy(path: str, **kw: object):  # type: ignore[no-untyped-def]
         if os.path.basename(path) == "cursed.json":
@@ -346,7 +348,7 @@ def test_job_ids_refused(bad: str, status_dir: Path) -> None:
     assert os.listdir(status_dir) == [] or set(os.listdir(status_dir)) <= {".tmp"}
 
 
-def test_device_files_are_never_opened(store: StatusStore, cache: StatusCache) -> None:
+def test_device_files_are_never_opened(store: FolderStore, cache: StatusCache) -> None:
     if not IS_ROOT:
         pytest.skip("creating a device node needs root")
     os.mknod(store.directory / "dev.json", 0o600 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null
@@ -354,7 +356,7 @@ def test_device_files_are_never_opened(store: StatusStore, cache: StatusCache) -
     assert cache.health().invalid_files["dev.json"] == "not a regular file"
 
 
-def test_hard_links_are_refused(store: StatusStore, cache: StatusCache, tmp_path: Path) -> None:
+def test_hard_links_are_refused(store: FolderStore, cache: StatusCache, tmp_path: Path) -> None:
     outside = tmp_path / "secret.json"
     store.update("donor")
     shutil.copy(store.directory / "donor.json", outside)
@@ -367,7 +369,7 @@ def test_hard_links_are_refused(store: StatusStore, cache: StatusCache, tmp_path
     assert "linked" not in cache.snapshot()
 
 
-WRONG_TYPES = {
+WRONG_TYPES: dict[str, object] = {
     "id": 5, "status": 3, "params": None, "result": None, "error_message": 7, "progress": "x",
     "message": ["m"], "batch_id": 1, "meta": "m", "created_at": 5, "started_at": [],
     "completed_at": {}, "updated_at": True, "seq": "1", "owner": 9, "owner_start": "s",
@@ -376,7 +378,7 @@ WRONG_TYPES = {
 
 
 @pytest.mark.parametrize("field", [f for f in FIELD_NAMES if f not in ("params", "result")])
-def test_wrong_type_in_every_field(field: str, store: StatusStore, cache: StatusCache) -> None:
+def test_wrong_type_in_every_field(field: str, store: FolderStore, cache: StatusCache) -> None:
     good = store.update("j", progress=0.5)
     wait_until(lambda: cache.get("j") == good)
     doc = json.loads((store.directory / "j.json").read_text())

@@ -64,7 +64,7 @@ def test_no_torn_reads_when_writers_are_killed(status_dir: Path, tmp_path: Path)
     assert set(store.scan()) == set(job_ids)  # every record still valid after the kills
     leftovers = temp_files(status_dir)
     assert len(leftovers) <= 4  # at most one per kill, and removed once stale:
-    store.remove_stale_temp_files(max_age=0)
+    store.remove_stale_temp_files(max_age=0)  # type: ignore[attr-defined]
     assert not temp_files(status_dir)
     with StatusCache(status_dir) as cache:
         assert dict(cache.snapshot()) == store.scan()

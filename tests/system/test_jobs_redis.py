@@ -19,10 +19,10 @@ def all_finished(queue: BatchQueue, ids: tuple[str, ...]) -> bool:
 
 def test_queue_on_a_url_runs_threads_and_processes(redis_url: str) -> None:
     for executor in ("thread", "process"):
-        with BatchQueue(status_dir=redis_url, executor=executor) as queue:  # type: ignore[arg-type]
+        with BatchQueue(status_dir=redis_url, executor=executor) as queue:
             ok = queue.submit(double, {"x": 21})
             bad = queue.submit(double, {"x": 1, "fail": True})
-            wait_until(lambda q=queue, ids=(ok, bad): all_finished(q, ids), 60, "both jobs")
+            wait_until(lambda q=queue, ids=(ok, bad): all_finished(q, ids), 60, "both jobs")  # type: ignore[misc]
             done = queue.get_job_status(ok)
             assert done is not None and done.status is BatchStatus.COMPLETED
             assert done.result == {"value": 42} and done.meta.get("pid") is None

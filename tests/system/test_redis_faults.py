@@ -6,8 +6,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -20,7 +21,7 @@ from statusbridge import (
     StatusStore,
 )
 from statusbridge.record import BatchJob
-from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
 from support.redis_server import RedisServer, free_port
@@ -281,7 +282,7 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
     store = StatusStore(redis_url)
     other = StatusStore(redis_url)
     assert isinstance(store, RedisStore)
-    write = store._write
+    write: Callable[..., Any] = store._write
     replies: list[int] = []
 
     def counted(**kwargs: object) -> object:  # a spy on the real script call
@@ -289,8 +290,8 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
         replies.append(len(reply))
         return reply
 
-    store._write = counted  # type: ignore[method-assign]
-    steps = [
+    store._write = counted  # type: ignore[assignment]
+    steps: list[Callable[[], object]] = [
         lambda: store.update("j", progress=0.1, meta={"a": 1, "b": [1, 2]}),
         lambda: store.update("j", status="running", meta={"a": 2}),  # short: started_at
         lambda: store.update("j", progress=0.5, message="half"),  # short

@@ -37,7 +37,8 @@ def admin(server: RedisServer) -> redis.Redis:
 
 
 def user_url(server: RedisServer, name: str, rules: str, prefix: str = "acl") -> str:
-    admin(server).execute_command("ACL", "SETUSER", name, "on", ">Sup3r-S3cret-pw", *rules.split())
+    acl = ["ACL", "SETUSER", name, "on", ">Sup3r-S3cret-pw", *rules.split()]
+    admin(server).execute_command(*acl)  # type: ignore[no-untyped-call]
     return f"redis://{name}:Sup3r-S3cret-pw@127.0.0.1:{server.port}/0?prefix={prefix}"
 
 

@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from statusbridge import StatusStore
+from statusbridge.store._redis import RedisStore
 
 from support.redis_server import RedisServer
 from support.waiting import wait_until
@@ -36,6 +37,7 @@ def test_a_cache_stopped_while_the_feed_was_trimmed_reloads_when_it_continues(
 ) -> None:
     url = server.url("stall")
     store = StatusStore(url)
+    assert isinstance(store, RedisStore)
     store.update("before", progress=0.1)
     tests_dir = str(Path(__file__).parents[1])
     path = os.pathsep.join([tests_dir, *sys.path])  # the child imports what this run does

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from statusbridge import BackendUnavailable, StatusCache, StatusStore
-from statusbridge.store import RedisLocation, parse_location
+from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
 
 from support.redis_server import RedisServer, TlsFiles, make_tls_files
