@@ -20,6 +20,7 @@ from support.redis_server import RedisServer
 
 tag_this_run()  # before any fixture starts a process: every child of this run carries it
 
+
 @pytest.fixture
 def status_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "batch_status"
@@ -100,8 +101,9 @@ def no_leftover_processes() -> Iterator[None]:
     yield
     left = leftovers(since, before, grace=5.0)
     if left:
-        pytest.fail("processes this test started are still running (now killed):\n  "
-                    + "\n  ".join(left))
+        pytest.fail(
+            "processes this test started are still running (now killed):\n  " + "\n  ".join(left)
+        )
 
 
 _RUN_STARTED = time.time()
