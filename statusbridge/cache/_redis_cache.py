@@ -116,6 +116,7 @@ class RedisCache(StatusCache):
         self._disconnected_since: datetime | None = None
         self._need_reload = False
         self._backoff = 0.05
+        self._eviction_note: str | None = None
         self._next_reconcile = time.monotonic() + reconcile_interval
         try:
             self._reload(count=False)
@@ -147,6 +148,8 @@ class RedisCache(StatusCache):
         since = self._disconnected_since  # read once: the cache thread clears it on reconnect
         if not self._connected and since is not None:
             note = f"disconnected since {since:%H:%M:%S} UTC; reconnecting"
+        elif self._eviction_note is not None:
+            note = self._eviction_note
         return CacheHealth(
             running=not self._closed and self._thread.is_alive(),
             backend="redis",
@@ -293,7 +296,34 @@ class RedisCache(StatusCache):
         pause, self._backoff = self._backoff, min(self._backoff * 2, _MAX_BACKOFF)
         return pause
 
+    def _check_eviction_policy(self) -> None:
+        """Warn (once, and in ``health()``) when the server may evict our records.
+
+        Redis's own advice for data that must not be lost is ``noeviction``: under any
+        other policy a full server drops keys silently, records included. A user whose ACL
+        forbids CONFIG GET cannot be told; nothing is assumed then.
+        """
+        try:
+            reply = self._reader.config_get("maxmemory-policy")
+        except redis.RedisError:
+            return
+        values: dict[Any, Any] = dict(reply)  # bytes keys from our client
+        policy = values.get(b"maxmemory-policy", values.get("maxmemory-policy"))
+        if isinstance(policy, bytes):
+            policy = policy.decode()
+        if not policy or policy == "noeviction":
+            self._eviction_note = None
+            return
+        note = (
+            f"maxmemory-policy is {policy}: a full server may evict job records without a"
+            " trace; set it to noeviction for data that must not be lost"
+        )
+        if note != self._eviction_note:
+            logger.warning("statusbridge: %s: %s", self.where, note)
+        self._eviction_note = note
+
     def _reload(self, *, count: bool = True) -> None:
+        self._check_eviction_policy()
         counter, last_id, records = self._store.load()
         if count:
             self._rescans += 1

@@ -121,3 +121,17 @@ def test_a_database_the_server_does_not_have_is_one_clear_line(
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # before: a 60-line traceback
+
+
+def test_a_server_that_may_evict_records_is_named_in_health_and_the_log(
+    server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with StatusCache(server.url()) as cache:
+        assert cache.health().backend_note is None  # noeviction: Redis's own default
+    admin(server).config_set("maxmemory-policy", "allkeys-lru")
+    with caplog.at_level(logging.WARNING), StatusCache(server.url()) as cache:
+        note = cache.health().backend_note or ""
+        assert "maxmemory-policy is allkeys-lru" in note and "noeviction" in note
+        cache.rescan()
+        cache.rescan()  # every reload checks again; the log says it once
+    assert caplog.text.count("maxmemory-policy is allkeys-lru") == 1
