@@ -946,7 +946,14 @@ class BatchQueue:
         snap = self.cache.snapshot()
         died: list[str] = []
         abandoned: list[str] = []
+        with self._lock:
+            in_flight = set(self._subs)
         for job in snap.active().values():  # only unfinished jobs can have died
+            if job.id in in_flight and local_pid(job) is not None:
+                # Run by this queue's own pool on this host: when its worker dies, its
+                # future says so, with the exit code; judging it by its pid here raced
+                # that (a loaded machine showed "process ... is gone" instead).
+                continue
             if job.status is BatchStatus.RUNNING:
                 alive = is_owner_alive(job, now=now, heartbeat_timeout=self.heartbeat_timeout)
                 if not alive and self._fail_dead(job, now):
