@@ -110,6 +110,12 @@ class WorkerPool:
             if self._closed:
                 raise RuntimeError("the worker pool was shut down")
             executor = self._executor
+            if self._choice == "process" and self._lost_a_worker(executor):
+                # Broken, and its own thread may be handling that right now, iterating its
+                # workers: a submit that started a replacement worker meanwhile killed that
+                # thread ("dictionary changed size during iteration", CPython's pool).
+                self._replace_locked(executor)
+                executor = self._executor
             try:
                 future = executor.submit(fn, *args)
             except (BrokenExecutor, OSError) as exc:
@@ -126,6 +132,10 @@ class WorkerPool:
             if self._choice == "process":
                 self._note_workers(executor)
             return future, executor
+
+    def _lost_a_worker(self, executor: Executor) -> bool:
+        """Whether a worker of ``executor`` has exited (its workers only end when it breaks)."""
+        return any(p.exitcode is not None for p, ex in self._workers.values() if ex is executor)
 
     def _note_workers(self, executor: Executor) -> None:
         # A process pool starts its workers inside submit(); whatever child is new
