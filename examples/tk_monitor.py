@@ -30,9 +30,13 @@ from tkinter import ttk
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
 from statusbridge.display import (
     STATUS_COLOURS,
+    done_text,
     elapsed_seconds,
     eta_seconds,
+    floor_share,
     format_duration,
+    job_share,
+    percent,
     state_label,
 )
 from statusbridge.jobs import request_cancel
@@ -50,11 +54,11 @@ def creation_order(job: BatchJob | None, job_id: str) -> tuple[float, str]:
 
 
 def progress_text(job: BatchJob) -> str:
-    progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+    progress = job_share(job)  # full, and 100%, only once the job completed
     if progress is None:
         return ""
-    filled = round(progress * 10)
-    return f"{'█' * filled}{'░' * (10 - filled)} {progress:4.0%}"
+    filled = floor_share(progress, 10)
+    return f"{'█' * filled}{'░' * (10 - filled)} {percent(progress):>4}"
 
 
 class TkMonitor:
@@ -142,7 +146,10 @@ class TkMonitor:
         counts = ", ".join(
             f"{summary.counts[s]} {s.value}" for s in BatchStatus if summary.counts[s]
         )
-        self.summary.configure(text=f"{summary.total} jobs  {counts}  —  {summary.progress:.0%}")
+        completed = percent(summary.completed_share)  # 100% only when every job completed
+        self.summary.configure(
+            text=f"{summary.total} jobs  {counts}  —  {completed} completed, {done_text(summary)}"
+        )
 
     def cancel_selected(self) -> None:
         if self.store is None:

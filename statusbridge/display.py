@@ -1,5 +1,14 @@
 """Plain values a job UI shows, for any toolkit: elapsed time, ETA, state colours, short durations.
 
+Bars and percentages, in every view (``ls``, ``watch``, the Qt window, the tk
+example, the Streamlit demo), show the share of the work that *completed*
+(``job_share``, ``BatchSummary.completed_share``): a bar is full, and says
+"100%", only when its job, or every job of its batch, completed. A failed or
+cancelled job keeps the bar where it stopped, short of full, also when it had
+reached its last step. Words say how many jobs are *done* (finished, whatever
+the outcome: ``done_text``): "6 of 6 done" beside "0%" for a batch that was
+cancelled.
+
 No UI toolkit is imported here: ``statusbridge.qt`` and ``examples/tk_monitor.py``
 share these, and they are tested without a display. Times are computed against
 an injected ``now`` (aware UTC), so they are pure functions of their arguments.
@@ -15,6 +24,7 @@ an injected ``now`` (aware UTC), so they are pure functions of their arguments.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from types import MappingProxyType
@@ -25,10 +35,12 @@ from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds, floor_sh
 __all__ = [
     "STATUS_COLOURS",
     "batch_eta_seconds",
+    "done_text",
     "elapsed_seconds",
     "eta_seconds",
     "floor_share",
     "format_duration",
+    "job_share",
     "percent",
     "state_label",
 ]
@@ -102,3 +114,41 @@ def percent(progress: float) -> str:
     ['0%', '42%', '99%', '100%']
     """
     return f"{floor_share(progress, 100)}%"
+
+
+def job_share(job: BatchJob) -> float | None:
+    """What a job's bar shows: 1.0 once it completed, else its reported progress, never full.
+
+    None while a job that has not completed has reported no progress ("unknown").
+    A job cancelled or failed after its last step stays just short of full
+    (it did not complete), so its bar and "99%" never read as done.
+
+    >>> [job_share(BatchJob(id="a", status=s, progress=1.0))
+    ...  for s in (BatchStatus.COMPLETED, BatchStatus.CANCELLED)]
+    [1.0, 0.9999999999999999]
+    >>> percent(job_share(BatchJob(id="a", status=BatchStatus.CANCELLED, progress=1.0)))
+    '99%'
+    """
+    if job.status is BatchStatus.COMPLETED:
+        return 1.0
+    reported = job.reported_progress
+    if reported is None:
+        return None
+    return min(max(0.0, reported), math.nextafter(1.0, 0.0))
+
+
+class _Counted(Protocol):
+    @property
+    def total(self) -> int: ...
+    @property
+    def finished(self) -> int: ...
+
+
+def done_text(summary: _Counted) -> str:
+    """How many jobs of a batch (a ``BatchSummary``) are done, whatever their outcome.
+
+    >>> from statusbridge.cache import summarize
+    >>> print(done_text(summarize([BatchJob("a", BatchStatus.FAILED), BatchJob("b")])))
+    1 of 2 done
+    """
+    return f"{summary.finished} of {summary.total} done"

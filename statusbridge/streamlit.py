@@ -50,6 +50,7 @@ from statusbridge.display import (
     eta_seconds,
     floor_share,
     format_duration,
+    job_share,
     percent,
     state_label,
 )
@@ -222,17 +223,12 @@ def summary_text(summary: BatchSummary) -> str:
         )
         done = counts[BatchStatus.COMPLETED]
         return f"{label}: {summary.state}, {done} of {summary.total} completed ({trouble})"
-    return f"{label}: {summary.state}, {percent(summary.progress)}"
+    return f"{label}: {summary.state}, {percent(summary.completed_share)}"
 
 
 def _bar_value(summary: BatchSummary) -> float:
-    """What a batch's bar shows: work done, but for a batch that ended in trouble only the
-    share that completed, so it never looks like a finished success."""
-    if summary.is_done and summary.state in ("failed", "cancelled") and summary.total:
-        return summary.counts[BatchStatus.COMPLETED] / summary.total
-    if summary.is_done:
-        return summary.progress
-    return floor_share(summary.progress, 100) / 100
+    """A batch's bar: the completed share, rounded down (full only when all completed)."""
+    return floor_share(summary.completed_share, 100) / 100
 
 
 def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
@@ -249,12 +245,8 @@ def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
 
 def _shown_progress(job: BatchJob) -> float | None:
     """A job's bar: blank until it reports, full only when completed, rounded down."""
-    if job.status is BatchStatus.COMPLETED:
-        return 1.0
-    reported = job.reported_progress
-    if reported is None:
-        return None
-    return floor_share(reported, 100) / 100
+    share = job_share(job)
+    return None if share is None else floor_share(share, 100) / 100
 
 
 def _short_id(job: BatchJob) -> str:

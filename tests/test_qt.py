@@ -606,3 +606,31 @@ def test_del_key_cancels_the_selected_pending_job(
         lambda: cell(monitor.model, "waiting", Column.STATE) == "cancelled", timeout=WAIT_MS
     )
     monitor.close()
+
+
+def test_qt_says_100_only_for_completed_work(
+    qtbot: Any, store: StatusStore, status_dir: Path
+) -> None:
+    """Issue 22, item 7: a job cancelled after its last step, and a batch where nothing
+    completed, are never drawn full nor said "100%" (the window said "100% done")."""
+    store.update("late", batch_id="b", status="cancelled", progress=1.0, message="step 20/20")
+    for i in range(4):
+        store.update(f"c{i}", batch_id="b", status="cancelled", progress=0.3)
+    store.update("f", batch_id="b", status="failed", progress=0.5, error_message="E: x")
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 6, timeout=WAIT_MS)
+    assert cell(monitor.model, "late", Column.PROGRESS) == "99%"
+    share = monitor.model.index(monitor.model.row_of("late") or 0, Column.PROGRESS).data(
+        JobTableModel.ProgressRole
+    )
+    assert share < 1.0
+    assert monitor.overall_label.text() == "0%" and monitor.overall.value() == 0
+    assert "6 of 6 done" in monitor.overall_label.toolTip()
+    store.update("ok", batch_id="b2", status="completed")  # a job that reported nothing
+    qtbot.waitUntil(lambda: monitor.model.row_of("ok") is not None, timeout=WAIT_MS)
+    assert cell(monitor.model, "ok", Column.PROGRESS) == "100%"
+    monitor.set_batch("b2")
+    assert monitor.overall_label.text() == "100%" and monitor.overall.value() == 1000
+    monitor.close()

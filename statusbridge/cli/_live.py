@@ -26,9 +26,11 @@ from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.cli._render import bar, printable
 from statusbridge.display import (
     STATUS_COLOURS,
+    done_text,
     elapsed_seconds,
     eta_seconds,
     format_duration,
+    job_share,
     state_label,
 )
 from statusbridge.record import BatchJob, BatchStatus, utc_now
@@ -103,11 +105,10 @@ def _tail(text: str, width: int) -> str:
 
 def _row(job: BatchJob, now: datetime, id_width: int) -> tuple[Text, ...]:
     text = job.error_message or job.message or ""
-    shown_progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
     return (
         Text(_tail(printable(job.id), id_width), no_wrap=True),
         Text(state_label(job), style=_style(job.status)),
-        Text(bar(shown_progress), no_wrap=True),
+        Text(bar(job_share(job)), no_wrap=True),
         Text(format_duration(elapsed_seconds(job, now)), justify="right"),
         Text(format_duration(eta_seconds(job, now)), justify="right"),
         Text(printable(" ".join(text.split())), overflow="ellipsis", no_wrap=True),
@@ -136,7 +137,9 @@ def render(
     for status in (*ACTIVE, BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED):
         counts.append(f"{summary.counts[status]} {status.value}", style=_style(status))
         counts.append("  ")
-    overall = Text(f"overall {bar(summary.progress, 20)}", no_wrap=True)
+    overall = Text(
+        f"overall {bar(summary.completed_share, 20)}  {done_text(summary)}", no_wrap=True
+    )
     lines: list[RenderableType] = [header, counts, overall]
     for name in sorted(invalid)[:2]:
         lines.append(Text(f"! {printable(name)}: {printable(invalid[name])}", style="red"))

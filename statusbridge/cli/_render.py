@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
-from statusbridge.display import floor_share, percent
+from statusbridge.display import floor_share, job_share, percent
 from statusbridge.record import BatchJob
 
 __all__ = ["age", "bar", "invalid_lines", "job_table", "json_text", "printable", "summary_line"]
@@ -112,7 +112,7 @@ def job_table(
     for j in rows:
         text = j.error_message if j.error_message else j.message
         batch = f"{_clip(j.batch_id or '-', batch_w):<{batch_w}} " if show_batch else ""
-        shown = bar(j.reported_progress)
+        shown = bar(job_share(j))
         lines.append(
             f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {shown:<17} "
             f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
@@ -127,7 +127,7 @@ def _full_table(jobs: list[BatchJob], now: datetime) -> str:
             printable(j.id),
             printable(j.batch_id or "-"),
             j.status.value,
-            bar(j.reported_progress),
+            bar(job_share(j)),
             age(j.updated_at, now),
             printable(" ".join((j.error_message or j.message or "").split())),
         )
@@ -164,6 +164,8 @@ def summary_line(summary: BatchSummary) -> str:
     >>> print(summary_line(summarize([BatchJob("a", "completed"), BatchJob("b")])))
     2 jobs: 1 pending, 1 completed
     overall [##########----------]  50%
+
+    The bar shows the completed share: it is full only when every job completed.
     """
     counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items() if n) or "no jobs"
-    return f"{summary.total} jobs: {counts}\noverall {bar(summary.progress, 20)}"
+    return f"{summary.total} jobs: {counts}\noverall {bar(summary.completed_share, 20)}"

@@ -48,6 +48,8 @@ from statusbridge.display import (
     elapsed_seconds,
     eta_seconds,
     format_duration,
+    job_share,
+    percent,
     state_label,
 )
 from statusbridge.record import BatchJob, BatchStatus, utc_now
@@ -288,7 +290,7 @@ class JobTableModel(QAbstractTableModel):
         if role == self.JobRole:
             return job
         if role == self.ProgressRole:
-            return 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+            return job_share(job)
         if role == self.SortRole:
             return self._sort_key(job, column)
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -307,8 +309,8 @@ class JobTableModel(QAbstractTableModel):
         if column is Column.STATE:
             return state_label(job)
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
-            return "" if progress is None else f"{progress:.0%}"
+            progress = job_share(job)
+            return "" if progress is None else percent(progress)
         if column is Column.ELAPSED:
             return format_duration(elapsed_seconds(job, self._now()))
         if column is Column.ETA:
@@ -318,7 +320,7 @@ class JobTableModel(QAbstractTableModel):
 
     def _sort_key(self, job: BatchJob, column: Column) -> Any:
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+            progress = job_share(job)
             return -1.0 if progress is None else progress
         if column is Column.ELAPSED:
             return elapsed_seconds(job, self._now()) or -1.0

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from statusbridge.cache import Snapshot, StatusCache
-from statusbridge.display import STATUS_COLOURS
+from statusbridge.display import STATUS_COLOURS, done_text, floor_share, percent
 from statusbridge.errors import StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.qt._model import Column, JobTableModel
@@ -86,10 +86,11 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(bar, 5, 5)
         if progress:
             painter.setBrush(QColor(STATUS_COLOURS[job.status]))
-            painter.drawRoundedRect(QRectF(bar.x(), bar.y(), bar.width() * progress, 10), 5, 5)
+            filled = floor_share(progress, 1000) / 1000  # full only when completed
+            painter.drawRoundedRect(QRectF(bar.x(), bar.y(), bar.width() * filled, 10), 5, 5)
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(option.palette.color(role))
-        text = "" if progress is None else f"{progress:.0%}"
+        text = "" if progress is None else percent(progress)
         painter.drawText(
             cell.adjusted(cell.width() - text_width, 0, 0, 0),
             int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
@@ -310,8 +311,10 @@ class JobMonitor(QWidget):
         parts = [f"{summary.total} job" + ("" if summary.total == 1 else "s")]
         parts += [f"{summary.counts[s]} {s.value}" for s in BatchStatus if summary.counts[s]]
         self.summary_label.setText(" · ".join(parts))
-        self.overall_label.setText(f"{summary.progress:.0%} done")
-        self.overall.setValue(round(summary.progress * 1000))
+        # The bar and its percentage: the completed share ("100%" only when all completed).
+        self.overall_label.setText(percent(summary.completed_share))
+        self.overall_label.setToolTip(f"{done_text(summary)}, {summary.completed} completed")
+        self.overall.setValue(floor_share(summary.completed_share, 1000))
         self._selection_changed()
 
     def _say(self, text: str, *, error: bool = False) -> None:
