@@ -608,6 +608,98 @@ def test_del_key_cancels_the_selected_pending_job(
     monitor.close()
 
 
+# -- Ctrl-C (issue 22, item 5) ------------------------------------------------------------------
+# Runs the example as it is, printing "shown" once both of its views show the job.
+RUN_UNTIL_CTRL_C = """
+import runpy, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QTableView
+run = QApplication.exec
+def exec_and_say_when_shown(self=None):
+    def check():
+        tops = QApplication.topLevelWidgets()
+        views = [w.model() for w in tops if isinstance(w, QTableView)]
+        monitors = [w.model for w in tops if type(w).__name__ == "JobMonitor"]
+        rows = [model.rowCount() for model in views + monitors]
+        if len(rows) == 2 and all(rows):
+            timer.stop()
+            print("shown", flush=True)
+    timer = QTimer()
+    timer.timeout.connect(check)
+    timer.start(20)
+    code = run()
+    print("exec returned", code, flush=True)
+    return code
+QApplication.exec = exec_and_say_when_shown
+sys.argv = ["qt_monitor.py", sys.argv[1]]
+runpy.run_path(%r, run_name="__main__")
+"""
+
+
+def test_ctrl_c_ends_the_qt_example_quietly(
+    qapp: QApplication, store: StatusStore, status_dir: Path
+) -> None:
+    """The README's desktop example in a real process: one SIGINT ends it at once, no traceback.
+
+    Before the fix each Ctrl-C printed KeyboardInterrupt from ``_Relay._deliver`` or ``tick``
+    and the windows stayed open.
+    """
+    import signal
+    import time
+
+    from support.processes import child_env, popen
+
+    store.update("busy", status="running", progress=0.5)
+    example = ROOT / "examples" / "qt_monitor.py"
+    proc = popen(
+        [sys.executable, "-c", RUN_UNTIL_CTRL_C % str(example), str(status_dir)],
+        env=child_env(QT_QPA_PLATFORM="xcb"),  # DISPLAY: the fixture's Xvfb
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "shown"
+        for _ in range(3):  # the writer keeps the slots busy, as in the issue
+            store.update("busy", progress=0.6)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "exec returned 130" in out, out + err
+    assert proc.returncode == 0, err  # the example ends normally after app.exec()
+    assert took < 3, took
+
+
+def test_ctrl_c_outside_the_event_loop_is_still_keyboard_interrupt(
+    qapp: QApplication, cache: Any
+) -> None:
+    import signal
+
+    from statusbridge.qt import quit_on_ctrl_c
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        model = JobTableModel(cache)  # installs the handler: SIGINT was Python's default
+        try:
+            handler = signal.getsignal(signal.SIGINT)
+            assert handler is not signal.default_int_handler
+            assert quit_on_ctrl_c() is None  # installed once
+            with pytest.raises(KeyboardInterrupt):  # no loop runs: nothing else to end
+                signal.raise_signal(signal.SIGINT)
+        finally:
+            model.close()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a program that ignores Ctrl-C
+        assert quit_on_ctrl_c() is None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_qt_says_100_only_for_completed_work(
     qtbot: Any, store: StatusStore, status_dir: Path
 ) -> None:

@@ -52,6 +52,7 @@ from statusbridge.display import (
     percent,
     state_label,
 )
+from statusbridge.qt._interrupt import quit_on_ctrl_c
 from statusbridge.record import BatchJob, BatchStatus, utc_now
 
 __all__ = ["Column", "JobTableModel"]
@@ -182,6 +183,9 @@ class JobTableModel(QAbstractTableModel):
     ``close()`` unsubscribes from the cache (the cache itself stays open: it is
     the caller's); a model collected without ``close()`` unsubscribes too.
     After ``close()`` the model keeps its last rows and no longer changes.
+
+    Created on the main thread, it makes Ctrl-C end the event loop quietly
+    (``quit_on_ctrl_c``), unless the program handles SIGINT itself.
     """
 
     JobRole = Qt.ItemDataRole.UserRole + 1  # the BatchJob of the row
@@ -203,6 +207,7 @@ class JobTableModel(QAbstractTableModel):
     ) -> None:
         if not on_gui_thread():
             raise RuntimeError("create JobTableModel on the GUI thread, after the QApplication")
+        quit_on_ctrl_c()  # Ctrl-C ends the program's event loop, not one of our slots
         if max_refresh_rate <= 0:
             raise ValueError(f"max_refresh_rate must be positive, got {max_refresh_rate}")
         super().__init__(parent)
