@@ -42,6 +42,7 @@ __all__ = [
     "format_duration",
     "job_share",
     "percent",
+    "short_id",
     "state_label",
 ]
 
@@ -152,3 +153,30 @@ def done_text(summary: _Counted) -> str:
     1 of 2 done
     """
     return f"{summary.finished} of {summary.total} done"
+
+
+def short_id(job_id: str, width: int | None = None, *, batch_id: str | None = None) -> str:
+    """A job id as every view shows it: the distinguishing tail kept, the cut marked with '…'.
+
+    Ids of one batch differ at the end (``batch-20261207-045840-<random>-0001``,
+    ``job-<process>-17``), so a view that must cut keeps the end. ``batch_id``:
+    the batch the view is filtered to (one batch, named elsewhere on the
+    screen); an id that starts with it loses that prefix (``…-0001``), so
+    its own part is all that is left. ``width`` (characters, marker included):
+    longer ids keep their last ``width - 1`` characters. The full id belongs in
+    a tooltip, ``show`` or ``--json``.
+
+    >>> job = "batch-20261207-045840-39430f63e5ab1234-0001"
+    >>> short_id(job, batch_id="batch-20261207-045840-39430f63e5ab1234")
+    '…-0001'
+    >>> short_id(job, 16), short_id("job-980fe6e520da-3", 12), short_id("a-1", 12)
+    ('…63e5ab1234-0001', '…fe6e520da-3', 'a-1')
+    """
+    shown = job_id
+    cut = len(batch_id or "")
+    if batch_id and len(job_id) > cut + 1 and job_id.startswith(batch_id) and job_id[cut] in "-_.":
+        shown = "…" + job_id[cut:]
+    if width is not None and len(shown) > width:
+        keep = max(1, width - 1)
+        shown = "…" + shown[len(shown) - keep :]
+    return shown

@@ -52,6 +52,7 @@ from statusbridge.display import (
     format_duration,
     job_share,
     percent,
+    short_id,
     state_label,
 )
 from statusbridge.jobs import BatchManager
@@ -249,23 +250,27 @@ def _shown_progress(job: BatchJob) -> float | None:
     return None if share is None else floor_share(share, 100) / 100
 
 
-def _short_id(job: BatchJob) -> str:
-    """A job id without its batch's id in front (``…-0003``): the table is narrow."""
-    prefix = f"{job.batch_id}-" if job.batch_id else ""
-    if prefix and job.id.startswith(prefix) and len(job.id) > len(prefix):
-        return "…-" + job.id[len(prefix) :]
-    return job.id
+ID_CHARS = 16  # the job column's width, in characters: ids keep their distinguishing tail
 
 
-def job_rows(jobs: Iterable[BatchJob], now: datetime | None = None) -> list[dict[str, Any]]:
+def job_rows(
+    jobs: Iterable[BatchJob], now: datetime | None = None, *, batch_id: str | None = None
+) -> list[dict[str, Any]]:
     """The rows ``job_table`` shows (plain values, easy to test and to reuse).
 
-    Blank (``None`` or ``""``), never "None", where a value does not exist yet.
+    Blank (``None`` or ``""``), never "None", where a value does not exist yet. Job
+    ids are shortened by ``display.short_id``: without the prefix of ``batch_id``
+    (default: the batch of every row, when they all have the same), then to their
+    last ``ID_CHARS`` characters. The full id is in ``job_details``.
     """
     now = now or datetime.now(UTC)
+    jobs = list(jobs)
+    if batch_id is None:
+        batches = {job.batch_id for job in jobs}
+        batch_id = next(iter(batches)) if len(batches) == 1 else None
     return [
         {
-            "job": _short_id(job),
+            "job": short_id(job.id, ID_CHARS, batch_id=batch_id),
             "state": f"{_STATE_ICONS[job.status]} {state_label(job)}",
             "progress": _shown_progress(job),
             "elapsed": format_duration(elapsed_seconds(job, now)),

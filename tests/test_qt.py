@@ -726,3 +726,34 @@ def test_qt_says_100_only_for_completed_work(
     monitor.set_batch("b2")
     assert monitor.overall_label.text() == "100%" and monitor.overall.value() == 1000
     monitor.close()
+
+
+def test_one_batch_in_the_window_drops_the_batch_column_and_prefix(
+    qtbot: Any, store: StatusStore, status_dir: Path, cache: Any
+) -> None:
+    """Issue 22, item 6: six rows of 'batch-20261207-050743-...' plus a Batch column repeating
+    it; now the rows say '…-0000' and the column is hidden while a batch is chosen."""
+    batch = "batch-20261207-050743-b2f7a1ea1805b404"
+    for i in range(3):
+        store.update(f"{batch}-{i:04d}", batch_id=batch, status="running", progress=0.2)
+    store.update("other-1", batch_id="other", status="pending")
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 4, timeout=WAIT_MS)
+    assert not monitor.table.isColumnHidden(Column.BATCH)
+    monitor.set_batch(batch)
+    assert monitor.table.isColumnHidden(Column.BATCH)
+    shown = [monitor.proxy.index(r, Column.JOB).data() for r in range(monitor.proxy.rowCount())]
+    assert shown == ["…-0000", "…-0001", "…-0002"]
+    tip = monitor.proxy.index(0, Column.JOB).data(Qt.ItemDataRole.ToolTipRole)
+    assert tip == f"{batch}-0000"  # the whole id, a hover away
+    monitor.set_batch(None)
+    assert not monitor.table.isColumnHidden(Column.BATCH)
+    assert monitor.proxy.index(0, Column.JOB).data() == f"{batch}-0000"
+    monitor.close()
+    model = JobTableModel(cache, batch_id=batch)  # the model of one batch, in your own view
+    try:
+        assert cell(model, f"{batch}-0001", Column.JOB) == "…-0001"
+    finally:
+        model.close()

@@ -275,7 +275,7 @@ def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         docs = [job_to_dict(j) for j in sorted(jobs, key=lambda j: j.id)]
         print(json_text(docs), file=out)
     elif jobs:
-        print(job_table(jobs, utc_now(), fit=out.isatty()), file=out)
+        print(job_table(jobs, utc_now(), fit=out.isatty(), batch=args.batch), file=out)
     else:
         print("no jobs", file=out)
     return EXIT_OK
@@ -321,7 +321,7 @@ def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
             if tty or snap.version != last_drawn:
                 invalid = cache.health().invalid_files
                 bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
-                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad)
+                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad, once=args.once)
                 last_drawn = snap.version
             if args.once:
                 return EXIT_OK
@@ -338,13 +338,15 @@ def _draw(
     tty: bool,
     batch: str | None,
     invalid: Mapping[str, str],
+    once: bool = False,
 ) -> None:
     now = utc_now()
     scope = f" batch {printable(batch)}" if batch else ""
     shown = printable(_shown(folder))
+    hint = "" if once else "  (Ctrl-C to stop)"
     frame = [
-        f"statusbridge watch {shown}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
-        job_table(jobs, now) if jobs else "no jobs yet",
+        f"statusbridge watch {shown}{scope}  {now:%H:%M:%S} UTC{hint}",
+        job_table(jobs, now, batch=batch) if jobs else "no jobs yet",
         *invalid_lines(invalid),
         summary_line(summarize(jobs)),
     ]

@@ -50,6 +50,7 @@ from statusbridge.display import (
     format_duration,
     job_share,
     percent,
+    short_id,
     state_label,
 )
 from statusbridge.qt._interrupt import quit_on_ctrl_c
@@ -307,8 +308,8 @@ class JobTableModel(QAbstractTableModel):
         return None
 
     def _text(self, job: BatchJob, column: Column) -> str:
-        if column is Column.JOB:
-            return job.id
+        if column is Column.JOB:  # one batch: without its prefix (the full id: tooltip)
+            return short_id(job.id, batch_id=self._batch_id)
         if column is Column.BATCH:
             return job.batch_id or ""
         if column is Column.STATE:
@@ -327,6 +328,8 @@ class JobTableModel(QAbstractTableModel):
         if column is Column.PROGRESS:
             progress = job_share(job)
             return -1.0 if progress is None else progress
+        if column is Column.JOB:
+            return job.id
         if column is Column.ELAPSED:
             return elapsed_seconds(job, self._now()) or -1.0
         if column is Column.ETA:

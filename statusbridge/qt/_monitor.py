@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from statusbridge.cache import Snapshot, StatusCache
-from statusbridge.display import STATUS_COLOURS, done_text, floor_share, percent
+from statusbridge.display import STATUS_COLOURS, done_text, floor_share, percent, short_id
 from statusbridge.errors import StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.qt._model import Column, JobTableModel
@@ -99,8 +99,21 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class _TailDelegate(QStyledItemDelegate):
+    """Elides on the left: job ids differ at the end (``…39430f63-0001``), as in every view."""
+
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideLeft
+
+
 class _BatchFilter(QSortFilterProxyModel):
-    """Shows the jobs of one batch (or all); sorts by ``JobTableModel.SortRole``."""
+    """Shows the jobs of one batch (or all); sorts by ``JobTableModel.SortRole``.
+
+    With one batch shown, job ids lose that batch's prefix (``display.short_id``).
+    """
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -121,6 +134,19 @@ class _BatchFilter(QSortFilterProxyModel):
             else:  # pragma: no cover - older Qt
                 self._batch = batch_id
                 self.invalidateRowsFilter()
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if (
+            self._batch is not None
+            and role == Qt.ItemDataRole.DisplayRole
+            and index.column() == Column.JOB
+        ):
+            job = super().data(index, JobTableModel.JobRole)
+            if isinstance(job, BatchJob):
+                return short_id(job.id, batch_id=self._batch)
+        return super().data(index, role)
 
     def filterAcceptsRow(
         self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
@@ -170,6 +196,7 @@ class JobMonitor(QWidget):
         self.table = QTableView(self)
         self.table.setModel(self.proxy)
         self.table.setItemDelegateForColumn(Column.PROGRESS, ProgressDelegate(self.table))
+        self.table.setItemDelegateForColumn(Column.JOB, _TailDelegate(self.table))
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
@@ -294,6 +321,8 @@ class JobMonitor(QWidget):
     def _batch_chosen(self, index: int) -> None:
         batch: Any = self.batch_box.itemData(index)
         self.proxy.set_batch(batch if isinstance(batch, str) else None)
+        # One batch shown: its name is in the box, a column repeating it says nothing.
+        self.table.setColumnHidden(Column.BATCH, self.proxy.batch is not None)
         self._snapshot_shown(self.model.snapshot)
 
     @Slot()
