@@ -84,6 +84,20 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _add_status_filter(parser: argparse.ArgumentParser) -> None:
+    """``--status S`` (repeatable), the same name in every subcommand; ``--state`` an alias."""
+    parser.add_argument(
+        "--status",
+        "--state",
+        dest="status",
+        action="append",
+        choices=[s.value for s in BatchStatus],
+        metavar="STATUS",
+        help=f"only jobs with this status: {', '.join(s.value for s in BatchStatus)} "
+        "(repeatable; --state is the same option)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     default_dir = os.environ.get(ENV_DIR, "batch_status")
     parser = _Parser(
@@ -102,12 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("ls", parents=[common], help="list jobs")
-    ls.add_argument(
-        "--status",
-        action="append",
-        choices=[s.value for s in BatchStatus],
-        help="only jobs in this state (repeatable)",
-    )
+    _add_status_filter(ls)
     ls.add_argument("--batch", help="only jobs of this batch")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -120,12 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="live view, redrawn in place on every change (plain frames when not a terminal)",
     )
     watch.add_argument("--batch", help="only jobs of this batch")
-    watch.add_argument(
-        "--state",
-        action="append",
-        choices=[s.value for s in BatchStatus],
-        help="only jobs in this state (repeatable)",
-    )
+    _add_status_filter(watch)
     watch.add_argument(
         "--until-done", action="store_true", help="exit once no job is pending or running"
     )
@@ -183,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        args = build_parser().parse_args(argv)
-        return _run(args, out)
+        return _run(_parse(argv), out)
     except CliError as exc:
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return exc.code
@@ -201,6 +204,19 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             raise
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with the help of the subcommand it was given to.
+
+    (argparse leaves unknown arguments to the top-level parser, whose message pointed at
+    'statusbridge --help', where no subcommand option is listed.)
+    """
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        where = f"statusbridge {args.command}" if getattr(args, "command", None) else "statusbridge"
+        raise CliError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
+    return args
 
 
 def _detach(out: TextIO) -> None:
@@ -296,7 +312,7 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
 
 def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
-    states = {BatchStatus(s) for s in args.state or ()}
+    states = {BatchStatus(s) for s in args.status or ()}
     if tty and not args.once:
         from statusbridge.cli._live import run_live  # rich: only for the live view
 

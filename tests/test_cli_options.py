@@ -1,0 +1,51 @@
+"""One name per option across subcommands; usage errors name the subcommand's help (issue 22,
+item 8: `ls --status` but `watch --state`, and the error pointed at 'statusbridge --help')."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from statusbridge import StatusStore
+from statusbridge.cli import build_parser, main
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    with StatusStore(tmp_path / "status") as store:
+        store.update("busy", status="running", progress=0.5)
+        store.update("broke", status="failed", error_message="E: x")
+    return tmp_path / "status"
+
+
+@pytest.mark.parametrize("command", [["ls"], ["watch", "--once"]])
+@pytest.mark.parametrize("option", ["--status", "--state"])
+def test_status_filter_has_one_name_and_an_alias(
+    folder: Path, command: list[str], option: str
+) -> None:
+    out = io.StringIO()
+    assert main([*command, "--dir", str(folder), option, "failed"], out=out) == 0
+    assert "broke" in out.getvalue() and "busy" not in out.getvalue()
+
+
+def test_every_subcommand_spells_the_status_filter_alike() -> None:
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[attr-defined]
+    for name in ("ls", "watch"):
+        strings = {s for a in subparsers[name]._actions for s in a.option_strings}
+        assert {"--status", "--state"} <= strings, name
+        assert "--status" in subparsers[name].format_help()
+
+
+def test_usage_errors_point_at_the_subcommands_help(
+    folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["watch", "--dir", str(folder), "--bogus", "x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        "statusbridge: error: unrecognized arguments: --bogus x (see 'statusbridge watch --help')"
+    )
+    assert main(["ls", "--dir", str(folder), "--status", "nope"]) == 2
+    assert "(see 'statusbridge ls --help')" in capsys.readouterr().err
