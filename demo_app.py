@@ -24,6 +24,7 @@ import streamlit as st
 from statusbridge import BatchManager, BatchSummary
 from statusbridge import streamlit as sbst
 from statusbridge.demo import STEPS, simulated_job
+from statusbridge.display import backend_text
 from statusbridge.store import is_url
 
 STATUS_DIR = os.environ.get("STATUSBRIDGE_DIR", "batch_status")
@@ -79,9 +80,8 @@ def page() -> None:
     sbst.get_cache(STATUS_DIR)
     pushed = sbst.push_available(STATUS_DIR)
     st.title("statusbridge demo")
-    st.caption(
-        "Workers write one JSON file per job; a watchdog observer keeps an in-memory snapshot "
-        "current; this page reads only that snapshot, "
+    st.caption(  # each backend says how it works (statusbridge.display.BACKEND_TEXTS)
+        f"{backend_text(STATUS_DIR).how_it_works}; this page reads only that snapshot, "
         + ("and redraws when it changes (pushed)." if pushed else "twice a second.")
     )
     with st.sidebar:

@@ -25,7 +25,10 @@ an injected ``now`` (aware UTC), so they are pure functions of their arguments.
 from __future__ import annotations
 
 import math
+import os
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol
@@ -33,7 +36,10 @@ from typing import Protocol
 from statusbridge.record import BatchJob, BatchStatus, elapsed_seconds, floor_share
 
 __all__ = [
+    "BACKEND_TEXTS",
     "STATUS_COLOURS",
+    "BackendText",
+    "backend_text",
     "batch_eta_seconds",
     "done_text",
     "elapsed_seconds",
@@ -180,3 +186,52 @@ def short_id(job_id: str, width: int | None = None, *, batch_id: str | None = No
         keep = max(1, width - 1)
         shown = "…" + shown[len(shown) - keep :]
     return shown
+
+
+@dataclass(frozen=True)
+class BackendText:
+    """How a storage backend is described to a person: what a record is, how changes arrive."""
+
+    records: str  # "one JSON file per job"
+    feed: str  # "a watchdog observer"
+    unreadable: str  # doctor's finding: "invalid or foreign file(s)"
+
+    @property
+    def how_it_works(self) -> str:
+        """'Workers write one JSON file per job; a watchdog observer keeps an in-memory
+        snapshot current' (the demo's caption, without a full stop)."""
+        return f"Workers write {self.records}; {self.feed} keeps an in-memory snapshot current"
+
+
+#: Texts by location scheme ("file" for a folder). A backend registers its own here.
+BACKEND_TEXTS: dict[str, BackendText] = {
+    "file": BackendText(
+        "one JSON file per job", "a watchdog observer", "invalid or foreign file(s)"
+    ),
+    "redis": BackendText(
+        "one record per job to Redis", "Redis's change stream", "invalid record(s)"
+    ),
+    "sqlite": BackendText(
+        "one row per job to a SQLite database",
+        "its change log, read on file-system events,",
+        "invalid record(s)",
+    ),
+}
+BACKEND_TEXTS["rediss"] = BACKEND_TEXTS["redis"]
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+)://")
+
+
+def backend_text(location: str | os.PathLike[str]) -> BackendText:
+    """The description of the backend behind ``location`` (a folder, or a URL by its scheme).
+
+    >>> backend_text("batch_status").unreadable, backend_text("redis://h/0").unreadable
+    ('invalid or foreign file(s)', 'invalid record(s)')
+    >>> backend_text("rediss://h/0?prefix=x").how_it_works.split(";")[0]
+    'Workers write one record per job to Redis'
+    """
+    match = _SCHEME.match(os.fspath(location))
+    scheme = match.group(1).lower() if match else "file"
+    return BACKEND_TEXTS.get(
+        scheme, BackendText("one record per job", "the backend's change feed", "invalid record(s)")
+    )
