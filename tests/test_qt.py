@@ -757,3 +757,33 @@ def test_one_batch_in_the_window_drops_the_batch_column_and_prefix(
         assert cell(model, f"{batch}-0001", Column.JOB) == "…-0001"
     finally:
         model.close()
+
+
+def test_the_header_counts_are_never_cut_nor_under_the_bar(
+    qtbot: Any, store: StatusStore, status_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 22, item 12: squeezed beside the progress bar, '10 failed · :' ran under it and
+    '13 cancellec' was cut. The counts now have a line of their own."""
+    counts = {"completed": 5, "failed": 10, "cancelled": 13, "running": 3, "pending": 4}
+    n = 0
+    for status, count in counts.items():
+        for _ in range(count):
+            store.update(f"batch-20261207-050743-b2f7a1ea1805b404-{n:04d}", status=status,
+                         batch_id="batch-20261207-050743-b2f7a1ea1805b404")  # fmt: skip
+            n += 1
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.resize(760, 320)
+    with qtbot.waitExposed(monitor):
+        monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 35, timeout=WAIT_MS)
+    monitor.set_batch("batch-20261207-050743-b2f7a1ea1805b404")
+    qtbot.waitUntil(lambda: "13 cancelled" in monitor.summary_label.text(), timeout=WAIT_MS)
+    label = monitor.summary_label
+    assert not label.geometry().intersects(monitor.overall.geometry())
+    assert not label.geometry().intersects(monitor.cancel_button.geometry())
+    assert label.width() >= label.fontMetrics().horizontalAdvance(label.text())
+    path = tmp_path / "gui-header.png"
+    assert monitor.grab().save(str(path))
+    print(f"screenshot: {path}")
+    monitor.close()

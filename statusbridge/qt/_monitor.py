@@ -100,7 +100,7 @@ class ProgressDelegate(QStyledItemDelegate):
 
 
 class _TailDelegate(QStyledItemDelegate):
-    """Elides on the left: job ids differ at the end (``…39430f63-0001``), as in every view."""
+    """Elides on the left: job and batch ids differ at the end (``…39430f63-0001``)."""
 
     def initStyleOption(
         self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
@@ -196,7 +196,9 @@ class JobMonitor(QWidget):
         self.table = QTableView(self)
         self.table.setModel(self.proxy)
         self.table.setItemDelegateForColumn(Column.PROGRESS, ProgressDelegate(self.table))
-        self.table.setItemDelegateForColumn(Column.JOB, _TailDelegate(self.table))
+        tails = _TailDelegate(self.table)  # ids differ at the end: cut on the left
+        self.table.setItemDelegateForColumn(Column.JOB, tails)
+        self.table.setItemDelegateForColumn(Column.BATCH, tails)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
@@ -222,8 +224,13 @@ class JobMonitor(QWidget):
         self.batch_box.addItem(_ALL, None)
         self.batch_box.setMinimumContentsLength(16)
         self.batch_box.currentIndexChanged.connect(self._batch_chosen)
+        # The counts get a line of their own, wrapped if they must: squeezed beside the bar
+        # they were cut ("13 cancellec") and ran under it.
         self.summary_label = QLabel(self)
-        self.summary_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.MinimumExpanding
+        )
         self.overall = QProgressBar(self)
         self.overall.setRange(0, 1000)
         self.overall.setFixedSize(120, 12)
@@ -233,7 +240,7 @@ class JobMonitor(QWidget):
         palette.setColor(QPalette.ColorRole.Highlight, done)
         self.overall.setPalette(palette)
         self.overall_label = QLabel(self)
-        self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100% done"))
+        self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100%") + 4)
         self.status_label = QLabel(self)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -253,15 +260,15 @@ class JobMonitor(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Batch:", self))
-        top.addWidget(self.batch_box)
+        top.addWidget(self.batch_box, 1)
         top.addSpacing(12)
-        top.addWidget(self.summary_label, 1)
         top.addWidget(self.overall)
         top.addWidget(self.overall_label)
         top.addSpacing(12)
         top.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.summary_label)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status_label)
 
@@ -321,8 +328,16 @@ class JobMonitor(QWidget):
     def _batch_chosen(self, index: int) -> None:
         batch: Any = self.batch_box.itemData(index)
         self.proxy.set_batch(batch if isinstance(batch, str) else None)
-        # One batch shown: its name is in the box, a column repeating it says nothing.
-        self.table.setColumnHidden(Column.BATCH, self.proxy.batch is not None)
+        # One batch shown: its name is in the box, a column repeating it says nothing, and
+        # ids without its prefix are short: the message column gets the room.
+        one = self.proxy.batch is not None
+        self.table.setColumnHidden(Column.BATCH, one)
+        if one:
+            self.table.resizeColumnToContents(Column.JOB)
+            width = self.table.columnWidth(Column.JOB)
+            self.table.setColumnWidth(Column.JOB, min(max(width, 80), _WIDTHS[Column.JOB]))
+        else:
+            self.table.setColumnWidth(Column.JOB, _WIDTHS[Column.JOB])
         self._snapshot_shown(self.model.snapshot)
 
     @Slot()
