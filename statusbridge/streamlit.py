@@ -305,14 +305,17 @@ def job_table(
     import pandas as pd  # type: ignore[import-untyped]  # Streamlit needs it; for the colours
 
     frame = pd.DataFrame(rows).style.map(_state_style, subset=["state"])
+    # Widths in pixels, as narrow as their values allow: the message gets the rest (at
+    # 900 px with the sidebar open it was off screen). About 8 px per character.
+    id_px = 20 + 8 * max(len(str(row["job"])) for row in rows)
     config = {
-        "job": st.column_config.TextColumn("job", width="small"),
-        "state": st.column_config.TextColumn("state", width="small"),
+        "job": st.column_config.TextColumn("job", width=id_px),
+        "state": st.column_config.TextColumn("state", width=108),
         "progress": st.column_config.ProgressColumn(
-            "progress", min_value=0.0, max_value=1.0, format="percent", width="small"
+            "progress", min_value=0.0, max_value=1.0, format="percent", width=96
         ),
-        "elapsed": st.column_config.TextColumn("elapsed", width="small"),
-        "eta": st.column_config.TextColumn("ETA", width="small"),
+        "elapsed": st.column_config.TextColumn("elapsed", width=64),
+        "eta": st.column_config.TextColumn("ETA", width=64),
         "message": st.column_config.TextColumn(
             "message", width="large", help="Select a row to read the whole message below."
         ),
