@@ -49,3 +49,32 @@ def test_usage_errors_point_at_the_subcommands_help(
     )
     assert main(["ls", "--dir", str(folder), "--status", "nope"]) == 2
     assert "(see 'statusbridge ls --help')" in capsys.readouterr().err
+
+
+def test_ls_into_head_exits_as_documented(tmp_path: Path) -> None:
+    """Issue 22, item 13: 0 when the output fits in the pipe's buffer, 141 when it does not."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "status"
+    with StatusStore(folder) as store:
+        store.update("one", status="running")
+    codes = {}
+    for name, jobs in (("small", 1), ("big", 1500)):  # about 150 KiB of table: > 64 KiB
+        if name == "big":
+            with StatusStore(folder) as store:
+                for i in range(jobs):
+                    store.update(f"job-{i:05d}", status="pending", message="m" * 80)
+        r = subprocess.run(
+            f"{sys.executable} -m statusbridge ls --json --dir {folder} | head -1; "
+            'echo "status=${PIPESTATUS[0]}" >&2',
+            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+        codes[name] = r.stderr.strip()
+    assert codes == {"small": "status=0", "big": "status=141"}, codes
+    import statusbridge.cli
+
+    assert "exits 0 when the whole output fits in the pipe's buffer" in " ".join(
+        (statusbridge.cli.__doc__ or "").split()
+    )

@@ -3,8 +3,10 @@ r"""The ``statusbridge`` command: look at and manage a status folder from a term
 Exit codes: 0 success; 1 not found (a job, or a batch with no job), nothing
 left to cancel, a record that cannot be read or decoded (``show``), or
 ``doctor`` found something that needs attention; 2 bad usage, or the folder is
-missing or unusable; 130 interrupted; 141 the reader of a pipe went away
-(``statusbridge ls | head -1``): quietly, as ``cat`` does. Errors are one line on
+missing or unusable; 130 interrupted; 141 the reader of a pipe went away before
+the output was written, quietly, as ``cat`` does. So ``statusbridge ls | head -1``
+exits 0 when the whole output fits in the pipe's buffer (64 KiB on Linux: written
+before ``head`` exits) and 141 when it does not. Errors are one line on
 stderr, never a traceback. A record file that cannot be read or decoded is that
 record's problem: ``ls`` and ``cancel --batch`` name it with the reason in a
 warning line on stderr and go on (exit 0), ``watch`` shows it under the table.
@@ -104,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="statusbridge",
         description="Look at and manage a statusbridge status folder.",
         epilog="Exit codes: 0 ok, 1 not found / needs attention, 2 usage or folder error, "
-        "130 interrupted.",
+        "130 interrupted, 141 the pipe's reader left before the output was written.",
     )
     parser.add_argument(
         "--dir",
