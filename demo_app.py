@@ -16,14 +16,15 @@ from __future__ import annotations
 import os
 import random
 import shlex
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, get_args
 
 import streamlit as st
 
 from statusbridge import BatchManager, BatchSummary
 from statusbridge import streamlit as sbst
 from statusbridge.demo import STEPS, simulated_job
+from statusbridge.display import backend_text, done_text
 from statusbridge.store._location import is_url
 
 STATUS_DIR = os.environ.get("STATUSBRIDGE_DIR", "batch_status")
@@ -73,20 +74,74 @@ def start_batch(jobs: int, duration: float, fail_rate: float, executor_label: st
     return batch_id
 
 
+# Narrow screens: Streamlit's "auto" collapses the sidebar up to 768 px wide; from there to
+# about 1000 px a narrow sidebar and narrow margins leave the job table its message column.
+SIDEBAR_PX = 250
+NARROW_MARGINS = (
+    "<style>@media (max-width: 1000px) {"
+    " [data-testid='stMainBlockContainer'] { padding-left: 1.5rem; padding-right: 1.5rem; } }"
+    "</style>"
+)
+
+
+def finished_chart_spec(chart: dict[str, list[Any]]) -> dict[str, Any]:
+    """A line chart of ``finished_over_time`` with both scales' domains given.
+
+    Streamlit draws a Vega chart before its data arrives: with domains left to the
+    data, each redraw logged 'Infinite extent for field "time"' (and "finished")
+    in the browser's console.
+    """
+    first, last = chart["time"][0], chart["time"][-1]
+    start = {"utc": True, **_datetime_parts(first)}
+    end = {"utc": True, **_datetime_parts(max(last, first + timedelta(seconds=60)))}
+    return {
+        "height": 160,
+        "mark": {"type": "line", "interpolate": "step-after", "point": True},
+        "encoding": {
+            "x": {
+                "field": "time",
+                "type": "temporal",
+                "title": "time (UTC)",
+                "axis": {"format": "%H:%M:%S", "labelAngle": 0, "labelOverlap": True},
+                "scale": {"domain": [start, end]},
+            },
+            "y": {"field": "finished", "type": "quantitative", "title": "jobs finished",
+                  "scale": {"domain": [0, max(1, chart["finished"][-1])]}},
+        },
+    }  # fmt: skip
+
+
+def _datetime_parts(when: datetime) -> dict[str, int]:
+    """A Vega-Lite DateTime object (numbers for a temporal domain were drawn without labels)."""
+    return {"year": when.year, "month": when.month, "date": when.day, "hours": when.hour,
+            "minutes": when.minute, "seconds": when.second}  # fmt: skip
+
+
+def sidebar_state() -> Any:
+    """``SIDEBAR_PX`` ("auto", that wide) where Streamlit takes a width (1.5x+), else "auto"."""
+    try:
+        from streamlit.commands.page_config import InitialSideBarState
+    except ImportError:
+        return "auto"
+    return SIDEBAR_PX if int in get_args(InitialSideBarState) else "auto"
+
+
 def page() -> None:
-    st.set_page_config(page_title="statusbridge demo", layout="wide")
+    st.set_page_config(
+        page_title="statusbridge demo", layout="wide", initial_sidebar_state=sidebar_state()
+    )
     sbst.hide_running_indicator()
+    st.html(NARROW_MARGINS)
     sbst.get_cache(STATUS_DIR)
     pushed = sbst.push_available(STATUS_DIR)
     st.title("statusbridge demo")
-    st.caption(
-        "Workers write one JSON file per job; a watchdog observer keeps an in-memory snapshot "
-        "current; this page reads only that snapshot, "
+    st.caption(  # each backend says how it works (statusbridge.display.BACKEND_TEXTS)
+        f"{backend_text(STATUS_DIR).how_it_works}; this page reads only that snapshot, "
         + ("and redraws when it changes (pushed)." if pushed else "twice a second.")
     )
     with st.sidebar:
         st.header("New batch")
-        with st.form("new-batch"):
+        with st.form("new-batch", enter_to_submit=False):  # its hint overlapped the value
             jobs = st.number_input("Number of jobs", min_value=1, max_value=50, value=6, step=1)
             duration = st.number_input(
                 "Seconds per job", min_value=0.2, max_value=60.0, value=3.0, step=0.5
@@ -137,19 +192,23 @@ def page() -> None:
         )
         st.session_state["selected"] = chosen
         summary = next(b for b in listed if b.id == chosen)
-        st.caption(str(summary))  # the counts (the bar is in the list above)
         jobs = sbst.get_cache(STATUS_DIR).snapshot().batch(chosen or "")
         picked = sbst.job_table(jobs, key=f"jobs-{chosen}", selectable=True)
         unfinished = [j for j in jobs if j.id in picked and not j.is_finished]
-        left, right = st.columns(2)
         queue = manager().queue
-        if left.button(
-            f"Cancel selected ({len(unfinished)})", disabled=not unfinished, key="cancel-selected"
-        ):
-            st.toast(f"Asked {sum(queue.cancel(j.id) for j in unfinished)} job(s) to stop")
-        if right.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
-            stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
-            st.toast(f"Asked {stopped} job(s) to stop")
+        with st.container(horizontal=True):  # the table's buttons, right under it
+            if st.button(
+                f"Cancel selected ({len(unfinished)})",
+                disabled=not unfinished,
+                key="cancel-selected",
+            ):
+                st.toast(f"Asked {sum(queue.cancel(j.id) for j in unfinished)} job(s) to stop")
+            if st.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
+                stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
+                st.toast(f"Asked {stopped} job(s) to stop")
+        # The counts under the table, not above it: drawn first, they stood alone for a
+        # moment after Start while the table was still being drawn.
+        st.caption(f"{summary} · {done_text(summary)}")
         if picked:
             sbst.job_details(j for j in jobs if j.id in picked)
         else:
@@ -163,7 +222,7 @@ def page() -> None:
         with st.expander("Jobs finished over time, cache health"):
             chart = sbst.finished_over_time(cache.snapshot().values())
             if chart["time"]:
-                st.line_chart(chart, x="time", y="finished", height=200)
+                st.vega_lite_chart(chart, finished_chart_spec(chart))
             else:
                 st.caption("No finished jobs yet.")
             sbst.health_panel(cache.health())

@@ -2,14 +2,14 @@
 
 import time
 
-from statusbridge import BatchManager, is_cancelled, report_progress
+from statusbridge import BatchManager, JobCancelled, is_cancelled, report_progress
 
 
 def generator(params: dict) -> dict:
     """One job: a few steps with progress; cooperates with cancellation."""
     for step in range(1, 6):
-        if is_cancelled():  # or let report_progress raise JobCancelled
-            return {"stopped_at": step}
+        if is_cancelled():  # or let report_progress raise it
+            raise JobCancelled(f"stopped before step {step}")  # ends CANCELLED
         report_progress(step / 5, f"{params['prompt']}: step {step}/5", step=step)
         time.sleep(0.05)
     if params["prompt"] == "bad":
@@ -26,12 +26,13 @@ if __name__ == "__main__":  # process workers import this module: keep the app u
     status = manager.get_batch_status(batch_id)
 
     while status is not None and not status.is_done:  # a UI would rerender here
-        print(status)  # e.g. "Test: running 55% (2 running, 2 completed)"
+        print(status)  # e.g. "Test: running 55% (2 running, 2 completed)": 100% once all completed
         manager.queue.cache.wait_for_change(manager.queue.snapshot().version, timeout=1)
         status = manager.get_batch_status(batch_id)
     print(status)
     for job in manager.get_batch_jobs(batch_id):
-        print(job.id, job.status, job.result and dict(job.result), job.error_message or "")
+        outcome = job.error_message if job.result is None else dict(job.result)
+        print(job.id, job.status.value, outcome or "")
 
     # Cancellation: a second batch, cancelled while it runs.
     second = manager.create_custom_batch([{"prompt": "slow"}] * 4, "Cancelled")

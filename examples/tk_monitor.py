@@ -24,6 +24,7 @@ import argparse
 import queue
 import time
 import tkinter as tk
+import tkinter.font as tkfont
 from collections.abc import Set
 from datetime import UTC, datetime
 from tkinter import ttk
@@ -31,15 +32,21 @@ from tkinter import ttk
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
 from statusbridge.display import (
     STATUS_COLOURS,
+    done_text,
     elapsed_seconds,
     eta_seconds,
+    floor_share,
     format_duration,
+    job_share,
+    percent,
+    short_id,
     state_label,
 )
 from statusbridge.jobs import request_cancel
 
 COLUMNS = ("batch", "state", "progress", "elapsed", "eta", "message")
 WIDTHS = (110, 90, 180, 80, 80, 300)
+JOB_WIDTH = 170
 PUMP_MS = 50
 
 
@@ -50,11 +57,11 @@ def creation_order(job: BatchJob | None, job_id: str) -> tuple[float, str]:
 
 
 def progress_text(job: BatchJob) -> str:
-    progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+    progress = job_share(job)  # full, and 100%, only once the job completed
     if progress is None:
         return ""
-    filled = round(progress * 10)
-    return f"{'█' * filled}{'░' * (10 - filled)} {progress:4.0%}"
+    filled = floor_share(progress, 10)
+    return f"{'█' * filled}{'░' * (10 - filled)} {percent(progress):>4}"
 
 
 class TkMonitor:
@@ -75,7 +82,9 @@ class TkMonitor:
         ttk.Button(top, text="Cancel selected", command=self.cancel_selected).pack(side="right")
         self.tree = ttk.Treeview(root, columns=COLUMNS, height=14)
         self.tree.heading("#0", text="job", anchor="w")
-        self.tree.column("#0", width=170)
+        self.tree.column("#0", width=JOB_WIDTH)
+        # Tk clips without a mark: ids are shortened as in every view, keeping their tail.
+        self.id_chars = max(8, JOB_WIDTH // max(1, tkfont.nametofont("TkDefaultFont").measure("0")))
         for name, width in zip(COLUMNS, WIDTHS, strict=True):
             self.tree.heading(name, text=name, anchor="w")
             self.tree.column(name, width=width, anchor="w")
@@ -123,7 +132,7 @@ class TkMonitor:
                 continue
             eta = eta_seconds(job, now)
             values = (
-                job.batch_id or "",
+                short_id(job.batch_id or "", self.id_chars * WIDTHS[0] // JOB_WIDTH - 1),
                 state_label(job),
                 progress_text(job),
                 format_duration(elapsed_seconds(job, now)),
@@ -133,7 +142,8 @@ class TkMonitor:
             if self.tree.exists(job_id):
                 self.tree.item(job_id, values=values, tags=(job.status.value,))
             else:
-                self.tree.insert("", "end", iid=job_id, text=job_id, values=values,
+                text = short_id(job_id, self.id_chars - 1)
+                self.tree.insert("", "end", iid=job_id, text=text, values=values,
                                  tags=(job.status.value,))  # fmt: skip
             if self.states.get(job_id) != job.status.value:
                 self.states[job_id] = job.status.value
@@ -142,7 +152,10 @@ class TkMonitor:
         counts = ", ".join(
             f"{summary.counts[s]} {s.value}" for s in BatchStatus if summary.counts[s]
         )
-        self.summary.configure(text=f"{summary.total} jobs  {counts}  —  {summary.progress:.0%}")
+        completed = percent(summary.completed_share)  # 100% only when every job completed
+        self.summary.configure(
+            text=f"{summary.total} jobs  {counts}  —  {completed} completed, {done_text(summary)}"
+        )
 
     def cancel_selected(self) -> None:
         if self.store is None:

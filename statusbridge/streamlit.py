@@ -52,7 +52,9 @@ from statusbridge.display import (
     eta_seconds,
     floor_share,
     format_duration,
+    job_share,
     percent,
+    short_id,
     state_label,
 )
 from statusbridge.jobs import BatchManager
@@ -251,17 +253,12 @@ def summary_text(summary: BatchSummary) -> str:
         )
         done = counts[BatchStatus.COMPLETED]
         return f"{label}: {summary.state}, {done} of {summary.total} completed ({trouble})"
-    return f"{label}: {summary.state}, {percent(summary.progress)}"
+    return f"{label}: {summary.state}, {percent(summary.completed_share)}"
 
 
 def _bar_value(summary: BatchSummary) -> float:
-    """What a batch's bar shows: work done, but for a batch that ended in trouble only the
-    share that completed, so it never looks like a finished success."""
-    if summary.is_done and summary.state in ("failed", "cancelled") and summary.total:
-        return summary.counts[BatchStatus.COMPLETED] / summary.total
-    if summary.is_done:
-        return summary.progress
-    return floor_share(summary.progress, 100) / 100
+    """A batch's bar: the completed share, rounded down (full only when all completed)."""
+    return floor_share(summary.completed_share, 100) / 100
 
 
 def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
@@ -278,31 +275,31 @@ def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
 
 def _shown_progress(job: BatchJob) -> float | None:
     """A job's bar: blank until it reports, full only when completed, rounded down."""
-    if job.status is BatchStatus.COMPLETED:
-        return 1.0
-    reported = job.reported_progress
-    if reported is None:
-        return None
-    return floor_share(reported, 100) / 100
+    share = job_share(job)
+    return None if share is None else floor_share(share, 100) / 100
 
 
-def _short_id(job: BatchJob) -> str:
-    """A job id without its batch's id in front (``…-0003``): the table is narrow."""
-    prefix = f"{job.batch_id}-" if job.batch_id else ""
-    if prefix and job.id.startswith(prefix) and len(job.id) > len(prefix):
-        return "…-" + job.id[len(prefix) :]
-    return job.id
+_ID_CHARS = 16  # the job column's width, in characters: ids keep their distinguishing tail
 
 
-def job_rows(jobs: Iterable[BatchJob], now: datetime | None = None) -> list[dict[str, Any]]:
+def job_rows(
+    jobs: Iterable[BatchJob], now: datetime | None = None, *, batch_id: str | None = None
+) -> list[dict[str, Any]]:
     """The rows ``job_table`` shows (plain values, easy to test and to reuse).
 
-    Blank (``None`` or ``""``), never "None", where a value does not exist yet.
+    Blank (``None`` or ``""``), never "None", where a value does not exist yet. Job
+    ids are shortened by ``display.short_id``: without the prefix of ``batch_id``
+    (default: the batch of every row, when they all have the same), then to their
+    last ``_ID_CHARS`` characters. The full id is in ``job_details``.
     """
     now = now or datetime.now(UTC)
+    jobs = list(jobs)
+    if batch_id is None:
+        batches = {job.batch_id for job in jobs}
+        batch_id = next(iter(batches)) if len(batches) == 1 else None
     return [
         {
-            "job": _short_id(job),
+            "job": short_id(job.id, _ID_CHARS, batch_id=batch_id),
             "state": f"{_STATE_ICONS[job.status]} {state_label(job)}",
             "progress": _shown_progress(job),
             "elapsed": format_duration(elapsed_seconds(job, now)),
@@ -337,14 +334,17 @@ def job_table(
     import pandas as pd  # type: ignore[import-untyped]  # Streamlit needs it; for the colours
 
     frame = pd.DataFrame(rows).style.map(_state_style, subset=["state"])
+    # Widths in pixels, as narrow as their values allow: the message gets the rest (at
+    # 900 px with the sidebar open it was off screen). About 8 px per character.
+    id_px = 20 + 8 * max(len(str(row["job"])) for row in rows)
     config = {
-        "job": st.column_config.TextColumn("job", width="small"),
-        "state": st.column_config.TextColumn("state", width="small"),
+        "job": st.column_config.TextColumn("job", width=id_px),
+        "state": st.column_config.TextColumn("state", width=108),
         "progress": st.column_config.ProgressColumn(
-            "progress", min_value=0.0, max_value=1.0, format="percent", width="small"
+            "progress", min_value=0.0, max_value=1.0, format="percent", width=96
         ),
-        "elapsed": st.column_config.TextColumn("elapsed", width="small"),
-        "eta": st.column_config.TextColumn("ETA", width="small"),
+        "elapsed": st.column_config.TextColumn("elapsed", width=64),
+        "eta": st.column_config.TextColumn("ETA", width=64),
         "message": st.column_config.TextColumn(
             "message", width="large", help="Select a row to read the whole message below."
         ),

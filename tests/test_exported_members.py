@@ -95,13 +95,19 @@ EXPORTED = {
     # The adapters.
     "statusbridge.cli": ["main", "main_entry"],
     "statusbridge.display": [
+        "BACKEND_TEXTS",
+        "BackendText",
         "STATUS_COLOURS",
+        "backend_text",
         "batch_eta_seconds",
+        "done_text",
         "elapsed_seconds",
         "eta_seconds",
         "floor_share",
         "format_duration",
+        "job_share",
         "percent",
+        "short_id",
         "state_label",
     ],
     "statusbridge.metrics": ["DEFAULT_BUCKETS", "OTHER_BATCHES", "StatusCollector", "register"],
@@ -111,6 +117,7 @@ EXPORTED = {
         "JobTableModel",
         "ProgressDelegate",
         "on_gui_thread",
+        "quit_on_ctrl_c",
     ],
     "statusbridge.streamlit": [
         "batch_summary",

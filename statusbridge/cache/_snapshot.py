@@ -7,6 +7,7 @@ about as fast as a small one, and old snapshots stay valid for whoever holds the
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from dataclasses import dataclass, field, replace
@@ -70,6 +71,53 @@ class BatchSummary:
         return self.finished == self.total
 
     @property
+    def completed(self) -> int:
+        """How many jobs completed (finished without failing or being cancelled)."""
+        return self.counts[BatchStatus.COMPLETED]
+
+    @property
+    def all_completed(self) -> bool:
+        """True when the group has jobs and every one of them completed."""
+        return self.total > 0 and self.completed == self.total
+
+    @property
+    def done_share(self) -> float:
+        """How much of the group has *finished*, 0..1: ``progress``.
+
+        Finished jobs count 1 whatever their outcome, running jobs their
+        progress, pending jobs 0. It reaches 1.0 when no job is left to run,
+        also when every job failed or was cancelled: it says "nothing left to
+        wait for", never "it worked". Views say it in words ("6 of 6 done"),
+        not as a bar or a percentage.
+        """
+        return self.progress
+
+    @property
+    def completed_share(self) -> float:
+        """How much of the group's work *completed*, 0..1: what bars and percentages show.
+
+        Completed jobs count 1, running jobs their progress, pending, failed and
+        cancelled jobs 0. 1.0 (a full bar, "100%") only when every job
+        completed: a batch of 1 failed and 5 cancelled jobs shows 0%, one with 5
+        of 6 completed and 1 failed stays at 83% for good.
+
+        >>> from statusbridge.cache._snapshot import summarize
+        >>> jobs = [BatchJob("a", "completed"), BatchJob("b", "failed"),
+        ...         BatchJob("c", "running", progress=0.5), BatchJob("d", "cancelled")]
+        >>> s = summarize(jobs)
+        >>> s.done_share, s.completed_share
+        (0.875, 0.375)
+        """
+        if self.total == 0:
+            return 0.0
+        if self.completed == self.total:
+            return 1.0
+        # progress = (finished + running progress) / total; take the unfinished work back out.
+        lost = self.counts[BatchStatus.FAILED] + self.counts[BatchStatus.CANCELLED]
+        share = self.progress - lost / self.total
+        return min(max(0.0, share), math.nextafter(1.0, 0.0))
+
+    @property
     def running_jobs(self) -> tuple[BatchJob, ...]:
         """The group's running jobs, by id."""
         return tuple(sorted(self.running.values(), key=_by_id))
@@ -105,8 +153,8 @@ class BatchSummary:
         """One line for logs and terminals: ``Test: running 55% (2 running, 2 completed)``."""
         parts = ", ".join(f"{n} {s.value}" for s, n in self.counts.items() if n)
         label = self.name or self.id or "all jobs"
-        # Rounded down: "100%" only once every job has finished.
-        pct = floor_share(self.progress, 100) if not self.is_done else round(self.progress * 100)
+        # The completed share, rounded down: "100%" only when every job completed.
+        pct = floor_share(self.completed_share, 100)
         return f"{label}: {self.state} {pct}% ({parts or 'no jobs'})"
 
     def with_name(self, name: str | None) -> BatchSummary:

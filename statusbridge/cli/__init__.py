@@ -3,8 +3,11 @@ r"""The ``statusbridge`` command: look at and manage a status folder from a term
 Exit codes: 0 success; 1 not found (a job, or a batch with no job), nothing
 left to cancel, a record that cannot be read or decoded (``show``), or
 ``doctor`` found something that needs attention; 2 bad usage, or the folder is
-missing or unusable; 130 interrupted; 141 the reader of a pipe went away
-(``statusbridge ls | head -1``): quietly, as ``cat`` does. Errors are one line on
+missing or unusable; 130 interrupted; 141 the reader of a pipe went away before
+the output was written, quietly, as ``cat`` does. So ``statusbridge ls | head -1``
+exits 141 when the output is more than the pipe holds (64 KiB on Linux); a shorter
+one usually exits 0 (all of it was in the pipe before ``head`` left), or 141 if
+``head`` left before the last write. Errors are one line on
 stderr, never a traceback. A record file that cannot be read or decoded is that
 record's problem: ``ls`` and ``cancel --batch`` name it with the reason in a
 warning line on stderr and go on (exit 0), ``watch`` shows it under the table.
@@ -81,13 +84,27 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _add_status_filter(parser: argparse.ArgumentParser) -> None:
+    """``--status S`` (repeatable), the same name in every subcommand; ``--state`` an alias."""
+    parser.add_argument(
+        "--status",
+        "--state",
+        dest="status",
+        action="append",
+        choices=[s.value for s in BatchStatus],
+        metavar="STATUS",
+        help=f"only jobs with this status: {', '.join(s.value for s in BatchStatus)} "
+        "(repeatable; --state is the same option)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     default_dir = os.environ.get(ENV_DIR, "batch_status")
     parser = _Parser(
         prog="statusbridge",
         description="Look at and manage a statusbridge status folder.",
         epilog="Exit codes: 0 ok, 1 not found / needs attention, 2 usage or folder error, "
-        "130 interrupted.",
+        "130 interrupted, 141 the pipe's reader left before the output was written.",
     )
     parser.add_argument(
         "--dir",
@@ -99,12 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("ls", parents=[common], help="list jobs")
-    ls.add_argument(
-        "--status",
-        action="append",
-        choices=[s.value for s in BatchStatus],
-        help="only jobs in this state (repeatable)",
-    )
+    _add_status_filter(ls)
     ls.add_argument("--batch", help="only jobs of this batch")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -117,12 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="live view, redrawn in place on every change (plain frames when not a terminal)",
     )
     watch.add_argument("--batch", help="only jobs of this batch")
-    watch.add_argument(
-        "--state",
-        action="append",
-        choices=[s.value for s in BatchStatus],
-        help="only jobs in this state (repeatable)",
-    )
+    _add_status_filter(watch)
     watch.add_argument(
         "--until-done", action="store_true", help="exit once no job is pending or running"
     )
@@ -180,8 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
-        args = build_parser().parse_args(argv)
-        return _run(args, out)
+        return _run(_parse(argv), out)
     except CliError as exc:
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return exc.code
@@ -198,6 +204,19 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
             raise
         print(f"statusbridge: error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with the help of the subcommand it was given to.
+
+    (argparse leaves unknown arguments to the top-level parser, whose message pointed at
+    'statusbridge --help', where no subcommand option is listed.)
+    """
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:
+        where = f"statusbridge {args.command}" if getattr(args, "command", None) else "statusbridge"
+        raise CliError(f"unrecognized arguments: {' '.join(unknown)} (see '{where} --help')")
+    return args
 
 
 def _detach(out: TextIO) -> None:
@@ -272,7 +291,7 @@ def _ls(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         docs = [job_to_dict(j) for j in sorted(jobs, key=lambda j: j.id)]
         print(json_text(docs), file=out)
     elif jobs:
-        print(job_table(jobs, utc_now(), fit=out.isatty()), file=out)
+        print(job_table(jobs, utc_now(), fit=out.isatty(), batch=args.batch), file=out)
     else:
         print("no jobs", file=out)
     return EXIT_OK
@@ -293,7 +312,7 @@ def _show(store: StatusStore, job_id: str, out: TextIO) -> int:
 
 def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     tty = out.isatty()
-    states = {BatchStatus(s) for s in args.state or ()}
+    states = {BatchStatus(s) for s in args.status or ()}
     if tty and not args.once:
         from statusbridge.cli._live import run_live  # rich: only for the live view
 
@@ -318,7 +337,7 @@ def _watch(folder: Path | str, args: argparse.Namespace, out: TextIO) -> int:
             if tty or snap.version != last_drawn:
                 invalid = cache.health().invalid_files
                 bad = {n: r for n, r in invalid.items() if classify_name(n) == "record"}
-                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad)
+                _draw(folder, jobs, out, tty=tty, batch=args.batch, invalid=bad, once=args.once)
                 last_drawn = snap.version
             if args.once:
                 return EXIT_OK
@@ -335,13 +354,15 @@ def _draw(
     tty: bool,
     batch: str | None,
     invalid: Mapping[str, str],
+    once: bool = False,
 ) -> None:
     now = utc_now()
     scope = f" batch {printable(batch)}" if batch else ""
     shown = printable(_shown(folder))
+    hint = "" if once else "  (Ctrl-C to stop)"
     frame = [
-        f"statusbridge watch {shown}{scope}  {now:%H:%M:%S} UTC  (Ctrl-C to stop)",
-        job_table(jobs, now) if jobs else "no jobs yet",
+        f"statusbridge watch {shown}{scope}  {now:%H:%M:%S} UTC{hint}",
+        job_table(jobs, now, batch=batch) if jobs else "no jobs yet",
         *invalid_lines(invalid),
         summary_line(summarize(jobs)),
     ]

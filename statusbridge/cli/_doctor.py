@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from statusbridge.cache import StatusCache
+from statusbridge.display import backend_text
 from statusbridge.errors import BackendUnavailable
 from statusbridge.jobs._liveness import is_owner_alive
 from statusbridge.record import BatchStatus
@@ -69,7 +70,7 @@ def diagnose(folder: Path | str, *, heartbeat_timeout: float = 60.0) -> list[Fin
     findings.append(
         Finding(
             not invalid,
-            f"{len(invalid)} invalid or foreign file(s)",
+            f"{len(invalid)} {backend_text(str(folder)).unreadable}",
             [f"{name}: {reason}" for name, reason in sorted(invalid.items())],
         )
     )

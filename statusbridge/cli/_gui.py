@@ -11,10 +11,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import TextIO
 
 __all__ = ["run", "unavailable"]
@@ -84,31 +82,24 @@ def run(location: str, batch_id: str | None, exit_after: float | None, out: Text
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from statusbridge.qt import JobMonitor
+    from statusbridge.qt import JobMonitor, quit_on_ctrl_c
+    from statusbridge.qt._interrupt import EXIT_INTERRUPTED
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication([sys.argv[0]])
     app.setApplicationName("statusbridge")
     monitor = JobMonitor(location, batch_id=batch_id)
-    interrupted = False
-
-    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
-        nonlocal interrupted
-        interrupted = True
-        monitor.close()
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    # Qt's loop runs no Python code while idle: a short timer lets Python see Ctrl-C.
-    pulse = QTimer(monitor)
-    pulse.timeout.connect(lambda: None)
-    pulse.start(200)
+    # The library's Ctrl-C handling (what any JobMonitor program gets), also where the
+    # command was started with SIGINT handled or ignored by someone else: it is ours now.
+    undo = quit_on_ctrl_c(force=True)
     if exit_after is not None:
         QTimer.singleShot(max(0, round(exit_after * 1000)), monitor.close)
     try:
         monitor.show()
-        app.exec()
+        code = app.exec()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if undo is not None:
+            undo()
         monitor.release()
     print(monitor.summary_label.text(), file=out)
-    return 130 if interrupted else 0
+    return 130 if code == EXIT_INTERRUPTED else 0

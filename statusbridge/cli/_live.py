@@ -28,9 +28,12 @@ from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.cli._render import bar, printable
 from statusbridge.display import (
     STATUS_COLOURS,
+    done_text,
     elapsed_seconds,
     eta_seconds,
     format_duration,
+    job_share,
+    short_id,
     state_label,
 )
 from statusbridge.record import BatchJob, BatchStatus
@@ -99,18 +102,12 @@ def _style(status: BatchStatus) -> str:
     return f"bold {STATUS_COLOURS[status]}"
 
 
-def _tail(text: str, width: int) -> str:
-    """The end of ``text`` in ``width`` characters: ids differ at the end (``…-0042``)."""
-    return text if len(text) <= width else "…" + text[len(text) - width + 1 :]
-
-
-def _row(job: BatchJob, now: datetime, id_width: int) -> tuple[Text, ...]:
+def _row(job: BatchJob, now: datetime, id_width: int, batch: str | None) -> tuple[Text, ...]:
     text = job.error_message or job.message or ""
-    shown_progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
     return (
-        Text(_tail(printable(job.id), id_width), no_wrap=True),
+        Text(printable(short_id(job.id, id_width, batch_id=batch)), no_wrap=True),
         Text(state_label(job), style=_style(job.status)),
-        Text(bar(shown_progress), no_wrap=True),
+        Text(bar(job_share(job)), no_wrap=True),
         Text(format_duration(elapsed_seconds(job, now)), justify="right"),
         Text(format_duration(eta_seconds(job, now)), justify="right"),
         Text(printable(" ".join(text.split())), overflow="ellipsis", no_wrap=True),
@@ -139,7 +136,9 @@ def render(
     for status in (*ACTIVE, BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.CANCELLED):
         counts.append(f"{summary.counts[status]} {status.value}", style=_style(status))
         counts.append("  ")
-    overall = Text(f"overall {bar(summary.progress, 20)}", no_wrap=True)
+    overall = Text(
+        f"overall {bar(summary.completed_share, 20)}  {done_text(summary)}", no_wrap=True
+    )
     lines: list[RenderableType] = [header, counts, overall]
     for name in sorted(invalid)[:2]:
         lines.append(Text(f"! {printable(name)}: {printable(invalid[name])}", style="red"))
@@ -155,8 +154,17 @@ def render(
     hidden = len(active) - len(shown_active)
     shown_finished = [] if hidden else finished[: room - len(shown_active)]
     shown = [*shown_active, *shown_finished]
-    id_width = min(max([2, *(len(j.id) for j in shown)]), max(12, width // 3))
-    table = Table(box=None, pad_edge=False, expand=True, show_edge=False, header_style="bold")
+    # Ids keep their distinguishing tail (display.short_id); the message gets the room left.
+    ids = [short_id(j.id, batch_id=index.batch) for j in shown]
+    id_width = min(max([2, *(len(i) for i in ids)]), max(12, width // 4))
+    table = Table(
+        box=None,
+        pad_edge=False,
+        collapse_padding=True,  # one space between columns: the message gets the room
+        expand=True,
+        show_edge=False,
+        header_style="bold",
+    )
     table.add_column("ID", no_wrap=True, width=id_width)
     table.add_column("STATE", no_wrap=True, min_width=9)
     table.add_column("PROGRESS", no_wrap=True, min_width=17)
@@ -164,7 +172,7 @@ def render(
     table.add_column("ETA", no_wrap=True, justify="right")
     table.add_column("MESSAGE", ratio=4, no_wrap=True, overflow="ellipsis")
     for job in shown:
-        table.add_row(*_row(job, now, id_width))
+        table.add_row(*_row(job, now, id_width, index.batch))
     if not active and not finished:
         lines.append(Text("no jobs yet" if not summary.total else "no job matches the filter"))
     else:

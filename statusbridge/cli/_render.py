@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
-from statusbridge.display import floor_share, percent
+from statusbridge.display import floor_share, job_share, percent, short_id
 from statusbridge.record import BatchJob
 
 __all__ = ["age", "bar", "invalid_lines", "job_table", "json_text", "printable", "summary_line"]
@@ -87,10 +87,18 @@ def _clip(text: str, width: int) -> str:
 
 
 def job_table(
-    jobs: Iterable[BatchJob], now: datetime, *, width: int | None = None, fit: bool = True
+    jobs: Iterable[BatchJob],
+    now: datetime,
+    *,
+    width: int | None = None,
+    fit: bool = True,
+    batch: str | None = None,
 ) -> str:
     """A table of jobs, oldest first, fitted to ``width`` columns (default: the terminal's).
 
+    Ids are shortened by ``display.short_id``: the distinguishing tail is kept.
+    ``batch``: the batch the rows were filtered to; it is not repeated in a
+    column, and ids lose its prefix. The message column gets the room left.
     ``fit=False`` (output to a pipe or a file) never cuts a value: ids that differ
     only at the end must stay distinguishable for ``grep`` and ``awk``.
     """
@@ -100,22 +108,27 @@ def job_table(
     rows = sorted(jobs, key=lambda j: (j.created_at or now, j.id))
     # The batch column only when it tells something: BatchManager's job ids start with
     # their batch id already, and one batch for all rows says nothing per row.
-    show_batch = len({j.batch_id for j in rows}) > 1 and any(
-        j.batch_id and not j.id.startswith(j.batch_id) for j in rows
+    show_batch = (
+        batch is None
+        and len({j.batch_id for j in rows}) > 1
+        and any(j.batch_id and not j.id.startswith(j.batch_id) for j in rows)
     )
     batch_w = min(max([5, *(len(j.batch_id or "-") for j in rows)]), 16) if show_batch else 0
     fixed = (batch_w + 1 if show_batch else 0) + 9 + 1 + 17 + 1 + 4 + 1
-    id_w = min(max([2, *(len(j.id) for j in rows)]), max(8, width - fixed - 16))
+    ids = [short_id(j.id, batch_id=batch) for j in rows]
+    # Ids take at most half of what the fixed columns leave; the message the rest.
+    id_w = min(max([2, *(len(i) for i in ids)]), max(12, (width - fixed) // 2))
     msg_w = max(10, width - fixed - id_w - 1)
     batch_head = f"{'BATCH':<{batch_w}} " if show_batch else ""
     lines = [f"{'ID':<{id_w}} {batch_head}{'STATE':<9} {'PROGRESS':<17} {'AGE':>4} MESSAGE"]
-    for j in rows:
+    for j, shown_id in zip(rows, ids, strict=True):
         text = j.error_message if j.error_message else j.message
-        batch = f"{_clip(j.batch_id or '-', batch_w):<{batch_w}} " if show_batch else ""
-        shown = bar(j.reported_progress)
+        batch_cell = short_id(j.batch_id or "-", batch_w)
+        batch_text = f"{printable(batch_cell):<{batch_w}} " if show_batch else ""
+        shown = bar(job_share(j))
         lines.append(
-            f"{_clip(j.id, id_w):<{id_w}} {batch}{j.status.value:<9} {shown:<17} "
-            f"{age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
+            f"{printable(short_id(shown_id, id_w)):<{id_w}} {batch_text}{j.status.value:<9} "
+            f"{shown:<17} {age(j.updated_at, now):>4} {_clip(text or '', msg_w)}"
         )
     return "\n".join(lines)
 
@@ -127,7 +140,7 @@ def _full_table(jobs: list[BatchJob], now: datetime) -> str:
             printable(j.id),
             printable(j.batch_id or "-"),
             j.status.value,
-            bar(j.reported_progress),
+            bar(job_share(j)),
             age(j.updated_at, now),
             printable(" ".join((j.error_message or j.message or "").split())),
         )
@@ -164,6 +177,8 @@ def summary_line(summary: BatchSummary) -> str:
     >>> print(summary_line(summarize([BatchJob("a", "completed"), BatchJob("b")])))
     2 jobs: 1 pending, 1 completed
     overall [##########----------]  50%
+
+    The bar shows the completed share: it is full only when every job completed.
     """
     counts = ", ".join(f"{n} {s.value}" for s, n in summary.counts.items() if n) or "no jobs"
-    return f"{summary.total} jobs: {counts}\noverall {bar(summary.progress, 20)}"
+    return f"{summary.total} jobs: {counts}\noverall {bar(summary.completed_share, 20)}"

@@ -10,7 +10,7 @@ the model applies it there, at most 30 times a second:
     app = QApplication([])
     monitor = JobMonitor("batch_status")   # table, progress bars, batch filter, cancel
     monitor.show()
-    app.exec()                             # closing the window releases the cache
+    app.exec()                             # closing the window (or Ctrl-C) releases the cache
 
 Use ``JobTableModel(cache, batch_id=None)`` with your own views.
 """
@@ -22,7 +22,15 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "statusbridge.qt needs PySide6: pip install -e '.[qt]' in the statusbridge clone"
     ) from exc
 
+from statusbridge.qt._interrupt import quit_on_ctrl_c
 from statusbridge.qt._model import Column, JobTableModel, on_gui_thread
 from statusbridge.qt._monitor import JobMonitor, ProgressDelegate
 
-__all__ = ["Column", "JobMonitor", "JobTableModel", "ProgressDelegate", "on_gui_thread"]
+__all__ = [
+    "Column",
+    "JobMonitor",
+    "JobTableModel",
+    "ProgressDelegate",
+    "on_gui_thread",
+    "quit_on_ctrl_c",
+]

@@ -48,8 +48,12 @@ from statusbridge.display import (
     elapsed_seconds,
     eta_seconds,
     format_duration,
+    job_share,
+    percent,
+    short_id,
     state_label,
 )
+from statusbridge.qt._interrupt import quit_on_ctrl_c
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._model import utc_now
 
@@ -181,6 +185,9 @@ class JobTableModel(QAbstractTableModel):
     ``close()`` unsubscribes from the cache (the cache itself stays open: it is
     the caller's); a model collected without ``close()`` unsubscribes too.
     After ``close()`` the model keeps its last rows and no longer changes.
+
+    Created on the main thread, it makes Ctrl-C end the event loop quietly
+    (``quit_on_ctrl_c``), unless the program handles SIGINT itself.
     """
 
     JobRole = Qt.ItemDataRole.UserRole + 1  # the BatchJob of the row
@@ -202,6 +209,7 @@ class JobTableModel(QAbstractTableModel):
     ) -> None:
         if not on_gui_thread():
             raise RuntimeError("create JobTableModel on the GUI thread, after the QApplication")
+        quit_on_ctrl_c()  # Ctrl-C ends the program's event loop, not one of our slots
         if max_refresh_rate <= 0:
             raise ValueError(f"max_refresh_rate must be positive, got {max_refresh_rate}")
         super().__init__(parent)
@@ -289,7 +297,7 @@ class JobTableModel(QAbstractTableModel):
         if role == self.JobRole:
             return job
         if role == self.ProgressRole:
-            return 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+            return job_share(job)
         if role == self.SortRole:
             return self._sort_key(job, column)
         if role == Qt.ItemDataRole.ForegroundRole:
@@ -301,15 +309,15 @@ class JobTableModel(QAbstractTableModel):
         return None
 
     def _text(self, job: BatchJob, column: Column) -> str:
-        if column is Column.JOB:
-            return job.id
+        if column is Column.JOB:  # one batch: without its prefix (the full id: tooltip)
+            return short_id(job.id, batch_id=self._batch_id)
         if column is Column.BATCH:
             return job.batch_id or ""
         if column is Column.STATE:
             return state_label(job)
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
-            return "" if progress is None else f"{progress:.0%}"
+            progress = job_share(job)
+            return "" if progress is None else percent(progress)
         if column is Column.ELAPSED:
             return format_duration(elapsed_seconds(job, self._now()))
         if column is Column.ETA:
@@ -319,8 +327,10 @@ class JobTableModel(QAbstractTableModel):
 
     def _sort_key(self, job: BatchJob, column: Column) -> Any:
         if column is Column.PROGRESS:
-            progress = 1.0 if job.status is BatchStatus.COMPLETED else job.reported_progress
+            progress = job_share(job)
             return -1.0 if progress is None else progress
+        if column is Column.JOB:
+            return job.id
         if column is Column.ELAPSED:
             return elapsed_seconds(job, self._now()) or -1.0
         if column is Column.ETA:

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from statusbridge.cache import Snapshot, StatusCache
-from statusbridge.display import STATUS_COLOURS
+from statusbridge.display import STATUS_COLOURS, done_text, floor_share, percent, short_id
 from statusbridge.errors import StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.qt._model import Column, JobTableModel
@@ -86,10 +86,11 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.drawRoundedRect(bar, 5, 5)
         if progress:
             painter.setBrush(QColor(STATUS_COLOURS[job.status]))
-            painter.drawRoundedRect(QRectF(bar.x(), bar.y(), bar.width() * progress, 10), 5, 5)
+            filled = floor_share(progress, 1000) / 1000  # full only when completed
+            painter.drawRoundedRect(QRectF(bar.x(), bar.y(), bar.width() * filled, 10), 5, 5)
         role = QPalette.ColorRole.HighlightedText if selected else QPalette.ColorRole.Text
         painter.setPen(option.palette.color(role))
-        text = "" if progress is None else f"{progress:.0%}"
+        text = "" if progress is None else percent(progress)
         painter.drawText(
             cell.adjusted(cell.width() - text_width, 0, 0, 0),
             int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
@@ -98,8 +99,21 @@ class ProgressDelegate(QStyledItemDelegate):
         painter.restore()
 
 
+class _TailDelegate(QStyledItemDelegate):
+    """Elides on the left: job and batch ids differ at the end (``…39430f63-0001``)."""
+
+    def initStyleOption(
+        self, option: QStyleOptionViewItem, index: QModelIndex | QPersistentModelIndex
+    ) -> None:
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideLeft
+
+
 class _BatchFilter(QSortFilterProxyModel):
-    """Shows the jobs of one batch (or all); sorts by ``JobTableModel.SortRole``."""
+    """Shows the jobs of one batch (or all); sorts by ``JobTableModel.SortRole``.
+
+    With one batch shown, job ids lose that batch's prefix (``display.short_id``).
+    """
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -120,6 +134,19 @@ class _BatchFilter(QSortFilterProxyModel):
             else:  # pragma: no cover - older Qt
                 self._batch = batch_id
                 self.invalidateRowsFilter()
+
+    def data(
+        self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if (
+            self._batch is not None
+            and role == Qt.ItemDataRole.DisplayRole
+            and index.column() == Column.JOB
+        ):
+            job = super().data(index, JobTableModel.JobRole)
+            if isinstance(job, BatchJob):
+                return short_id(job.id, batch_id=self._batch)
+        return super().data(index, role)
 
     def filterAcceptsRow(
         self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex
@@ -169,6 +196,9 @@ class JobMonitor(QWidget):
         self.table = QTableView(self)
         self.table.setModel(self.proxy)
         self.table.setItemDelegateForColumn(Column.PROGRESS, ProgressDelegate(self.table))
+        tails = _TailDelegate(self.table)  # ids differ at the end: cut on the left
+        self.table.setItemDelegateForColumn(Column.JOB, tails)
+        self.table.setItemDelegateForColumn(Column.BATCH, tails)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.table.setAlternatingRowColors(True)
@@ -194,8 +224,13 @@ class JobMonitor(QWidget):
         self.batch_box.addItem(_ALL, None)
         self.batch_box.setMinimumContentsLength(16)
         self.batch_box.currentIndexChanged.connect(self._batch_chosen)
+        # The counts get a line of their own, wrapped if they must: squeezed beside the bar
+        # they were cut ("13 cancellec") and ran under it.
         self.summary_label = QLabel(self)
-        self.summary_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.summary_label.setWordWrap(True)
+        self.summary_label.setSizePolicy(
+            QSizePolicy.Policy.Ignored, QSizePolicy.Policy.MinimumExpanding
+        )
         self.overall = QProgressBar(self)
         self.overall.setRange(0, 1000)
         self.overall.setFixedSize(120, 12)
@@ -205,7 +240,7 @@ class JobMonitor(QWidget):
         palette.setColor(QPalette.ColorRole.Highlight, done)
         self.overall.setPalette(palette)
         self.overall_label = QLabel(self)
-        self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100% done"))
+        self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100%") + 4)
         self.status_label = QLabel(self)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -225,15 +260,15 @@ class JobMonitor(QWidget):
 
         top = QHBoxLayout()
         top.addWidget(QLabel("Batch:", self))
-        top.addWidget(self.batch_box)
+        top.addWidget(self.batch_box, 1)
         top.addSpacing(12)
-        top.addWidget(self.summary_label, 1)
         top.addWidget(self.overall)
         top.addWidget(self.overall_label)
         top.addSpacing(12)
         top.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
+        layout.addWidget(self.summary_label)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status_label)
 
@@ -293,6 +328,16 @@ class JobMonitor(QWidget):
     def _batch_chosen(self, index: int) -> None:
         batch: Any = self.batch_box.itemData(index)
         self.proxy.set_batch(batch if isinstance(batch, str) else None)
+        # One batch shown: its name is in the box, a column repeating it says nothing, and
+        # ids without its prefix are short: the message column gets the room.
+        one = self.proxy.batch is not None
+        self.table.setColumnHidden(Column.BATCH, one)
+        if one:
+            self.table.resizeColumnToContents(Column.JOB)
+            width = self.table.columnWidth(Column.JOB)
+            self.table.setColumnWidth(Column.JOB, min(max(width, 80), _WIDTHS[Column.JOB]))
+        else:
+            self.table.setColumnWidth(Column.JOB, _WIDTHS[Column.JOB])
         self._snapshot_shown(self.model.snapshot)
 
     @Slot()
@@ -310,8 +355,10 @@ class JobMonitor(QWidget):
         parts = [f"{summary.total} job" + ("" if summary.total == 1 else "s")]
         parts += [f"{summary.counts[s]} {s.value}" for s in BatchStatus if summary.counts[s]]
         self.summary_label.setText(" · ".join(parts))
-        self.overall_label.setText(f"{summary.progress:.0%} done")
-        self.overall.setValue(round(summary.progress * 1000))
+        # The bar and its percentage: the completed share ("100%" only when all completed).
+        self.overall_label.setText(percent(summary.completed_share))
+        self.overall_label.setToolTip(f"{done_text(summary)}, {summary.completed} completed")
+        self.overall.setValue(floor_share(summary.completed_share, 1000))
         self._selection_changed()
 
     def _say(self, text: str, *, error: bool = False) -> None:

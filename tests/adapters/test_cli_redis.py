@@ -63,3 +63,18 @@ def test_bad_and_unreachable_urls_are_clear_errors() -> None:
     assert bad.returncode != 0 and "redis://host:port/0" in bad.stderr
     gone = test_cli.cli("ls", "--dir", f"redis://127.0.0.1:{free_port()}/0", timeout=30)
     assert gone.returncode != 0 and "unavailable" in gone.stderr
+
+
+def test_doctor_and_the_demo_describe_redis_as_redis(redis_url: str) -> None:
+    """Issue 22, item 9: doctor said '0 invalid or foreign file(s)' and the demo's caption
+    'Workers write one JSON file per job; a watchdog observer ...' on Redis too."""
+    from statusbridge.display import backend_text
+
+    StatusStore(redis_url).update("a", status="running")
+    doctor = test_cli.cli("doctor", "--dir", redis_url)
+    assert "[ok] 0 invalid record(s)" in doctor.stdout, doctor.stdout
+    assert "file" not in doctor.stdout.replace("profile", ""), doctor.stdout
+    caption = backend_text(redis_url).how_it_works
+    assert "Redis" in caption and "JSON file" not in caption and "watchdog" not in caption
+    demo = Path(test_cli.__file__).resolve().parent.parent / "demo_app.py"
+    assert "backend_text(STATUS_DIR).how_it_works" in demo.read_text()

@@ -33,7 +33,7 @@ need(importlib.util.find_spec("pytestqt"), "pytest-qt is not installed (pip inst
 from PySide6.QtCore import QModelIndex, QPoint, Qt, QThread  # noqa: E402
 from PySide6.QtWidgets import QApplication, QTableView  # noqa: E402
 
-from statusbridge import BatchQueue, BatchStatus, StatusCache  # noqa: E402
+from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore  # noqa: E402
 from statusbridge.display import STATUS_COLOURS  # noqa: E402
 from statusbridge.qt import Column, JobMonitor, JobTableModel, ProgressDelegate  # noqa: E402
 from statusbridge.qt._model import _Inbox  # noqa: E402
@@ -607,4 +607,185 @@ def test_del_key_cancels_the_selected_pending_job(
     qtbot.waitUntil(
         lambda: cell(monitor.model, "waiting", Column.STATE) == "cancelled", timeout=WAIT_MS
     )
+    monitor.close()
+
+
+# -- Ctrl-C (issue 22, item 5) ------------------------------------------------------------------
+# Runs the example as it is, printing "shown" once both of its views show the job.
+RUN_UNTIL_CTRL_C = """
+import runpy, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication, QTableView
+run = QApplication.exec
+def exec_and_say_when_shown(self=None):
+    def check():
+        tops = QApplication.topLevelWidgets()
+        views = [w.model() for w in tops if isinstance(w, QTableView)]
+        monitors = [w.model for w in tops if type(w).__name__ == "JobMonitor"]
+        rows = [model.rowCount() for model in views + monitors]
+        if len(rows) == 2 and all(rows):
+            timer.stop()
+            print("shown", flush=True)
+    timer = QTimer()
+    timer.timeout.connect(check)
+    timer.start(20)
+    code = run()
+    print("exec returned", code, flush=True)
+    return code
+QApplication.exec = exec_and_say_when_shown
+sys.argv = ["qt_monitor.py", sys.argv[1]]
+runpy.run_path(%r, run_name="__main__")
+"""
+
+
+def test_ctrl_c_ends_the_qt_example_quietly(
+    qapp: QApplication, store: StatusStore, status_dir: Path
+) -> None:
+    """The README's desktop example in a real process: one SIGINT ends it at once, no traceback.
+
+    Before the fix each Ctrl-C printed KeyboardInterrupt from ``_Relay._deliver`` or ``tick``
+    and the windows stayed open.
+    """
+    import signal
+    import time
+
+    from support.processes import child_env, popen
+
+    store.update("busy", status="running", progress=0.5)
+    example = ROOT / "examples" / "qt_monitor.py"
+    proc = popen(
+        [sys.executable, "-c", RUN_UNTIL_CTRL_C % str(example), str(status_dir)],
+        env=child_env(QT_QPA_PLATFORM="xcb"),  # DISPLAY: the fixture's Xvfb
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "shown"
+        for _ in range(3):  # the writer keeps the slots busy, as in the issue
+            store.update("busy", progress=0.6)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "exec returned 130" in out, out + err
+    assert proc.returncode == 0, err  # the example ends normally after app.exec()
+    assert took < 3, took
+
+
+def test_ctrl_c_outside_the_event_loop_is_still_keyboard_interrupt(
+    qapp: QApplication, cache: Any
+) -> None:
+    import signal
+
+    from statusbridge.qt import quit_on_ctrl_c
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        model = JobTableModel(cache)  # installs the handler: SIGINT was Python's default
+        try:
+            handler = signal.getsignal(signal.SIGINT)
+            assert handler is not signal.default_int_handler
+            assert quit_on_ctrl_c() is None  # installed once
+            with pytest.raises(KeyboardInterrupt):  # no loop runs: nothing else to end
+                signal.raise_signal(signal.SIGINT)
+        finally:
+            model.close()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a program that ignores Ctrl-C
+        assert quit_on_ctrl_c() is None and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_qt_says_100_only_for_completed_work(
+    qtbot: Any, store: StatusStore, status_dir: Path
+) -> None:
+    """Issue 22, item 7: a job cancelled after its last step, and a batch where nothing
+    completed, are never drawn full nor said "100%" (the window said "100% done")."""
+    store.update("late", batch_id="b", status="cancelled", progress=1.0, message="step 20/20")
+    for i in range(4):
+        store.update(f"c{i}", batch_id="b", status="cancelled", progress=0.3)
+    store.update("f", batch_id="b", status="failed", progress=0.5, error_message="E: x")
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 6, timeout=WAIT_MS)
+    assert cell(monitor.model, "late", Column.PROGRESS) == "99%"
+    share = monitor.model.index(monitor.model.row_of("late") or 0, Column.PROGRESS).data(
+        JobTableModel.ProgressRole
+    )
+    assert share < 1.0
+    assert monitor.overall_label.text() == "0%" and monitor.overall.value() == 0
+    assert "6 of 6 done" in monitor.overall_label.toolTip()
+    store.update("ok", batch_id="b2", status="completed")  # a job that reported nothing
+    qtbot.waitUntil(lambda: monitor.model.row_of("ok") is not None, timeout=WAIT_MS)
+    assert cell(monitor.model, "ok", Column.PROGRESS) == "100%"
+    monitor.set_batch("b2")
+    assert monitor.overall_label.text() == "100%" and monitor.overall.value() == 1000
+    monitor.close()
+
+
+def test_one_batch_in_the_window_drops_the_batch_column_and_prefix(
+    qtbot: Any, store: StatusStore, status_dir: Path, cache: Any
+) -> None:
+    """Issue 22, item 6: six rows of 'batch-20261207-050743-...' plus a Batch column repeating
+    it; now the rows say '…-0000' and the column is hidden while a batch is chosen."""
+    batch = "batch-20261207-050743-b2f7a1ea1805b404"
+    for i in range(3):
+        store.update(f"{batch}-{i:04d}", batch_id=batch, status="running", progress=0.2)
+    store.update("other-1", batch_id="other", status="pending")
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 4, timeout=WAIT_MS)
+    assert not monitor.table.isColumnHidden(Column.BATCH)
+    monitor.set_batch(batch)
+    assert monitor.table.isColumnHidden(Column.BATCH)
+    shown = [monitor.proxy.index(r, Column.JOB).data() for r in range(monitor.proxy.rowCount())]
+    assert shown == ["…-0000", "…-0001", "…-0002"]
+    tip = monitor.proxy.index(0, Column.JOB).data(Qt.ItemDataRole.ToolTipRole)
+    assert tip == f"{batch}-0000"  # the whole id, a hover away
+    monitor.set_batch(None)
+    assert not monitor.table.isColumnHidden(Column.BATCH)
+    assert monitor.proxy.index(0, Column.JOB).data() == f"{batch}-0000"
+    monitor.close()
+    model = JobTableModel(cache, batch_id=batch)  # the model of one batch, in your own view
+    try:
+        assert cell(model, f"{batch}-0001", Column.JOB) == "…-0001"
+    finally:
+        model.close()
+
+
+def test_the_header_counts_are_never_cut_nor_under_the_bar(
+    qtbot: Any, store: StatusStore, status_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 22, item 12: squeezed beside the progress bar, '10 failed · :' ran under it and
+    '13 cancellec' was cut. The counts now have a line of their own."""
+    counts = {"completed": 5, "failed": 10, "cancelled": 13, "running": 3, "pending": 4}
+    n = 0
+    for status, count in counts.items():
+        for _ in range(count):
+            store.update(f"batch-20261207-050743-b2f7a1ea1805b404-{n:04d}", status=status,
+                         batch_id="batch-20261207-050743-b2f7a1ea1805b404")  # fmt: skip
+            n += 1
+    monitor = JobMonitor(status_dir)
+    qtbot.addWidget(monitor)
+    monitor.resize(760, 320)
+    with qtbot.waitExposed(monitor):
+        monitor.show()
+    qtbot.waitUntil(lambda: monitor.model.rowCount() == 35, timeout=WAIT_MS)
+    monitor.set_batch("batch-20261207-050743-b2f7a1ea1805b404")
+    qtbot.waitUntil(lambda: "13 cancelled" in monitor.summary_label.text(), timeout=WAIT_MS)
+    label = monitor.summary_label
+    assert not label.geometry().intersects(monitor.overall.geometry())
+    assert not label.geometry().intersects(monitor.cancel_button.geometry())
+    assert label.width() >= label.fontMetrics().horizontalAdvance(label.text())
+    path = tmp_path / "gui-header.png"
+    assert monitor.grab().save(str(path))
+    print(f"screenshot: {path}")
     monitor.close()

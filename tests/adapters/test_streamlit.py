@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -377,6 +378,7 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         f"--user-data-dir={tmp_path / 'chrome-profile'}",
     ):
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for Vega
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     ARTIFACTS.mkdir(exist_ok=True)
 
@@ -456,6 +458,7 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
                 wait_until(lambda e=executor: f"3 jobs on {e}: completed, 100%" in text(), 60,  # type: ignore[misc]
                            "the page to show it")  # fmt: skip
         driver.save_screenshot(str(ARTIFACTS / "demo-completed.png"))
+        check_layout(driver, tmp_path)
         # The page follows writes from another program, pushed: write -> visible, each time.
         store = StatusStore(tmp_path / "batch_status")
         store.update("probe-0", batch_id="latency-probe", status="running", progress=0.005)
@@ -501,12 +504,74 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         (ARTIFACTS / "demo-failure.txt").write_text(text())  # what the page said
         raise
     finally:
+        console = driver.get_log("browser")  # type: ignore[no-untyped-call]
         driver.quit()
+    # Vega logged 'Infinite extent for field "time"' (and "finished") on each chart redraw.
+    assert not [e for e in console if "Infinite extent" in e["message"]], console
     # Workers never touched Streamlit (the processes batch included), and nothing was
     # deprecated: a server log without warnings or tracebacks.
     log = server_log.read_text()
     for bad in ("Traceback", "WARNING", "Warning", "ScriptRunContext", "deprecat"):
         assert bad not in log, log
+
+
+def check_layout(driver: Any, tmp_path: Path) -> None:
+    """Issue 22, items 6, 11 and 13, at 900 px (the window's size) and at 1920 px.
+
+    At 900 px the sidebar stayed open and the table's message column was off screen,
+    "Cancel batch" floated mid-page, the counts were drawn above the table before it,
+    and the form's "Press Enter to submit form" hint overlapped its input. Screenshots of
+    both widths are saved in the test's tmp dir (their paths printed): look at them.
+    """
+    from selenium.webdriver.common.by import By
+
+    def box(css: str) -> dict[str, float]:
+        found = driver.execute_script(
+            "const e = document.querySelector(arguments[0]);"
+            "return e && e.getBoundingClientRect().toJSON()", css
+        )  # fmt: skip
+        assert found, css
+        return dict(found)
+
+    def button(label: str) -> dict[str, float]:
+        element = next(b for b in driver.find_elements(By.TAG_NAME, "button")
+                       if b.text.strip() == label)  # fmt: skip
+        return dict(driver.execute_script("return arguments[0].getBoundingClientRect().toJSON()",
+                                          element))  # fmt: skip
+
+    # The chart's expander open, so that it is drawn and redrawn (the Vega warnings).
+    for summary in driver.find_elements(By.CSS_SELECTOR, "summary"):
+        if "finished over time" in summary.text:
+            summary.click()
+    wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "[data-testid=stVegaLiteChart]"),
+               60, "the chart")  # fmt: skip
+    for width in (900, 1920):
+        driver.set_window_size(width, 1100)
+        inner = driver.execute_script("return window.innerWidth")
+        wait_until(
+            lambda i=inner: box("[data-testid=stDataFrame]")["right"] <= i,  # type: ignore[misc]
+            30,
+            "the table",
+        )
+        table = box("[data-testid=stDataFrame]")
+        # The fixed columns (checkbox, job, state, progress, elapsed, ETA) take about
+        # 400 px; the message column must have room beside them, on screen.
+        assert table["width"] >= 400 + 150, (width, table)
+        cancel, counts = button("Cancel batch"), driver.execute_script(
+            "return [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+            ".find(e => e.innerText.includes(' of 3 done')).getBoundingClientRect().toJSON()"
+        )  # fmt: skip
+        assert 0 <= cancel["top"] - table["bottom"] < 80, (cancel, table)  # with the table
+        assert cancel["left"] - table["left"] < 300, (cancel, table)  # not mid-page
+        assert counts["top"] > table["bottom"], (counts, table)  # under the table
+        assert "Press Enter to submit" not in str(
+            driver.execute_script("return document.body.innerText")
+        )
+        path = tmp_path / f"demo-{width}px.png"
+        driver.save_screenshot(str(path))
+        shutil.copy(path, ARTIFACTS / path.name)
+        print(f"screenshot at {width} px: {path}")
+    driver.set_window_size(900, 1100)
 
 
 SEED_STYLE = """
