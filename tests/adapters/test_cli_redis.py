@@ -76,5 +76,5 @@ def test_doctor_and_the_demo_describe_redis_as_redis(redis_url: str) -> None:
     assert "file" not in doctor.stdout.replace("profile", ""), doctor.stdout
     caption = backend_text(redis_url).how_it_works
     assert "Redis" in caption and "JSON file" not in caption and "watchdog" not in caption
-    demo = Path(test_cli.__file__).resolve().parent.parent / "demo_app.py"
+    demo = Path(test_cli.__file__).resolve().parents[2] / "demo_app.py"
     assert "backend_text(STATUS_DIR).how_it_works" in demo.read_text()
