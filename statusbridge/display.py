@@ -136,11 +136,12 @@ def job_share(job: BatchJob) -> float | None:
     A job cancelled or failed after its last step stays just short of full
     (it did not complete), so its bar and "99%" never read as done.
 
-    >>> [job_share(BatchJob(id="a", status=s, progress=1.0))
-    ...  for s in (BatchStatus.COMPLETED, BatchStatus.CANCELLED)]
-    [1.0, 0.9999999999999999]
-    >>> percent(job_share(BatchJob(id="a", status=BatchStatus.CANCELLED, progress=1.0)))
-    '99%'
+    Examples:
+        >>> [job_share(BatchJob(id="a", status=s, progress=1.0))
+        ...  for s in (BatchStatus.COMPLETED, BatchStatus.CANCELLED)]
+        [1.0, 0.9999999999999999]
+        >>> percent(job_share(BatchJob(id="a", status=BatchStatus.CANCELLED, progress=1.0)))
+        '99%'
     """
     if job.status is BatchStatus.COMPLETED:
         return 1.0
