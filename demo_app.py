@@ -25,7 +25,7 @@ from statusbridge import BatchManager, BatchSummary
 from statusbridge import streamlit as sbst
 from statusbridge.demo import STEPS, simulated_job
 from statusbridge.display import backend_text, done_text
-from statusbridge.store._location import is_url
+from statusbridge.store._location import is_url, location_text
 
 STATUS_DIR = os.environ.get("STATUSBRIDGE_DIR", "batch_status")
 BATCH_DIR = os.environ.get("STATUSBRIDGE_BATCH_DIR") or (
@@ -156,10 +156,13 @@ def page() -> None:
             st.session_state["selected"] = batch_id
             st.success(f"Started {batch_id}")
         st.divider()
+        st.markdown("**Another program** can write statuses too; run")
+        # Plain text, with a URL's password hidden (every viewer of the page sees this).
+        shown = location_text(STATUS_DIR) if is_url(STATUS_DIR) else STATUS_DIR
+        st.code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}", language="bash")
         st.markdown(
-            "**Another program** can write statuses too; run\n\n"
-            f"`statusbridge simulate --jobs 20 --dir {shlex.quote(STATUS_DIR)}`"  # a URL has a `?`
-            "\n\nand watch them appear."
+            "and watch them appear."
+            + (" (Put your password in for `***`.)" if "***" in shown else "")
         )
 
     live = sbst.live_fragment(STATUS_DIR)
@@ -208,7 +211,7 @@ def page() -> None:
                 st.toast(f"Asked {stopped} job(s) to stop")
         # The counts under the table, not above it: drawn first, they stood alone for a
         # moment after Start while the table was still being drawn.
-        st.caption(f"{summary} · {done_text(summary)}")
+        st.caption(sbst.escape_markdown(f"{summary} · {done_text(summary)}"))  # names: plain
         if picked:
             sbst.job_details(j for j in jobs if j.id in picked)
         else:

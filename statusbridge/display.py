@@ -51,6 +51,7 @@ __all__ = [
     "format_duration",
     "job_share",
     "percent",
+    "printable",
     "short_id",
     "state_label",
 ]
@@ -117,6 +118,30 @@ def state_label(job: BatchJob) -> str:
     if job.status is BatchStatus.RUNNING and job.cancel_requested:
         return "cancelling"
     return job.status.value
+
+
+# C0 and C1 controls and DEL (ESC starts terminal escape sequences; BEL, backspace,
+# carriage return rewrite what is shown), and the invisible marks and overrides that
+# reorder text (U+061C, U+200E/F, U+202A-202E, U+2066-2069), and U+2028/2029.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every control character and bidi override shown as an escape.
+
+    What every view does to text from a record (a message, an error, a name) before it
+    shows it: a record cannot move the cursor, ring, or reverse what follows it.
+
+    Examples:
+        >>> print(printable("red\x1b[31m bell\x07 \u202eevil"))
+        red\x1b[31m bell\x07 \u202eevil
+    """
+    return _UNSAFE.sub(_escape, text)
 
 
 def percent(progress: float) -> str:

@@ -54,6 +54,7 @@ from statusbridge.display import (
     format_duration,
     job_share,
     percent,
+    printable,
     short_id,
     state_label,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "batch_summary",
     "cancel_buttons",
     "check_job_function",
+    "escape_markdown",
     "finished_over_time",
     "get_cache",
     "get_manager",
@@ -217,9 +219,27 @@ def get_manager(
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$])")
 
 
-def _plain(text: str) -> str:
-    """``text`` for a Markdown label (progress text, metric), shown as typed, never as markup."""
-    return _MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
+# A URL or www. address, which Markdown turns into a link even with its specials escaped.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|www)(?=[:.])")
+
+
+def escape_markdown(text: str) -> str:
+    r"""``text`` for a place that renders Markdown (a caption, a progress label), shown as typed.
+
+    No markup, no image fetched, no link made (a zero-width space after ``http`` or
+    ``www`` stops autolinking), and control characters and bidi overrides shown as
+    escapes (``\u202e``) so they cannot reverse what follows.
+
+    Examples:
+        >>> escape_markdown("![t](http://x/i.png) *b*")
+        '\\!\\[t\\]\\(http\u200b\\://x/i\\.png\\) \\*b\\*'
+    """
+    text = printable(" ".join(text.split()))
+    text = _AUTOLINK.sub("\\1\u200b", text)
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
+_plain = escape_markdown  # the label helper's old name, used below
 
 
 # Markdown colour names nearest to display.STATUS_COLOURS (labels take names, not hex).
@@ -408,7 +428,8 @@ def health_panel(health: CacheHealth) -> None:
             hide_index=True,
         )
     if health.last_error:
-        st.error(health.last_error)
+        st.error("The cache reports an error:", icon="⚠️")
+        st.code(printable(health.last_error), language=None, wrap_lines=True)  # never markup
 
 
 def finished_over_time(

@@ -13,31 +13,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 
 from statusbridge.cache import BatchSummary
-from statusbridge.display import floor_share, job_share, percent, short_id
+from statusbridge.display import floor_share, job_share, percent, printable, short_id
 from statusbridge.record import BatchJob
 
 __all__ = ["age", "bar", "invalid_lines", "job_table", "json_text", "printable", "summary_line"]
 
-# C0 and C1 controls and DEL (ESC starts terminal escape sequences; BEL, backspace,
-# carriage return rewrite what is shown), and the invisible marks and overrides that
-# reorder text (U+061C, U+200E/F, U+202A-202E, U+2066-2069), and U+2028/2029.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
 # In json's output C0 controls are escaped already; its only raw ones are the indent's newlines.
 _UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    r"""``text`` with every control character and bidi override shown as an escape.
-
-    >>> print(printable("red\x1b[31m bell\x07 \u202eevil"))
-    red\x1b[31m bell\x07 \u202eevil
-    """
-    return _UNSAFE.sub(_escape, text)
 
 
 def json_text(value: object) -> str:

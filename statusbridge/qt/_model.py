@@ -17,6 +17,7 @@ The hand-over, step by step:
 
 from __future__ import annotations
 
+import html
 import itertools
 import logging
 import math
@@ -50,6 +51,7 @@ from statusbridge.display import (
     format_duration,
     job_share,
     percent,
+    printable,
     short_id,
     state_label,
 )
@@ -63,6 +65,14 @@ logger = logging.getLogger(__name__)
 
 _Index = QModelIndex | QPersistentModelIndex
 _ROOT = QModelIndex()
+
+
+def _plain_tooltip(text: str) -> str:
+    """A tooltip that shows ``text`` as typed: Qt renders a tooltip that looks like HTML as
+    rich text (a fake heading, an image loaded from disk), so the text is escaped inside
+    rich text of our own, and control characters and bidi overrides are shown as escapes."""
+    escaped = "<br>".join(html.escape(printable(line)) for line in text.split("\n"))
+    return f"<p style='white-space:pre-wrap'>{escaped}</p>"
 
 
 class Column(IntEnum):
@@ -348,13 +358,14 @@ class JobTableModel(QAbstractTableModel):
 
     @staticmethod
     def _tooltip(job: BatchJob, column: Column) -> str | None:
+        text = None
         if column is Column.MESSAGE:
-            return (job.error_message or job.message) or None
-        if column is Column.STATE and job.owner:
-            return f"{job.status.value}, worker {job.owner}"
-        if column is Column.JOB:
-            return job.id
-        return None
+            text = (job.error_message or job.message) or None
+        elif column is Column.STATE and job.owner:
+            text = f"{job.status.value}, worker {job.owner}"
+        elif column is Column.JOB:
+            text = job.id
+        return None if text is None else _plain_tooltip(text)
 
     # -- updates (GUI thread) --------------------------------------------------------
     @Slot()

@@ -42,6 +42,7 @@ from statusbridge.jobs import request_cancel
 from statusbridge.qt._model import Column, JobTableModel
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
+from statusbridge.store._location import location_text
 
 __all__ = ["JobMonitor", "ProgressDelegate"]
 
@@ -186,7 +187,8 @@ class JobMonitor(QWidget):
         self._cache = cache if cache is not None else StatusCache(location)
         self._store: StatusStore | None = None
         self._released = False
-        self.setWindowTitle(f"statusbridge — {os.fspath(location)}")
+        self._shown_location = location_text(location)  # a URL's password never shown
+        self.setWindowTitle(f"statusbridge — {self._shown_location}")
         self.resize(1080, 460)
 
         self.model = JobTableModel(self._cache, parent=self, max_refresh_rate=max_refresh_rate)
@@ -227,6 +229,7 @@ class JobMonitor(QWidget):
         # The counts get a line of their own, wrapped if they must: squeezed beside the bar
         # they were cut ("13 cancellec") and ran under it.
         self.summary_label = QLabel(self)
+        self.summary_label.setTextFormat(Qt.TextFormat.PlainText)  # never job text as markup
         self.summary_label.setWordWrap(True)
         self.summary_label.setSizePolicy(
             QSizePolicy.Policy.Ignored, QSizePolicy.Policy.MinimumExpanding
@@ -240,8 +243,10 @@ class JobMonitor(QWidget):
         palette.setColor(QPalette.ColorRole.Highlight, done)
         self.overall.setPalette(palette)
         self.overall_label = QLabel(self)
+        self.overall_label.setTextFormat(Qt.TextFormat.PlainText)
         self.overall_label.setMinimumWidth(self.fontMetrics().horizontalAdvance("100%") + 4)
         self.status_label = QLabel(self)
+        self.status_label.setTextFormat(Qt.TextFormat.PlainText)
         self.status_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.cancel_action = QAction("Cancel selected", self)
@@ -308,7 +313,7 @@ class JobMonitor(QWidget):
                 self._store = StatusStore(self._location)
             asked = [job.id for job in jobs if request_cancel(self._store, job.id)]
         except (StatusBridgeError, OSError, ValueError) as exc:
-            logger.warning("statusbridge: cancel failed in %s: %s", self._location, exc)
+            logger.warning("statusbridge: cancel failed in %s: %s", self._shown_location, exc)
             self._say(f"Cannot cancel: {exc}", error=True)
             return 0
         shown = ", ".join(asked[:3]) + (" …" if len(asked) > 3 else "")

@@ -789,3 +789,26 @@ def test_the_header_counts_are_never_cut_nor_under_the_bar(
     assert monitor.grab().save(str(path))
     print(f"screenshot: {path}")
     monitor.close()
+
+
+def test_tooltips_and_labels_show_job_text_as_typed(
+    qtbot: Any, store: FolderStore, cache: Any
+) -> None:
+    """Issue 26, item 8: a tooltip that looked like HTML was rendered (a fake green heading,
+    an image loaded from disk); now it is escaped, and the labels are plain text."""
+    hostile = "<h1 style='color:green'>ALL JOBS OK</h1><img src='/etc/x.png'>\u202eevil\nline 2"
+    store.update("evil", batch_id="b", status="failed", error_message=hostile)
+    model = JobTableModel(cache)
+    qtbot.waitUntil(lambda: model.row_of("evil") is not None, timeout=WAIT_MS)
+    row = model.row_of("evil")
+    assert row is not None
+    tip = model.index(row, Column.MESSAGE).data(Qt.ItemDataRole.ToolTipRole)
+    assert "<h1" not in tip and "<img" not in tip and "\u202e" not in tip
+    assert "&lt;h1 style=&#x27;color:green&#x27;&gt;ALL JOBS OK" in tip
+    assert "\\u202eevil<br>line 2" in tip
+    model.close()
+    monitor = JobMonitor(store.directory, cache=cache)
+    qtbot.addWidget(monitor)
+    for label in (monitor.summary_label, monitor.overall_label, monitor.status_label):
+        assert label.textFormat() is Qt.TextFormat.PlainText
+    monitor.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -646,3 +647,37 @@ def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(tmp_path:
         finally:
             ws.close()
     assert "Traceback" not in log.read_text()
+
+
+HOSTILE = "![t](http://127.0.0.1:9/md-image.png) <img src=x> **b** \u202eevil"
+
+
+def test_job_text_is_never_markup(folders: tuple[Path, Path]) -> None:
+    """A batch name and a message from a record reach the page as text (issue 26, item 8).
+
+    Before: ``st.caption(str(summary))`` rendered the name's image markdown (the image was
+    fetched), and a U+202E reversed what followed it.
+    """
+    status_dir, batch_dir = folders
+    from statusbridge import BatchManager
+
+    with BatchManager(batch_dir, 1, status_dir) as manager:
+        batch = manager.create_custom_batch([{}], HOSTILE)
+    StatusStore(status_dir).update(
+        f"{batch}-0000", batch_id=batch, status="failed", error_message=HOSTILE
+    )
+    at = app()
+    shown = [e.value for kind in ("caption", "markdown") for e in at.get(kind)]
+    shown += [str(p.proto.text) for p in at.get("progress")]
+    assert any("md\\-image" in str(v) for v in shown), shown  # the name is on the page
+    for value in map(str, shown):
+        # Markdown shows an escaped character as typed: only unescaped markup would render.
+        assert not re.search(r"(?<!\\)(!\[|<img|\*\*b)", value), value
+        assert "\u202e" not in value and "http://" not in value, value  # no bidi, no autolink
+    assert sbst.escape_markdown(HOSTILE).count("\\!\\[") == 1
+
+
+def test_escape_markdown() -> None:
+    assert sbst.escape_markdown("a *b* [c](d)") == "a \\*b\\* \\[c\\]\\(d\\)"
+    assert "\u200b" in sbst.escape_markdown("see www.example.org")
+    assert sbst.escape_markdown("x\u202ey") == "x\\\\u202ey"
