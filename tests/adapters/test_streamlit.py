@@ -667,7 +667,7 @@ def test_job_text_is_never_markup(folders: tuple[Path, Path]) -> None:
         f"{batch}-0000", batch_id=batch, status="failed", error_message=HOSTILE
     )
     at = app()
-    shown = [e.value for kind in ("caption", "markdown") for e in at.get(kind)]
+    shown: list[Any] = [e.value for kind in ("caption", "markdown") for e in at.get(kind)]  # type: ignore[union-attr]
     shown += [str(p.proto.text) for p in at.get("progress")]
     assert any("md\\-image" in str(v) for v in shown), shown  # the name is on the page
     for value in map(str, shown):
