@@ -66,10 +66,12 @@ class FolderStore(StatusStore):
         durable: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
+        file_mode: int | None = 0o600,
+        dir_mode: int | None = 0o700,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        file_mode = 0o600 if file_mode is None else file_mode
+        dir_mode = 0o700 if dir_mode is None else dir_mode
         AT_LEAST_ONE.check("max_bytes", max_bytes)
         self._directory = Path(directory)
         self.durable = durable

@@ -59,12 +59,10 @@ class RedisStore(StatusStore):
         durable: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
         clock: Callable[[], datetime] = utc_now,
-        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        stream_maxlen: int | None = DEFAULT_STREAM_MAXLEN,
     ) -> None:
-        del file_mode, dir_mode  # folder permissions: nothing to apply on a server
+        stream_maxlen = DEFAULT_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen
         where = parse_location(directory)
         if not isinstance(where, RedisLocation):
             raise TypeError(f"not a redis:// location: {directory!r}")
