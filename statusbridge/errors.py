@@ -10,6 +10,7 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
      ├── UnsafeFolderError                    the folder's layout is unsafe to write through
      ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached
+     ├── UnusableDatabase     (OSError)       a sqlite:// file statusbridge cannot use
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -29,6 +30,7 @@ __all__ = [
     "StatusBridgeError",
     "UnknownJobError",
     "UnsafeFolderError",
+    "UnusableDatabase",
 ]
 
 
@@ -88,6 +90,20 @@ class BackendUnavailable(StatusBridgeError, ConnectionError):
     def __init__(self, message: str, location: str) -> None:
         self.location = location
         super().__init__(message)
+
+
+class UnusableDatabase(StatusBridgeError, OSError):
+    """The file of a ``sqlite://`` location is not SQLite, is corrupt, or has a newer schema.
+
+    ``path`` names the file; nothing was written to it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class JobCancelled(StatusBridgeError):

@@ -423,3 +423,14 @@ register_backend(
         requires=require_redis_client,
     )
 )
+register_backend(
+    Backend(
+        "sqlite",
+        ("sqlite",),
+        SqliteLocation,
+        _parse_sqlite,
+        store="statusbridge.store._sqlite:SqliteStore",
+        cache="statusbridge.cache._sqlite_cache:SqliteCache",
+        shelf="statusbridge.store._sqlite:SqliteShelf.open",
+    )
+)
