@@ -43,6 +43,10 @@ __all__ = ["SqliteCache"]
 logger = logging.getLogger(__name__)
 
 _NET_INTERVAL = 0.5  # seconds between data_version checks without any event
+# A writer's last write() to the -wal (the event) comes just before it publishes the commit
+# in the shared-memory index (no event): a wakeup that finds nothing new looks again after
+# these pauses, so that commit is seen at once instead of at the next safety-net check.
+_RECHECKS = (0.001, 0.004, 0.016)
 _READ_COUNT = 5000  # log entries read per step
 _WAKING = frozenset({"modified", "created", "moved", "deleted", "closed"})
 
@@ -139,6 +143,7 @@ class SqliteCache(StatusCache):
         self._next_reconcile = time.monotonic() + reconcile_interval
         self._next_check = time.monotonic() + _NET_INTERVAL
         self._readonly = False
+        self._rechecks: list[float] = []  # when to look again after an empty wakeup
         self._conn = self._connect()
         name = where.path.name
         self._handler = _Wakeup(
@@ -204,8 +209,8 @@ class SqliteCache(StatusCache):
     # -- the cache thread -----------------------------------------------------------
     def _seconds_to_next_step(self) -> float:
         pause = super()._seconds_to_next_step()
-        due = min(self._next_check, self._next_reconcile) - time.monotonic()
-        return max(pause, due, 0.0)
+        due = min(self._next_check, self._next_reconcile, *self._rechecks[:1])
+        return max(pause, due - time.monotonic(), 0.0)
 
     def _rescan_here(self) -> Snapshot:
         self._reload()
@@ -234,7 +239,12 @@ class SqliteCache(StatusCache):
             return
         version = self._conn_now().execute("PRAGMA data_version").fetchone()[0]
         if version == self._data_version:
+            if self._rechecks and now >= self._rechecks[0]:
+                self._rechecks.pop(0)
+            elif not self._rechecks:
+                self._rechecks = [now + pause for pause in _RECHECKS]
             return
+        self._rechecks = []
         self._data_version = version
         self._follow()
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache, summarize
-from statusbridge.cli import _metrics
+from statusbridge.cli import _copy, _metrics
 from statusbridge.cli._doctor import diagnose
 from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
@@ -177,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
     )
     _metrics.add_arguments(sub.add_parser("metrics", parents=[common], help=_metrics.HELP))
+    _copy.add_arguments(sub.add_parser("copy", help=_copy.HELP))
     return parser
 
 
@@ -243,6 +244,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _open_gui(args, out)
     if args.command == "metrics":
         return _serve_metrics(args, out)
+    if args.command == "copy":
+        return _copy.run(args, out)
     folder = _folder(args)
     store = StatusStore(folder)
     if args.command == "ls":

@@ -245,6 +245,22 @@ class FolderStore(StatusStore):
             self._known.clear()  # bounded; the next update of each reads its file again
         self._known[job.id] = (written_version(sig), job)
 
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are, each under its job's lock, unless already as new."""
+        written = 0
+        for job in jobs:
+            path = self.path_for(job.id)
+            with self._locks.hold(job.id, self.lock_timeout):
+                try:
+                    current, _sig = read_record_file(path, max_bytes=self.max_bytes)
+                except (FileNotFoundError, InvalidRecordError):
+                    current = None
+                if current is not None and current.seq >= job.seq:
+                    continue
+                self._write(path, job)
+                written += 1
+        return written
+
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
         path = self.path_for(job_id)

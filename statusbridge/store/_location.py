@@ -211,6 +211,13 @@ def backend_for(location: str | os.PathLike[str] | Location) -> tuple[Backend, L
             return backend, location  # type: ignore[return-value]
     if not is_url(location):
         assert not isinstance(location, (RedisLocation, SqliteLocation))
+        if isinstance(location, str):
+            scheme = location.partition(":")[0].lower()
+            if scheme in _BY_SCHEME and scheme != "file" and ":" in location:
+                raise ValueError(
+                    f"malformed status location {location!r}: a {scheme} URL starts "
+                    f"{scheme}:// (a folder named {scheme + ':'!r} would be a surprise)"
+                )
         return _BY_SCHEME["file"], Path(location)
     assert isinstance(location, str)
     try:

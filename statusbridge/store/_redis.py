@@ -12,20 +12,29 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
 import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout
-from statusbridge.record import AT_LEAST_ONE, BatchJob, BatchStatus, thaw, utc_now, validate_job_id
+from statusbridge.record import (
+    AT_LEAST_ONE,
+    BatchJob,
+    BatchStatus,
+    job_to_dict,
+    thaw,
+    utc_now,
+    validate_job_id,
+)
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._redis_schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
     LOAD_SCRIPT,
+    PUT_SCRIPT,
     READ_SCRIPT,
     WRITE_SCRIPT,
     Keys,
@@ -81,6 +90,7 @@ class RedisStore(StatusStore):
         self._delete_unchanged = self._client.register_script(DELETE_IF_UNCHANGED)
         self._load = self._client.register_script(LOAD_SCRIPT)
         self._read = self._client.register_script(READ_SCRIPT)
+        self._put = self._client.register_script(PUT_SCRIPT)
         # Per job: the fingerprint of the hash this store last wrote, and its record.
         self._known: dict[str, tuple[bytes, BatchJob]] = {}
 
@@ -285,6 +295,28 @@ class RedisStore(StatusStore):
             if name not in fields and getattr(expected, name) != getattr(known[1], name):
                 rest += [name, when]  # set by the status (see merged); fields hold expected's
         return [*head, known[0], len(pairs), *pairs, *rest]
+
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are (one PUT_SCRIPT call each), unless already as new."""
+        written = 0
+        for job in jobs:
+            validate_job_id(job.id)
+            doc = job_to_dict(job)
+            pairs: list[str] = []
+            for name, value in doc.items():
+                if name == "schema":
+                    continue
+                if name == "meta":
+                    for key, item in value.items():
+                        pairs += [f"m:{_json(key)}", _json(item)]
+                else:
+                    pairs += [name, _json(value)]
+            keys = self.keys.writes(job.id)
+            args: list[str | int] = [job.id, self.stream_maxlen, job.seq, *pairs]
+            done = translated(self.where, lambda: self._put(keys=keys, args=args))  # noqa: B023
+            self._known.pop(job.id, None)
+            written += int(done)
+        return written
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from statusbridge.errors import LockTimeout
 from statusbridge.store._atomic import write_atomic
-from statusbridge.store._location import backend_for
+from statusbridge.store._location import Location, backend_for
 from statusbridge.store._locks import StripedLocks
 
 __all__ = ["FolderShelf", "Shelf", "open_shelf"]
@@ -133,7 +133,7 @@ class FolderShelf:
         self._locks.close()
 
 
-def open_shelf(location: str | os.PathLike[str], *, create: bool = True) -> Shelf:
+def open_shelf(location: str | os.PathLike[str] | Location, *, create: bool = True) -> Shelf:
     """The shelf at ``location``: a folder (made if missing, with ``create``) or a URL."""
     backend, where = backend_for(location)
     opened: Shelf = backend.load("shelf")(where, create=create)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -76,6 +77,8 @@ COMMIT;
 """
 
 
+_TRIM_EVERY = 64  # a store trims the change log at every this many writes (and at deletes)
+_KNOWN_MAX = 4096  # jobs whose last document a store keeps (see SqliteStore.modify)
 _URI_MODES = {"rw": "?mode=rw", "ro": "?mode=ro", "immutable": "?immutable=1"}
 
 
@@ -318,6 +321,12 @@ class SqliteStore(StatusStore):
             file_mode=0o600 if file_mode is None else file_mode,
         )
         self.lock_timeout = lock_timeout  # validated by the property, then given to SQLite
+        # Per job: the document this store last wrote or read, and its record. A write
+        # that finds the same text in the row skips decoding it (used under the db lock).
+        self._known: dict[str, tuple[str, BatchJob]] = {}
+        # The log is trimmed at every _TRIM_EVERY-th write of this store, counted from a
+        # random start: many short-lived writers still trim it, one write in _TRIM_EVERY.
+        self._writes = random.randrange(_TRIM_EVERY)
 
     @property
     def lock_timeout(self) -> float:
@@ -400,7 +409,10 @@ class SqliteStore(StatusStore):
         with self._db.writing(f"job {job_id!r}") as conn:
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
             current = None
-            if row is not None:
+            known = self._known.get(job_id)
+            if row is not None and known is not None and known[0] == row[0]:
+                current = known[1]
+            elif row is not None:
                 try:
                     current = decode_row(job_id, row[0])
                 except InvalidRecordError as exc:
@@ -424,11 +436,20 @@ class SqliteStore(StatusStore):
                 conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
             else:
                 conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (text, job_id))
-            self._trim(conn)
+            self._writes += 1
+            if self._writes % _TRIM_EVERY == 0:
+                self._trim(conn)
+        if len(self._known) >= _KNOWN_MAX:
+            self._known.clear()  # bounded; the next update of each decodes its row again
+        self._known[job_id] = (text, job)
         return job
 
     def _trim(self, conn: sqlite3.Connection) -> None:
-        """Keep the last ``log_keep`` entries of the change log (called in a write)."""
+        """Keep the last ``log_keep`` entries of the change log (called in a write).
+
+        Run at every ``_TRIM_EVERY``-th write of a store, so the log may hold up to
+        that many entries more per writing store; a cache never misses one for it.
+        """
         cur = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
         last = 0 if cur is None else int(cur[0])
         if last > self.log_keep:
@@ -437,6 +458,7 @@ class SqliteStore(StatusStore):
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""
         validate_job_id(job_id)
+        self._known.pop(job_id, None)
         with self._db.writing(f"job {job_id!r}") as conn:
             removed = conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount
             self._trim(conn)

@@ -148,6 +148,14 @@ class StatusStore:
     def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
         raise NotImplementedError
 
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are (``seq`` and times included); how many were written.
+
+        For copying between locations (``statusbridge copy``): a record already here
+        with this ``seq`` or a newer one is left alone, so copying twice changes nothing.
+        """
+        raise NotImplementedError
+
     def _after_cleanup(self) -> None:
         """Backend housekeeping after a cleanup (the folder sweeps stale temp files)."""
 

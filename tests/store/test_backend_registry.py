@@ -49,9 +49,14 @@ def test_sqlite_urls_follow_sqlalchemy(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_signatures_show_the_real_options() -> None:
     store = inspect.signature(StatusStore).parameters
-    assert {"durable", "max_bytes", "lock_timeout", "file_mode", "stream_maxlen", "log_keep"} <= set(
-        store
-    )
+    assert {
+        "durable",
+        "max_bytes",
+        "lock_timeout",
+        "file_mode",
+        "stream_maxlen",
+        "log_keep",
+    } <= set(store)
     cache = inspect.signature(StatusCache).parameters
     assert {"reconcile_interval", "polling", "poll_interval", "max_bytes"} <= set(cache)
     assert "args" not in store and "kw" not in store and "kw" not in cache
@@ -99,9 +104,9 @@ def test_base_classes_never_import_their_backends() -> None:
     }  # fmt: skip
     for core in ("store/_store.py", "cache/_cache.py", "store/_location.py", "store/_shelf.py"):
         tree = ast.parse((PACKAGE / core).read_text())
-        imported = {
-            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-        } | {a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names}
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
+            a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+        }
         assert not imported & backends, f"{core} imports {imported & backends}"
 
 
@@ -125,5 +130,8 @@ def test_batch_location_and_the_deprecated_batch_dir(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/s.db"
     with BatchManager(status_dir=url) as manager:
         assert manager.batch_location == url
-        with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="not in a folder"):
+        with (
+            pytest.warns(DeprecationWarning, match="batch_location"),
+            pytest.raises(ValueError, match="not in a folder"),
+        ):
             manager.batch_dir  # noqa: B018
