@@ -11,14 +11,19 @@ module imports no backend, a location never imports another backend's client
 library, and the base classes (``StatusStore``, ``StatusCache``) open a backend
 through here without importing their subclasses.
 
-Layout of the backends' code: one module per backend and per layer, named after
-the backend (``store/_folder.py``, ``store/_redis.py``, ``store/_sqlite.py``;
-``cache/_folder_cache.py``, ``cache/_redis_cache.py``, ``cache/_sqlite_cache.py``),
-not one folder per backend holding both sides: the store layer must stay
-importable without the cache layer (``tests/test_layers.py``), which a folder
-holding both would break, and existing modules stay where other work imports
-them. Someone adding a fourth backend writes its store, cache and shelf modules
-and one registration here.
+Layout of the backends' code: per layer, one folder per backend
+(``store/<backend>/`` and ``cache/<backend>/``: ``store/sqlite/``, ``cache/sqlite/``),
+not one folder per backend holding both sides. The layers are the architecture:
+the store side must stay importable without the cache side (``tests/test_layers.py``),
+and a folder holding both would sit in neither layer. A backend's folder holds its
+private modules; its ``__init__`` names what the registration below points at.
+Someone adding a fourth backend writes ``store/<name>/`` and ``cache/<name>/`` and
+one registration here, nothing else. The two older backends still sit as flat
+modules (``store/_folder.py``, ``store/_redis.py``, ``store/_redis_schema.py``,
+``store/_redis_shelf.py``, ``cache/_folder_cache.py``, ``cache/_redis_cache.py``):
+their move into ``store/folder/``, ``store/redis/``, ``cache/folder/``,
+``cache/redis/`` is mechanical (the registry names them in one place) and waits
+until other work on ``store/__init__.py`` and ``cache/__init__.py`` has landed.
 """
 
 from __future__ import annotations
@@ -436,8 +441,8 @@ register_backend(
         ("sqlite",),
         SqliteLocation,
         _parse_sqlite,
-        store="statusbridge.store._sqlite:SqliteStore",
-        cache="statusbridge.cache._sqlite_cache:SqliteCache",
-        shelf="statusbridge.store._sqlite:SqliteShelf.open",
+        store="statusbridge.store.sqlite:SqliteStore",
+        cache="statusbridge.cache.sqlite:SqliteCache",
+        shelf="statusbridge.store.sqlite:SqliteShelf.open",
     )
 )

@@ -98,9 +98,10 @@ def test_a_backend_class_called_directly_refuses_the_same() -> None:
 def test_base_classes_never_import_their_backends() -> None:
     """No module-level import of a backend by store/_store.py, cache/_cache.py or the registry."""
     backends = {
-        "statusbridge.store._folder", "statusbridge.store._redis", "statusbridge.store._sqlite",
+        "statusbridge.store._folder", "statusbridge.store._redis", "statusbridge.store.sqlite",
         "statusbridge.cache._folder_cache", "statusbridge.cache._redis_cache",
-        "statusbridge.cache._sqlite_cache",
+        "statusbridge.cache.sqlite", "statusbridge.store.sqlite._store",
+        "statusbridge.cache.sqlite._cache",
     }  # fmt: skip
     for core in ("store/_store.py", "cache/_cache.py", "store/_location.py", "store/_shelf.py"):
         tree = ast.parse((PACKAGE / core).read_text())
@@ -115,7 +116,7 @@ def test_a_folder_location_imports_no_other_backend() -> None:
         "import sys, tempfile; from statusbridge import StatusStore, StatusCache; "
         "d = tempfile.mkdtemp(); StatusStore(d).update('a'); StatusCache(d).close(); "
         "loaded = {m for m in sys.modules if m.startswith('statusbridge.') and "
-        "('_sqlite' in m or '_redis' in m)}; assert not loaded, loaded; "
+        "('sqlite' in m or '_redis' in m)}; assert not loaded, loaded; "
         "assert 'sqlite3' not in sys.modules and 'redis' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -36,7 +36,7 @@ from statusbridge.errors import InvalidRecordError
 from statusbridge.record import POSITIVE, BatchJob
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import SqliteLocation, parse_location
-from statusbridge.store._sqlite import decode_row, load, open_database
+from statusbridge.store.sqlite import decode_row, load, open_database
 
 __all__ = ["SqliteCache"]
 
