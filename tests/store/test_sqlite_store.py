@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -143,3 +145,35 @@ def test_batch_definitions_live_in_the_same_database(url: str) -> None:
         assert shelf.get("b1") is None
     finally:
         shelf.close()
+
+
+def test_dropped_stores_and_caches_release_threads_and_database_descriptors(
+    url: str, db: Path
+) -> None:
+    """Descriptors on the database's files and threads come back; the inotify instance of a
+    dropped observer is watchdog's to close (the folder cache's test counts those)."""
+
+    def database_fds() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            count += target.startswith(str(db))
+        return count
+
+    StatusStore(url).update("a")
+    StatusCache(url).close()  # warm up (imports, watchdog's module state)
+    gc.collect()
+    threads = threading.active_count()
+    for _ in range(50):
+        store = StatusStore(url)
+        store.update("a", progress=0.5)
+        cache = StatusCache(url)
+        assert cache.get("a") is not None
+        assert database_fds() > 0
+        del store, cache  # never closed
+    gc.collect()
+    wait_until(lambda: database_fds() == 0 and threading.active_count() <= threads, 60,
+               "database descriptors and threads released")  # fmt: skip
