@@ -177,3 +177,19 @@ def test_dropped_stores_and_caches_release_threads_and_database_descriptors(
     gc.collect()
     wait_until(lambda: database_fds() == 0 and threading.active_count() <= threads, 60,
                "database descriptors and threads released")  # fmt: skip
+
+
+def test_a_database_replaced_under_a_cache_is_reloaded(url: str, db: Path, tmp_path: Path) -> None:
+    """The SQLite form of 'a server restarted empty': another file now has the name."""
+    other = f"sqlite:///{tmp_path}/other.db"
+    with StatusStore(other) as store:
+        store.update("new")
+    with StatusStore(url) as store, StatusCache(url) as cache:
+        store.update("old")
+        wait_until(lambda: "old" in cache.snapshot(), 10, "the first write")
+        store.close()
+        os.replace(tmp_path / "other.db", db)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        wait_until(lambda: sorted(cache.snapshot()) == ["new"], 10, "the other file's jobs")
+        assert "database file replaced" in (cache.health().backend_note or "")

@@ -107,9 +107,10 @@ def test_a_stopped_cache_finds_the_log_trimmed_past_it_and_reloads(tmp_path: Pat
             return doc if "while-stopped-29" in ids and "before" not in ids else None
 
         doc = wait_until(caught_up, 30, "the follower to reload")
+        assert doc is not None
         assert doc["reloads"] == 1
         assert "trimmed past position" in str(doc["note"])
-        assert len(doc["ids"]) == 30  # type: ignore[arg-type]
+        assert len(doc["ids"]) == 30  # type: ignore[arg-type]  # (a list: caught_up checked)
     finally:
         follower.send_signal(signal.SIGCONT)
         follower.kill()
@@ -165,7 +166,7 @@ def test_batch_manager_end_to_end_with_a_process_pool(tmp_path: Path) -> None:
             lambda: (s := manager.get_batch_status(batch_id)) and s.state == "completed" and s,
             90, "the batch to finish",
         )  # fmt: skip
-        assert summary.counts[BatchStatus.COMPLETED] == 8
+        assert summary and summary.counts[BatchStatus.COMPLETED] == 8
         results = sorted(j.result for j in manager.get_batch_jobs(batch_id))
         assert results == [i * i for i in range(8)]
     assert os.listdir(tmp_path) == ["status.db"] or set(os.listdir(tmp_path)) <= {
@@ -225,6 +226,7 @@ def test_every_cli_command_and_metrics_on_a_sqlite_url(tmp_path: Path) -> None:
             return text if 'statusbridge_jobs{status="failed"} 1.0' in text else None
 
         text = wait_until(scraped, 30, "the late failure in /metrics")
+        assert text is not None
         assert 'statusbridge_jobs{status="running"} 1.0' in text
     finally:
         server.send_signal(signal.SIGINT)

@@ -28,7 +28,7 @@ def url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     yield location
     sys.modules["__main__"] = main  # AppTest leaves the script as __main__
     for executor in ("thread", "process"):
-        sbst.get_manager(location, location, executor=executor).shutdown(wait=True)  # type: ignore[arg-type]
+        sbst.get_manager(location, location, executor=executor).shutdown(wait=True)
     sbst.get_cache(location).close()
     st.cache_resource.clear()
 
