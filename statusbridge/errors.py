@@ -7,10 +7,10 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
     StatusBridgeError
      ├── InvalidRecordError   (ValueError)    a status document that cannot be decoded
      ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
+     ├── UnusableDatabase     (OSError)       a sqlite:// file statusbridge cannot use
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
      ├── UnsafeFolderError                    the folder's layout is unsafe to write through
      ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached
-     ├── UnusableDatabase     (OSError)       a sqlite:// file statusbridge cannot use
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -92,6 +92,10 @@ class BackendUnavailable(StatusBridgeError, ConnectionError):
         super().__init__(message)
 
 
+class JobCancelled(StatusBridgeError):
+    """Raised by ``report_progress`` inside a job once its cancellation was requested."""
+
+
 class UnusableDatabase(StatusBridgeError, OSError):
     """The file of a ``sqlite://`` location is not SQLite, is corrupt, or has a newer schema.
 
@@ -104,7 +108,3 @@ class UnusableDatabase(StatusBridgeError, OSError):
 
     def __str__(self) -> str:
         return str(self.args[0])
-
-
-class JobCancelled(StatusBridgeError):
-    """Raised by ``report_progress`` inside a job once its cancellation was requested."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache, summarize
-from statusbridge.cli import _copy, _metrics
+from statusbridge.cli import _metrics
 from statusbridge.cli._doctor import diagnose
 from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
@@ -177,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
     )
     _metrics.add_arguments(sub.add_parser("metrics", parents=[common], help=_metrics.HELP))
+    from statusbridge.cli import _copy  # (here, not at the top: no store code at import)
+
     _copy.add_arguments(sub.add_parser("copy", help=_copy.HELP))
     return parser
 
@@ -245,6 +247,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "metrics":
         return _serve_metrics(args, out)
     if args.command == "copy":
+        from statusbridge.cli import _copy
+
         return _copy.run(args, out)
     folder = _folder(args)
     store = StatusStore(folder)

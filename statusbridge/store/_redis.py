@@ -19,15 +19,7 @@ from typing import Any
 import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout
-from statusbridge.record import (
-    AT_LEAST_ONE,
-    BatchJob,
-    BatchStatus,
-    job_to_dict,
-    thaw,
-    utc_now,
-    validate_job_id,
-)
+from statusbridge.record import AT_LEAST_ONE, BatchJob, BatchStatus, thaw, utc_now, validate_job_id
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._redis_schema import (
@@ -298,6 +290,8 @@ class RedisStore(StatusStore):
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are (one PUT_SCRIPT call each), unless already as new."""
+        from statusbridge.record._codec import job_to_dict  # (copying only)
+
         written = 0
         for job in jobs:
             validate_job_id(job.id)

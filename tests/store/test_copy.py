@@ -7,7 +7,7 @@ from pathlib import Path
 
 from statusbridge import BatchManager, StatusStore
 from statusbridge.cli import main
-from statusbridge.store import open_shelf
+from statusbridge.store._shelf import open_shelf
 
 
 def test_folder_to_sqlite_to_redis_and_back_keeps_seq(tmp_path: Path, redis_url: str) -> None:

@@ -16,7 +16,7 @@ from conftest import wait_until
 
 from statusbridge import BatchStatus, LockTimeout, StatusCache, StatusStore
 from statusbridge.errors import UnusableDatabase
-from statusbridge.store import open_shelf
+from statusbridge.store._shelf import open_shelf
 
 
 @pytest.fixture

@@ -33,7 +33,8 @@ from watchdog.observers.polling import PollingObserver
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import POSITIVE, BatchJob
+from statusbridge.record import BatchJob
+from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database

@@ -32,6 +32,7 @@ import os
 import random
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
@@ -39,14 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError, LockTimeout, UnusableDatabase
-from statusbridge.record import (
-    AT_LEAST_ONE,
-    BatchJob,
-    decode_job,
-    encode_job,
-    utc_now,
-    validate_job_id,
-)
+from statusbridge.record import BatchJob, decode_job, encode_job, validate_job_id
+from statusbridge.record._model import utc_now
+from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store._store import ScanReport, StatusStore, merged
@@ -177,6 +173,20 @@ def _prepare(
         raise sqlite3.DatabaseError("its tables are not statusbridge's (jobs, changes, batches)")
 
 
+_OPEN: weakref.WeakSet[_Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A lock held by another thread at fork time stays held in the child forever; the
+    # connection is not carried over either (connection() reopens it by pid).
+    for database in list(_OPEN):
+        database.lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class _Database:
     """One connection and the lock it is used under; reopened after fork or close."""
 
@@ -198,6 +208,7 @@ class _Database:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self.readonly = False
+        _OPEN.add(self)
 
     def connection(self) -> sqlite3.Connection:
         """Called holding ``lock``."""
