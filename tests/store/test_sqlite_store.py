@@ -193,3 +193,14 @@ def test_a_database_replaced_under_a_cache_is_reloaded(url: str, db: Path, tmp_p
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         wait_until(lambda: sorted(cache.snapshot()) == ["new"], 10, "the other file's jobs")
         assert "database file replaced" in (cache.health().backend_note or "")
+
+
+def test_a_store_whose_database_was_deleted_writes_to_the_new_one(url: str, db: Path) -> None:
+    """Never into the unlinked file another process can no longer see."""
+    with StatusStore(url) as store:
+        store.update("before")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        store.update("after")
+        with StatusStore(url) as fresh:
+            assert sorted(fresh.scan()) == ["after"]

@@ -207,18 +207,39 @@ class _Database:
         self.lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
+        self._identity: tuple[int, int] | None = None
         self.readonly = False
         _OPEN.add(self)
 
     def connection(self) -> sqlite3.Connection:
-        """Called holding ``lock``."""
-        if self._conn is None or self._pid != os.getpid():
-            # A connection inherited through fork is dropped, never closed or used here.
-            self._conn, self.readonly = open_database(
-                self.where, create=True, timeout=self.timeout, durable=self.durable,
-                dir_mode=self.dir_mode, file_mode=self.file_mode,
-            )  # fmt: skip
-            self._pid = os.getpid()
+        """Called holding ``lock``.
+
+        Also when the file at the path is no longer the one open (deleted, or replaced
+        by another): writes must go where every other process looks, never into an
+        unlinked file. One stat per use.
+        """
+        if self._conn is not None and self._pid == os.getpid():
+            try:
+                st = os.stat(self.where.path)
+                same = (st.st_dev, st.st_ino) == self._identity
+            except OSError:
+                same = False
+            if same:
+                return self._conn
+            logger.info("statusbridge: %s is another file now; reopening", self.where.path)
+            self._conn.close()
+            self._conn = None
+        # A connection inherited through fork is dropped, never closed or used here.
+        self._conn, self.readonly = open_database(
+            self.where, create=True, timeout=self.timeout, durable=self.durable,
+            dir_mode=self.dir_mode, file_mode=self.file_mode,
+        )  # fmt: skip
+        self._pid = os.getpid()
+        try:
+            st = os.stat(self.where.path)
+            self._identity = (st.st_dev, st.st_ino)
+        except OSError:
+            self._identity = None
         return self._conn
 
     def set_timeout(self, timeout: float) -> None:
