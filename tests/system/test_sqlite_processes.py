@@ -204,7 +204,10 @@ def test_every_cli_command_and_metrics_on_a_sqlite_url(tmp_path: Path) -> None:
     assert sorted(store.scan()) == ["a"]
     doctor = cli("doctor", "--dir", url)
     assert "sqlite backend" in doctor.stdout, doctor.stdout
-    simulated = cli("simulate", "--jobs", "2", "--duration", "0.2", "--dir", url)
+    # --fail-rate 0: /metrics below counts exactly one failed job.
+    simulated = cli(
+        "simulate", "--jobs", "2", "--duration", "0.2", "--fail-rate", "0", "--dir", url
+    )
     assert simulated.returncode == 0, simulated.stderr
     assert len(store.scan()) == 3
     assert os.listdir(work) == []  # nothing made in the working directory
