@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--only",
-        choices=["render", "latency", "write", "scale", "redis", *PERF_PARTS],
+        choices=["render", "latency", "write", "scale", "redis", "sqlite", *PERF_PARTS],
         help="run one part (results go to results-<part>.*)",
     )
     args = parser.parse_args(argv)
@@ -641,6 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.redis_backend import bench_redis
 
         bench_redis(report, quick=q)
+    if want("sqlite"):
+        from bench.sqlite_backend import bench_sqlite
+
+        bench_sqlite(report, quick=q)
     if args.only is None or args.only in PERF_PARTS:
         from bench import perf  # imports this module
 

@@ -7,6 +7,7 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
     StatusBridgeError
      ├── InvalidRecordError   (ValueError)    a status document that cannot be decoded
      ├── LockTimeout          (TimeoutError)  a job's write lock was not had in time
+     ├── UnusableDatabase     (OSError)       a sqlite:// file statusbridge cannot use
      ├── UnknownJobError      (KeyError)      an operation names a job that does not exist
      ├── UnsafeFolderError                    the folder's layout is unsafe to write through
      ├── BackendUnavailable   (ConnectionError) the server behind a URL location cannot be reached,
@@ -33,6 +34,7 @@ __all__ = [
     "StatusBridgeError",
     "UnknownJobError",
     "UnsafeFolderError",
+    "UnusableDatabase",
 ]
 
 
@@ -111,3 +113,17 @@ class BackendRefused(StatusBridgeError, PermissionError):
 
 class JobCancelled(StatusBridgeError):
     """Raised by ``report_progress`` inside a job once its cancellation was requested."""
+
+
+class UnusableDatabase(StatusBridgeError, OSError):
+    """The file of a ``sqlite://`` location is not SQLite, is corrupt, or has a newer schema.
+
+    ``path`` names the file; nothing was written to it.
+    """
+
+    def __init__(self, message: str, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return str(self.args[0])

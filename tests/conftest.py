@@ -66,6 +66,7 @@ _prefixes = itertools.count(1)
 BACKENDS = [
     pytest.param("folder", id="folder"),
     pytest.param("redis", id="redis", marks=pytest.mark.slow),
+    pytest.param("sqlite", id="sqlite"),
 ]
 
 
@@ -74,6 +75,8 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a StatusStore keeps records, once per backend: a folder, or a URL on a real server."""
     if request.param == "folder":
         return str(tmp_path / "batch_status")
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/status.db"  # tmp_path is absolute: four slashes
     url: str = request.getfixturevalue("redis_url")
     return url
 
@@ -81,7 +84,7 @@ def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def batch_locations(location: str, tmp_path: Path) -> tuple[str, str]:
     """(batch_dir, status_dir) of a BatchManager: two folders, or the same URL for both."""
-    if location.startswith(("redis://", "rediss://")):
+    if location.startswith(("redis://", "rediss://", "sqlite://")):
         return location, location
     return str(tmp_path / "batches"), location
 

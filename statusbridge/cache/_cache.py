@@ -1,10 +1,21 @@
 """StatusCache: the read side. Keeps an immutable Snapshot current from a backend's changes.
 
-``StatusCache(location)`` opens the backend the location names: a folder gives a
-``FolderCache`` (file-system events, ``_folder_cache``), a ``redis://`` URL a
-``RedisCache`` (initial load + change stream, ``_redis_cache``). A backend only
-finds out what changed and calls ``_publish``; what every backend shares lives
-here: the snapshot swap, ``wait_for_change``, ``subscribe`` and the health counters.
+``StatusCache(location)`` opens the backend the location names (the registry,
+``store._location.backend_for``): a folder gives a ``FolderCache`` (file-system
+events, ``_folder_cache``), a ``sqlite://`` URL a ``SqliteCache`` (initial load +
+change log, ``cache/sqlite/``), a ``redis://`` URL a ``RedisCache`` (initial load +
+change stream, ``_redis_cache``). This module imports none of them.
+
+What every backend shares lives here: the snapshot swap, ``wait_for_change``,
+``subscribe``, the health counters, and the cache thread's life (``_Life``,
+``_run``, ``rescan()``, ``close()``). A backend supplies only its ``_advance``
+(one step: find out what changed, ``_publish`` it), ``_rescan_here`` (a full
+reload), ``_release`` (its observer, connections) and ``health()``.
+
+Ownership: neither the cache thread nor a backend's own threads hold a strong
+reference to the cache (the thread holds a weak one between steps). A cache
+dropped without ``close()`` is collected, and its finalizer makes the cache
+thread release what the backend left in ``_Life.resources`` and end.
 """
 
 from __future__ import annotations
@@ -12,15 +23,16 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol
 
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.record import BatchJob
-from statusbridge.store import DEFAULT_MAX_BYTES
-from statusbridge.store._location import RedisLocation, parse_location, require_redis_client
+from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -52,6 +64,84 @@ class CacheHealth:
     watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
 
 
+class Releasable(Protocol):
+    def close(self) -> None: ...
+
+
+class _Life:
+    """What the cache thread and the finalizer share, so that neither keeps the cache alive.
+
+    ``resources`` (an observer, connections) are closed by whoever ends the cache:
+    ``close()``, or the cache thread as it ends after the cache was collected.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.wake = threading.Event()
+        self.lock = threading.Lock()  # guards resources and rescans_waiting
+        self.resources: dict[str, Releasable] = {}
+        self.rescans_waiting: list[Future[Snapshot]] = []
+
+    def end(self) -> None:
+        """Called by the finalizer of a cache nobody closed: the cache thread does the rest."""
+        self.closed = True
+        self.wake.set()
+
+    def hold(self, name: str, resource: Releasable | None) -> None:
+        """Keep ``resource`` under ``name`` (None: forget it); the one it replaces is not closed."""
+        with self.lock:
+            if resource is None:
+                self.resources.pop(name, None)
+            else:
+                self.resources[name] = resource
+
+    def release(self, name: str | None = None) -> None:
+        """Close one resource (or all of them) and forget it."""
+        with self.lock:
+            if name is None:
+                taken = list(self.resources.values())
+                self.resources.clear()
+            else:
+                one = self.resources.pop(name, None)
+                taken = [] if one is None else [one]
+        for resource in taken:
+            try:
+                resource.close()
+            except Exception:
+                logger.debug("statusbridge: releasing %r failed", resource, exc_info=True)
+
+    def take_rescans(self) -> list[Future[Snapshot]]:
+        with self.lock:
+            waiting, self.rescans_waiting = self.rescans_waiting, []
+        return waiting
+
+
+def _run(ref: weakref.ref[StatusCache], life: _Life) -> None:
+    """The cache thread. It holds the cache only while it works on it, never while waiting."""
+    try:
+        while not life.closed:
+            cache = ref()
+            if cache is None:
+                break
+            timeout = cache._seconds_to_next_step()
+            del cache
+            if timeout > 0:
+                life.wake.wait(timeout)
+            life.wake.clear()
+            if life.closed:
+                break
+            cache = ref()
+            if cache is None:
+                break
+            cache._step()
+            del cache
+    finally:
+        # After close() this finds nothing left to do; after the cache was collected
+        # unclosed, it releases the observer and connections (never from a finalizer,
+        # which may run on one of watchdog's own threads, where joining them would fail).
+        life.release()
+
+
 class StatusCache:
     """An immutable in-memory ``Snapshot`` of every job at a location, kept current.
 
@@ -62,36 +152,40 @@ class StatusCache:
 
     _snapshot: Snapshot
     _thread: threading.Thread
+    _life: _Life
+    reconcile_interval: float
 
     def __new__(
-        cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
+        cls,
+        directory: str | os.PathLike[str] | Location = "batch_status",
+        *,
+        reconcile_interval: float = 30.0,
+        polling: bool | None = None,
+        poll_interval: float | None = None,
+        max_bytes: int | None = None,
     ) -> StatusCache:
-        backend: type[StatusCache] = cls
-        if cls is StatusCache:
-            if isinstance(parse_location(directory), RedisLocation):
-                require_redis_client()
-                from statusbridge.cache._redis_cache import RedisCache
-
-                backend = RedisCache
-            else:
-                from statusbridge.cache._folder_cache import FolderCache
-
-                backend = FolderCache
-        return super().__new__(backend)
+        """Open the backend ``directory`` names; see ``__init__`` for the options."""
+        backend, _where = backend_for(directory)
+        opened: type[StatusCache] = backend.load("cache") if cls is StatusCache else cls
+        given = {"polling": polling, "poll_interval": poll_interval, "max_bytes": max_bytes}
+        check_options(backend.name, opened, given)
+        return super().__new__(opened)
 
     def __init__(
         self,
-        directory: str | os.PathLike[str] = "batch_status",
+        directory: str | os.PathLike[str] | Location = "batch_status",
         *,
         reconcile_interval: float = 30.0,
-        polling: bool = False,
-        poll_interval: float = 1.0,
-        max_bytes: int = DEFAULT_MAX_BYTES,
+        polling: bool | None = None,
+        poll_interval: float | None = None,
+        max_bytes: int | None = None,
     ) -> None:  # pragma: no cover - replaced by every backend
-        """Every option of every backend, so that a type checker sees them all.
+        """Every option of every backend; a backend refuses (TypeError) those it does not take.
 
-        ``polling`` and ``poll_interval`` apply to folders; ``reconcile_interval``
-        is the period of the safety-net check on every backend.
+        ``reconcile_interval`` is the period of the safety-net check on every backend.
+        Folder only: ``polling`` (stat the folder instead of native events),
+        ``poll_interval``, ``max_bytes`` (larger files are refused). None means the
+        backend's default.
         """
         raise TypeError("StatusCache is opened through a backend")
 
@@ -106,21 +200,45 @@ class StatusCache:
         self._last_event_at: datetime | None = None
         self._last_error: str | None = None
         self._in_subscribers = False  # the cache thread is calling subscribers now
+        self._life = _Life()
+        self._pause = 0.0  # seconds the thread waits after a failed step
+
+    def _start_thread(self, name: str) -> None:
+        """Start the cache thread; called last by each backend's ``__init__``."""
+        self._thread = threading.Thread(
+            target=_run, args=(weakref.ref(self), self._life), name=name, daemon=True
+        )
+        self._thread.start()
+        # Dropped without close(): the cache thread releases the resources and ends.
+        self._finalizer = weakref.finalize(self, self._life.end)
+        self._finalizer.atexit = False
 
     # -- what each backend supplies ---------------------------------------------------
-    @property
-    def _closed(self) -> bool:
-        raise NotImplementedError
-
     def health(self) -> CacheHealth:
         raise NotImplementedError
 
-    def rescan(self) -> Snapshot:
-        """Load everything again now and return the resulting snapshot."""
+    def _advance(self, *, full: bool) -> None:
+        """One step of the cache thread: apply what changed (everything, with ``full``)."""
         raise NotImplementedError
 
-    def close(self) -> None:
+    def _rescan_here(self) -> Snapshot:
+        """Load everything again on the calling thread; the resulting snapshot."""
         raise NotImplementedError
+
+    def _seconds_to_next_step(self) -> float:
+        """How long the thread may wait (woken earlier by ``_life.wake``) before a step."""
+        pause, self._pause = self._pause, 0.0
+        return pause
+
+    def _failed(self, exc: Exception) -> float:
+        """A step raised ``exc``: note it, ask for a full reload; seconds to pause."""
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("statusbridge cache thread error (reloading)")
+        return 0.05
+
+    def _release(self) -> None:
+        """Let go of the backend's observer and connections (``close()``)."""
+        self._life.release()
 
     def versions_of(self, jobs: Iterable[BatchJob]) -> dict[str, bytes]:
         """Opaque versions of those of ``jobs`` this cache holds as they are now.
@@ -131,6 +249,71 @@ class StatusCache:
         versions answers ``{}``.
         """
         return {}
+
+    # -- the cache thread's life, shared -----------------------------------------------
+    @property
+    def _closed(self) -> bool:
+        return self._life.closed
+
+    def _step(self) -> None:
+        """One round of the cache thread; it survives anything a backend raises."""
+        rescans = self._life.take_rescans()
+        try:
+            self._advance(full=bool(rescans))
+        except Exception as exc:  # noqa: BLE001 (the thread survives anything; _failed reports it)
+            for waiting in rescans:
+                waiting.set_exception(exc)
+            self._pause = self._failed(exc)
+        else:
+            for waiting in rescans:
+                waiting.set_result(self._snapshot)
+
+    def rescan(self) -> Snapshot:
+        """Load everything again now and return the resulting snapshot.
+
+        The work runs on the cache thread, like every other change, so subscribers
+        are always called there; the caller waits for it. Called from the cache
+        thread itself (a subscriber) or on a closed cache, it runs in place.
+        """
+        if threading.current_thread() is self._thread:
+            return self._rescan_here()
+        if self._closed:
+            return self._rescan_closed()
+        done: Future[Snapshot] = Future()
+        with self._life.lock:
+            self._life.rescans_waiting.append(done)
+        self._life.wake.set()
+        if self._closed or not self._thread.is_alive():
+            # Closed meanwhile (or the thread is gone): nobody else will answer.
+            for waiting in self._life.take_rescans():
+                waiting.set_result(self._rescan_closed())
+        return done.result()
+
+    def _rescan_closed(self) -> Snapshot:
+        """A rescan of a closed cache: in place, then release what it opened."""
+        try:
+            return self._rescan_here()
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Stop following changes. The last snapshot stays readable.
+
+        May be called twice. A cache dropped without ``close()`` is stopped when
+        it is collected.
+        """
+        if self._closed:
+            return
+        self._life.closed = True
+        self._life.wake.set()
+        self._join_thread()
+        # Not under a backend's lock (the thread may hold it, calling subscribers): a
+        # resource the thread opens meanwhile is released by the thread as it ends.
+        self._release()
+        for waiting in self._life.take_rescans():
+            waiting.set_result(self._snapshot)
+        with self._changed:
+            self._changed.notify_all()
 
     # -- the UI read path: attribute reads only ------------------------------
     def snapshot(self) -> Snapshot:

@@ -9,10 +9,10 @@ Events make it fast; a periodic reconcile (a stat signature per file, so
 unchanged files are not re-read) makes it certain after lost events, a dead
 observer or a deleted and recreated folder.
 
-Ownership: neither the cache thread nor watchdog's threads hold a strong
-reference to the cache (the thread holds a weak one between steps, the event
-handler a weak one always). A cache dropped without ``close()`` is collected,
-and its finalizer makes the cache thread stop the observer and end.
+Ownership: the thread's life is the shared core's (``_cache``); the observer is
+one of its resources, and watchdog's event handler holds the cache weakly. A
+cache dropped without ``close()`` is collected, and its finalizer makes the
+cache thread stop the observer and end.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import os
 import stat
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -57,33 +55,6 @@ Subscriber = Callable[[Snapshot, frozenset[str]], None]
 _LIVENESS_INTERVAL = 0.5
 # Longest versions_of waits for the cache thread before answering "none known".
 _VERSIONS_PATIENCE = 0.1
-
-
-class _Life:
-    """What the cache thread and the finalizer share, so that neither keeps the cache alive."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.wake = threading.Event()
-        self.watch: FolderWatch | None = None
-        self.rescans_waiting: list[Future[Snapshot]] = []
-        self.lock = threading.Lock()  # guards watch and rescans_waiting
-
-    def end(self) -> None:
-        """Called by the finalizer of a cache nobody closed: the cache thread does the rest."""
-        self.closed = True
-        self.wake.set()
-
-    def stop_watch(self) -> None:
-        with self.lock:
-            watch, self.watch = self.watch, None
-        if watch is not None:
-            watch.stop()
-
-    def take_rescans(self) -> list[Future[Snapshot]]:
-        with self.lock:
-            waiting, self.rescans_waiting = self.rescans_waiting, []
-        return waiting
 
 
 class FolderCache(StatusCache):
@@ -127,7 +98,6 @@ class FolderCache(StatusCache):
         self._known: dict[str, FileSignature] = {}
         self._invalid: dict[str, str] = {}
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
-        self._life = _Life()
         self._watched_ident: tuple[int, int] | None = None
         self._directory_present = False
 
@@ -136,7 +106,7 @@ class FolderCache(StatusCache):
         self._pending_lock = threading.Lock()
         self._rescan_requested = False
         self._check_requested = False
-        self._wake = self._life.wake
+        self._wake = self._life.wake  # (_init_core made the life)
 
         self._observer_restarts = 0
         self._next_reconcile = time.monotonic() + reconcile_interval
@@ -152,33 +122,21 @@ class FolderCache(StatusCache):
             # Watch first, then scan: a write landing between the two is seen twice, never missed.
             self._ensure_watch()
             self._reconcile(count=False)
-        self._thread = threading.Thread(
-            target=_run,
-            args=(weakref.ref(self), self._life),
-            name=f"statusbridge-cache:{self._directory.name}",
-            daemon=True,
-        )
-        self._thread.start()
-        # Dropped without close(): the cache thread stops the observer and ends.
-        self._finalizer = weakref.finalize(self, self._life.end)
-        self._finalizer.atexit = False
+        self._start_thread(f"statusbridge-cache:{self._directory.name}")
 
     @property
     def directory(self) -> Path:
         return self._directory
 
     @property
-    def _closed(self) -> bool:
-        return self._life.closed
-
-    @property
     def _watch(self) -> FolderWatch | None:
-        return self._life.watch
+        watch = self._life.resources.get("watch")
+        assert watch is None or isinstance(watch, FolderWatch)
+        return watch
 
     @_watch.setter
     def _watch(self, watch: FolderWatch | None) -> None:
-        with self._life.lock:
-            self._life.watch = watch
+        self._life.hold("watch", watch)
 
     def health(self) -> CacheHealth:
         watch = self._watch
@@ -200,25 +158,6 @@ class FolderCache(StatusCache):
                 watch.watched if watch and watch.watched != os.path.abspath(self._folder) else None
             ),
         )
-
-    def rescan(self) -> Snapshot:
-        """Reconcile with the folder now and return the resulting snapshot.
-
-        The work runs on the cache thread, like every other change, so subscribers
-        are always called there; the caller waits for it. Called from the cache
-        thread itself (a subscriber) or on a closed cache, it runs in place.
-        """
-        if self._closed or threading.current_thread() is self._thread:
-            return self._rescan_here()
-        done: Future[Snapshot] = Future()
-        with self._life.lock:
-            self._life.rescans_waiting.append(done)
-        self._wake.set()
-        if self._closed or not self._thread.is_alive():
-            # Closed meanwhile (or the thread is gone): nobody else will answer.
-            for waiting in self._life.take_rescans():
-                waiting.set_result(self._rescan_here())
-        return done.result()
 
     def _rescan_here(self) -> Snapshot:
         with self._apply_lock:
@@ -250,26 +189,6 @@ class FolderCache(StatusCache):
             self._apply_lock.release()
         return versions
 
-    # -- life cycle ---------------------------------------------------------
-    def close(self) -> None:
-        """Stop the observer and the cache thread. The last snapshot stays readable.
-
-        May be called twice. A cache dropped without ``close()`` is stopped when
-        it is collected.
-        """
-        if self._closed:
-            return
-        self._life.closed = True
-        self._wake.set()
-        self._join_thread()
-        # Not under _apply_lock (the thread may hold it, calling subscribers): a watch
-        # the thread starts meanwhile is stopped by the thread itself as it ends (_run).
-        self._life.stop_watch()
-        for waiting in self._life.take_rescans():
-            waiting.set_result(self._snapshot)
-        with self._changed:
-            self._changed.notify_all()
-
     def __repr__(self) -> str:
         return f"<StatusCache {self._folder!r} version={self._snapshot.version}>"
 
@@ -296,39 +215,33 @@ class FolderCache(StatusCache):
     def _seconds_to_next_step(self) -> float:
         return max(0.0, min(self._next_reconcile, self._next_check) - time.monotonic())
 
-    def _step(self) -> None:
+    def _advance(self, *, full: bool) -> None:
         """One round of the cache thread: apply what changed, reconcile when due."""
-        rescans = self._life.take_rescans()
-        try:
-            with self._pending_lock:
-                names, self._pending = self._pending, set()
-            full, self._rescan_requested = self._rescan_requested, False
-            full = full or bool(rescans)
-            now = time.monotonic()
-            with self._apply_lock:
-                if rescans or self._check_requested or now >= self._next_check:
-                    self._check_requested = False
-                    self._next_check = now + _LIVENESS_INTERVAL
-                    full = self._check_watch() or full
-                due = now >= self._next_reconcile
-                if due:
-                    self._next_reconcile = now + self.reconcile_interval
-                if full or (due and self._full_reconcile_due()):
-                    self._reconcile()
-                    self._next_reconcile = time.monotonic() + self.reconcile_interval
-                elif names:
-                    self._apply_names(names)
-        except Exception as exc:
-            for waiting in rescans:
-                waiting.set_exception(exc)
-            # The loop must survive anything; the next reconcile repairs the state.
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("statusbridge cache thread error (continuing)")
-            self._rescan_requested = True
-            time.sleep(0.05)
-        else:
-            for waiting in rescans:
-                waiting.set_result(self._snapshot)
+        with self._pending_lock:
+            names, self._pending = self._pending, set()
+        asked = full
+        full, self._rescan_requested = self._rescan_requested or full, False
+        now = time.monotonic()
+        with self._apply_lock:
+            if asked or self._check_requested or now >= self._next_check:
+                self._check_requested = False
+                self._next_check = now + _LIVENESS_INTERVAL
+                full = self._check_watch() or full
+            due = now >= self._next_reconcile
+            if due:
+                self._next_reconcile = now + self.reconcile_interval
+            if full or (due and self._full_reconcile_due()):
+                self._reconcile()
+                self._next_reconcile = time.monotonic() + self.reconcile_interval
+            elif names:
+                self._apply_names(names)
+
+    def _failed(self, exc: Exception) -> float:
+        # The loop must survive anything; the next reconcile repairs the state.
+        super()._failed(exc)
+        self._rescan_requested = True
+        time.sleep(0.05)
+        return 0.0
 
     def _full_reconcile_due(self) -> bool:
         watch = self._watch
@@ -530,28 +443,3 @@ class FolderCache(StatusCache):
 
 
 _UNCHANGED = object()
-
-
-def _run(ref: weakref.ref[FolderCache], life: _Life) -> None:
-    """The cache thread. It holds the cache only while it works on it, never while waiting."""
-    try:
-        while not life.closed:
-            cache = ref()
-            if cache is None:
-                break
-            timeout = cache._seconds_to_next_step()
-            del cache
-            life.wake.wait(timeout)
-            life.wake.clear()
-            if life.closed:
-                break
-            cache = ref()
-            if cache is None:
-                break
-            cache._step()
-            del cache
-    finally:
-        # After close() this finds nothing left to do; after the cache was collected
-        # unclosed, it stops the observer (never from a finalizer, which may run on
-        # one of watchdog's own threads, where joining them would fail).
-        life.stop_watch()

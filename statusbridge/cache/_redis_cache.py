@@ -8,19 +8,17 @@ restarted empty) loads everything again, and jobs that are gone leave the
 snapshot. A lost connection is retried with backoff (shown in ``health()``) and
 followed by a full load, as is a periodic reconcile.
 
-Ownership: as in the folder cache, the thread holds the cache only while it
-works, so a cache dropped without ``close()`` is collected and its thread ends.
+Ownership: the thread's life is the shared core's (``_cache``): the two clients
+are its resources, so a cache dropped without ``close()`` is collected and its
+thread closes them and ends.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-import weakref
 from collections.abc import Mapping
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -32,7 +30,6 @@ from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import BackendRefused, BackendUnavailable, InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
-from statusbridge.store import DEFAULT_MAX_BYTES
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._redis import RedisStore
@@ -53,32 +50,12 @@ _READ_COUNT = 1000
 _MAX_BACKOFF = 2.0
 
 
-class _Life:
-    """What the cache thread and the finalizer share, so that neither keeps the cache alive."""
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.wake = threading.Event()
-        self.lock = threading.Lock()
-        self.rescans_waiting: list[Future[Snapshot]] = []
-
-    def end(self) -> None:
-        self.closed = True
-        self.wake.set()
-
-    def take_rescans(self) -> list[Future[Snapshot]]:
-        with self.lock:
-            waiting, self.rescans_waiting = self.rescans_waiting, []
-        return waiting
-
-
 class RedisCache(StatusCache):
     """Follow the jobs under one prefix of a Redis/Valkey server.
 
     Open it as ``StatusCache("redis://host:6379/0?prefix=app")``. The first load
     happens here: an unreachable server raises ``BackendUnavailable`` within 10 s.
-    ``polling``, ``poll_interval`` and ``max_bytes`` are accepted for the folder
-    backend's sake and mean nothing here.
+    The folder's ``polling``, ``poll_interval`` and ``max_bytes`` are refused (TypeError).
     """
 
     def __init__(
@@ -86,11 +63,7 @@ class RedisCache(StatusCache):
         directory: str | os.PathLike[str] | RedisLocation = "batch_status",
         *,
         reconcile_interval: float = 30.0,
-        polling: bool = False,
-        poll_interval: float = 1.0,
-        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        del polling, poll_interval, max_bytes
         POSITIVE.check("reconcile_interval", reconcile_interval)
         where = parse_location(directory)
         if not isinstance(where, RedisLocation):
@@ -105,7 +78,8 @@ class RedisCache(StatusCache):
         # have restarted empty meanwhile).
         self._reader = connect(where, timeout=_BLOCK_MS / 1000 + 5, retries=0)
         self._read = self._reader.register_script(READ_SCRIPT)
-        self._life = _Life()
+        self._life.hold("reader", self._reader)
+        self._life.hold("store", self._store)
         self._invalid: dict[str, str] = {}
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._counter = 0
@@ -123,17 +97,7 @@ class RedisCache(StatusCache):
         except BaseException:
             self._close_clients()
             raise
-        self._thread = threading.Thread(
-            target=_run, args=(weakref.ref(self), self._life), name=f"statusbridge-cache:{where}",
-            daemon=True,
-        )  # fmt: skip
-        self._thread.start()
-        self._finalizer = weakref.finalize(self, self._life.end)
-        self._finalizer.atexit = False
-
-    @property
-    def _closed(self) -> bool:
-        return self._life.closed
+        self._start_thread(f"statusbridge-cache:{where}")
 
     @property
     def directory(self) -> str:
@@ -166,42 +130,13 @@ class RedisCache(StatusCache):
             backend_note=note,
         )
 
-    def rescan(self) -> Snapshot:
-        """Load everything again now (on the cache thread) and return the resulting snapshot.
+    def _rescan_here(self) -> Snapshot:
+        self._reload()
+        return self._snapshot
 
-        On a closed cache it loads in place, then closes the connection it needed:
-        ``close()`` released the sockets, and a rescan must not leave one open.
-        """
-        if threading.current_thread() is self._thread:
-            self._reload()
-            return self._snapshot
-        if self._closed:
-            try:
-                self._reload()
-            finally:
-                self._close_clients()
-            return self._snapshot
-        done: Future[Snapshot] = Future()
-        with self._life.lock:
-            self._life.rescans_waiting.append(done)
-        self._life.wake.set()
-        if self._closed or not self._thread.is_alive():
-            for waiting in self._life.take_rescans():
-                waiting.set_result(self._snapshot)
-        return done.result()
-
-    def close(self) -> None:
-        """Stop following the server. The last snapshot stays readable; may be called twice."""
-        if self._closed:
-            return
-        self._life.closed = True
-        self._life.wake.set()
-        self._join_thread()
+    def _release(self) -> None:
+        # Not forgotten: a rescan of a closed cache reconnects them, then closes them again.
         self._close_clients()
-        for waiting in self._life.take_rescans():
-            waiting.set_result(self._snapshot)
-        with self._changed:
-            self._changed.notify_all()
 
     def _close_clients(self) -> None:
         for client in (self._reader, self._store):
@@ -211,33 +146,22 @@ class RedisCache(StatusCache):
                 logger.debug("closing a redis client failed", exc_info=True)
 
     # -- the cache thread -----------------------------------------------------------
-    def _step(self) -> float:
-        """One round: reload if needed, else one blocking read. Returns seconds to pause."""
-        rescans = self._life.take_rescans()
-        try:
-            if rescans or self._need_reload or time.monotonic() >= self._next_reconcile:
-                self._reload()
-            else:
-                self._follow()
-        except (redis.ConnectionError, redis.TimeoutError, BackendUnavailable) as exc:
-            for waiting in rescans:
-                waiting.set_exception(exc)
+    def _advance(self, *, full: bool) -> None:
+        """One round: reload if needed, else one blocking read."""
+        if full or self._need_reload or time.monotonic() >= self._next_reconcile:
+            self._reload()
+        else:
+            self._follow()
+
+    def _failed(self, exc: Exception) -> float:
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, BackendUnavailable)):
             return self._lost(exc)
-        except BackendRefused as exc:
-            for waiting in rescans:
-                waiting.set_exception(exc)
+        if isinstance(exc, BackendRefused):
             return self._refused(exc)
-        except Exception as exc:
-            for waiting in rescans:
-                waiting.set_exception(exc)
-            # The loop must survive anything; a full load repairs the state.
-            self._last_error = f"{type(exc).__name__}: {exc}"
-            logger.exception("statusbridge redis cache thread error (reloading)")
-            self._need_reload = True
-            return 0.05
-        for waiting in rescans:
-            waiting.set_result(self._snapshot)
-        return 0.0
+        # The loop must survive anything; a full load repairs the state.
+        super()._failed(exc)
+        self._need_reload = True
+        return 0.05
 
     def _lost(self, exc: BaseException) -> float:
         if self._connected:
@@ -419,22 +343,3 @@ class RedisCache(StatusCache):
         if invalid != self._invalid:
             self._invalid = invalid
             self._invalid_view = MappingProxyType(dict(invalid))
-
-
-def _run(ref: weakref.ref[RedisCache], life: _Life) -> None:
-    """The cache thread. It holds the cache only while it works on it, never while waiting."""
-    try:
-        while not life.closed:
-            cache = ref()
-            if cache is None:
-                break
-            pause = cache._step()
-            del cache
-            if pause:
-                life.wake.wait(pause)
-                life.wake.clear()
-    finally:
-        cache = ref()
-        if cache is not None:
-            cache._close_clients()
-        del cache

@@ -165,6 +165,10 @@ class FolderWatch:
     def is_alive(self) -> bool:
         return self.observer.is_alive() and all(e.is_alive() for e in self.observer.emitters)
 
+    def close(self) -> None:
+        """``stop()``: the name the cache's shared life (``_Life``) releases resources by."""
+        self.stop()
+
     def stop(self) -> None:
         _stop(self.observer)
 

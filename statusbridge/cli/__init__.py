@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
     )
     _metrics.add_arguments(sub.add_parser("metrics", parents=[common], help=_metrics.HELP))
+    from statusbridge.cli import _copy  # (here, not at the top: no store code at import)
+
+    _copy.add_arguments(sub.add_parser("copy", help=_copy.HELP))
     return parser
 
 
@@ -259,6 +262,10 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _open_gui(args, out)
     if args.command == "metrics":
         return _serve_metrics(args, out)
+    if args.command == "copy":
+        from statusbridge.cli import _copy
+
+        return _copy.run(args, out)
     folder = _folder(args)
     store = StatusStore(folder)
     if args.command == "ls":

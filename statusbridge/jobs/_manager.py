@@ -29,6 +29,7 @@ import os
 import secrets
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Executor
@@ -709,8 +710,21 @@ class BatchManager:
         return self._engine.queue
 
     @property
+    def batch_location(self) -> str:
+        """Where the batch definitions live: a folder, or a URL (password hidden)."""
+        return self._engine.shelf.label
+
+    @property
     def batch_dir(self) -> Path:
-        return self._engine.batch_dir
+        """Deprecated: use ``batch_location``. The definitions' folder (ValueError for a URL)."""
+        warnings.warn(
+            "BatchManager.batch_dir is deprecated; use batch_location",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if is_url(self.batch_location):
+            raise ValueError(f"batch definitions live at {self.batch_location}, not in a folder")
+        return Path(self.batch_location)
 
     @property
     def retention_hours(self) -> float | None:
@@ -779,4 +793,4 @@ class BatchManager:
         self.shutdown()
 
     def __repr__(self) -> str:
-        return f"<BatchManager {str(self.batch_dir)!r} queue={self.queue!r}>"
+        return f"<BatchManager {self.batch_location!r} queue={self.queue!r}>"

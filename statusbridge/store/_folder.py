@@ -68,10 +68,12 @@ class FolderStore(StatusStore):
         durable: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
+        file_mode: int | None = 0o600,
+        dir_mode: int | None = 0o700,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        file_mode = 0o600 if file_mode is None else file_mode
+        dir_mode = 0o700 if dir_mode is None else dir_mode
         AT_LEAST_ONE.check("max_bytes", max_bytes)
         self._directory = Path(directory)
         self.durable = durable
@@ -244,6 +246,22 @@ class FolderStore(StatusStore):
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each reads its file again
         self._known[job.id] = (written_version(sig), job)
+
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are, each under its job's lock, unless already as new."""
+        written = 0
+        for job in jobs:
+            path = self.path_for(job.id)
+            with self._locks.hold(job.id, self.lock_timeout):
+                try:
+                    current, _sig = read_record_file(path, max_bytes=self.max_bytes)
+                except (FileNotFoundError, InvalidRecordError):
+                    current = None
+                if current is not None and current.seq >= job.seq:
+                    continue
+                self._write(path, job)
+                written += 1
+        return written
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""

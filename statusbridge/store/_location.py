@@ -1,27 +1,57 @@
-"""Where status lives: a folder, or a Redis/Valkey server named by a URL.
+"""Where status lives, and the registry of backends: a folder, a SQLite file, a Redis server.
 
 Every place that takes a status location (stores, caches, queues, managers, the
-CLI) passes it through ``parse_location`` so that they all agree on what a
-string means, and a malformed URL fails the same way everywhere.
+CLI) passes it through ``backend_for`` (or ``parse_location``) so that they all
+agree on what a string means, and a malformed URL fails the same way everywhere.
+
+A backend is one ``Backend`` registration below: the URL schemes it answers,
+the parser of its locations, and where its three parts live (store, cache,
+shelf), named as ``"module:attribute"`` and imported on first use. So this
+module imports no backend, a location never imports another backend's client
+library, and the base classes (``StatusStore``, ``StatusCache``) open a backend
+through here without importing their subclasses.
+
+Layout of the backends' code: per layer, one folder per backend
+(``store/<backend>/`` and ``cache/<backend>/``: ``store/sqlite/``, ``cache/sqlite/``),
+not one folder per backend holding both sides. The layers are the architecture:
+the store side must stay importable without the cache side (``tests/test_layers.py``),
+and a folder holding both would sit in neither layer. A backend's folder holds its
+private modules; its ``__init__`` names what the registration below points at.
+Someone adding a fourth backend writes ``store/<name>/`` and ``cache/<name>/`` and
+one registration here, nothing else. The two older backends still sit as flat
+modules (``store/_folder.py``, ``store/_redis.py``, ``store/_redis_schema.py``,
+``store/_redis_shelf.py``, ``cache/_folder_cache.py``, ``cache/_redis_cache.py``):
+their move into ``store/folder/``, ``store/redis/``, ``cache/folder/``,
+``cache/redis/`` is mechanical (the registry names them in one place) and waits
+until other work on ``store/__init__.py`` and ``cache/__init__.py`` has landed.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import inspect
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Union
 from urllib.parse import SplitResult, parse_qs, quote, unquote, urlsplit
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "Backend",
+    "Location",
     "RedisLocation",
+    "SqliteLocation",
     "absolute_location",
+    "backend_for",
+    "check_options",
     "is_url",
     "location_text",
     "parse_location",
+    "register_backend",
     "require_redis_client",
 ]
 
@@ -100,13 +130,118 @@ def require_redis_client() -> None:
         )
 
 
-def is_url(location: str | os.PathLike[str] | RedisLocation) -> bool:
+@dataclass(frozen=True)
+class SqliteLocation:
+    """A parsed ``sqlite:///relative.db`` or ``sqlite:////absolute.db`` URL (SQLAlchemy's form).
+
+    ``path`` is absolute: a relative URL is resolved against the working directory
+    when it is parsed, so every part of one process opens the same file.
+    """
+
+    url: str
+    path: Path
+
+    def absolute_url(self) -> str:
+        """The URL another process opens the same, wherever its working directory."""
+        return "sqlite:///" + str(self.path)
+
+    def __str__(self) -> str:
+        return self.absolute_url()
+
+
+Location = Union[Path, RedisLocation, SqliteLocation]  # noqa: UP007 (a runtime alias)
+
+
+def is_url(location: object) -> bool:
     """True for a ``scheme://`` string (which ``parse_location`` accepts or rejects)."""
     return isinstance(location, str) and _SCHEME.match(location) is not None
 
 
-def parse_location(location: str | os.PathLike[str] | RedisLocation) -> Path | RedisLocation:
-    """A folder (a path, or ``file:///abs/path``) or a Redis location.
+# -- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: its name, URL schemes, location parser and its three parts.
+
+    ``store``, ``cache`` and ``shelf`` are ``"module:attribute"``, imported on first
+    use; ``shelf`` names a callable ``(location, create=...) -> Shelf``. ``requires``
+    names a client library that must be installed (checked before importing).
+    """
+
+    name: str
+    schemes: tuple[str, ...]
+    kind: type
+    parse: Callable[[str, SplitResult], Any]
+    store: str
+    cache: str
+    shelf: str
+    requires: Callable[[], None] | None = None
+
+    def load(self, part: str) -> Any:
+        """The store class, cache class or shelf opener (``part``: "store", "cache", "shelf")."""
+        if self.requires is not None:
+            self.requires()
+        module, _, path = getattr(self, part).partition(":")
+        found: Any = importlib.import_module(module)
+        for attribute in path.split("."):
+            found = getattr(found, attribute)
+        return found
+
+
+_BACKENDS: list[Backend] = []
+_BY_SCHEME: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend) -> Backend:
+    """Add a backend (its schemes must be new); returns it."""
+    taken = [s for s in backend.schemes if s in _BY_SCHEME]
+    if taken:
+        raise ValueError(f"scheme(s) {', '.join(taken)} already belong to a backend")
+    _BACKENDS.append(backend)
+    for scheme in backend.schemes:
+        _BY_SCHEME[scheme] = backend
+    return backend
+
+
+def backend_for(location: str | os.PathLike[str] | Location) -> tuple[Backend, Location]:
+    """The backend of ``location`` and the location parsed by it.
+
+    A path (or ``file:///abs/path``) is a folder; a URL goes to the backend that
+    registered its scheme. ValueError naming the location for a URL nobody takes
+    or one its backend cannot use.
+    """
+    for backend in _BACKENDS:
+        if backend.kind is not Path and isinstance(location, backend.kind):
+            return backend, location  # type: ignore[return-value]
+    if not is_url(location):
+        assert not isinstance(location, (RedisLocation, SqliteLocation))
+        if isinstance(location, str):
+            scheme = location.partition(":")[0].lower()
+            if scheme in _BY_SCHEME and scheme != "file" and ":" in location:
+                raise ValueError(
+                    f"malformed status location {location!r}: a {scheme} URL starts "
+                    f"{scheme}:// (a folder named {scheme + ':'!r} would be a surprise)"
+                )
+        return _BY_SCHEME["file"], Path(location)
+    assert isinstance(location, str)
+    try:
+        parts = urlsplit(location)
+        parts.port  # noqa: B018 (ValueError for a non-numeric or out-of-range port)
+    except ValueError as exc:
+        raise ValueError(f"malformed status location {location!r}: {exc}") from None
+    found = _BY_SCHEME.get(parts.scheme.lower())
+    if found is None:
+        raise ValueError(
+            f"unsupported status location {location!r}: use a folder, file:///abs/path, "
+            "sqlite:///relative.db, sqlite:////absolute.db, "
+            "redis://host[:port][/db][?prefix=NAME] or rediss://..."
+        )
+    return found, found.parse(location, parts)
+
+
+def parse_location(location: str | os.PathLike[str] | Location) -> Location:
+    """A folder (a path, or ``file:///abs/path``), a Redis location or a SQLite location.
 
     Raises ValueError naming the location for a URL it cannot use.
 
@@ -114,38 +249,65 @@ def parse_location(location: str | os.PathLike[str] | RedisLocation) -> Path | R
     PosixPath('batch_status')
     >>> str(parse_location("redis://localhost:6380/2?prefix=app"))
     'redis://localhost:6380/2?prefix=app'
+    >>> str(parse_location("sqlite:////srv/status.db"))
+    'sqlite:////srv/status.db'
     """
-    if isinstance(location, RedisLocation):
-        return location
-    if not is_url(location):
-        return Path(location)
-    assert isinstance(location, str)
-    try:
-        parts = urlsplit(location)
-        port = parts.port  # ValueError for a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise ValueError(f"malformed status location {location!r}: {exc}") from None
-    scheme = parts.scheme.lower()
-    if scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
-            raise ValueError(
-                f"malformed status location {location!r}: a file URL names an absolute "
-                "local path (file:///abs/path)"
-            )
-        if parts.query or parts.fragment:
-            raise ValueError(f"malformed status location {location!r}: no query in a file URL")
-        return Path(unquote(parts.path))
-    if scheme not in _REDIS_SCHEMES:
-        raise ValueError(
-            f"unsupported status location {location!r}: use a folder, file:///abs/path, "
-            "redis://host[:port][/db][?prefix=NAME] or rediss://..."
+    return backend_for(location)[1]
+
+
+def check_options(backend: str, opened: type, given: Mapping[str, object]) -> None:
+    """TypeError naming the option and the backend, for an option ``opened`` does not take.
+
+    ``given`` holds the options passed (None: not passed); ``opened`` is the backend's
+    class, whose keyword-only ``__init__`` parameters are what it takes.
+    """
+    params = inspect.signature(vars(opened).get("__init__", opened)).parameters
+    takes = [n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    refused = sorted(n for n, value in given.items() if value is not None and n not in takes)
+    if refused:
+        raise TypeError(
+            f"{', '.join(refused)}: not an option of the {backend} backend "
+            f"({opened.__name__} takes {', '.join(takes)})"
         )
-    return _parse_redis(location, parts.hostname, port, parts)
 
 
-def _parse_redis(
-    location: str, host: str | None, port: int | None, parts: SplitResult
-) -> RedisLocation:
+def _parse_file(location: str, parts: SplitResult) -> Path:
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        raise ValueError(
+            f"malformed status location {location!r}: a file URL names an absolute "
+            "local path (file:///abs/path)"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"malformed status location {location!r}: no query in a file URL")
+    return Path(unquote(parts.path))
+
+
+def _parse_sqlite(location: str, parts: SplitResult) -> SqliteLocation:
+    """SQLAlchemy's convention: ``sqlite:///rel.db`` (cwd), ``sqlite:////abs.db``."""
+
+    def bad(why: str) -> ValueError:
+        return ValueError(f"malformed status location {location!r}: {why}")
+
+    if parts.netloc:
+        raise bad(
+            f"a host part ({parts.netloc!r}) means nothing to SQLite, a local file: "
+            "sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    if parts.query or parts.fragment:
+        raise bad("no query or fragment in a sqlite URL")
+    if not location.lower().startswith("sqlite:///"):
+        raise bad("write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    raw = unquote(location[len("sqlite:///") :])
+    if not raw or raw.endswith("/") or "\0" in raw:
+        raise bad("no database file named (sqlite:///relative/path.db)")
+    if raw == ":memory:":
+        raise bad("an in-memory database is visible to one connection only; name a file")
+    return SqliteLocation(url=location, path=Path(raw).absolute())
+
+
+def _parse_redis(location: str, parts: SplitResult) -> RedisLocation:
+    host, port = parts.hostname, parts.port
+
     def bad(why: str) -> ValueError:
         return ValueError(f"malformed status location {location!r}: {why}")
 
@@ -232,18 +394,57 @@ def _ssl_options(
     return tuple(dict(options).items())
 
 
-def absolute_location(location: str | os.PathLike[str]) -> str:
-    """A location another process (or a later call) opens the same: a URL as given
-    (password included), a folder as its absolute path. ValueError for a bad URL."""
+def absolute_location(location: str | os.PathLike[str] | Location) -> str:
+    """A location another process (or a later call) opens the same: a Redis URL as given
+    (password included), a SQLite URL with its absolute path, a folder as its absolute
+    path. ValueError for a bad URL."""
     parsed = parse_location(location)
     if isinstance(parsed, RedisLocation):
         return parsed.url
+    if isinstance(parsed, SqliteLocation):
+        return parsed.absolute_url()
     return str(parsed.absolute())
 
 
-def location_text(location: str | os.PathLike[str]) -> str:
+def location_text(location: str | os.PathLike[str] | Location) -> str:
     """A location as one string: a folder's absolute path, or the URL (password hidden)."""
     parsed = parse_location(location)
-    if isinstance(parsed, RedisLocation):
-        return str(parsed)
-    return str(parsed.absolute())
+    if isinstance(parsed, Path):
+        return str(parsed.absolute())
+    return str(parsed)
+
+
+register_backend(
+    Backend(
+        "folder",
+        ("file",),
+        Path,
+        _parse_file,
+        store="statusbridge.store._folder:FolderStore",
+        cache="statusbridge.cache._folder_cache:FolderCache",
+        shelf="statusbridge.store._shelf:FolderShelf.open",
+    )
+)
+register_backend(
+    Backend(
+        "redis",
+        _REDIS_SCHEMES,
+        RedisLocation,
+        _parse_redis,
+        store="statusbridge.store._redis:RedisStore",
+        cache="statusbridge.cache._redis_cache:RedisCache",
+        shelf="statusbridge.store._redis_shelf:RedisShelf.open",
+        requires=require_redis_client,
+    )
+)
+register_backend(
+    Backend(
+        "sqlite",
+        ("sqlite",),
+        SqliteLocation,
+        _parse_sqlite,
+        store="statusbridge.store.sqlite:SqliteStore",
+        cache="statusbridge.cache.sqlite:SqliteCache",
+        shelf="statusbridge.store.sqlite:SqliteShelf.open",
+    )
+)

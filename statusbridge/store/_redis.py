@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from statusbridge.store._redis_schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
     LOAD_SCRIPT,
+    PUT_SCRIPT,
     READ_SCRIPT,
     WRITE_SCRIPT,
     Keys,
@@ -62,12 +63,10 @@ class RedisStore(StatusStore):
         durable: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
         clock: Callable[[], datetime] = utc_now,
-        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        stream_maxlen: int | None = DEFAULT_STREAM_MAXLEN,
     ) -> None:
-        del file_mode, dir_mode  # folder permissions: nothing to apply on a server
+        stream_maxlen = DEFAULT_STREAM_MAXLEN if stream_maxlen is None else stream_maxlen
         where = parse_location(directory)
         if not isinstance(where, RedisLocation):
             raise TypeError(f"not a redis:// location: {directory!r}")
@@ -86,6 +85,7 @@ class RedisStore(StatusStore):
         self._delete_unchanged = self._client.register_script(DELETE_IF_UNCHANGED)
         self._load = self._client.register_script(LOAD_SCRIPT)
         self._read = self._client.register_script(READ_SCRIPT)
+        self._put = self._client.register_script(PUT_SCRIPT)
         # Per job: the fingerprint of the hash this store last wrote, and its record.
         self._known: dict[str, tuple[bytes, BatchJob]] = {}
 
@@ -290,6 +290,30 @@ class RedisStore(StatusStore):
             if name not in fields and getattr(expected, name) != getattr(known[1], name):
                 rest += [name, when]  # set by the status (see merged); fields hold expected's
         return [*head, known[0], len(pairs), *pairs, *rest]
+
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are (one PUT_SCRIPT call each), unless already as new."""
+        from statusbridge.record._codec import job_to_dict  # (copying only)
+
+        written = 0
+        for job in jobs:
+            validate_job_id(job.id)
+            doc = job_to_dict(job)
+            pairs: list[str] = []
+            for name, value in doc.items():
+                if name == "schema":
+                    continue
+                if name == "meta":
+                    for key, item in value.items():
+                        pairs += [f"m:{_json(key)}", _json(item)]
+                else:
+                    pairs += [name, _json(value)]
+            keys = self.keys.writes(job.id)
+            args: list[str | int] = [job.id, self.stream_maxlen, job.seq, *pairs]
+            done = translated(self.where, lambda: self._put(keys=keys, args=args))  # noqa: B023
+            self._known.pop(job.id, None)
+            written += int(done)
+        return written
 
     def delete(self, job_id: str) -> bool:
         """Remove a job's record; False if there was none."""

@@ -40,6 +40,7 @@ __all__ = [
     "DELETE_IF_UNCHANGED",
     "DELETE_SCRIPT",
     "LOAD_SCRIPT",
+    "PUT_SCRIPT",
     "WRITE_SCRIPT",
     "Keys",
     "READ_SCRIPT",
@@ -233,6 +234,20 @@ redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 local n = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n, 'gone', 1)
+return 1
+"""
+
+# KEYS: job hash, ids set, feed stream, feed counter. ARGV: job id, stream max length, seq,
+# then field/value pairs (JSON values, meta as m:<key>). Replaces the hash with these fields
+# unless it holds this seq or a newer one (copying a record as it is); 1 if written.
+PUT_SCRIPT = """
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0') or 0
+if seq >= tonumber(ARGV[3]) then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n)
 return 1
 """
 

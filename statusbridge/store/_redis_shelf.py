@@ -9,6 +9,11 @@ __all__ = ["RedisShelf"]
 
 
 class RedisShelf:
+    @classmethod
+    def open(cls, where: RedisLocation, *, create: bool = True) -> RedisShelf:
+        """The registered opener (nothing to create on a server)."""
+        return cls(where)
+
     def __init__(self, where: RedisLocation) -> None:
         self.where = where
         self.label = str(where)

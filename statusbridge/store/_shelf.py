@@ -1,8 +1,10 @@
 """Shelves: small named documents kept next to the status records (batch definitions).
 
 A shelf is a folder (``<name>.json`` files, written atomically) or, for a URL
-location, keys ``{prefix}:batch:<name>`` on the same Redis server, so a
-``BatchManager`` on a URL creates nothing in the working directory.
+location, the backend's own place (keys ``{prefix}:batch:<name>`` on the same
+Redis server, a table of the same SQLite database), so a ``BatchManager`` on a
+URL creates nothing in the working directory. Each backend registers its shelf
+(``store._location``).
 
 ``replace`` is a compare-and-swap: of several processes that read the same
 document and each want to change it, exactly one succeeds (how a batch is
@@ -19,7 +21,7 @@ from typing import Protocol
 
 from statusbridge.errors import LockTimeout
 from statusbridge.store._atomic import write_atomic
-from statusbridge.store._location import RedisLocation, parse_location
+from statusbridge.store._location import Location, backend_for
 from statusbridge.store._locks import StripedLocks
 
 __all__ = ["FolderShelf", "Shelf", "open_shelf"]
@@ -70,6 +72,13 @@ class FolderShelf:
     without taking the lock (by hand, or an older statusbridge) are not
     serialised at all.
     """
+
+    @classmethod
+    def open(cls, folder: Path, *, create: bool = True) -> FolderShelf:
+        """The registered opener: the folder is made if missing, with ``create``."""
+        if create:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return cls(folder)
 
     def __init__(self, folder: Path, *, lock_timeout: float = LOCK_TIMEOUT) -> None:
         self.folder = folder
@@ -124,13 +133,8 @@ class FolderShelf:
         self._locks.close()
 
 
-def open_shelf(location: str | os.PathLike[str], *, create: bool = True) -> Shelf:
+def open_shelf(location: str | os.PathLike[str] | Location, *, create: bool = True) -> Shelf:
     """The shelf at ``location``: a folder (made if missing, with ``create``) or a URL."""
-    where = parse_location(location)
-    if isinstance(where, RedisLocation):
-        from statusbridge.store._redis_shelf import RedisShelf
-
-        return RedisShelf(where)
-    if create:
-        where.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return FolderShelf(where)
+    backend, where = backend_for(location)
+    opened: Shelf = backend.load("shelf")(where, create=create)
+    return opened

@@ -1,9 +1,10 @@
 """StatusStore: the write side. Any thread, process or host may write; each write is atomic.
 
 ``StatusStore(location)`` opens the backend the location names (see
-``parse_location``): a folder gives a ``FolderStore``, a ``redis://`` URL a
-``RedisStore``. What every backend shares lives here: argument checks, the
-update contract, retention.
+``backend_for``): a folder gives a ``FolderStore``, a ``sqlite://`` URL a
+``SqliteStore``, a ``redis://`` URL a ``RedisStore``. This module imports none of
+them: the registry does, on first use. What every backend shares lives here:
+argument checks, the update contract, retention.
 """
 
 from __future__ import annotations
@@ -18,12 +19,7 @@ from statusbridge.record._frozen import freeze
 from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import NumberRange
 from statusbridge.store._files import DEFAULT_MAX_BYTES, classify_name
-from statusbridge.store._location import (
-    DEFAULT_STREAM_MAXLEN,
-    RedisLocation,
-    parse_location,
-    require_redis_client,
-)
+from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = [
     "UPDATABLE_FIELDS",
@@ -53,9 +49,10 @@ class ScanReport(NamedTuple):
 class StatusStore:
     """Atomic writes of one record per job, in a folder or on a Redis/Valkey server.
 
-    ``StatusStore("batch_status")`` is a ``FolderStore``;
-    ``StatusStore("redis://host:6379/0?prefix=app")`` a ``RedisStore``. Both
-    have this API and the same semantics.
+    ``StatusStore("batch_status")`` is a ``FolderStore``,
+    ``StatusStore("sqlite:///status.db")`` a ``SqliteStore`` and
+    ``StatusStore("redis://host:6379/0?prefix=app")`` a ``RedisStore``. All have
+    this API and the same semantics.
     """
 
     _clock: Callable[[], datetime]
@@ -63,38 +60,53 @@ class StatusStore:
     max_bytes: int  # the largest record a write accepts, as its encoded JSON document
 
     def __new__(
-        cls, directory: str | os.PathLike[str] = "batch_status", *args: Any, **kw: Any
-    ) -> StatusStore:
-        backend: type[StatusStore] = cls
-        if cls is StatusStore:
-            if isinstance(parse_location(directory), RedisLocation):
-                require_redis_client()
-                from statusbridge.store._redis import RedisStore
-
-                backend = RedisStore
-            else:
-                from statusbridge.store._folder import FolderStore
-
-                backend = FolderStore
-        return super().__new__(backend)
-
-    # -- what each backend supplies -----------------------------------------------
-    def __init__(
-        self,
-        directory: str | os.PathLike[str] = "batch_status",
+        cls,
+        directory: str | os.PathLike[str] | Location = "batch_status",
         *,
         durable: bool = False,
         max_bytes: int = DEFAULT_MAX_BYTES,
         lock_timeout: float = 10.0,
-        file_mode: int = 0o600,
-        dir_mode: int = 0o700,
         clock: Callable[[], datetime] = utc_now,
-        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
-    ) -> None:  # pragma: no cover - replaced by every backend
-        """Every option of every backend, so that a type checker sees them all.
+        file_mode: int | None = None,
+        dir_mode: int | None = None,
+        stream_maxlen: int | None = None,
+        log_keep: int | None = None,
+    ) -> StatusStore:
+        """Open the backend ``directory`` names; see ``__init__`` for the options."""
+        backend, _where = backend_for(directory)
+        opened: type[StatusStore] = backend.load("store") if cls is StatusStore else cls
+        given = {
+            "file_mode": file_mode,
+            "dir_mode": dir_mode,
+            "stream_maxlen": stream_maxlen,
+            "log_keep": log_keep,
+        }
+        check_options(backend.name, opened, given)
+        return super().__new__(opened)
 
-        ``durable``, ``file_mode`` and ``dir_mode`` apply to folders;
-        ``stream_maxlen`` (the change feed's length) to Redis.
+    # -- what each backend supplies -----------------------------------------------
+    def __init__(
+        self,
+        directory: str | os.PathLike[str] | Location = "batch_status",
+        *,
+        durable: bool = False,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        lock_timeout: float = 10.0,
+        clock: Callable[[], datetime] = utc_now,
+        file_mode: int | None = None,
+        dir_mode: int | None = None,
+        stream_maxlen: int | None = None,
+        log_keep: int | None = None,
+    ) -> None:  # pragma: no cover - replaced by every backend
+        """Every option of every backend; a backend refuses (TypeError) those it does not take.
+
+        On every backend: ``durable`` (an acknowledged write survives power loss),
+        ``max_bytes`` (the largest record), ``lock_timeout`` (seconds a write waits
+        for its job), ``clock``. Folder: ``file_mode``, ``dir_mode`` (of the files
+        and folders it creates). SQLite: ``file_mode``, ``dir_mode`` (of the
+        database and its folder), ``log_keep`` (change-log entries kept for caches).
+        Redis: ``stream_maxlen`` (entries of the change stream kept for caches).
+        None means the backend's default.
         """
         raise TypeError("StatusStore is opened through a backend")
 
@@ -129,6 +141,14 @@ class StatusStore:
         raise NotImplementedError
 
     def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
+        raise NotImplementedError
+
+    def put_records(self, jobs: Iterable[BatchJob]) -> int:
+        """Write these records as they are (``seq`` and times included); how many were written.
+
+        For copying between locations (``statusbridge copy``): a record already here
+        with this ``seq`` or a newer one is left alone, so copying twice changes nothing.
+        """
         raise NotImplementedError
 
     def _after_cleanup(self) -> None:

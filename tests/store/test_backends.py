@@ -43,7 +43,9 @@ def cache(location: str, store: StatusStore) -> Iterator[StatusCache]:
 
 
 def expected_backend(location: str) -> str:
-    return "redis" if location.startswith("redis") else NATIVE_BACKEND
+    if location.startswith(("redis", "sqlite")):
+        return location.split(":", 1)[0]
+    return NATIVE_BACKEND
 
 
 def corrupt(store: StatusStore, job_id: str) -> None:
@@ -52,6 +54,9 @@ def corrupt(store: StatusStore, job_id: str) -> None:
         store.client.hset(store.keys.job(job_id), "status", '"exploded"')  # type: ignore[attr-defined]
         # Announce it on the feed like a writer would (a foreign program writing badly).
         store.client.xadd(store.keys.feed, {"id": job_id, "n": 0})  # type: ignore[attr-defined]
+    elif store.location.startswith("sqlite"):
+        with store.connection() as conn:  # type: ignore[attr-defined]
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", ('{"schema": 1', job_id))
     else:
         Path(store.location, f"{job_id}.json").write_text('{"schema": 1, "id": "' + job_id + '"')
 

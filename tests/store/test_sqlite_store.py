@@ -1,0 +1,207 @@
+"""What only the sqlite:// backend has: its file, its transactions, its change log."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from statusbridge import BatchStatus, LockTimeout, StatusCache, StatusStore
+from statusbridge.errors import UnusableDatabase
+from statusbridge.store._shelf import open_shelf
+
+from support.waiting import wait_until
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/deep/er/status.db"
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "deep" / "er" / "status.db"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[StatusStore]:
+    with StatusStore(url) as s:
+        yield s
+
+
+def test_records_are_schema_1_documents_any_sqlite_client_reads(
+    store: StatusStore, db: Path
+) -> None:
+    store.update("a", status="running", progress=0.5, meta={"step": "load"})
+    assert db.is_file()  # the folders were made
+    with sqlite3.connect(db) as conn:
+        doc, status = conn.execute(
+            "SELECT doc, json_extract(doc, '$.status') FROM jobs WHERE id = 'a'"
+        ).fetchone()
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert status == "running"
+    parsed = json.loads(doc)
+    assert parsed["schema"] == 1 and parsed["meta"] == {"step": "load"} and parsed["seq"] == 1
+
+
+def test_durable_means_synchronous_full(url: str) -> None:
+    with StatusStore(url) as plain, StatusStore(url, durable=True) as durable:
+        plain.update("a")
+        durable.update("b")
+        assert plain.connection().execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[attr-defined]
+        assert durable.connection().execute("PRAGMA synchronous").fetchone()[0] == 2  # type: ignore[attr-defined]
+
+
+def test_a_busy_database_beyond_the_timeout_raises_lock_timeout(url: str, db: Path) -> None:
+    with StatusStore(url, lock_timeout=0.3) as store:
+        store.update("a")
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the database
+        try:
+            started = time.monotonic()
+            with pytest.raises(LockTimeout, match="job 'a'") as info:
+                store.update("a", progress=0.5)
+            assert 0.25 < time.monotonic() - started < 5
+            assert str(db) in info.value.lock_path
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert store.update("a", progress=0.5).seq == 2  # nothing half-written
+
+
+def test_a_file_that_is_not_sqlite_is_named(tmp_path: Path) -> None:
+    bogus = tmp_path / "status.db"
+    bogus.write_bytes(b"this is not a database, it is a shopping list\n" * 100)
+    url = f"sqlite:///{bogus}"
+    with pytest.raises(UnusableDatabase, match=str(bogus)):
+        StatusStore(url).read("a")
+    with pytest.raises(UnusableDatabase, match=str(bogus)):
+        StatusCache(url)
+    assert bogus.read_bytes().startswith(b"this is not")  # left as it was
+
+
+def test_the_change_log_keeps_the_last_log_keep_entries(url: str) -> None:
+    with StatusStore(url, log_keep=5) as store:
+        for i in range(20):
+            store.update("a", progress=i / 20)
+        store.delete("a")
+        rows = store.connection().execute("SELECT pos FROM changes ORDER BY pos").fetchall()  # type: ignore[attr-defined]
+    assert [r[0] for r in rows] == [17, 18, 19, 20, 21]
+
+
+def test_another_programs_write_is_logged_and_followed(url: str, db: Path) -> None:
+    with StatusStore(url) as store, StatusCache(url) as cache:
+        job = store.update("a", progress=0.1)
+        wait_until(lambda: cache.get("a") == job, 10, "the first write")
+        doc = json.loads(json.dumps(json.loads(store.connection().execute(  # type: ignore[attr-defined]
+            "SELECT doc FROM jobs").fetchone()[0])))  # fmt: skip
+        doc["message"], doc["seq"] = "edited by hand", 2
+        with sqlite3.connect(db) as conn:  # not statusbridge: the trigger logs it
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = 'a'", (json.dumps(doc),))
+        wait_until(lambda: (j := cache.get("a")) and j.message == "edited by hand", 10, "the edit")
+
+
+def test_a_cache_behind_a_trimmed_log_reloads_and_says_so(url: str) -> None:
+    with StatusStore(url, log_keep=3) as store, StatusCache(url) as cache:
+        store.update("a")
+        wait_until(lambda: "a" in cache.snapshot(), 10, "the first write")
+        held, release = threading.Event(), threading.Event()
+
+        def hold(snapshot: object, changed: frozenset[str]) -> None:
+            if "b" in changed:
+                held.set()
+                release.wait(30)  # the cache thread stops here while the log moves on
+
+        cache.subscribe(hold)
+        store.update("b")
+        assert held.wait(10)
+        for i in range(10):
+            store.update(f"c{i}", status=BatchStatus.COMPLETED)
+        store.delete("a")  # a delete trims the log at once (updates: one in 64)
+        release.set()
+        wait_until(lambda: "c9" in cache.snapshot(), 10, "the writes past the trim")
+        health = cache.health()
+        assert "trimmed past position" in (health.backend_note or "")
+        assert health.observer_restarts >= 1
+        assert cache.snapshot() == store.scan()
+
+
+def test_batch_definitions_live_in_the_same_database(url: str) -> None:
+    shelf = open_shelf(url)
+    try:
+        shelf.put("b1", b'{"v": 1}', exclusive=True)
+        with pytest.raises(FileExistsError):
+            shelf.put("b1", b'{"v": 0}', exclusive=True)
+        assert shelf.replace("b1", b'{"v": 1}', b'{"v": 2}') is True
+        assert shelf.replace("b1", b'{"v": 1}', b'{"v": 3}') is False  # compare-and-swap
+        assert shelf.get("b1") == b'{"v": 2}' and shelf.names() == ["b1"]
+        shelf.remove("b1")
+        assert shelf.get("b1") is None
+    finally:
+        shelf.close()
+
+
+def test_dropped_stores_and_caches_release_threads_and_database_descriptors(
+    url: str, db: Path
+) -> None:
+    """Descriptors on the database's files and threads come back; the inotify instance of a
+    dropped observer is watchdog's to close (the folder cache's test counts those)."""
+
+    def database_fds() -> int:
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            count += target.startswith(str(db))
+        return count
+
+    StatusStore(url).update("a")
+    StatusCache(url).close()  # warm up (imports, watchdog's module state)
+    gc.collect()
+    threads = threading.active_count()
+    for _ in range(50):
+        store = StatusStore(url)
+        store.update("a", progress=0.5)
+        cache = StatusCache(url)
+        assert cache.get("a") is not None
+        assert database_fds() > 0
+        del store, cache  # never closed
+    gc.collect()
+    wait_until(lambda: database_fds() == 0 and threading.active_count() <= threads, 60,
+               "database descriptors and threads released")  # fmt: skip
+
+
+def test_a_database_replaced_under_a_cache_is_reloaded(url: str, db: Path, tmp_path: Path) -> None:
+    """The SQLite form of 'a server restarted empty': another file now has the name."""
+    other = f"sqlite:///{tmp_path}/other.db"
+    with StatusStore(other) as store:
+        store.update("new")
+    with StatusStore(url) as store, StatusCache(url) as cache:
+        store.update("old")
+        wait_until(lambda: "old" in cache.snapshot(), 10, "the first write")
+        store.close()
+        os.replace(tmp_path / "other.db", db)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        wait_until(lambda: sorted(cache.snapshot()) == ["new"], 10, "the other file's jobs")
+        assert "database file replaced" in (cache.health().backend_note or "")
+
+
+def test_a_store_whose_database_was_deleted_writes_to_the_new_one(url: str, db: Path) -> None:
+    """Never into the unlinked file another process can no longer see."""
+    with StatusStore(url) as store:
+        store.update("before")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        store.update("after")
+        with StatusStore(url) as fresh:
+            assert sorted(fresh.scan()) == ["after"]
