@@ -91,6 +91,7 @@ EXPORTED = {
         "StatusBridgeError",
         "UnknownJobError",
         "UnsafeFolderError",
+        "UnusableDatabase",
     ],
     # The adapters.
     "statusbridge.cli": ["main", "main_entry"],
@@ -107,6 +108,7 @@ EXPORTED = {
         "format_duration",
         "job_share",
         "percent",
+        "printable",
         "short_id",
         "state_label",
     ],
@@ -123,6 +125,7 @@ EXPORTED = {
         "batch_summary",
         "cancel_buttons",
         "check_job_function",
+        "escape_markdown",
         "finished_over_time",
         "get_cache",
         "get_manager",
