@@ -29,6 +29,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import (
     QAbstractTableModel,
     QCoreApplication,
@@ -176,7 +177,9 @@ _keys = itertools.count(1)
 
 def _relay() -> _Relay:
     global _relay_instance  # noqa: PLW0603 - one relay per process, made on the GUI thread
-    if _relay_instance is None:
+    # QApplication.shutdown() deletes every QObject, ours included: a program (or a test
+    # run) that makes a second application after it gets a new relay, not a dead one.
+    if _relay_instance is None or not shiboken6.isValid(_relay_instance):
         _relay_instance = _Relay()
     return _relay_instance
 
@@ -364,7 +367,7 @@ class JobTableModel(QAbstractTableModel):
         elif column is Column.STATE and job.owner:
             text = f"{job.status.value}, worker {job.owner}"
         elif column is Column.JOB:
-            text = job.id
+            return job.id  # a validated id: letters, digits, '.', '_', '-' only
         return None if text is None else _plain_tooltip(text)
 
     # -- updates (GUI thread) --------------------------------------------------------

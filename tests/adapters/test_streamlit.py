@@ -72,9 +72,11 @@ def submit(at: AppTest, jobs: int, seconds: float, fail_rate: float, executor: s
 
 
 def page_text(at: AppTest) -> str:
+    """The page's text as a reader sees it: Markdown escapes (job text is escaped) undone."""
     parts = [m.value for m in at.markdown] + [c.value for c in at.caption]
     parts += [str(s.value) for s in at.success] + [str(i.value) for i in at.info]
-    return "\n".join(str(p) for p in parts)
+    text = "\n".join(str(p) for p in parts)
+    return re.sub(r"\\(.)", r"\1", text).replace("\u200b", "")
 
 
 class TestAppLogic:
