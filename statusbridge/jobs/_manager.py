@@ -506,8 +506,22 @@ class _Batches:
         return fresh
 
     def jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
+        """Each job's record; a job without one is PENDING, or left out once the batch has
+        finished (retention removed it after the final counts were saved)."""
         definition = self.definition(batch_id)
-        return tuple(self.job(job_id, definition) for job_id in definition.job_ids)
+        found: list[BatchJob] = []
+        fresh = False
+        for job_id in definition.job_ids:
+            job = self.queue.get_job_status(job_id)
+            if job is None and not fresh and definition.started_at and definition.final is None:
+                # Has another process saved the final counts (and trimmed) meanwhile?
+                fresh = True
+                definition = self._read(batch_id) or definition
+                self._remember(definition)
+            if job is None and definition.final is not None:
+                continue
+            found.append(job or BatchJob(job_id, BatchStatus.PENDING, batch_id=batch_id))
+        return tuple(found)
 
     def cancel(self, batch_id: str) -> int:
         """Set the batch's cancel marker, then cancel each job that has a record.
@@ -784,7 +798,11 @@ class BatchManager:
         return self._engine.queue.get_job_status(job_id)
 
     def get_batch_jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
-        """Every job of the batch, in definition order (unstarted ones as PENDING)."""
+        """Every job of the batch, in definition order (unstarted ones as PENDING).
+
+        Once the batch has finished, retention may remove its records (its summary
+        keeps the final counts): those jobs are left out, never shown unfinished.
+        """
         return self._engine.jobs(batch_id)
 
     def cancel_batch(self, batch_id: str) -> int:
