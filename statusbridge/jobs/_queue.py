@@ -491,6 +491,9 @@ class BatchQueue:
             progress_interval=self.progress_interval,
             heartbeat_interval=self.heartbeat_interval,
             store=self.store,
+            # In this process its RUNNING write can wait, as for a job in memory: one that
+            # ends within ``record_delay`` writes only its end.
+            defer_start=0.0 if self._pool.pickles else self.record_delay,
         )
         try:
             self._start(spec, attempts=1)
