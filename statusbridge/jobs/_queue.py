@@ -155,6 +155,31 @@ class _Submission:
     attempts: int = 1
 
 
+@dataclass(frozen=True)
+class DeferredRecord:
+    """A pending job's record held in memory until it is written (or its worker claims it)."""
+
+    since: float  # when submitted (monotonic): written ``record_delay`` after
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetryEntry:
+    """A change to a job's record whose write failed: tried again at ``due`` (monotonic)."""
+
+    due: float
+    delay: float  # the wait before this try; doubled after another failure
+    change: Change
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A job whose RUNNING write failed: submitted again at ``due`` (monotonic)."""
+
+    due: float
+    sub: _Submission
+
+
 _STOP = object()  # posted to the supervisor: release everything once idle
 _WAKE = object()  # posted to the supervisor: a job waits in memory (see _write_overdue)
 _DRAIN = object()  # posted to the supervisor: stop after what was posted before
@@ -285,15 +310,15 @@ class BatchQueue:
         # fields), oldest first. Popped by whoever writes or claims one; a writer
         # holds ``_writing`` from the pop until the record is stored, so a worker
         # that finds its job gone waits for that write before reading the record.
-        self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._unwritten: dict[str, DeferredRecord] = {}
         self._writing = threading.Lock()
         self._unwritten_failures = FailureLog()  # their writes' failures, logged rate-limited
         # Changes to written records whose write failed, by job id: (when next due,
         # the delay after that, the change). Supervisor only; ``_submitted`` shows
         # them meanwhile, so ``get_job_status`` and ``wait`` are not held back.
-        self._retries: dict[str, tuple[float, float, Change]] = {}
+        self._retries: dict[str, RetryEntry] = {}
         # Jobs to start again (their RUNNING write failed), by id: (when, submission).
-        self._restarts: dict[str, tuple[float, _Submission]] = {}
+        self._restarts: dict[str, Restart] = {}
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
         self._feeds: list[BatchFeed] = []  # started batches whose jobs are still being fed
@@ -393,7 +418,7 @@ class BatchQueue:
                 with self._lock:
                     kept = self._retries.get(job_id)
                 if kept is not None:  # an earlier run's outcome, shown ended: written first
-                    self._write_kept(job_id, kept[1], kept[2])
+                    self._write_kept(job_id, kept.delay, kept.change)
                 existing = self.store.read(job_id)
                 if existing is not None and existing.is_finished:
                     self.store.delete_if_unchanged([existing])  # a new run starts a new record
@@ -415,7 +440,7 @@ class BatchQueue:
             self._retries.pop(job_id, None)
             if deferred:
                 first = not self._unwritten
-                self._unwritten[job_id] = (time.monotonic(), fields)
+                self._unwritten[job_id] = DeferredRecord(time.monotonic(), fields)
                 if first:
                     self._events.put(_WAKE)  # the supervisor writes it if it still waits
         try:
@@ -573,13 +598,13 @@ class BatchQueue:
     def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | object | None:
         with self._lock:
             entry = self._unwritten.get(ctx.job_id)
-            if entry is not None and entry[1]["status"] is not BatchStatus.PENDING:
+            if entry is not None and entry.fields["status"] is not BatchStatus.PENDING:
                 return _NOT_TO_RUN  # ended in memory (its write failed): the retry writes it
             if entry is not None:
                 del self._unwritten[ctx.job_id]
                 now = self._clock()
                 record = {
-                    **entry[1],
+                    **entry.fields,
                     "status": BatchStatus.RUNNING,
                     "started_at": now,
                     "heartbeat_at": now,
@@ -587,7 +612,7 @@ class BatchQueue:
                 }
                 # Due ``record_delay`` after submit, not after start: others see
                 # every job within that delay, however long it waited in memory.
-                due = entry[0] + self.record_delay - time.monotonic()
+                due = entry.since + self.record_delay - time.monotonic()
                 ctx.start_unwritten(record, write_after=max(0.0, due))
                 register(ctx)  # before the lock is let go: cancel() finds it from now on
                 local = self._submitted.get(ctx.job_id)
@@ -607,16 +632,16 @@ class BatchQueue:
             with self._writing:
                 with self._lock:
                     due_before = time.monotonic() - self.record_delay
-                    overdue: list[tuple[str, tuple[float, dict[str, Any]]]] = []
+                    overdue: list[tuple[str, DeferredRecord]] = []
                     for job_id, entry in self._unwritten.items():
-                        if entry[0] > due_before or len(overdue) >= WRITE_GROUP:
+                        if entry.since > due_before or len(overdue) >= WRITE_GROUP:
                             break
                         overdue.append((job_id, entry))
                     for job_id, _ in overdue:
                         del self._unwritten[job_id]
                     if not overdue:
                         oldest = next(iter(self._unwritten.values()), None)
-                        return None if oldest is None else oldest[0] + self.record_delay
+                        return None if oldest is None else oldest.since + self.record_delay
                 for job_id, entry in overdue:
                     self._write_unwritten(job_id, entry, {})
 
@@ -654,7 +679,7 @@ class BatchQueue:
                 self._submitted[job_id] = merged(job_id, local, fields, now)
             elif local is not None:
                 self._submitted[job_id] = local  # shown until the retry (get_job_status)
-            self._retries[job_id] = (time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
+            self._retries[job_id] = RetryEntry(time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
         self._events.put(_WAKE)
 
     def _start_again_later(self, sub: _Submission) -> bool:
@@ -662,14 +687,14 @@ class BatchQueue:
             return False
         delay = min(WRITE_RETRY * 2 ** (sub.attempts - 1), WRITE_RETRY_MAX)
         with self._lock:
-            self._restarts[sub.spec.job_id] = (time.monotonic() + delay, sub)
+            self._restarts[sub.spec.job_id] = Restart(time.monotonic() + delay, sub)
         self._events.put(_WAKE)
         return True
 
     def _restart_due(self, *, force: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [(k, v[1]) for k, v in self._restarts.items() if force or v[0] <= now]
+            due = [(k, v.sub) for k, v in self._restarts.items() if force or v.due <= now]
             for job_id, _ in due:
                 del self._restarts[job_id]
         for job_id, sub in due:
@@ -694,14 +719,14 @@ class BatchQueue:
         self._restart_due(force=force)
         now = time.monotonic()
         with self._lock:
-            due_now = [(k, v) for k, v in self._retries.items() if force or v[0] <= now]
-        for job_id, (_due, delay, change) in due_now:
-            self._write_kept(job_id, delay, change)
+            due_now = [(k, v) for k, v in self._retries.items() if force or v.due <= now]
+        for job_id, entry in due_now:
+            self._write_kept(job_id, entry.delay, entry.change)
         with self._lock:
             return min(
                 itertools.chain(
-                    (entry[0] for entry in self._retries.values()),
-                    (entry[0] for entry in self._restarts.values()),
+                    (entry.due for entry in self._retries.values()),
+                    (restart.due for restart in self._restarts.values()),
                 ),
                 default=None,
             )
@@ -714,8 +739,8 @@ class BatchQueue:
             logger.debug("job %s: writing its record failed again: %s", job_id, exc)
             longer = min(delay * 2, WRITE_RETRY_MAX)
             with self._lock:
-                if self._retries.get(job_id, (0, 0, None))[2] is change:
-                    self._retries[job_id] = (time.monotonic() + longer, longer, change)
+                if self._kept_change(job_id) is change:
+                    self._retries[job_id] = RetryEntry(time.monotonic() + longer, longer, change)
             return
         except Exception:
             logger.exception("job %s: cannot write its record; giving up", job_id)
@@ -723,11 +748,15 @@ class BatchQueue:
         else:
             logger.info("job %s: its record is written now", job_id)
         with self._lock:
-            if self._retries.get(job_id, (0, 0, None))[2] is change:
+            if self._kept_change(job_id) is change:
                 del self._retries[job_id]
             if job is not None and job_id in self._submitted:
                 self._submitted[job_id] = job
         self._settle_submitted(job_id, job)
+
+    def _kept_change(self, job_id: str) -> Change | None:
+        entry = self._retries.get(job_id)
+        return None if entry is None else entry.change
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -743,11 +772,9 @@ class BatchQueue:
             self._write_unwritten(job_id, entry, change)
             return True
 
-    def _write_unwritten(
-        self, job_id: str, entry: tuple[float, dict[str, Any]], change: dict[str, Any]
-    ) -> bool:
+    def _write_unwritten(self, job_id: str, entry: DeferredRecord, change: dict[str, Any]) -> bool:
         # Under ``_writing``, with the entry popped: no worker can claim it now.
-        fields = {**entry[1], **change}
+        fields = {**entry.fields, **change}
         try:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
         except Exception as exc:
@@ -771,7 +798,7 @@ class BatchQueue:
             with self._lock:
                 # Kept with its change (a cancel must hold), first in line: due before
                 # the others (O(jobs in memory), on a failure only).
-                self._unwritten = {job_id: (retry_at - self.record_delay, fields)} | {
+                self._unwritten = {job_id: DeferredRecord(retry_at - self.record_delay, fields)} | {
                     k: v for k, v in self._unwritten.items() if k != job_id
                 }
                 local = self._submitted.get(job_id)
