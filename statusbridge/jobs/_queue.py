@@ -1298,7 +1298,7 @@ class BatchQueue:
         once and release everything when they have. May be called again (a later
         ``wait=True`` then waits).
         """
-        if self._draining and not wait:
+        if self._draining and not wait and not cancel_pending:
             return  # a shutdown(wait=True) is under way (an idle hook calls this meanwhile)
         if wait:
             # Until it is done, the supervisor must not release the cache early: the
