@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from conftest import wait_until
+from support.waiting import wait_until
 
 from statusbridge import BatchManager, BatchStatus, JobCancelled, report_progress
 from statusbridge.jobs._cancel import request_cancel

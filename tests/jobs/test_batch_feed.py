@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
 from support.batch_workers import start_big_batch
+from support.waiting import wait_until
 
 from statusbridge import BatchManager, BatchStatus
 from statusbridge.record import utc_now

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import wait_until
+from support.waiting import wait_until
 
 from statusbridge import BatchManager, BatchStatus
 
