@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from statusbridge.jobs._context import WRITE_ERRORS
 from statusbridge.jobs._liveness import this_process
-from statusbridge.record import BatchJob, BatchStatus, thaw
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._frozen import thaw
 
 if TYPE_CHECKING:
     from statusbridge.jobs._queue import BatchQueue
@@ -71,6 +72,13 @@ class BatchFeed:
 
     def __post_init__(self) -> None:
         self.unsubmitted = {job_id for job_id, _ in self.jobs}
+
+    def cancelled_record(self, job_id: str) -> dict[str, Any]:
+        """The record of one of its jobs cancelled before the feed wrote it."""
+        params = next((p for j, p in self.jobs if j == job_id), None)
+        fields = _pending(job_id, params, self.batch_id)
+        return {**fields, "status": BatchStatus.CANCELLED, "cancel_requested": True,
+                "message": "cancelled before it started"}  # fmt: skip
 
     @property
     def remaining(self) -> int:

@@ -68,7 +68,6 @@ from statusbridge.record import (
     BatchJob,
     BatchStatus,
     freeze,
-    thaw,
     utc_now,
     validate_job_id,
 )
@@ -1013,13 +1012,7 @@ class BatchQueue:
         """
         if feed.cancelled:
             return True  # its feed records it CANCELLED
-        params = next((p for j, p in feed.jobs if j == job_id), None)
-        fields = {
-            **CANCELLED_BEFORE_START,
-            "batch_id": feed.batch_id,
-            "params": thaw(params),
-            **this_process().fields(),
-        }
+        fields = feed.cancelled_record(job_id)
         written = self.store.modify(job_id, lambda current: fields if current is None else None)
         return written is not None
 

@@ -16,7 +16,7 @@ from support.batch_workers import start_big_batch
 from support.waiting import wait_until
 
 from statusbridge import BatchManager, BatchStatus
-from statusbridge.record import utc_now
+from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
 JOBS = 2_000
