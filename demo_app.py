@@ -148,7 +148,13 @@ def page() -> None:
         ):
             st.toast(f"Asked {sum(queue.cancel(j.id) for j in unfinished)} job(s) to stop")
         if right.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
-            stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
+            # A manager's batch: its cancel also reaches jobs whose records are not
+            # written yet (start_batch writes them in the background).
+            owner = next((m for m in map(manager, EXECUTORS.values()) if chosen in m.batches), None)
+            if owner is not None and chosen:
+                stopped = owner.cancel_batch(chosen)
+            else:
+                stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
             st.toast(f"Asked {stopped} job(s) to stop")
         if picked:
             sbst.job_details(j for j in jobs if j.id in picked)
