@@ -207,7 +207,14 @@ def page() -> None:
             ):
                 st.toast(f"Asked {sum(queue.cancel(j.id) for j in unfinished)} job(s) to stop")
             if st.button("Cancel batch", disabled=summary.is_done, key="cancel-batch"):
-                stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
+                # A manager's batch: its cancel also reaches jobs whose records are not
+                # written yet (start_batch writes them in the background).
+                owners = (manager(kind) for kind in EXECUTORS.values())
+                owner = next((m for m in owners if chosen in m.batches), None)
+                if owner is not None and chosen:
+                    stopped = owner.cancel_batch(chosen)
+                else:
+                    stopped = sum(queue.cancel(j.id) for j in jobs if not j.is_finished)
                 st.toast(f"Asked {stopped} job(s) to stop")
         # The counts under the table, not above it: drawn first, they stood alone for a
         # moment after Start while the table was still being drawn.

@@ -316,8 +316,9 @@ def _statusbridge_jobs_per_second(
 
 
 def _manager_jobs_per_second(folder: Path, jobs: int) -> tuple[float, float]:
-    """One batch of ``jobs`` through BatchManager: its ids are named in the batch
-    definition, so every record is written at submit (no deferral)."""
+    """One batch of ``jobs`` through BatchManager: ``start_batch`` returns at once, the
+    PENDING records are written in the background and a job that ends within
+    ``record_delay`` writes only its end (two writes per job)."""
     with BatchManager(
         folder / "batches", 4, folder / "status", max_completed_jobs=jobs + 1
     ) as manager:
@@ -413,8 +414,9 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
         "Goal: >= 1.0x Huey. A BatchQueue job that no other process can name starts in "
         "memory and is written once when it ends short of record_delay (1 s); one still "
         "queued after record_delay gets its PENDING record then and costs three writes; a "
-        "BatchManager job is named by its batch definition, so it is written when "
-        "submitted, started and finished (three atomic file writes). A Huey task is a row "
+        "BatchManager job is named by its batch definition, so its PENDING record is written "
+        "(in the background, after start_batch returned), then its end, and RUNNING only if "
+        "it outlives record_delay (two atomic file writes). A Huey task is a row "
         "in one SQLite file (no fsync on either side). The floors are the bare file "
         "writes of a job from 4 threads in Python: no cache, no queue, no records read.",
     )

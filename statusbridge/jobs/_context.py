@@ -117,16 +117,24 @@ class JobContext:
         self.last_check = self.last_write
         # The record's fields while no file of this job exists (None once written).
         self._unwritten: dict[str, Any] | None = None
+        # Started over an existing PENDING record without writing RUNNING (a batch job).
+        self.over_record = False
         self._failures = FailureLog()
 
-    def start_unwritten(self, record: dict[str, Any], *, write_after: float) -> None:
+    def start_unwritten(
+        self, record: dict[str, Any], *, write_after: float, over_record: bool = False
+    ) -> None:
         """Run with no record on disk yet: the first write, ``write_after`` from now, creates it.
 
         Nobody else can see or cancel the job before then, which is why this is
         only for jobs whose whole state lives in this process (thread jobs).
+        ``over_record``: the job's PENDING record exists; ``record`` holds the fields
+        that make it RUNNING, and a first write that finds the record final (it
+        was cancelled while it looked pending) stops the job instead.
         """
         with self._lock:
             self._unwritten = dict(record)
+            self.over_record = over_record
         self.last_write = time.monotonic() + write_after - self.interval
         self.last_check = self.last_write
 
@@ -223,7 +231,7 @@ class JobContext:
             def change(current: BatchJob | None) -> dict[str, Any] | None:
                 seen.append(current)
                 if current is None:
-                    return fields if creates else None
+                    return fields if creates and not self.over_record else None
                 if current.is_finished:
                     return None
                 return fields
@@ -237,6 +245,8 @@ class JobContext:
                 self.mark_written()
         if job is None:
             current = seen[-1] if seen else None
+            if creates and self.over_record and current is not None and current.is_finished:
+                self.cancel_event.set()  # cancelled while its record said PENDING
             logger.debug(
                 "job %s: progress not written, the record is %s",
                 self.job_id,

@@ -35,12 +35,14 @@ from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
 from statusbridge.cache import BatchSummary, Snapshot, StatusCache
 from statusbridge.cache._snapshot import summarize
 from statusbridge.errors import StatusBridgeError, UnknownJobError
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH
 from statusbridge.jobs._fits import check_records_fit
 from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._queue import BatchQueue
@@ -113,6 +115,7 @@ class BatchDefinition:
     created_at: datetime
     started_at: datetime | None = None
     final: FinalCounts | None = None
+    cancelled_at: datetime | None = None  # the batch-level cancel marker (``cancel_batch``)
 
     def to_json(self) -> bytes:
         doc = {
@@ -125,6 +128,8 @@ class BatchDefinition:
                 {"id": j, "params": thaw(p)} for j, p in zip(self.job_ids, self.params, strict=True)
             ],
         }
+        if self.cancelled_at is not None:
+            doc["cancelled_at"] = self.cancelled_at.isoformat()
         if self.final is not None:
             doc["final"] = self.final.to_doc()
         return json.dumps(doc, ensure_ascii=False).encode() + b"\n"
@@ -139,6 +144,7 @@ class BatchDefinition:
         if not isinstance(jobs, list):
             raise TypeError("jobs must be a list")
         started = doc.get("started_at")
+        cancelled = doc.get("cancelled_at")
         final = doc.get("final")
         return cls(
             id=validate_job_id(doc["id"]),
@@ -148,6 +154,7 @@ class BatchDefinition:
             created_at=_aware(doc["created_at"], "created_at"),
             started_at=_aware(started, "started_at") if started else None,
             final=FinalCounts.from_doc(final) if final is not None else None,
+            cancelled_at=_aware(cancelled, "cancelled_at") if cancelled else None,
         )
 
     def summary(self) -> BatchSummary | None:
@@ -166,6 +173,22 @@ def _refuse_if_started(definition: BatchDefinition) -> None:
 def _settled(final: FinalCounts) -> Callable[[BatchDefinition], BatchDefinition | None]:
     """The change that saves ``final``, unless another process saved its counts first."""
     return lambda current: None if current.final is not None else replace(current, final=final)
+
+
+def _marked_cancelled(current: BatchDefinition, now: datetime) -> BatchDefinition | None:
+    """The change that sets the cancel marker of a started, unfinished batch (else None)."""
+    if current.started_at is None or current.final is not None or current.cancelled_at:
+        return None
+    return replace(current, cancelled_at=now)
+
+
+def _cancelled_by_marker(job: BatchJob, marked_at: datetime) -> bool:
+    return (
+        job.status is BatchStatus.CANCELLED
+        and job.message == CANCELLED_BY_BATCH
+        and job.updated_at is not None
+        and job.updated_at >= marked_at
+    )
 
 
 def _has_records(batch_id: str, seen: tuple[Snapshot, list[BatchJob]]) -> bool:
@@ -385,24 +408,22 @@ class _Batches:
         claimed = self._change(batch_id, claim)
         if claimed is None:
             raise UnknownJobError(f"unknown batch id {batch_id!r} (removed meanwhile)")
-        definition = claimed
-        submitted = 0
-        try:
-            for job_id, params in zip(definition.job_ids, definition.params, strict=True):
-                self.queue.submit(generator_func, thaw(params), job_id=job_id, batch_id=batch_id)
-                submitted += 1
-        except BaseException as exc:
-            # Unforeseeable (the disk, the pool): the jobs never submitted fail, so
-            # the batch still finishes and says why.
-            why = f"batch could not be submitted: {type(exc).__name__}: {exc}"
-            for job_id in definition.job_ids[submitted:]:
-                try:
-                    self.queue.store.update(
-                        job_id, status=BatchStatus.FAILED, batch_id=batch_id, error_message=why
-                    )
-                except Exception:
-                    logger.exception("batch %s: cannot mark job %s failed", batch_id, job_id)
-            raise
+        # The definition names every job: from here on others can see and cancel
+        # them. Their records and the pool get them in the background.
+        self.queue.submit_batch(
+            generator_func,
+            tuple(zip(claimed.job_ids, claimed.params, strict=True)),
+            batch_id=batch_id,
+            stop=partial(self._cancel_marked, batch_id),
+        )
+
+    def _cancel_marked(self, batch_id: str) -> bool:
+        """Whether the stored definition carries the cancel marker (read fresh)."""
+        data = self.shelf.get(batch_id)
+        if data is None:
+            return False
+        doc = json.loads(data)
+        return isinstance(doc, dict) and doc.get("cancelled_at") is not None
 
     def status(
         self, batch_id: str, seen: tuple[Snapshot, list[BatchJob]] | None = None
@@ -482,12 +503,48 @@ class _Batches:
         return fresh
 
     def jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
+        """Each job's record; a job without one is PENDING, or left out once the batch has
+        finished (retention removed it after the final counts were saved)."""
         definition = self.definition(batch_id)
-        return tuple(self.job(job_id, definition) for job_id in definition.job_ids)
+        found: list[BatchJob] = []
+        fresh = False
+        for job_id in definition.job_ids:
+            job = self.queue.get_job_status(job_id)
+            if job is None and not fresh and definition.started_at and definition.final is None:
+                # Has another process saved the final counts (and trimmed) meanwhile?
+                fresh = True
+                definition = self._read(batch_id) or definition
+                self._remember(definition)
+            if job is None and definition.final is not None:
+                continue
+            found.append(job or BatchJob(job_id, BatchStatus.PENDING, batch_id=batch_id))
+        return tuple(found)
 
     def cancel(self, batch_id: str) -> int:
+        """Set the batch's cancel marker, then cancel each job that has a record.
+
+        A started batch's job without a record counts as cancelled: whoever feeds
+        the batch checks the marker before it runs a job (see ``_batch_feed``), and
+        records it CANCELLED instead.
+        """
         definition = self.definition(batch_id)
-        return sum(1 for job_id in definition.job_ids if self.queue.cancel(job_id))
+        if definition.final is not None:
+            return 0
+        unfed = self.queue.stop_feed(batch_id)  # this process's feed of it, if any
+        now = self._clock()
+        marked = self._change(batch_id, lambda current: _marked_cancelled(current, now))
+        if marked is not None:
+            definition = marked
+        # Jobs the feed cancelled on seeing our marker count too (not a later cancel's).
+        ours = definition.cancelled_at == now and definition.final is None
+        count = 0
+        for job_id in definition.job_ids:
+            if self.queue.cancel(job_id) or job_id in unfed:
+                count += 1
+            elif ours and self.queue.get_job_status(job_id) is None:
+                job = self.queue.store.read(job_id)
+                count += job is None or _cancelled_by_marker(job, now)
+        return count
 
     def summaries(self) -> list[BatchSummary]:
         self._relist()
@@ -751,7 +808,11 @@ class BatchManager:
         return self._engine.queue.get_job_status(job_id)
 
     def get_batch_jobs(self, batch_id: str) -> tuple[BatchJob, ...]:
-        """Every job of the batch, in definition order (unstarted ones as PENDING)."""
+        """Every job of the batch, in definition order (unstarted ones as PENDING).
+
+        Once the batch has finished, retention may remove its records (its summary
+        keeps the final counts): those jobs are left out, never shown unfinished.
+        """
         return self._engine.jobs(batch_id)
 
     def cancel_batch(self, batch_id: str) -> int:

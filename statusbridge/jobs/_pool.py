@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -58,6 +59,18 @@ def _leave_ctrl_c_to_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _start_worker(import_path: list[str]) -> None:
+    """A worker's initializer: Ctrl-C is the parent's, and the parent's import path holds.
+
+    A spawned worker starts with the parent's ``sys.path`` of the moment it is
+    spawned; workers spawned later (a batch fed in the background, a replaced
+    pool) also find the modules that were importable when the jobs were submitted
+    (a Streamlit script's folder is on the path only while the script runs).
+    """
+    _leave_ctrl_c_to_parent()
+    sys.path.extend(p for p in import_path if p not in sys.path)
+
+
 class WorkerPool:
     """An owned thread or process pool (replaceable), or an executor the user gave us."""
 
@@ -75,6 +88,9 @@ class WorkerPool:
             isinstance(choice, Executor) and not isinstance(choice, ThreadPoolExecutor)
         )
         self._lock = threading.Lock()
+        # Import path entries seen at submit time, for workers spawned later (pickled
+        # with each worker's start: the list is read when a worker spawns).
+        self._import_path: list[str] = []
         self._executor = self._new_executor()
         self._closed = False
         # Worker processes we have seen, by pid, with the pool they belong to:
@@ -99,10 +115,17 @@ class WorkerPool:
             return ProcessPoolExecutor(
                 self._max_workers,
                 mp_context=get_context("spawn"),
-                initializer=_leave_ctrl_c_to_parent,
+                initializer=_start_worker,
+                initargs=(self._import_path,),
             )
         assert isinstance(self._choice, Executor)
         return self._choice
+
+    def note_import_path(self) -> None:
+        """Remember the caller's ``sys.path`` for the worker processes spawned from now on."""
+        if self._choice == "process":
+            with self._lock:
+                self._import_path.extend(p for p in sys.path if p not in self._import_path)
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> tuple[Future[Any], Executor]:
         """Submit to the current executor (replacing it once if it is broken)."""

@@ -38,7 +38,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime
@@ -47,6 +47,7 @@ from typing import Any, Literal, TypeVar
 
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.errors import UnknownJobError
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH, BatchFeed
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._context import (
     FAILURE_LOG_SECONDS,
@@ -148,9 +149,35 @@ class _Submission:
     attempts: int = 1
 
 
+@dataclass(frozen=True)
+class DeferredRecord:
+    """A pending job's record held in memory until it is written (or its worker claims it)."""
+
+    since: float  # when submitted (monotonic): written ``record_delay`` after
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RetryEntry:
+    """A change to a job's record whose write failed: tried again at ``due`` (monotonic)."""
+
+    due: float
+    delay: float  # the wait before this try; doubled after another failure
+    change: Change
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A job whose RUNNING write failed: submitted again at ``due`` (monotonic)."""
+
+    due: float
+    sub: _Submission
+
+
 _STOP = object()  # posted to the supervisor: release everything once idle
 _WAKE = object()  # posted to the supervisor: a job waits in memory (see _write_overdue)
 _DRAIN = object()  # posted to the supervisor: stop after what was posted before
+_FEED_DONE = object()  # posted to the supervisor: a batch feed ended (the queue may be idle)
 _NOT_TO_RUN = object()  # BatchQueue._claim_from_memory: the job ended before it started
 
 
@@ -278,18 +305,20 @@ class BatchQueue:
         # fields), oldest first. Popped by whoever writes or claims one; a writer
         # holds ``_writing`` from the pop until the record is stored, so a worker
         # that finds its job gone waits for that write before reading the record.
-        self._unwritten: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._unwritten: dict[str, DeferredRecord] = {}
         self._writing = threading.Lock()
         self._unwritten_failures = FailureLog()  # their writes' failures, logged rate-limited
         # Changes to written records whose write failed, by job id: (when next due,
         # the delay after that, the change). Supervisor only; ``_submitted`` shows
         # them meanwhile, so ``get_job_status`` and ``wait`` are not held back.
-        self._retries: dict[str, tuple[float, float, Change]] = {}
+        self._retries: dict[str, RetryEntry] = {}
         # Jobs to start again (their RUNNING write failed), by id: (when, submission).
-        self._restarts: dict[str, tuple[float, _Submission]] = {}
+        self._restarts: dict[str, Restart] = {}
         self._retention_hooks: list[Callable[[], RetentionHook | None]] = []
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
+        self._feeds: list[BatchFeed] = []  # started batches whose jobs are still being fed
         self._closed = False
+        self._draining = False  # a shutdown(wait=True) is under way
         self._cancel_pending = False  # set by shutdown(cancel_pending=True)
         self._events: stdlib_queue.SimpleQueue[Any] = stdlib_queue.SimpleQueue()
         self._stopped = threading.Event()
@@ -384,7 +413,7 @@ class BatchQueue:
                 with self._lock:
                     kept = self._retries.get(job_id)
                 if kept is not None:  # an earlier run's outcome, shown ended: written first
-                    self._write_kept(job_id, kept[1], kept[2])
+                    self._write_kept(job_id, kept.delay, kept.change)
                 existing = self.store.read(job_id)
                 if existing is not None and existing.is_finished:
                     self.store.delete_if_unchanged([existing])  # a new run starts a new record
@@ -406,7 +435,7 @@ class BatchQueue:
             self._retries.pop(job_id, None)
             if deferred:
                 first = not self._unwritten
-                self._unwritten[job_id] = (time.monotonic(), fields)
+                self._unwritten[job_id] = DeferredRecord(time.monotonic(), fields)
                 if first:
                     self._events.put(_WAKE)  # the supervisor writes it if it still waits
         try:
@@ -419,6 +448,115 @@ class BatchQueue:
                 self._mark_if_unfinished(job_id, BatchStatus.FAILED, why)
             raise
         return job_id
+
+    def submit_batch(
+        self,
+        func: Callable[[Any], Any],
+        jobs: Sequence[tuple[str, Any]],
+        *,
+        batch_id: str,
+        stop: Callable[[], bool],
+    ) -> None:
+        """Queue ``func(params)`` for every ``(job_id, params)`` of a batch; returns at once.
+
+        The jobs' PENDING records are written and the jobs submitted in the
+        background, in order (see ``statusbridge.jobs._batch_feed``); a job that
+        already has a record is skipped. ``stop()`` says whether the batch was
+        cancelled: asked after each chunk's records are written, before they run.
+        ``wait()`` and ``running`` count the jobs not fed yet.
+        """
+        self.check_submittable(func)
+        validate_job_id(batch_id)
+        self._pool.note_import_path()  # workers may be spawned after the caller's path changed
+        feed = BatchFeed(batch_id, func, jobs, stop)
+        with self._lock:
+            self._feeds.append(feed)
+            with _busy_lock:
+                _busy.add(self)
+        threading.Thread(
+            target=feed.run, args=(self,), name="statusbridge-batch-feed", daemon=True
+        ).start()
+
+    def stop_feed(self, batch_id: str) -> set[str]:
+        """The batch was cancelled here: its feed records the jobs not fed yet CANCELLED.
+
+        Returns the ids of its jobs not fed yet (none of them will start).
+        """
+        with self._lock:
+            feeds = [f for f in self._feeds if f.batch_id == batch_id]
+        unfed: set[str] = set()
+        for feed in feeds:
+            feed.cancelled = True
+            unfed |= feed.unsubmitted.copy()  # one C call: safe while the feed thread removes
+        return unfed
+
+    def _feeding(self, job_id: str) -> BatchFeed | None:
+        """The feed that has not submitted ``job_id`` yet, if any."""
+        with self._lock:
+            feeds = list(self._feeds)
+        return next((f for f in feeds if job_id in f.unsubmitted), None)
+
+    def _note_recorded(self, jobs: Iterable[BatchJob]) -> None:
+        """Records the batch feed wrote: shown by ``get_job_status`` until the cache has them."""
+        with self._lock:
+            for job in jobs:
+                self._submitted[job.id] = job
+
+    def _start_recorded(self, func: Callable[[Any], Any], job: BatchJob) -> None:
+        """Start a job whose PENDING record the batch feed wrote (on the feed's thread)."""
+        spec = RunSpec(
+            self._folder,
+            job.id,
+            func,
+            progress_interval=self.progress_interval,
+            heartbeat_interval=self.heartbeat_interval,
+            store=self.store,
+            # In this process its RUNNING write can wait, as for a job in memory: one that
+            # ends within ``record_delay`` writes only its end.
+            defer_start=0.0 if self._pool.pickles else self.record_delay,
+        )
+        try:
+            self._start(spec, attempts=1)
+        except Exception as exc:  # noqa: BLE001 - recorded in the job
+            if self._cancel_pending:
+                self._mark_if_unfinished(job.id, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
+            else:
+                why = f"could not submit: {type(exc).__name__}: {exc}"
+                self._mark_if_unfinished(job.id, BatchStatus.FAILED, why)
+            self._settle_submitted(job.id)
+
+    def _feed_ended(self, feed: BatchFeed) -> None:
+        with self._lock:
+            if feed in self._feeds:
+                self._feeds.remove(feed)
+        self._events.put(_FEED_DONE)
+
+    def _after_feed(self) -> None:
+        """A feed ended: if nothing else runs here, the queue is idle (as ``_forget`` says)."""
+        with self._lock:
+            idle = not self._subs and not self._feeds
+            hooks = [ref() for ref in self._idle_hooks] if idle else []
+            if idle:
+                with _busy_lock:
+                    _busy.discard(self)
+        for hook in hooks:
+            if hook is not None:
+                hook()
+
+    def _join_feeds(self, deadline: float | None) -> bool:
+        """Wait for the batch feeds under way; False if ``deadline`` (monotonic) came first."""
+        while True:
+            with self._lock:
+                feed = self._feeds[0] if self._feeds else None
+            if feed is None:
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            feed.finished.wait(remaining)
+            with self._lock:
+                if feed.finished.is_set() and feed in self._feeds:
+                    self._feeds.remove(feed)
 
     def _start(self, spec: RunSpec, *, attempts: int) -> None:
         # Holding our lock around the pool's submit is safe because no done-callback
@@ -455,13 +593,13 @@ class BatchQueue:
     def _claim_from_memory(self, ctx: JobContext) -> tuple[Any] | object | None:
         with self._lock:
             entry = self._unwritten.get(ctx.job_id)
-            if entry is not None and entry[1]["status"] is not BatchStatus.PENDING:
+            if entry is not None and entry.fields["status"] is not BatchStatus.PENDING:
                 return _NOT_TO_RUN  # ended in memory (its write failed): the retry writes it
             if entry is not None:
                 del self._unwritten[ctx.job_id]
                 now = self._clock()
                 record = {
-                    **entry[1],
+                    **entry.fields,
                     "status": BatchStatus.RUNNING,
                     "started_at": now,
                     "heartbeat_at": now,
@@ -469,7 +607,7 @@ class BatchQueue:
                 }
                 # Due ``record_delay`` after submit, not after start: others see
                 # every job within that delay, however long it waited in memory.
-                due = entry[0] + self.record_delay - time.monotonic()
+                due = entry.since + self.record_delay - time.monotonic()
                 ctx.start_unwritten(record, write_after=max(0.0, due))
                 register(ctx)  # before the lock is let go: cancel() finds it from now on
                 local = self._submitted.get(ctx.job_id)
@@ -489,16 +627,16 @@ class BatchQueue:
             with self._writing:
                 with self._lock:
                     due_before = time.monotonic() - self.record_delay
-                    overdue: list[tuple[str, tuple[float, dict[str, Any]]]] = []
+                    overdue: list[tuple[str, DeferredRecord]] = []
                     for job_id, entry in self._unwritten.items():
-                        if entry[0] > due_before or len(overdue) >= WRITE_GROUP:
+                        if entry.since > due_before or len(overdue) >= WRITE_GROUP:
                             break
                         overdue.append((job_id, entry))
                     for job_id, _ in overdue:
                         del self._unwritten[job_id]
                     if not overdue:
                         oldest = next(iter(self._unwritten.values()), None)
-                        return None if oldest is None else oldest[0] + self.record_delay
+                        return None if oldest is None else oldest.since + self.record_delay
                 for job_id, entry in overdue:
                     self._write_unwritten(job_id, entry, {})
 
@@ -536,7 +674,7 @@ class BatchQueue:
                 self._submitted[job_id] = merged(job_id, local, fields, now)
             elif local is not None:
                 self._submitted[job_id] = local  # shown until the retry (get_job_status)
-            self._retries[job_id] = (time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
+            self._retries[job_id] = RetryEntry(time.monotonic() + WRITE_RETRY, WRITE_RETRY, change)
         self._events.put(_WAKE)
 
     def _start_again_later(self, sub: _Submission) -> bool:
@@ -544,14 +682,14 @@ class BatchQueue:
             return False
         delay = min(WRITE_RETRY * 2 ** (sub.attempts - 1), WRITE_RETRY_MAX)
         with self._lock:
-            self._restarts[sub.spec.job_id] = (time.monotonic() + delay, sub)
+            self._restarts[sub.spec.job_id] = Restart(time.monotonic() + delay, sub)
         self._events.put(_WAKE)
         return True
 
     def _restart_due(self, *, force: bool = False) -> None:
         now = time.monotonic()
         with self._lock:
-            due = [(k, v[1]) for k, v in self._restarts.items() if force or v[0] <= now]
+            due = [(k, v.sub) for k, v in self._restarts.items() if force or v.due <= now]
             for job_id, _ in due:
                 del self._restarts[job_id]
         for job_id, sub in due:
@@ -576,14 +714,14 @@ class BatchQueue:
         self._restart_due(force=force)
         now = time.monotonic()
         with self._lock:
-            due_now = [(k, v) for k, v in self._retries.items() if force or v[0] <= now]
-        for job_id, (_due, delay, change) in due_now:
-            self._write_kept(job_id, delay, change)
+            due_now = [(k, v) for k, v in self._retries.items() if force or v.due <= now]
+        for job_id, entry in due_now:
+            self._write_kept(job_id, entry.delay, entry.change)
         with self._lock:
             return min(
                 itertools.chain(
-                    (entry[0] for entry in self._retries.values()),
-                    (entry[0] for entry in self._restarts.values()),
+                    (entry.due for entry in self._retries.values()),
+                    (restart.due for restart in self._restarts.values()),
                 ),
                 default=None,
             )
@@ -596,8 +734,8 @@ class BatchQueue:
             logger.debug("job %s: writing its record failed again: %s", job_id, exc)
             longer = min(delay * 2, WRITE_RETRY_MAX)
             with self._lock:
-                if self._retries.get(job_id, (0, 0, None))[2] is change:
-                    self._retries[job_id] = (time.monotonic() + longer, longer, change)
+                if self._kept_change(job_id) is change:
+                    self._retries[job_id] = RetryEntry(time.monotonic() + longer, longer, change)
             return
         except Exception:
             logger.exception("job %s: cannot write its record; giving up", job_id)
@@ -605,11 +743,15 @@ class BatchQueue:
         else:
             logger.info("job %s: its record is written now", job_id)
         with self._lock:
-            if self._retries.get(job_id, (0, 0, None))[2] is change:
+            if self._kept_change(job_id) is change:
                 del self._retries[job_id]
             if job is not None and job_id in self._submitted:
                 self._submitted[job_id] = job
         self._settle_submitted(job_id, job)
+
+    def _kept_change(self, job_id: str) -> Change | None:
+        entry = self._retries.get(job_id)
+        return None if entry is None else entry.change
 
     def _write_pending_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -625,11 +767,9 @@ class BatchQueue:
             self._write_unwritten(job_id, entry, change)
             return True
 
-    def _write_unwritten(
-        self, job_id: str, entry: tuple[float, dict[str, Any]], change: dict[str, Any]
-    ) -> bool:
+    def _write_unwritten(self, job_id: str, entry: DeferredRecord, change: dict[str, Any]) -> bool:
         # Under ``_writing``, with the entry popped: no worker can claim it now.
-        fields = {**entry[1], **change}
+        fields = {**entry.fields, **change}
         try:
             job = self.store.modify(job_id, lambda current: fields if current is None else None)
         except Exception as exc:
@@ -653,7 +793,7 @@ class BatchQueue:
             with self._lock:
                 # Kept with its change (a cancel must hold), first in line: due before
                 # the others (O(jobs in memory), on a failure only).
-                self._unwritten = {job_id: (retry_at - self.record_delay, fields)} | {
+                self._unwritten = {job_id: DeferredRecord(retry_at - self.record_delay, fields)} | {
                     k: v for k, v in self._unwritten.items() if k != job_id
                 }
                 local = self._submitted.get(job_id)
@@ -769,7 +909,7 @@ class BatchQueue:
         with self._lock:
             if self._subs.get(job_id) is sub:
                 del self._subs[job_id]
-            idle = not self._subs
+            idle = not self._subs and not self._feeds
             hooks = [ref() for ref in self._idle_hooks] if idle else []
             self._done_unseen[job_id] = time.monotonic()
             if idle:
@@ -844,6 +984,9 @@ class BatchQueue:
             if sub is not None:
                 sub.future.cancel()
             return True
+        feed = self._feeding(job_id)
+        if feed is not None and self._cancel_unfed(feed, job_id):
+            return True
         ctx = running_context(job_id)
         if ctx is not None and not ctx.written:
             ctx.flush()  # running in memory only: its record first, then the request in it
@@ -857,6 +1000,17 @@ class BatchQueue:
             sub.future.cancel()
         signal_cancel(job_id)
         return True
+
+    def _cancel_unfed(self, feed: BatchFeed, job_id: str) -> bool:
+        """Cancel a batch job not fed yet: its record is created CANCELLED, unless one exists.
+
+        False if a record exists (the feed wrote it meanwhile): cancel that one.
+        """
+        if feed.cancelled:
+            return True  # its feed records it CANCELLED
+        fields = feed.cancelled_record(job_id)
+        written = self.store.modify(job_id, lambda current: fields if current is None else None)
+        return written is not None
 
     def _seen_running(self, job_id: str) -> bool:
         job = self.get_job_status(job_id)
@@ -901,7 +1055,8 @@ class BatchQueue:
     @property
     def running(self) -> int:
         """Jobs submitted here that are not done yet (pending or running)."""
-        return len(self._subs)
+        with self._lock:
+            return len(self._subs) + sum(feed.remaining for feed in self._feeds)
 
     def wait(self, job_ids: Iterable[str] | None = None, timeout: float | None = None) -> bool:
         """Block until these jobs (default: all submitted here and not done) are finished.
@@ -909,14 +1064,20 @@ class BatchQueue:
         Returns False on timeout; raises UnknownJobError for an id that names no
         job. Waits on cache changes, not by polling the disk.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if job_ids is None and not self._join_feeds(deadline):
+            return False
         with self._lock:
             remaining_ids = list(job_ids) if job_ids is not None else list(self._subs)
         unknown = [
-            i for i in remaining_ids if self.get_job_status(i) is None and i not in self._removed
+            i
+            for i in remaining_ids
+            if self.get_job_status(i) is None
+            and i not in self._removed
+            and self._feeding(i) is None
         ]
         if unknown:
             raise UnknownJobError(f"no such job: {', '.join(map(repr, unknown[:5]))}")
-        deadline = None if timeout is None else time.monotonic() + timeout
         in_line = collections.deque(remaining_ids)
         while True:
             snap = self.cache.snapshot()
@@ -924,6 +1085,8 @@ class BatchQueue:
             # one stays finished), so waiting on many jobs costs O(jobs + changes).
             # A job that vanished meanwhile finished first (retention removed it).
             while in_line and ((job := self.get_job_status(in_line[0])) is None or job.is_finished):
+                if job is None and self._feeding(in_line[0]) is not None:
+                    break  # not recorded yet: its batch's feed is on its way to it
                 in_line.popleft()
             if not in_line:
                 return True
@@ -1131,12 +1294,22 @@ class BatchQueue:
         once and release everything when they have. May be called again (a later
         ``wait=True`` then waits).
         """
+        if self._draining and not wait and not cancel_pending:
+            return  # a shutdown(wait=True) is under way (an idle hook calls this meanwhile)
+        if wait:
+            # Until it is done, the supervisor must not release the cache early: the
+            # final rescan below shows how every job ended.
+            self._draining = True
         if not cancel_pending and not self._closed:
             # Jobs waiting to be started again (their start could not be written)
             # are queued jobs: they go to the pool now, before it stops taking any.
             self._restart_due(force=True)
         self._closed = True
         self._cancel_pending = self._cancel_pending or cancel_pending
+        if wait:
+            # Batches being fed are queued jobs: fed to the pool (or, with
+            # cancel_pending, recorded CANCELLED) before the pool stops.
+            self._join_feeds(None)
         if cancel_pending:
             with self._lock:
                 ids = list(self._subs)
@@ -1149,7 +1322,11 @@ class BatchQueue:
                         # Shutting down goes on: the pool drops the job, whose
                         # CANCELLED record is then kept and retried like any write.
                         logger.warning("job %s: its cancel could not be written", job_id)
-        self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
+        with self._lock:
+            feeding = bool(self._feeds)
+        if not feeding or cancel_pending:
+            # (A batch still being fed keeps the pool; the supervisor releases it after.)
+            self._pool.shutdown(wait=wait, cancel_futures=cancel_pending)
         if not wait:
             self._events.put(_STOP)  # the supervisor releases once the jobs are done
             return
@@ -1268,6 +1445,8 @@ def _supervise(
                 stopping = True
             elif item is _WAKE:
                 unwritten_due = None  # look now
+            elif item is _FEED_DONE:
+                queue._after_feed()
             elif item is not None:
                 queue._handle_done(*item)
             if item is _WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
@@ -1282,7 +1461,7 @@ def _supervise(
             if time.monotonic() >= next_maintenance:
                 queue.maintain()
                 next_maintenance = time.monotonic() + interval
-            if stopping and not queue._subs:
+            if stopping and not queue._subs and not queue._feeds:
                 queue._write_remaining()
                 queue._release()
                 return

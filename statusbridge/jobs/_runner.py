@@ -51,6 +51,9 @@ class RunSpec:
     # was never written, starting ``ctx`` unwritten; returns its params then, else
     # None (the job is then started from its record, as in a worker process).
     claim: Callable[[JobContext], tuple[Any] | None] | None = field(default=None, compare=False)
+    # A job whose PENDING record exists (a batch's): start it without writing RUNNING,
+    # which its first write does this many seconds later (0: RUNNING is written at start).
+    defer_start: float = 0.0
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -160,6 +163,14 @@ def run_job(spec: RunSpec) -> BatchJob | None:
     claimed = spec.claim(ctx) if spec.claim is not None else None
     if claimed is not None:
         (params,) = claimed
+    elif spec.defer_start > 0:
+        try:
+            job = _start_deferred(store, ctx, spec.defer_start)
+        except WRITE_ERRORS as exc:
+            raise StartNotWritten(spec.job_id, f"{type(exc).__name__}: {exc}") from exc
+        if job is None or job.status is not BatchStatus.PENDING:
+            return job
+        params = job.params
     else:
         try:
             job = _start_from_record(store, spec.job_id)
@@ -207,6 +218,28 @@ def _start_from_record(store: StatusStore, job_id: str) -> BatchJob | None:
     return store.modify(job_id, start)
 
 
+def _start_deferred(store: StatusStore, ctx: JobContext, delay: float) -> BatchJob | None:
+    """Start from a PENDING record without a write: RUNNING is written ``delay`` from now.
+
+    Returns the record read (PENDING: run it); a record that is gone or final is not run,
+    and one whose cancel was asked is made CANCELLED here, as ``_start_from_record`` does.
+    A cancel that reaches the record meanwhile is found by the job's first write.
+    """
+    job = store.read(ctx.job_id)
+    if job is None or job.status is not BatchStatus.PENDING:
+        return job
+    if job.cancel_requested:
+        return _start_from_record(store, ctx.job_id)
+    now = utc_now()
+    ctx.start_unwritten(
+        {"status": BatchStatus.RUNNING, "started_at": now, "heartbeat_at": now,
+         **this_process().fields()},
+        write_after=delay,
+        over_record=True,
+    )  # fmt: skip
+    return job
+
+
 def _finish(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
     with ctx.write_lock:  # no heartbeat may land after this
         ctx.finished = True
@@ -222,7 +255,7 @@ def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> 
     fields["heartbeat_at"] = utc_now()
     try:
         try:
-            job = store.update(ctx.job_id, **fields)
+            job = _write_outcome(store, ctx, fields)
         except (TypeError, ValueError) as exc:
             # The result (or a meta value) cannot be stored: the job fails, saying why.
             logger.warning("job %s: cannot store its outcome: %s", ctx.job_id, exc)
@@ -232,11 +265,28 @@ def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> 
                 "error_message": f"job returned a result that cannot be stored: {exc}",
                 "heartbeat_at": utc_now(),
             }
-            job = store.update(ctx.job_id, **fields)
+            job = _write_outcome(store, ctx, fields)
     except WRITE_ERRORS as exc:
         raise OutcomeNotWritten(ctx.job_id, fields, f"{type(exc).__name__}: {exc}") from exc
     ctx.mark_written()
     return job
+
+
+def _write_outcome(store: StatusStore, ctx: JobContext, fields: dict[str, Any]) -> BatchJob:
+    if not ctx.over_record or ctx.written:
+        return store.update(ctx.job_id, **fields)
+    # Started over a PENDING record without writing RUNNING: a record made final
+    # meanwhile (cancelled while it looked pending) keeps its status.
+    kept: list[BatchJob] = []
+
+    def change(current: BatchJob | None) -> dict[str, Any] | None:
+        if current is not None and current.is_finished:
+            kept.append(current)
+            return None
+        return fields
+
+    job = store.modify(ctx.job_id, change)
+    return job if job is not None else kept[0]
 
 
 class OutcomeNotWritten(Exception):

@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,11 @@ def folders(tmp_path: Path) -> tuple[Path, Path]:
 def status_of(queue: BatchQueue, job_id: str) -> BatchStatus | None:
     job = queue.get_job_status(job_id)
     return job.status if job else None
+
+
+def _running_jobs(manager: BatchManager, batch_id: str, count: int) -> bool:
+    status = manager.get_batch_status(batch_id)
+    return status is not None and status.counts[BatchStatus.RUNNING] == count
 
 
 def wait_for_batch(manager: BatchManager, batch_id: str, timeout: float = 60) -> None:
@@ -487,6 +493,8 @@ class TestOwnership:
         batch_id = manager.create_custom_batch([{"gate": str(gate)}] * 3, "rerun")
         manager.start_batch(batch_id, wait_for_gate)
         first_queue = manager.queue
+        # Its jobs are fed in the background: measure once both workers run one.
+        wait_until(partial(_running_jobs, manager, batch_id, 2), 60, "two jobs to run")
         running = _process_resources()
         for _ in range(100):  # 100 reruns while the batch runs
             manager = BatchManager(batch_dir, 2, status_dir)

@@ -423,7 +423,7 @@ def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
         later, later_started, later_gate = gated()
         with queue._writing:
             second = queue.submit(later)
-            submitted_at = queue._unwritten[second][0]
+            submitted_at = queue._unwritten[second].since
             wait_until(lambda: time.monotonic() > submitted_at + delay, 30, "the delay to pass")
             gate.set()  # the first job ends; its worker claims the second from memory
             assert later_started.wait(30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,7 @@ def retry_now(queue: BatchQueue, job_id: str) -> None:
         kept = queue._retries.get(job_id)
         if kept is None:
             return  # dropped already (a new run of the job)
-        queue._retries[job_id] = (0.0, *kept[1:])
+        queue._retries[job_id] = replace(kept, due=0.0)
     queue._events.put(_queue._WAKE)
 
 

@@ -1,0 +1,194 @@
+"""The background feed of a started batch: PENDING records in bulk, then the jobs to the pool.
+
+``BatchManager.start_batch`` saves the definition as started and hands its jobs
+to a ``BatchFeed``; the caller's thread returns at once. The feed, on its own
+thread, goes through the jobs in chunks:
+
+1. creates each job's PENDING record unless one exists (a job someone already
+   cancelled, or started, is skipped: it is never run twice);
+2. asks ``stop()`` (the batch's cancel marker, read fresh) *after* those
+   records exist and *before* any of them reaches the pool;
+3. submits the chunk's new jobs to the queue.
+
+Why this order closes the race with ``cancel_batch`` from another process: that
+cancel sets the marker first, then cancels every record it finds. A record the
+feed created before the marker was set is found by the cancel; one created after
+it is seen by the feed's own check in step 2, which cancels its chunk and writes
+the rest of the batch CANCELLED instead of PENDING. Either way no job of the
+batch starts once the cancel has returned (a job starts only from a PENDING
+record, under that record's lock).
+
+Relies on the queue for the pool, the store and the retry delays; owns only its
+cursor and its thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from statusbridge.jobs._context import WRITE_ERRORS
+from statusbridge.jobs._liveness import this_process
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._frozen import thaw
+
+if TYPE_CHECKING:
+    from statusbridge.jobs._queue import BatchQueue
+
+__all__ = ["FEED_CHUNK", "BatchFeed"]
+
+logger = logging.getLogger(__name__)
+
+# Jobs per chunk: one look at the cancel marker per chunk (a read of the definition).
+FEED_CHUNK = 500
+
+# A record write that fails (a full disk, a server away) is tried again after
+# these delays (doubling), at most FEED_WRITE_TRIES times, before the rest fails.
+FEED_RETRY = 0.1
+FEED_RETRY_MAX = 5.0
+FEED_WRITE_TRIES = 14
+
+CANCELLED_BY_BATCH = "cancelled with its batch before it started"
+
+
+@dataclass
+class BatchFeed:
+    """One started batch whose jobs are still being recorded and submitted."""
+
+    batch_id: str
+    func: Callable[[Any], Any]
+    jobs: Sequence[tuple[str, Any]]  # (job id, params), in definition order
+    stop: Callable[[], bool]  # True once the batch was cancelled (asked per chunk)
+    done_count: int = 0  # jobs handled so far (recorded and submitted, or skipped)
+    cancelled: bool = False
+    finished: threading.Event = field(default_factory=threading.Event)
+    # Jobs whose records may not exist yet, or are not past a look at the marker:
+    # a cancel of one of them is the feed's to carry out.
+    unsubmitted: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.unsubmitted = {job_id for job_id, _ in self.jobs}
+
+    def cancelled_record(self, job_id: str) -> dict[str, Any]:
+        """The record of one of its jobs cancelled before the feed wrote it."""
+        params = next((p for j, p in self.jobs if j == job_id), None)
+        fields = _pending(job_id, params, self.batch_id)
+        return {**fields, "status": BatchStatus.CANCELLED, "cancel_requested": True,
+                "message": "cancelled before it started"}  # fmt: skip
+
+    @property
+    def remaining(self) -> int:
+        return len(self.jobs) - self.done_count
+
+    def run(self, queue: BatchQueue) -> None:
+        """Feed every job (on the feed's own thread); never raises."""
+        try:
+            self._feed(queue)
+        except Exception:
+            logger.exception("batch %s: its jobs could not all be submitted", self.batch_id)
+            self._end_rest(queue, BatchStatus.FAILED, "batch could not be submitted")
+        finally:
+            self.unsubmitted.clear()
+            self.finished.set()
+            queue._feed_ended(self)
+
+    def _feed(self, queue: BatchQueue) -> None:
+        while self.done_count < len(self.jobs):
+            if queue._cancel_pending or self._stopped():
+                self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
+                return
+            chunk = self.jobs[self.done_count : self.done_count + FEED_CHUNK]
+            created: list[BatchJob] = []
+            for job_id, params in chunk:
+                job = self._write(queue, job_id, _pending(job_id, params, self.batch_id))
+                if job is not None:
+                    created.append(job)
+            if self._stopped():
+                # Created after the marker was set: no cancel found them; never run them.
+                for job in created:
+                    self._write(queue, job.id, None)
+                self.done_count += len(chunk)
+                self.unsubmitted.difference_update(job_id for job_id, _ in chunk)
+                self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
+                return
+            # Past the check: from here a cancel finds these jobs by their records.
+            queue._note_recorded(created)
+            self.unsubmitted.difference_update(job_id for job_id, _ in chunk)
+            for job in created:
+                queue._start_recorded(self.func, job)
+            self.done_count += len(chunk)
+
+    def _stopped(self) -> bool:
+        if self.cancelled:
+            return True
+        try:
+            self.cancelled = bool(self.stop())
+        except Exception:
+            logger.warning("batch %s: cannot read its cancel marker", self.batch_id, exc_info=True)
+        return self.cancelled
+
+    def _write(
+        self, queue: BatchQueue, job_id: str, create: dict[str, Any] | None, *, tries: int = 0
+    ) -> BatchJob | None:
+        """Create the record (``create``) if absent, or cancel it (None) if still PENDING.
+
+        Returns the record written, None if there was nothing to do. Retries a
+        write that fails for a while, then raises.
+        """
+
+        def change(current: BatchJob | None) -> dict[str, Any] | None:
+            if create is not None:
+                return create if current is None else None
+            if current is None or current.status is not BatchStatus.PENDING:
+                return None
+            return {"status": BatchStatus.CANCELLED, "cancel_requested": True,
+                    "message": CANCELLED_BY_BATCH}  # fmt: skip
+
+        delay = FEED_RETRY
+        tries = tries or FEED_WRITE_TRIES
+        for attempt in range(1, tries + 1):
+            try:
+                return queue.store.modify(job_id, change)
+            except WRITE_ERRORS as exc:
+                if attempt == tries or queue._cancel_pending:
+                    raise
+                log = logger.warning if attempt == 1 else logger.debug
+                log("batch %s: job %s: writing its record failed (%s); trying again",
+                    self.batch_id, job_id, exc)  # fmt: skip
+                time.sleep(delay)
+                delay = min(delay * 2, FEED_RETRY_MAX)
+        return None  # not reached
+
+    def _end_rest(self, queue: BatchQueue, status: BatchStatus, why: str) -> None:
+        """Give every job not handled yet a final record (unless it has one)."""
+        key = "error_message" if status is BatchStatus.FAILED else "message"
+        for job_id, params in self.jobs[self.done_count :]:
+            fields = {**_pending(job_id, params, self.batch_id), "status": status, key: why}
+            if status is BatchStatus.CANCELLED:
+                fields["cancel_requested"] = True
+            try:
+                self._write(queue, job_id, fields, tries=1)
+            except Exception:
+                logger.exception("batch %s: cannot record job %s %s", self.batch_id, job_id,
+                                 status.value)  # fmt: skip
+            self.unsubmitted.discard(job_id)
+            self.done_count += 1
+
+
+def _pending(job_id: str, params: Any, batch_id: str) -> dict[str, Any]:
+    return {
+        "status": BatchStatus.PENDING,
+        "params": thaw(params),
+        "batch_id": batch_id,
+        "result": None,
+        "error_message": None,
+        "progress": None,
+        "message": "",
+        **this_process().fields(),
+        "cancel_requested": False,
+        "heartbeat_at": None,
+    }
