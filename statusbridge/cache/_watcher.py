@@ -154,7 +154,7 @@ class FolderWatch:
                 self.fallback_reason = f"{kind} unavailable ({exc}); polling"
                 logger.warning("statusbridge: %s for %s", self.fallback_reason, self.watched)
                 if native is not None:
-                    _stop(native)
+                    stop_observer(native)
             else:
                 return native
         observer: BaseObserver = PollingObserver(timeout=poll_interval)
@@ -170,10 +170,11 @@ class FolderWatch:
         self.stop()
 
     def stop(self) -> None:
-        _stop(self.observer)
+        stop_observer(self.observer)
 
 
-def _stop(observer: BaseObserver) -> None:
+def stop_observer(observer: BaseObserver) -> None:
+    """Stop and join ``observer`` (bounded), and close what watchdog leaves open."""
     reader = getattr(observer, "_inotify_fd", None)  # watchdog 7's per-observer inotify reader
     try:
         observer.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -41,7 +42,7 @@ def test_records_are_schema_1_documents_any_sqlite_client_reads(
 ) -> None:
     store.update("a", status="running", progress=0.5, meta={"step": "load"})
     assert db.is_file()  # the folders were made
-    with sqlite3.connect(db) as conn:
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
         doc, status = conn.execute(
             "SELECT doc, json_extract(doc, '$.status') FROM jobs WHERE id = 'a'"
         ).fetchone()
@@ -103,7 +104,10 @@ def test_another_programs_write_is_logged_and_followed(url: str, db: Path) -> No
         doc = json.loads(json.dumps(json.loads(store.connection().execute(  # type: ignore[attr-defined]
             "SELECT doc FROM jobs").fetchone()[0])))  # fmt: skip
         doc["message"], doc["seq"] = "edited by hand", 2
-        with sqlite3.connect(db) as conn:  # not statusbridge: the trigger logs it
+        with (
+            contextlib.closing(sqlite3.connect(db)) as conn,
+            conn,
+        ):  # not statusbridge: the trigger logs it
             conn.execute("UPDATE jobs SET doc = ? WHERE id = 'a'", (json.dumps(doc),))
         wait_until(lambda: (j := cache.get("a")) and j.message == "edited by hand", 10, "the edit")
 

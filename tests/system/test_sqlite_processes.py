@@ -3,6 +3,7 @@ mount, a process pool, and the command-line tools pointed at a sqlite:// URL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -60,7 +61,7 @@ def test_sigkill_mid_transaction_loses_no_acknowledged_write(tmp_path: Path, hol
     writer.wait(30)
     writer.stdout.close()
     assert acknowledged >= (hold_at - 1 if hold_at else 300)
-    with sqlite3.connect(tmp_path / "status.db") as conn:
+    with contextlib.closing(sqlite3.connect(tmp_path / "status.db")) as conn, conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     with StatusStore(url) as store:
         job = store.read("counter")
@@ -172,7 +173,10 @@ def test_batch_manager_end_to_end_with_a_process_pool(tmp_path: Path) -> None:
         assert results == [i * i for i in range(8)]
     assert os.listdir(tmp_path) == ["status.db"] or set(os.listdir(tmp_path)) <= {
         "status.db", "status.db-wal", "status.db-shm"}  # fmt: skip
-    with sqlite3.connect(tmp_path / "status.db") as conn:  # the definition sits next to the jobs
+    with (
+        contextlib.closing(sqlite3.connect(tmp_path / "status.db")) as conn,
+        conn,
+    ):  # the definition sits next to the jobs
         assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
 
 

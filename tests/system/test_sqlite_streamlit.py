@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 import sys
@@ -54,7 +55,10 @@ def test_demo_runs_a_batch_on_processes_through_a_sqlite_url(url: str, tmp_path:
     shown = "\n".join(str(m.value) for m in [*at.markdown, *at.caption])
     # Job text reaches Markdown escaped (sbst.escape_markdown): read it as a person does.
     assert "3 jobs on processes: completed 100% (3 completed)" in re.sub(r"\\(.)", r"\1", shown)
-    with sqlite3.connect(tmp_path / "status.db") as conn:  # records and definition together
+    with (
+        contextlib.closing(sqlite3.connect(tmp_path / "status.db")) as conn,
+        conn,
+    ):  # records and definition together
         assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 3
         assert conn.execute("SELECT count(*) FROM batches").fetchone()[0] == 1
     assert not (tmp_path / "batches").exists()

@@ -32,6 +32,7 @@ from watchdog.observers.polling import PollingObserver
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
 from statusbridge.cache._snapshot import Snapshot
+from statusbridge.cache._watcher import stop_observer
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
@@ -94,12 +95,7 @@ class _Watch:
         return bool(self.observer.is_alive())
 
     def close(self) -> None:
-        try:
-            self.observer.stop()
-            if self.observer.is_alive():
-                self.observer.join(timeout=5)
-        except Exception:
-            logger.warning("stopping the watchdog observer failed", exc_info=True)
+        stop_observer(self.observer)  # also closes what watchdog leaves open on a quick stop
 
 
 class _Connection:
@@ -109,6 +105,11 @@ class _Connection:
         self.conn = conn
 
     def close(self) -> None:
+        self.conn.close()
+
+    def __del__(self) -> None:
+        # Dropped without close(): closed here, not left to the connection's own collection
+        # (CPython 3.13 warns about an unclosed database there).
         self.conn.close()
 
 

@@ -306,6 +306,13 @@ class _Database:
             if conn is not None and self._pid == os.getpid():
                 conn.close()
 
+    def __del__(self) -> None:
+        # Dropped without close(): closed here (CPython 3.13 warns about an unclosed
+        # database left to the connection's own collection). Never a forked child's copy.
+        conn = self._conn
+        if conn is not None and self._pid == os.getpid():
+            conn.close()
+
 
 def decode_row(job_id: str, doc: str | bytes) -> BatchJob:
     """The job of a ``jobs.doc``; InvalidRecordError naming the job if invalid."""
