@@ -53,6 +53,16 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A Redis server of this test's own: it may be reconfigured, stopped or killed."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer, request: pytest.FixtureRequest) -> str:
     """A fresh prefix per test on the session's server: tests cannot see each other's keys."""
     return redis_server.url(f"t{next(_prefixes)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,15 +22,6 @@ from support.workers import wait_for_gate
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    own = RedisServer().start()
-    try:
-        yield own
-    finally:
-        own.stop()
-
-
 def admin(server: RedisServer) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=server.port)
 
@@ -43,29 +33,29 @@ def user_url(server: RedisServer, name: str, rules: str, prefix: str = "acl") ->
 
 
 def test_outcomes_written_while_the_server_is_full_are_kept_and_land_after(
-    server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    own_server: RedisServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     gate = tmp_path / "gate"
-    with BatchQueue(max_concurrent=4, status_dir=server.url()) as queue:
+    with BatchQueue(max_concurrent=4, status_dir=own_server.url()) as queue:
         ids = [queue.submit(wait_for_gate, {"gate": str(gate)}) for _ in range(4)]
         wait_until(
             lambda: all(queue.get_job_status(i).status is BatchStatus.RUNNING for i in ids),  # type: ignore[union-attr]
             60,
             "four running jobs",
         )
-        reader = StatusStore(server.url())  # reads are allowed on a full server
+        reader = StatusStore(own_server.url())  # reads are allowed on a full server
         wait_until(
             lambda: all((j := reader.read(i)) and j.status is BatchStatus.RUNNING for i in ids),
             60,
             "four RUNNING records on the server",
         )
         # noeviction (the default) with a limit below what is used: every write gets OOM.
-        admin(server).config_set("maxmemory", "1")
+        admin(own_server).config_set("maxmemory", "1")
         with caplog.at_level(logging.WARNING):
             gate.touch()
             wait_until(lambda: "refuses writes for now (OOM" in caplog.text, 60, "the outage")
             assert {reader.read(i).status for i in ids} == {BatchStatus.RUNNING}  # type: ignore[union-attr]
-            admin(server).config_set("maxmemory", "0")
+            admin(own_server).config_set("maxmemory", "0")
             # Before: the OOM reply was no outage, the outcomes were dropped ('could not
             # record completed'), and the records read RUNNING for ever.
             wait_until(
@@ -79,23 +69,23 @@ def test_outcomes_written_while_the_server_is_full_are_kept_and_land_after(
 
 
 def test_a_store_whose_user_lacks_a_permission_names_it_and_the_location(
-    server: RedisServer,
+    own_server: RedisServer,
 ) -> None:
-    url = user_url(server, "reader", "~* +@read +ping -evalsha -eval")
+    url = user_url(own_server, "reader", "~* +@read +ping -evalsha -eval")
     with StatusStore(url) as store, pytest.raises(BackendRefused) as info:
         store.update("job-1", progress=0.5)
     message = str(info.value)
     assert "NOPERM" in message and "ACL" in message
-    assert "Sup3r-S3cret-pw" not in message and f":{server.port}" in message
+    assert "Sup3r-S3cret-pw" not in message and f":{own_server.port}" in message
     assert "Sup3r-S3cret-pw" not in info.value.location
     assert isinstance(info.value, PermissionError)  # an outage-like OSError to the jobs layer
 
 
 def test_a_cache_whose_user_lacks_xread_backs_off_instead_of_reloading_in_a_loop(
-    server: RedisServer, caplog: pytest.LogCaptureFixture
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    StatusStore(server.url("acl")).update("seen", progress=0.1)
-    url = user_url(server, "noxread", "~* &* +@all -xread")
+    StatusStore(own_server.url("acl")).update("seen", progress=0.1)
+    url = user_url(own_server, "noxread", "~* &* +@all -xread")
     with caplog.at_level(logging.ERROR), StatusCache(url, reconcile_interval=3600) as cache:
         assert cache.get("seen") is not None  # the initial load is allowed
         wait_until(lambda: "NOPERM" in (cache.health().last_error or ""), 30, "the refusal")
@@ -109,9 +99,9 @@ def test_a_cache_whose_user_lacks_xread_backs_off_instead_of_reloading_in_a_loop
 
 @pytest.mark.parametrize("db", ["16", "4294967296"])
 def test_a_database_the_server_does_not_have_is_one_clear_line(
-    server: RedisServer, db: str
+    own_server: RedisServer, db: str
 ) -> None:
-    url = f"redis://127.0.0.1:{server.port}/{db}?prefix=x"
+    url = f"redis://127.0.0.1:{own_server.port}/{db}?prefix=x"
     with pytest.raises((BackendRefused, ValueError)) as info:
         StatusStore(url).update("a", progress=0.1)
     assert "Traceback" not in str(info.value)
@@ -124,12 +114,12 @@ def test_a_database_the_server_does_not_have_is_one_clear_line(
 
 
 def test_a_server_that_may_evict_records_is_named_in_health_and_the_log(
-    server: RedisServer, caplog: pytest.LogCaptureFixture
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with StatusCache(server.url()) as cache:
+    with StatusCache(own_server.url()) as cache:
         assert cache.health().backend_note is None  # noeviction: Redis's own default
-    admin(server).config_set("maxmemory-policy", "allkeys-lru")
-    with caplog.at_level(logging.WARNING), StatusCache(server.url()) as cache:
+    admin(own_server).config_set("maxmemory-policy", "allkeys-lru")
+    with caplog.at_level(logging.WARNING), StatusCache(own_server.url()) as cache:
         note = cache.health().backend_note or ""
         assert "maxmemory-policy is allkeys-lru" in note and "noeviction" in note
         cache.rescan()

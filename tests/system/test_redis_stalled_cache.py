@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,10 @@ pytestmark = pytest.mark.slow
 CHILD = "import sys; from support.backend_workers import follow_and_answer as f; f(sys.argv[1])"
 
 
-@pytest.fixture
-def server() -> Iterator[RedisServer]:
-    own = RedisServer().start()
-    try:
-        yield own
-    finally:
-        own.stop()
-
-
 def test_a_cache_stopped_while_the_feed_was_trimmed_reloads_when_it_continues(
-    server: RedisServer,
+    own_server: RedisServer,
 ) -> None:
-    url = server.url("stall")
+    url = own_server.url("stall")
     store = StatusStore(url)
     assert isinstance(store, RedisStore)
     store.update("before", progress=0.1)
@@ -58,7 +48,7 @@ def test_a_cache_stopped_while_the_feed_was_trimmed_reloads_when_it_continues(
         child.send_signal(signal.SIGSTOP)
         for i in range(10):
             store.update(f"while-stopped-{i}", progress=0.5)
-        redis.Redis(host="127.0.0.1", port=server.port).xtrim(store.keys.feed, maxlen=0)
+        redis.Redis(host="127.0.0.1", port=own_server.port).xtrim(store.keys.feed, maxlen=0)
         child.send_signal(signal.SIGCONT)
         # Its reconcile is an hour away: only the counter check can bring the ten jobs
         # (before: nothing new on the stream revealed the gap, and it waited for it).
