@@ -60,3 +60,29 @@ def xvfb() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextlib.contextmanager
+def qt_application() -> Iterator[object]:
+    """A QApplication on the xcb platform of a private Xvfb server, shut down at the end.
+
+    For a module's ``qapp`` fixture (overriding pytest-qt's): real windows, nothing on the
+    user's display. PySide6 is imported here, so a module without Qt never loads it.
+    """
+    from PySide6.QtWidgets import QApplication
+
+    with xvfb() as display:
+        env = pytest.MonkeyPatch()
+        env.setenv("DISPLAY", display)
+        env.setenv("QT_QPA_PLATFORM", "xcb")
+        env.delenv("WAYLAND_DISPLAY", raising=False)
+        existing = QApplication.instance()
+        app = existing if isinstance(existing, QApplication) else QApplication(["sb-tests"])
+        try:
+            yield app
+        finally:
+            for widget in app.topLevelWidgets():
+                widget.close()
+            app.processEvents()
+            app.shutdown()  # before the X server goes: Qt exits when its display dies
+            env.undo()

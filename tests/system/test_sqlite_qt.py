@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from support.xvfb import need, xvfb
+from support.xvfb import need, qt_application
 
 need(importlib.util.find_spec("PySide6"), "PySide6 is not installed (pip install -e '.[qt]')")
 need(importlib.util.find_spec("pytestqt"), "pytest-qt is not installed (pip install -e '.[dev]')")
@@ -35,21 +35,9 @@ WAIT_MS = 10_000
 @pytest.fixture(scope="module")
 def qapp() -> Iterator[QApplication]:
     """Overrides pytest-qt's: a QApplication on the xcb platform of a private Xvfb server."""
-    with xvfb() as display:
-        env = pytest.MonkeyPatch()
-        env.setenv("DISPLAY", display)
-        env.setenv("QT_QPA_PLATFORM", "xcb")
-        env.delenv("WAYLAND_DISPLAY", raising=False)
-        existing = QApplication.instance()
-        app = existing if isinstance(existing, QApplication) else QApplication(["sb-tests"])
-        try:
-            yield app
-        finally:
-            for widget in app.topLevelWidgets():
-                widget.close()
-            app.processEvents()
-            app.shutdown()
-            env.undo()
+    with qt_application() as app:
+        assert isinstance(app, QApplication)
+        yield app
 
 
 def cell(model: JobTableModel, job_id: str, column: Column) -> Any:
