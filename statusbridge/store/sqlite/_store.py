@@ -109,8 +109,9 @@ def open_database(
             path.parent.mkdir(parents=True, exist_ok=True, mode=dir_mode)
             fd = os.open(path, os.O_CREAT | os.O_WRONLY, file_mode)
             os.close(fd)
-        except PermissionError:
-            pass  # reported below, as SQLite sees it
+        except PermissionError as exc:
+            # Reported below, as SQLite sees it (read-only monitor or a clear error).
+            logger.debug("statusbridge: cannot create %s (%s)", path, exc)
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
     attempts = ["rw", "ro", "immutable"] if writable else ["ro", "immutable"]
     last: sqlite3.Error | None = None
@@ -544,8 +545,10 @@ class SqliteStore(StatusStore):
                     try:
                         if decode_row(job.id, row[0]).seq >= job.seq:
                             continue
-                    except InvalidRecordError:
-                        pass
+                    except InvalidRecordError as exc:
+                        logger.info(
+                            "statusbridge: %s: replacing an invalid record (%s)", job.id, exc
+                        )
                     conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (text, job.id))
                 else:
                     conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job.id, text))
