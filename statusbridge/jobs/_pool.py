@@ -184,8 +184,11 @@ class WorkerPool:
             return True  # replaced already
         self._executor = self._new_executor()
         logger.warning("statusbridge: a worker process died; replaced its pool")
-        # Outside of any callback; shutting down a broken pool only joins its threads.
-        broken.shutdown(wait=False, cancel_futures=True)
+        # Outside of any callback. Its queued futures are not cancelled: a pool whose
+        # worker died fails them (BrokenExecutor) once its own thread notices, and their
+        # jobs then run again on the new pool; a cancelled future reads as a user's
+        # cancel (a submit that replaced the pool first once ended ten jobs CANCELLED).
+        broken.shutdown(wait=False)
         return True
 
     def exit_codes(self, broken: Executor, timeout: float = 10.0) -> dict[int, int | None]:
