@@ -24,10 +24,10 @@ import logging
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.store._location import absolute_location
+from statusbridge.web._hosts import host_allowed
 
 __all__ = ["EVENTS_PATH", "end_streams", "events_path_for", "push_routes"]
 
@@ -72,39 +72,6 @@ def events_path_for(folder: str) -> str | None:
 
 def _sse(version: int) -> bytes:
     return f"data: {json.dumps({'version': version})}\n\n".encode()
-
-
-def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:
-    """Whether a request's ``Host`` header names one of ``allowed`` (an empty list: any).
-
-    Streamlit's rule for ``server.allowedHosts``: the port is ignored, ``*.example.com``
-    matches subdomains, ``*`` matches any name.
-
-    >>> host_allowed("127.0.0.1:8501", ["localhost", "127.0.0.1"])
-    True
-    >>> host_allowed("evil.test:8501", ["localhost", "127.0.0.1"])
-    False
-    >>> host_allowed("[::1]:8501", ["::1"])
-    True
-    """
-    if not allowed:
-        return True
-    if host is None:
-        return False
-    try:
-        parsed = urlsplit(f"//{host}")
-        name, _ = parsed.hostname, parsed.port  # .port validates the port
-    except ValueError:
-        return False
-    if name is None or parsed.username is not None or parsed.path:
-        return False
-    name = name.lower().rstrip(".")
-    for pattern in (p.strip().lower().rstrip(".") for p in allowed):
-        if pattern in ("*", name):
-            return True
-        if pattern.startswith("*.") and name.endswith(pattern[1:]):
-            return True
-    return False
 
 
 def push_routes(
