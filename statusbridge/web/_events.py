@@ -6,7 +6,7 @@ cache thread, only appends to an inbox and wakes the event loop (one
 slow the cache thread. On the loop, the hub keeps the last ``history`` changes (for
 ``Last-Event-ID``) and hands each one to every client's bounded queue; a client whose
 queue is full is given a ``reset`` (the full state) instead of the changes it missed,
-so a slow reader costs memory for ``queue_size`` entries at most and never holds up
+so a slow reader costs memory for ``QUEUE_SIZE`` entries at most and never holds up
 the others.
 
 An event's ``id`` is ``<run>:<snapshot version>``: the run (random, per hub) keeps an
@@ -36,6 +36,8 @@ KEEP_ALIVE_SECONDS = 15.0
 """A comment line this often on a quiet stream keeps proxies from closing it."""
 
 RETRY_MS = 1000  # how soon a browser reconnects after a stream ended
+QUEUE_SIZE = 256  # changes a client may fall behind by before it is sent a reset instead
+HISTORY = 1024  # changes kept for clients that come back with a Last-Event-ID
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,11 +122,10 @@ class _Client:
 class EventHub:
     """The app's one subscription to the cache, fanned out to every open stream."""
 
-    def __init__(self, cache: StatusCache, *, queue_size: int = 256, history: int = 1024) -> None:
+    def __init__(self, cache: StatusCache) -> None:
         self.cache = cache
         self.run = secrets.token_hex(4)
-        self.queue_size = queue_size
-        self._history: deque[Change] = deque(maxlen=history)
+        self._history: deque[Change] = deque(maxlen=HISTORY)
         self._inbox: deque[tuple[Snapshot, frozenset[str]]] = deque()
         self._lock = threading.Lock()  # guards _loop and _scheduled, with the cache thread
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,12 +173,12 @@ class EventHub:
             snapshot, ids = self._inbox.popleft()
             if snapshot.version <= self._last.version:
                 continue  # in the snapshot taken when the hub bound to this loop
-            change: Change | None = Change(snapshot, self._last, ids)
-            if snapshot.version != self._last.version + 1:
-                self._history.clear()  # a gap: nothing before it can be resumed
-                change = None
+            change: Change | None = None  # a gap: nothing before it can be resumed
+            if snapshot.version == self._last.version + 1:
+                change = Change(snapshot, self._last, ids)
+                self._history.append(change)
             else:
-                self._history.append(change)  # type: ignore[arg-type]
+                self._history.clear()
             self._last = snapshot
             for client in self._clients:
                 client.offer(change)
@@ -229,7 +230,7 @@ class EventHub:
         """One client's events: what it missed (or a reset), then each change as it comes."""
         self._bind()
         self._drain()  # what the cache published before this: part of "missed", not queued
-        client = _Client(self.queue_size)
+        client = _Client(QUEUE_SIZE)
         missed = self._missed(last_event_id)
         sent = self._last
         self._clients.add(client)
