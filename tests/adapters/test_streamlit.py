@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from support.browser import chrome_options, needs_chromium, start_chrome
 from support.waiting import poll_until, wait_until
 
 st = pytest.importorskip("streamlit", reason="the demo extra is not installed")
@@ -348,41 +349,19 @@ def test_stopping_the_server_ends_its_push_streams_at_once(tmp_path: Path) -> No
     assert "Traceback" not in log.read_text()
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-@pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)) and not os.environ.get("CI"),
-    reason="Debian's chromium and chromium-driver are not installed (.ci/run installs them)",
-)
+@needs_chromium
 @pytest.mark.timeout(400)  # a server, a browser and two batches: let its own waits say what hung
 @pytest.mark.slow
 def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     url, tmp_path, server_log = server
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--window-size=900,1100",  # the narrow layout the page must work in
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-    ):
-        options.add_argument(arg)
+    # The narrow layout the page must work in.
+    options = chrome_options(tmp_path / "chrome-profile", "--window-size=900,1100")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for Vega
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = start_chrome(options)
     ARTIFACTS.mkdir(exist_ok=True)
 
     def text() -> str:  # innerText: one cheap call, where WebDriver's .text walks the page
