@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from selenium.webdriver import ChromeOptions
+    from selenium.webdriver.chrome.webdriver import WebDriver
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -19,7 +23,7 @@ needs_chromium = pytest.mark.skipif(
 """Skip without a browser, except where ``CI`` is set: there a missing one fails the test."""
 
 
-def chrome_options(profile: Path, *extra: str) -> Any:
+def chrome_options(profile: Path, *extra: str) -> ChromeOptions:
     """Options for a quiet headless Chromium with its own profile folder (no network of its own)."""
     from selenium import webdriver
 
@@ -41,7 +45,7 @@ def chrome_options(profile: Path, *extra: str) -> Any:
     return options
 
 
-def start_chrome(options: Any) -> Any:
+def start_chrome(options: ChromeOptions) -> WebDriver:
     """A WebDriver session on Debian's chromedriver; the caller quits it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
