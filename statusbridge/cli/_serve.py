@@ -11,12 +11,9 @@ import argparse
 import ipaddress
 import os
 import socket
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
 from statusbridge.cli._render import printable
-
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
 
 __all__ = [
     "ENV_TOKEN",
@@ -131,6 +128,7 @@ def serve(
     import uvicorn
 
     from statusbridge.web._app import create_app
+    from statusbridge.web._server import WebServer
 
     app = create_app(location, token=token, allowed_hosts=hosts, allow_origins=origins)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -141,7 +139,7 @@ def serve(
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, root_path=root_path, lifespan="on"
     )
-    server = _stopping_streams(app)(config)
+    server = WebServer(config, app)
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}{root_path}/api/jobs"
     auth = "token required" if token else "no token: reads open, cancels refused"
@@ -152,20 +150,3 @@ def serve(
     finally:
         sock.close()
     return 0
-
-
-def _stopping_streams(app: Starlette) -> type:
-    """A uvicorn ``Server`` that ends the app's event streams when asked to stop.
-
-    Uvicorn waits for open responses before it stops, and a stream never ends by itself.
-    """
-    import uvicorn
-
-    from statusbridge.web._app import end_streams
-
-    class StoppingServer(uvicorn.Server):
-        def handle_exit(self, sig: int, frame: object) -> None:
-            end_streams(app)
-            super().handle_exit(sig, frame)  # type: ignore[arg-type]
-
-    return StoppingServer
