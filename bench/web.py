@@ -182,6 +182,8 @@ def measure(quick: bool) -> dict[str, Any]:
                 writer = SPAWN.Process(target=stamped_writes, args=(str(folder), writes))
                 writer.start()
                 writer.join()
+                if writer.exitcode != 0:
+                    raise RuntimeError(f"the writer process failed (exit {writer.exitcode})")
                 while (job := cache.get("lat")) is None or job.message != str(writes - 1):
                     cache.wait_for_change(cache.snapshot().version, timeout=1)
                 time.sleep(0.2)  # (not measured) the stream's last event reaches the client
