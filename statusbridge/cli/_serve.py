@@ -143,7 +143,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{sock.getsockname()[1]}{root_path}/api/jobs"
     auth = "token required" if token else "no token: reads open, cancels refused"
-    print(f"serving {url} for {printable(location)} ({auth})", file=out)
+    names = ", ".join(hosts) if hosts else "any"
+    print(f"serving {url} for {printable(location)} ({auth}; Host: {names})", file=out)
     out.flush()
     try:
         server.run(sockets=[sock])
