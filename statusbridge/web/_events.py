@@ -226,27 +226,53 @@ class EventHub:
     def _event(self, name: str, version: int, data: str) -> bytes:
         return f"id: {self.run}:{version}\nevent: {name}\ndata: {data}\n\n".encode()
 
-    async def stream(self, last_event_id: str | None, batch: str | None) -> AsyncIterator[bytes]:
-        """One client's events: what it missed (or a reset), then each change as it comes."""
+    async def stream(
+        self,
+        last_event_id: str | None,
+        batch: str | None,
+        *,
+        records: bool = True,
+        lifetime: float | None = None,
+        retry_ms: int = RETRY_MS,
+    ) -> AsyncIterator[bytes]:
+        """One client's events: what it missed (or a reset), then each change as it comes.
+
+        Without ``records`` each event carries the version only (a client that only
+        needs to know that something changed). With a ``lifetime`` the stream ends
+        after that many seconds and the client comes back with its ``Last-Event-ID``.
+        """
         self._bind()
         self._drain()  # what the cache published before this: part of "missed", not queued
         client = _Client(QUEUE_SIZE)
         missed = self._missed(last_event_id)
         sent = self._last
         self._clients.add(client)
+        loop = asyncio.get_running_loop()
+        deadline = None if lifetime is None else loop.time() + lifetime
+
+        def reset() -> bytes:
+            data = reset_data(sent, batch) if records else _json({"version": sent.version})
+            return self._event("reset", sent.version, data)
+
+        def change(changes: list[Change]) -> bytes:
+            if not records:
+                return self._event("change", sent.version, _json({"version": sent.version}))
+            data = change_data(changes, batch)
+            return b"" if data is None else self._event("change", sent.version, data)
+
         try:
-            head = f"retry: {RETRY_MS}\n\n".encode()
-            if missed is None:
-                yield head + self._event("reset", sent.version, reset_data(sent, batch))
-            else:
-                data = change_data(missed, batch) if missed else None
-                yield head + (self._event("change", sent.version, data) if data else b"")
+            head = f"retry: {retry_ms}\n\n".encode()
+            yield head + (reset() if missed is None else change(missed) if missed else b"")
             while not self._ending:
                 if not client.queue and not client.reset:
+                    left = KEEP_ALIVE_SECONDS if deadline is None else deadline - loop.time()
+                    if left <= 0:
+                        return
                     try:
-                        await asyncio.wait_for(client.wake.wait(), KEEP_ALIVE_SECONDS)
+                        await asyncio.wait_for(client.wake.wait(), min(left, KEEP_ALIVE_SECONDS))
                     except TimeoutError:
-                        yield b": keep-alive\n\n"
+                        if deadline is None or loop.time() < deadline:
+                            yield b": keep-alive\n\n"
                         continue
                     finally:
                         client.wake.clear()
@@ -255,15 +281,13 @@ class EventHub:
                     client.reset = False
                     client.queue.clear()
                     sent = self._last
-                    yield self._event("reset", sent.version, reset_data(sent, batch))
+                    yield reset()
                     continue
                 changes = [c for c in client.queue if c.version > sent.version]
                 client.queue.clear()
-                if not changes:
-                    continue
-                sent = changes[-1].snapshot
-                data = change_data(changes, batch)
-                if data is not None:
-                    yield self._event("change", sent.version, data)
+                if changes:
+                    sent = changes[-1].snapshot
+                    if event := change(changes):
+                        yield event
         finally:
             self._clients.discard(client)
