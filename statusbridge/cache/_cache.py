@@ -2,9 +2,9 @@
 
 ``StatusCache(location)`` opens the backend the location names (the registry,
 ``store._location.backend_for``): a folder gives a ``FolderCache`` (file-system
-events, ``_folder_cache``), a ``sqlite://`` URL a ``SqliteCache`` (initial load +
+events, ``cache/folder/``), a ``sqlite://`` URL a ``SqliteCache`` (initial load +
 change log, ``cache/sqlite/``), a ``redis://`` URL a ``RedisCache`` (initial load +
-change stream, ``_redis_cache``). This module imports none of them.
+change stream, ``cache/redis/``). This module imports none of them.
 
 What every backend shares lives here: the snapshot swap, ``wait_for_change``,
 ``subscribe``, the health counters, and the cache thread's life (``_Life``,

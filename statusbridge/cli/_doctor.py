@@ -15,7 +15,7 @@ from statusbridge.record import BatchStatus
 from statusbridge.record._model import utc_now
 from statusbridge.store._files import sweep_temp_files
 from statusbridge.store._location import is_url
-from statusbridge.store._locks import STRIPES
+from statusbridge.store.folder._locks import STRIPES
 
 __all__ = ["Finding", "diagnose"]
 

@@ -39,7 +39,7 @@ from statusbridge.qt import Column, JobMonitor, JobTableModel, ProgressDelegate 
 from statusbridge.qt._model import _Inbox  # noqa: E402
 from statusbridge.qt._monitor import _BatchFilter  # noqa: E402
 from statusbridge.record._model import utc_now  # noqa: E402
-from statusbridge.store._folder import FolderStore  # noqa: E402
+from statusbridge.store.folder._store import FolderStore  # noqa: E402
 
 from support.gui_workers import delete_job, loop_until_cancelled, write_job  # noqa: E402
 

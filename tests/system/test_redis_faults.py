@@ -22,7 +22,7 @@ from statusbridge import (
 )
 from statusbridge.record import BatchJob
 from statusbridge.store._location import RedisLocation, parse_location
-from statusbridge.store._redis import RedisStore
+from statusbridge.store.redis._store import RedisStore
 
 from support.redis_server import RedisServer, free_port
 from support.waiting import wait_until

@@ -28,9 +28,9 @@ from pathlib import Path
 from types import MappingProxyType
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
-from statusbridge.cache._safety_net import SafetyNet, folder_stamp
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
+from statusbridge.cache.folder._safety_net import SafetyNet, folder_stamp
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import AT_LEAST_ONE, POSITIVE

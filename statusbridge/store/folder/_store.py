@@ -14,7 +14,6 @@ from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, encode_job, validate_job_id
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
     FOREIGN_REASON,
@@ -28,8 +27,9 @@ from statusbridge.store._files import (
     unreadable_reason,
     written_version,
 )
-from statusbridge.store._locks import StripedLocks, stripe_of
 from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store.folder._atomic import write_atomic
+from statusbridge.store.folder._locks import StripedLocks, stripe_of
 
 __all__ = ["FolderStore"]
 

@@ -3,7 +3,7 @@
 ``update`` is one Lua script (fields replace, meta merges, seq + 1, a feed entry);
 ``modify`` runs ``change`` between WATCH and MULTI and retries when another
 writer got there first, so a conditional write cannot lose an update between
-processes on different hosts. Layout of the keys: ``_redis_schema``.
+processes on different hosts. Layout of the keys: ``_schema``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
-from statusbridge.store._redis_schema import (
+from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store.redis._schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
     LOAD_SCRIPT,
@@ -37,7 +38,6 @@ from statusbridge.store._redis_schema import (
     decode_doc,
     translated,
 )
-from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["DEFAULT_STREAM_MAXLEN", "RedisStore"]
 

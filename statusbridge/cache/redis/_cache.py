@@ -32,14 +32,14 @@ from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import RedisLocation, parse_location
-from statusbridge.store._redis import RedisStore
-from statusbridge.store._redis_schema import (
+from statusbridge.store.redis._schema import (
     READ_SCRIPT,
     Keys,
     connect,
     decode_doc,
     translated,
 )
+from statusbridge.store.redis._store import RedisStore
 
 __all__ = ["RedisCache"]
 
