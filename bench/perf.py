@@ -21,7 +21,7 @@ from bench.run import Report, Stat, make_jobs, repeat
 from statusbridge import BatchJob, BatchManager, BatchQueue, Snapshot, StatusStore
 from statusbridge.record import BatchStatus, encode_job
 from statusbridge.record._model import utc_now
-from statusbridge.store._atomic import write_atomic
+from statusbridge.store.folder._atomic import write_atomic
 
 __all__ = ["bench_aggregates", "bench_lookup", "bench_retention"]
 
