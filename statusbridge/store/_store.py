@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, BatchStatus, FrozenMap
 from statusbridge.record._frozen import freeze
 from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import NumberRange
-from statusbridge.store._files import DEFAULT_MAX_BYTES, classify_name
+from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX, classify_name
 from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = [
@@ -40,6 +41,18 @@ class ScanReport(NamedTuple):
 
     jobs: dict[str, BatchJob]
     invalid: dict[str, str]  # file name -> reason, in the words of StatusCache.health()
+
+    @classmethod
+    def of(cls, outcomes: Mapping[str, BatchJob | InvalidRecordError]) -> ScanReport:
+        """From what a backend decoded per job id: the records, and why the others are not."""
+        jobs: dict[str, BatchJob] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in outcomes.items():
+            if isinstance(outcome, BatchJob):
+                jobs[job_id] = outcome
+            else:
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+        return cls(jobs, invalid)
 
     def invalid_records(self) -> dict[str, str]:
         """Only entries named like records (``<job id>.json``): jobs that could not be read."""
@@ -127,7 +140,8 @@ class StatusStore:
         raise NotImplementedError
 
     def scan(self) -> dict[str, BatchJob]:
-        raise NotImplementedError
+        """Every valid record; invalid ones are skipped (``scan_report`` says which and why)."""
+        return self.scan_report().jobs
 
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]

@@ -130,13 +130,6 @@ class FolderStore(StatusStore):
             return None
         return job
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record in the folder; invalid, unreadable and foreign files are skipped.
-
-        ``scan_report()`` says which were skipped and why.
-        """
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every other file in the folder the reason it is not one.
 

@@ -23,7 +23,7 @@ from statusbridge.record import BatchJob, BatchStatus, validate_job_id
 from statusbridge.record._frozen import thaw
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
+from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
 from statusbridge.store._store import ScanReport, StatusStore, merged
 from statusbridge.store.redis._schema import (
@@ -119,20 +119,9 @@ class RedisStore(StatusStore):
         data = translated(self.where, lambda: self._read(keys=[key]))
         return None if data is None else decode_doc(job_id, data)
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every invalid one (``<id>.json``) the reason."""
-        jobs: dict[str, BatchJob] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in self.load()[2].items():
-            if isinstance(outcome, BatchJob):
-                jobs[job_id] = outcome
-            else:
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-        return ScanReport(jobs, invalid)
+        return ScanReport.of(self.load()[2])
 
     def load(self) -> tuple[int, str, dict[str, BatchJob | InvalidRecordError]]:
         """(feed counter, feed id, every record) in one atomic step: what a cache follows from."""

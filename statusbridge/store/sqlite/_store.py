@@ -43,7 +43,7 @@ from statusbridge.errors import InvalidRecordError, LockTimeout, UnusableDatabas
 from statusbridge.record import BatchJob, decode_job, encode_job, validate_job_id
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
+from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store._store import ScanReport, StatusStore, merged
 
@@ -416,20 +416,9 @@ class SqliteStore(StatusStore):
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else decode_row(job_id, row[0])
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every invalid one (``<id>.json``) the reason."""
-        jobs: dict[str, BatchJob] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in self.load()[1].items():
-            if isinstance(outcome, BatchJob):
-                jobs[job_id] = outcome
-            else:
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-        return ScanReport(jobs, invalid)
+        return ScanReport.of(self.load()[1])
 
     def load(self) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
         """(change-log position, every record) read in one transaction: what a cache starts from."""
