@@ -62,6 +62,10 @@ class CacheHealth:
     last_error: str | None
     backend_note: str | None = None  # why the backend is not the platform's native one
     watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
+    # Records that went from the server without a delete (Redis eviction): how many this
+    # cache noticed, and the ids of the last ones (oldest first).
+    vanished_records: int = 0
+    vanished_ids: tuple[str, ...] = ()
 
 
 class Releasable(Protocol):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
+from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, BatchStatus, FrozenMap
 from statusbridge.record._frozen import freeze
 from statusbridge.record._model import FIELD_NAMES, utc_now
@@ -246,6 +247,14 @@ class StatusStore:
         check that instead; the others ignore it.
         """
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
+
+
+def overwrite_refused(exc: InvalidRecordError, source: str) -> InvalidRecordError:
+    """What a write raises over a record it cannot decode (nothing was written): the
+    record is left for inspection, never replaced by one built without its values."""
+    return InvalidRecordError(
+        f"{exc.reason}; refusing to overwrite it (delete it or fix it first)", source=source
+    )
 
 
 def merged(
