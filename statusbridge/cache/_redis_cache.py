@@ -132,6 +132,7 @@ class RedisCache(StatusCache):
             observer_restarts=self._reconnects,
             last_error=self._last_error,
             backend_note=note,
+            clock_skew=self._skew_note,
             vanished_records=self._vanished_count,
             vanished_ids=self._vanished_ids,
         )

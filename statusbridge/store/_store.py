@@ -263,7 +263,9 @@ def merged(
     """The record an update of ``fields`` at ``now`` makes of ``current`` (None: a new job).
 
     Fields replace, ``meta`` merges, ``seq`` + 1; RUNNING fills ``started_at`` and a
-    finished status ``completed_at`` unless set. Every backend's writes follow this.
+    finished status ``completed_at`` unless set; COMPLETED clears an ``error_message``
+    it does not set (one left by a judgement the job outlived, say "worker died" from a
+    process whose clock was off). Every backend's writes follow this.
     """
     if current is None:
         values: dict[str, Any] = {"created_at": now}
@@ -285,6 +287,8 @@ def merged(
             values["started_at"] = now
         if status.is_finished and completed is None:
             values["completed_at"] = now
+        if status is BatchStatus.COMPLETED and "error_message" not in fields:
+            values["error_message"] = None
     if current is None:
         return BatchJob(id=job_id, **values)
     return current.replace(**values)
