@@ -18,6 +18,7 @@ from statusbridge import (
     StatusCache,
     StatusStore,
 )
+from statusbridge.cli._doctor import diagnose
 from statusbridge.record._model import utc_now
 from statusbridge.store._redis import RedisStore
 from statusbridge.store._store import merged
@@ -122,6 +123,9 @@ def test_an_evicted_record_is_noticed_by_the_cache_and_never_recreated_half_empt
         assert set(health.vanished_ids) <= gone and health.vanished_ids
         assert not gone & set(cache.snapshot())  # as a fresh load shows it
         assert "vanished" in caplog.text and "noeviction" in caplog.text
+        vanished = [f for f in diagnose(url) if "vanished" in f.title]
+        assert len(vanished) == 1 and not vanished[0].ok  # statusbridge doctor says so too
+        assert f"{len(gone)} record(s)" in vanished[0].title
         cache.rescan()
         assert cache.health().vanished_records == len(gone)  # counted once
         victim = sorted(gone)[0]
