@@ -64,7 +64,7 @@ def test_a_live_worker_with_a_clock_apart_is_alive_and_its_elapsed_time_true(
         writer = Writer(location, shift, tmp_path, final=True)
         writers.append(writer)
         wait_until(lambda: writer.beats() >= 3, 60, "the worker's heartbeats")
-        seen = queue.cache.snapshot()["remote"]
+        seen = wait_until(lambda: queue.cache.get("remote"), 60, "the worker's record")
         wait_until(lambda: queue.cache.get("remote") != seen, 60, "a heartbeat seen by the cache")
         # Before: "worker died: no heartbeat from hostB:4242 for over 60s" at once (behind).
         assert queue.maintain().died == ()
