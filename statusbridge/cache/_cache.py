@@ -32,6 +32,8 @@ from typing import Protocol
 
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.record import BatchJob
+from statusbridge.record._eta import CLOCK_SKEW_LIMIT
+from statusbridge.record._model import utc_now
 from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
@@ -62,6 +64,29 @@ class CacheHealth:
     last_error: str | None
     backend_note: str | None = None  # why the backend is not the platform's native one
     watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
+    # Records that went from the server without a delete (Redis eviction): how many this
+    # cache noticed, and the ids of the last ones (oldest first).
+    vanished_records: int = 0
+    vanished_ids: tuple[str, ...] = ()
+    # "clock skew: ..." while a writer's timestamps run more than a minute ahead of or
+    # behind this process's clock (CLOCK_SKEW_LIMIT); None when they agree.
+    clock_skew: str | None = None
+
+
+_MAX_SKEWED = 100  # writers whose clock skew a cache remembers
+
+
+def _skew_note(skews: Mapping[str, float]) -> str | None:
+    """``health().clock_skew``: the writer furthest apart, and how many others are."""
+    if not skews:
+        return None
+    writer, skew = max(skews.items(), key=lambda item: abs(item[1]))
+    side = "ahead of" if skew > 0 else "behind"
+    others = f" (and {len(skews) - 1} other writer(s))" if len(skews) > 1 else ""
+    return (
+        f"clock skew: {writer} writes timestamps {abs(skew):.0f} s {side} this process's"
+        f" clock{others}; liveness and retention count on this process's clock"
+    )
 
 
 class Releasable(Protocol):
@@ -202,6 +227,8 @@ class StatusCache:
         self._in_subscribers = False  # the cache thread is calling subscribers now
         self._life = _Life()
         self._pause = 0.0  # seconds the thread waits after a failed step
+        self._skews: dict[str, float] = {}  # writer -> seconds its clock is ahead (+) of ours
+        self._skew_note: str | None = None
 
     def _start_thread(self, name: str) -> None:
         """Start the cache thread; called last by each backend's ``__init__``."""
@@ -378,7 +405,35 @@ class StatusCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_clocks(self, changes: dict[_Key, _Action]) -> None:
+        """Compare the writers' timestamps with this process's clock (``health().clock_skew``).
+
+        A write seen as it happens carries its writer's "now" in ``updated_at``. Ahead
+        of ours is a clock apart whenever it is seen; behind only in an update of a
+        record held here (a record loaded at start may simply be old).
+        """
+        now = utc_now()
+        before = self._snapshot
+        noted = False
+        for job_id, job in changes.items():
+            if job is None or job.updated_at is None:
+                continue
+            skew = (job.updated_at - now).total_seconds()
+            held = before.get(job_id)
+            live = held is not None and held.created_at == job.created_at and held.seq < job.seq
+            writer = job.owner or f"the writer of {job_id}"
+            if skew > CLOCK_SKEW_LIMIT or (live and skew < -CLOCK_SKEW_LIMIT):
+                if len(self._skews) >= _MAX_SKEWED and writer not in self._skews:
+                    self._skews.pop(next(iter(self._skews)))
+                self._skews[writer] = skew
+                noted = True
+            elif live and self._skews.pop(writer, None) is not None:
+                noted = True
+        if noted:
+            self._skew_note = _skew_note(self._skews)
+
     def _publish(self, changes: dict[_Key, _Action]) -> None:
+        self._check_clocks(changes)
         snap = self._snapshot.with_changes(changes)
         self._snapshot = snap  # the one atomic swap readers see
         with self._changed:

@@ -74,6 +74,17 @@ def diagnose(folder: Path | str, *, heartbeat_timeout: float = 60.0) -> list[Fin
             [f"{name}: {reason}" for name, reason in sorted(invalid.items())],
         )
     )
+    if health.vanished_records:
+        findings.append(
+            Finding(
+                False,
+                f"{health.vanished_records} record(s) vanished without a delete (evicted:"
+                " set the server's maxmemory-policy to noeviction)",
+                list(health.vanished_ids),
+            )
+        )
+    if health.clock_skew:
+        findings.append(Finding(False, health.clock_skew))
     if isinstance(folder, Path):
         findings.append(_leftovers(folder))
     now = utc_now()

@@ -262,13 +262,23 @@ class StatusStore:
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
 
 
+def overwrite_refused(exc: InvalidRecordError, source: str) -> InvalidRecordError:
+    """What a write raises over a record it cannot decode (nothing was written): the
+    record is left for inspection, never replaced by one built without its values."""
+    return InvalidRecordError(
+        f"{exc.reason}; refusing to overwrite it (delete it or fix it first)", source=source
+    )
+
+
 def merged(
     job_id: str, current: BatchJob | None, fields: dict[str, Any], now: datetime
 ) -> BatchJob:
     """The record an update of ``fields`` at ``now`` makes of ``current`` (None: a new job).
 
     Fields replace, ``meta`` merges, ``seq`` + 1; RUNNING fills ``started_at`` and a
-    finished status ``completed_at`` unless set. Every backend's writes follow this.
+    finished status ``completed_at`` unless set; COMPLETED clears an ``error_message``
+    it does not set (one left by a judgement the job outlived, say "worker died" from a
+    process whose clock was off). Every backend's writes follow this.
     """
     if current is None:
         values: dict[str, Any] = {"created_at": now}
@@ -290,6 +300,8 @@ def merged(
             values["started_at"] = now
         if status.is_finished and completed is None:
             values["completed_at"] = now
+        if status is BatchStatus.COMPLETED and "error_message" not in fields:
+            values["error_message"] = None
     if current is None:
         return BatchJob(id=job_id, **values)
     return current.replace(**values)

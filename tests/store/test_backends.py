@@ -79,6 +79,19 @@ def test_update_merges_like_the_reference(store: StatusStore) -> None:
     assert store.read("missing") is None
 
 
+def test_completed_clears_an_error_message_it_does_not_set(store: StatusStore) -> None:
+    """A final COMPLETED over a judgement the job outlived ("worker died", made by a process
+    whose clock was apart) must not keep that error beside it (issue 26 item 3)."""
+    store.update("j", status="running")
+    store.update("j", status="failed", error_message="worker died: no heartbeat for 60s")
+    done = store.update("j", status="completed", result=1)
+    assert done.error_message is None and store.read("j") == done
+    failed = store.update("k", status="failed", error_message="boom")
+    assert failed.error_message == "boom"  # only COMPLETED clears it
+    kept = store.update("k", status="completed", error_message="kept on purpose")
+    assert kept.error_message == "kept on purpose"
+
+
 def test_modify_decides_under_the_contract(store: StatusStore) -> None:
     assert store.modify("j", lambda cur: None) is None
     assert store.read("j") is None

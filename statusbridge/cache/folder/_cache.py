@@ -154,6 +154,7 @@ class FolderCache(StatusCache):
             observer_restarts=self._observer_restarts,
             last_error=self._last_error,
             backend_note=watch.fallback_reason if watch else None,
+            clock_skew=self._skew_note,
             watched_directory=(
                 watch.watched if watch and watch.watched != os.path.abspath(self._folder) else None
             ),

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 _BLOCK_MS = 500  # one blocking read; also how long close() may wait for the thread
 _READ_COUNT = 1000
 _MAX_BACKOFF = 2.0
+_VANISHED_SHOWN = 20  # how many vanished ids health() names
 
 
 class RedisCache(StatusCache):
@@ -91,6 +92,9 @@ class RedisCache(StatusCache):
         self._need_reload = False
         self._backoff = 0.05
         self._eviction_note: str | None = None
+        self._vanished_count = 0
+        self._vanished_ids: tuple[str, ...] = ()
+        self._vanished_now: set[str] = set()  # noticed and still gone: counted once
         self._next_reconcile = time.monotonic() + reconcile_interval
         try:
             self._reload(count=False)
@@ -128,6 +132,9 @@ class RedisCache(StatusCache):
             observer_restarts=self._reconnects,
             last_error=self._last_error,
             backend_note=note,
+            clock_skew=self._skew_note,
+            vanished_records=self._vanished_count,
+            vanished_ids=self._vanished_ids,
         )
 
     def _rescan_here(self) -> Snapshot:
@@ -248,7 +255,9 @@ class RedisCache(StatusCache):
 
     def _reload(self, *, count: bool = True) -> None:
         self._check_eviction_policy()
-        counter, last_id, records = self._store.load()
+        counter, last_id, records, vanished = self._store.load()
+        self._vanished_now &= set(vanished)  # deleted or written again since: forgotten
+        self._note_vanished(vanished)
         if count:
             self._rescans += 1
         self._connected = True
@@ -305,16 +314,21 @@ class RedisCache(StatusCache):
         with self._reader.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 self._read(keys=[self._keys.job(job_id)], client=pipe)
-            docs = pipe.execute()
+                pipe.sismember(self._keys.ids, job_id)
+            replies = pipe.execute()
         changes: dict[_Key, _Action] = {}
         invalid = dict(self._invalid)
-        for job_id, data in zip(ids, docs, strict=True):
+        vanished: list[str] = []
+        for job_id, data, listed in zip(ids, replies[::2], replies[1::2], strict=True):
             name = f"{job_id}{RECORD_SUFFIX}"
             if data is None:
                 invalid.pop(name, None)
+                if listed:  # a delete takes the id out of the set with the hash
+                    vanished.append(job_id)
                 if job_id in self._snapshot:
                     changes[job_id] = None
                 continue
+            self._vanished_now.discard(job_id)
             try:
                 job = decode_doc(job_id, data)
             except InvalidRecordError as exc:
@@ -322,9 +336,30 @@ class RedisCache(StatusCache):
                 continue
             invalid.pop(name, None)
             self._consider(job_id, job, changes, fresh=False)
+        self._note_vanished(vanished)
         self._set_invalid(invalid)
         if changes:
             self._publish(changes)
+
+    def _note_vanished(self, job_ids: Iterable[str]) -> None:
+        """Count and name records that went without a delete (evicted), once each.
+
+        Their jobs leave the snapshot, as a fresh load would show; the store refuses to
+        recreate them from a partial write (``RecordVanished``).
+        """
+        new = [job_id for job_id in job_ids if job_id not in self._vanished_now]
+        if not new:
+            return
+        self._vanished_now.update(new)
+        self._vanished_count += len(new)
+        self._vanished_ids = (*self._vanished_ids, *new)[-_VANISHED_SHOWN:]
+        logger.warning(
+            "statusbridge: %d job record(s) vanished from %s without a delete (evicted?"
+            " set maxmemory-policy to noeviction): %s",
+            len(new),
+            self.where,
+            ", ".join(new[:_VANISHED_SHOWN]),
+        )
 
     def _consider(
         self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool

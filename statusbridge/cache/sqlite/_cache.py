@@ -202,6 +202,7 @@ class SqliteCache(StatusCache):
             observer_restarts=self._reloads_for_trim,
             last_error=self._last_error,
             backend_note="; ".join(notes),
+            clock_skew=self._skew_note,
         )
 
     @property

@@ -27,7 +27,7 @@ from statusbridge.store._files import (
     unreadable_reason,
     written_version,
 )
-from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
 from statusbridge.store.folder._atomic import write_atomic
 from statusbridge.store.folder._locks import StripedLocks, stripe_of
 
@@ -211,10 +211,7 @@ class FolderStore(StatusStore):
         except FileNotFoundError:
             return None
         except InvalidRecordError as exc:
-            raise InvalidRecordError(
-                f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                source=str(path),
-            ) from None
+            raise overwrite_refused(exc, str(path)) from None
         return job
 
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:

@@ -45,7 +45,7 @@ from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import SqliteLocation, parse_location
-from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
 
 __all__ = ["DEFAULT_LOG_KEEP", "SCHEMA", "SqliteShelf", "SqliteStore", "open_database"]
 
@@ -445,10 +445,7 @@ class SqliteStore(StatusStore):
                 try:
                     current = decode_row(job_id, row[0])
                 except InvalidRecordError as exc:
-                    raise InvalidRecordError(
-                        f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                        source=f"job {job_id}",
-                    ) from None
+                    raise overwrite_refused(exc, f"job {job_id}") from None
             fields = change(current)
             if fields is None:
                 return None
