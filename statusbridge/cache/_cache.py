@@ -28,12 +28,15 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from types import MappingProxyType
+from typing import Protocol, TypeVar
 
 from statusbridge.cache._snapshot import Snapshot
+from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.record._eta import CLOCK_SKEW_LIMIT
 from statusbridge.record._model import utc_now
+from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
@@ -44,6 +47,7 @@ Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
 _Key = str  # job id
 _Action = BatchJob | None  # new record, or None for "gone"
+_Doc = TypeVar("_Doc")  # a backend's stored form of one record (bytes, text)
 
 
 @dataclass(frozen=True)
@@ -229,6 +233,8 @@ class StatusCache:
         self._pause = 0.0  # seconds the thread waits after a failed step
         self._skews: dict[str, float] = {}  # writer -> seconds its clock is ahead (+) of ours
         self._skew_note: str | None = None
+        self._invalid: dict[str, str] = {}  # record name -> why it is not a valid record
+        self._invalid_view: Mapping[str, str] = MappingProxyType({})
 
     def _start_thread(self, name: str) -> None:
         """Start the cache thread; called last by each backend's ``__init__``."""
@@ -431,6 +437,65 @@ class StatusCache:
                 noted = True
         if noted:
             self._skew_note = _skew_note(self._skews)
+
+    # -- applying what a backend read (the backends that read documents by job id) -----
+    def _apply_load(self, records: Mapping[str, BatchJob | InvalidRecordError]) -> None:
+        """A full load: ``records`` is every record there is; jobs not in it are gone."""
+        changes: dict[_Key, _Action] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in records.items():
+            if isinstance(outcome, InvalidRecordError):
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+                continue
+            self._consider(job_id, outcome, changes, fresh=True)
+        for job_id in self._snapshot:
+            if job_id not in records:
+                changes[job_id] = None
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _apply_documents(
+        self, docs: Mapping[str, _Doc | None], decode: Callable[[str, _Doc], BatchJob]
+    ) -> None:
+        """The jobs a feed named, read again: each one's document, None where it is gone."""
+        changes: dict[_Key, _Action] = {}
+        invalid = dict(self._invalid)
+        for job_id, doc in docs.items():
+            name = f"{job_id}{RECORD_SUFFIX}"
+            if doc is None:
+                invalid.pop(name, None)
+                if job_id in self._snapshot:
+                    changes[job_id] = None
+                continue
+            try:
+                job = decode(job_id, doc)
+            except InvalidRecordError as exc:
+                invalid[name] = exc.reason  # the last good record stays
+                continue
+            invalid.pop(name, None)
+            self._consider(job_id, job, changes, fresh=False)
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _consider(
+        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
+    ) -> None:
+        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
+        current = self._snapshot.get(job_id)
+        if current is not None:
+            if job == current:
+                return
+            same = job.created_at == current.created_at
+            if same and job.seq < current.seq and not fresh:
+                return  # read before a write we already applied: never go backwards
+        changes[job_id] = job
+
+    def _set_invalid(self, invalid: dict[str, str]) -> None:
+        if invalid != self._invalid:
+            self._invalid = invalid
+            self._invalid_view = MappingProxyType(dict(invalid))
 
     def _publish(self, changes: dict[_Key, _Action]) -> None:
         self._check_clocks(changes)

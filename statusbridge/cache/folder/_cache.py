@@ -22,7 +22,7 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -96,8 +96,6 @@ class FolderCache(StatusCache):
 
         # State below is changed only while holding _apply_lock.
         self._known: dict[str, FileSignature] = {}
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._watched_ident: tuple[int, int] | None = None
         self._directory_present = False
 

@@ -18,19 +18,16 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 import redis
 
-from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._cache import CacheHealth, StatusCache
 from statusbridge.cache._snapshot import Snapshot
-from statusbridge.errors import BackendRefused, BackendUnavailable, InvalidRecordError
-from statusbridge.record import BatchJob
+from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record._ranges import POSITIVE
-from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store.redis._schema import (
     READ_SCRIPT,
@@ -81,8 +78,6 @@ class RedisCache(StatusCache):
         self._read = self._reader.register_script(READ_SCRIPT)
         self._life.hold("reader", self._reader)
         self._life.hold("store", self._store)
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._counter = 0
         self._last_id = "0-0"
         self._connected = False
@@ -265,20 +260,8 @@ class RedisCache(StatusCache):
         self._backoff = 0.05
         self._need_reload = False
         self._next_reconcile = time.monotonic() + self.reconcile_interval
-        changes: dict[_Key, _Action] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in records.items():
-            if isinstance(outcome, InvalidRecordError):
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-                continue
-            self._consider(job_id, outcome, changes, fresh=True)
-        for job_id in self._snapshot:
-            if job_id not in records:
-                changes[job_id] = None
         self._counter, self._last_id = counter, last_id
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
+        self._apply_load(records)
 
     def _follow(self) -> None:
         reply: Any = translated(
@@ -316,30 +299,12 @@ class RedisCache(StatusCache):
                 self._read(keys=[self._keys.job(job_id)], client=pipe)
                 pipe.sismember(self._keys.ids, job_id)
             replies = pipe.execute()
-        changes: dict[_Key, _Action] = {}
-        invalid = dict(self._invalid)
-        vanished: list[str] = []
-        for job_id, data, listed in zip(ids, replies[::2], replies[1::2], strict=True):
-            name = f"{job_id}{RECORD_SUFFIX}"
-            if data is None:
-                invalid.pop(name, None)
-                if listed:  # a delete takes the id out of the set with the hash
-                    vanished.append(job_id)
-                if job_id in self._snapshot:
-                    changes[job_id] = None
-                continue
-            self._vanished_now.discard(job_id)
-            try:
-                job = decode_doc(job_id, data)
-            except InvalidRecordError as exc:
-                invalid[name] = exc.reason  # the last good record stays
-                continue
-            invalid.pop(name, None)
-            self._consider(job_id, job, changes, fresh=False)
-        self._note_vanished(vanished)
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
+        found = dict(zip(ids, replies[::2], strict=True))
+        listed = dict(zip(ids, replies[1::2], strict=True))
+        # A delete takes the id out of the set with the hash: gone but listed is evicted.
+        self._vanished_now.difference_update(i for i, doc in found.items() if doc is not None)
+        self._note_vanished([i for i, doc in found.items() if doc is None and listed[i]])
+        self._apply_documents(found, decode_doc)
 
     def _note_vanished(self, job_ids: Iterable[str]) -> None:
         """Count and name records that went without a delete (evicted), once each.
@@ -360,21 +325,3 @@ class RedisCache(StatusCache):
             self.where,
             ", ".join(new[:_VANISHED_SHOWN]),
         )
-
-    def _consider(
-        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
-    ) -> None:
-        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
-        current = self._snapshot.get(job_id)
-        if current is not None:
-            if job == current:
-                return
-            same = job.created_at == current.created_at
-            if same and job.seq < current.seq and not fresh:
-                return  # read before a write we already applied: never go backwards
-        changes[job_id] = job
-
-    def _set_invalid(self, invalid: dict[str, str]) -> None:
-        if invalid != self._invalid:
-            self._invalid = invalid
-            self._invalid_view = MappingProxyType(dict(invalid))
