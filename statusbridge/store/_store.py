@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, BatchStatus, FrozenMap
+from statusbridge.record import BatchJob, BatchStatus, FrozenMap, validate_job_id
 from statusbridge.record._frozen import freeze
 from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import NumberRange
@@ -196,6 +196,34 @@ class StatusStore:
         job = self.modify(job_id, lambda current: fields)
         assert job is not None
         return job
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """Create each job's record from its fields, unless the job has a record; the created ones.
+
+        For many new jobs at once (a started batch's PENDING records): one transaction
+        on SQLite, one round trip on Redis, a write per file on a folder. Every record
+        is checked before any is written, so bad fields raise and write nothing. A job
+        that has a record already (any status) is left alone and not returned.
+        """
+        created = []
+        for job_id, (fields, _job) in self._new_records(records, self._clock()).items():
+            made = self.modify(job_id, lambda current, f=fields: f if current is None else None)  # type: ignore[misc]
+            if made is not None:
+                created.append(made)
+        return created
+
+    def _new_records(
+        self, records: Mapping[str, Mapping[str, Any]], now: datetime
+    ) -> dict[str, tuple[dict[str, Any], BatchJob]]:
+        """Each job's checked fields and the record they make of no record (raises on the
+        first bad one, before anything is written)."""
+        new = {}
+        for job_id, given in records.items():
+            validate_job_id(job_id)
+            fields = dict(given)
+            self._check_fields(fields)
+            new[job_id] = (fields, merged(job_id, None, fields, now))
+        return new
 
     @staticmethod
     def _check_fields(fields: dict[str, Any]) -> None:

@@ -167,3 +167,14 @@ def test_a_record_evicted_between_two_reads_of_the_feed_is_noticed(
         health = cache.health()
         assert health.vanished_records == 1 and health.vanished_ids == ("doomed",)
         assert "doomed" not in cache.snapshot()
+
+
+def test_creating_many_refuses_a_vanished_record_and_creates_the_others(redis_url: str) -> None:
+    store = redis_store(redis_url)
+    store.update("evicted", batch_id="b", params={"i": 0})
+    store.client.delete(store.keys.job("evicted"))  # as eviction does: the hash alone
+    with pytest.raises(RecordVanished, match="without a delete"):
+        store.create_absent({"evicted": {"batch_id": "b"}, "fresh": {"batch_id": "b"}})
+    assert store.read("evicted") is None  # never recreated half-empty
+    fresh = store.read("fresh")
+    assert fresh is not None and fresh.batch_id == "b" and fresh.seq == 1

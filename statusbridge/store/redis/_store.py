@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -297,6 +297,39 @@ class RedisStore(StatusStore):
         if current is None:
             return [job_id, self.stream_maxlen, "new", *pairs]
         return [job_id, self.stream_maxlen, "*" if known is None else known[0], *pairs]
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """As ``StatusStore.create_absent``, in one round trip (a pipeline of creates).
+
+        The server writes each record only where there is none. RecordVanished, after
+        the others are created, if a job's record went without a delete (evicted).
+        """
+        new = self._new_records(records, self._clock())
+        calls = [
+            (job_id, job, self._write_args(job_id, fields, job, None, None))
+            for job_id, (fields, job) in new.items()
+        ]
+
+        def send() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for job_id, _job, args in calls:
+                    self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
+                return list(pipe.execute())
+
+        created: list[BatchJob] = []
+        vanished: RecordVanished | None = None
+        for (job_id, job, _args), reply in zip(calls, translated(self.where, send), strict=True):
+            if reply[0] == b"stale":
+                continue  # it has a record: left alone
+            try:
+                self._outcome(job_id, reply, job)
+            except RecordVanished as exc:
+                vanished = exc
+                continue
+            created.append(job)
+        if vanished is not None:
+            raise vanished
+        return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are (one PUT_SCRIPT call each), unless already as new."""

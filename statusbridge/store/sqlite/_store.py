@@ -451,13 +451,7 @@ class SqliteStore(StatusStore):
                 return None
             self._check_fields(fields)
             job = merged(job_id, current, fields, self._clock())
-            data = encode_job(job)
-            if len(data) > self.max_bytes:
-                raise ValueError(
-                    f"record of job {job_id!r} would be {len(data)} bytes; the limit is "
-                    f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
-                )
-            text = data.decode().rstrip("\n")
+            text = self._text_of(job)
             if row is None:
                 conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
             else:
@@ -465,10 +459,24 @@ class SqliteStore(StatusStore):
             self._writes += 1
             if self._writes % _TRIM_EVERY == 0:
                 self._trim(conn)
+        self._remember(job_id, text, job)
+        return job
+
+    def _text_of(self, job: BatchJob) -> str:
+        """The stored form of ``job``: ValueError, nothing written, if over ``max_bytes``."""
+        data = encode_job(job)
+        if len(data) > self.max_bytes:
+            raise ValueError(
+                f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
+                f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
+            )
+        return data.decode().rstrip("\n")
+
+    def _remember(self, job_id: str, text: str, job: BatchJob) -> None:
+        """The row this store wrote last, so its next update of the job decodes nothing."""
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each decodes its row again
         self._known[job_id] = (text, job)
-        return job
 
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Keep the last ``log_keep`` entries of the change log (called in a write).
@@ -515,6 +523,28 @@ class SqliteStore(StatusStore):
 
     def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
         return bool(self.delete_if_unchanged([job]))
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """As ``StatusStore.create_absent``, in one transaction."""
+        new = self._new_records(records, self._clock())
+        texts = {job_id: self._text_of(job) for job_id, (_fields, job) in new.items()}
+        created: list[BatchJob] = []
+        with self._db.writing(f"{len(new)} new records") as conn:
+            ids = list(new)
+            present: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
+                present.update(row[0] for row in rows)
+            rows_to_add = [(job_id, texts[job_id]) for job_id in ids if job_id not in present]
+            conn.executemany("INSERT INTO jobs(id, doc) VALUES (?, ?)", rows_to_add)
+            self._writes += len(rows_to_add)
+            self._trim(conn)
+            created = [new[job_id][1] for job_id, _text in rows_to_add]
+        for job in created:
+            self._remember(job.id, texts[job.id], job)
+        return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are (seq included), in one transaction; how many.
