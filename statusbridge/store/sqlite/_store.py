@@ -182,14 +182,19 @@ def _after_fork_in_child() -> None:
     # connection is not carried over either (connection() reopens it by pid).
     for database in list(_OPEN):
         database.lock = threading.Lock()
+        database.forget_readers()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_IDLE_READERS = 8  # read connections kept open between reads, per store
+
+
 class _Database:
-    """One connection and the lock it is used under; reopened after fork or close."""
+    """The writers' connection and the lock it is used under, and a few read connections;
+    reopened after fork or close."""
 
     def __init__(
         self,
@@ -210,6 +215,11 @@ class _Database:
         self._pid = 0
         self._identity: tuple[int, int] | None = None
         self.readonly = False
+        # Idle read connections, for the file and generation in _readers_key.
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # held only to take or give back one
+        self._readers_key: tuple[int, tuple[int, int], int] | None = None
+        self._generation = 0  # close() and set_timeout() retire the idle readers
         _OPEN.add(self)
 
     def connection(self) -> sqlite3.Connection:
@@ -245,19 +255,76 @@ class _Database:
 
     def set_timeout(self, timeout: float) -> None:
         self.timeout = timeout
+        self._retire_readers()
         with self.lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.execute(f"PRAGMA busy_timeout = {_busy_ms(timeout)}")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reads (autocommit: each statement its own snapshot)."""
-        if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
-            raise LockTimeout("(read)", self.timeout, str(self.where.path))
+        """A connection for reads (autocommit: each statement its own snapshot).
+
+        Not the writers' connection: in WAL mode a reader never waits for a writer, so
+        a read (a worker checking its job before it starts) does not queue behind this
+        process's writes. Until the database exists, the writers' connection makes it.
+        """
         try:
-            yield self.connection()
+            st = os.stat(self.where.path)
+        except OSError:
+            st = None
+        if st is None or st.st_size == 0:
+            if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+                raise LockTimeout("(read)", self.timeout, str(self.where.path))
+            try:
+                yield self.connection()
+            finally:
+                self.lock.release()
+            return
+        key = (os.getpid(), (st.st_dev, st.st_ino), self._generation)
+        conn = self._take_reader(key)
+        try:
+            yield conn
         finally:
-            self.lock.release()
+            self._give_back(conn, key)
+
+    def _take_reader(self, key: tuple[int, tuple[int, int], int]) -> sqlite3.Connection:
+        with self._readers_lock:
+            if key != self._readers_key:
+                # Another file at the path now, or retired: the idle ones go.
+                if self._readers_key is not None and self._readers_key[0] == key[0]:
+                    for stale in self._readers:
+                        stale.close()
+                self._readers, self._readers_key = [], key
+            if self._readers:
+                return self._readers.pop()
+        conn, _readonly = open_database(
+            self.where, create=False, timeout=self.timeout, durable=self.durable,
+            dir_mode=self.dir_mode, file_mode=self.file_mode,
+        )  # fmt: skip
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection, key: tuple[int, tuple[int, int], int]) -> None:
+        with self._readers_lock:
+            if key == self._readers_key and len(self._readers) < _IDLE_READERS:
+                if conn.in_transaction:  # a reader interrupted mid-transaction
+                    conn.execute("ROLLBACK")
+                self._readers.append(conn)
+                return
+        conn.close()
+
+    def _retire_readers(self) -> None:
+        with self._readers_lock:
+            self._generation += 1
+            idle, self._readers = self._readers, []
+            if self._readers_key is not None and self._readers_key[0] == os.getpid():
+                for conn in idle:
+                    conn.close()
+            self._readers_key = None
+
+    def forget_readers(self) -> None:
+        """In a forked child: the parent's read connections are neither used nor closed."""
+        self._readers_lock = threading.Lock()
+        self._readers, self._readers_key = [], None
 
     @contextmanager
     def writing(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -302,6 +369,7 @@ class _Database:
         return exc
 
     def close(self) -> None:
+        self._retire_readers()
         with self.lock:
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
@@ -313,6 +381,10 @@ class _Database:
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             conn.close()
+        key = self._readers_key
+        if key is not None and key[0] == os.getpid():
+            for reader in self._readers:
+                reader.close()
 
 
 def decode_row(job_id: str, doc: str | bytes) -> BatchJob:
