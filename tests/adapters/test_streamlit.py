@@ -187,6 +187,26 @@ class TestAppLogic:
         assert list(at.dataframe[0].value["job"][:2]) == ["j-000", "j-001"]
         assert not at.number_input
 
+    def test_a_selection_whose_rows_now_hold_other_jobs_is_cleared(self) -> None:
+        at = AppTest.from_function(_selection_keys_page, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        # Row 1 held "b" and still does: kept. Then "b" moved to row 0: a new table.
+        assert [t.value for t in at.text] == ["t-0", "t-0", "t-1", "t-1"]
+
+
+def _selection_keys_page() -> None:
+    import streamlit as st
+
+    from statusbridge._streamlit_table import selection_key
+
+    st.session_state["t-shown"] = ("a", "b")  # drawn last run, row 1 ("b") selected
+    st.session_state["t-0"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    st.text(selection_key("t", ["a", "b"]))  # the same rows
+    st.text(selection_key("t", ["a", "b", "c"]))  # one more: row 1 still "b"
+    st.text(selection_key("t", ["b", "a"]))  # "a" started: row 1 is "a" now
+    st.text(selection_key("t", ["b", "a"]))  # the new table has no selection yet
+
 
 def _big_table_page(total: int = 120) -> None:
     from statusbridge import BatchJob
