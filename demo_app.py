@@ -167,6 +167,9 @@ def page() -> None:
 
     live = sbst.live_fragment(STATUS_DIR)
 
+    # The bars and the table in one fragment: a page reruns one live fragment at a time,
+    # and the table would wait for the bars. Only a page of the table is drawn, so its
+    # redraw once a second while that page shows running jobs (elapsed, ETA) costs little.
     @live
     def batches() -> None:
         listed = all_batches()
@@ -195,9 +198,14 @@ def page() -> None:
         )
         st.session_state["selected"] = chosen
         summary = next(b for b in listed if b.id == chosen)
-        jobs = sbst.get_cache(STATUS_DIR).snapshot().batch(chosen or "")
-        picked = sbst.job_table(jobs, key=f"jobs-{chosen}", selectable=True)
-        unfinished = [j for j in jobs if j.id in picked and not j.is_finished]
+        snap = sbst.get_cache(STATUS_DIR).snapshot()
+        jobs = snap.batch(chosen or "")  # as it is: the table pages it, and remembers its order
+        picked = [
+            job
+            for job in map(snap.get, sbst.job_table(jobs, key=f"jobs-{chosen}", selectable=True))
+            if job is not None
+        ]
+        unfinished = [j for j in picked if not j.is_finished]
         queue = manager().queue
         with st.container(horizontal=True):  # the table's buttons, right under it
             if st.button(
@@ -220,7 +228,7 @@ def page() -> None:
         # moment after Start while the table was still being drawn.
         st.caption(sbst.escape_markdown(f"{summary} · {done_text(summary)}"))  # names: plain
         if picked:
-            sbst.job_details(j for j in jobs if j.id in picked)
+            sbst.job_details(picked)
         else:
             st.caption("Select rows to cancel them or to read their whole message.")
 

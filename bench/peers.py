@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge import StatusStore
-from statusbridge.store._atomic import write_atomic
+from statusbridge.store.folder._atomic import write_atomic
 
 # -- seed-style files: write in place, lock, dump; the UI opens, locks and parses every file.
 

@@ -34,7 +34,7 @@ from bench import peers
 from statusbridge import BatchJob, Snapshot, StatusCache, StatusStore, report_progress
 from statusbridge.jobs._context import JobContext, activate, deactivate
 from statusbridge.record import encode_job
-from statusbridge.store._atomic import write_atomic
+from statusbridge.store.folder._atomic import write_atomic
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # bench/perf.py (issue 13)

@@ -14,6 +14,8 @@ handlers (``except ValueError``, ``except TimeoutError``) keep working::
      │                                          or refuses writes for now (full, loading, busy)
      ├── BackendRefused       (PermissionError) the server refuses what we asked, for good:
      │                                          a missing permission, a wrong key type, a bad db
+     ├── RecordVanished       (LookupError)   a record went from the server without a delete
+     │                                          (evicted); a partial write will not recreate it
      └── JobCancelled                         raised inside a job after cancel was asked
 
 Invalid job ids and invalid field values raise plain ``ValueError`` / ``TypeError``
@@ -31,6 +33,7 @@ __all__ = [
     "InvalidRecordError",
     "JobCancelled",
     "LockTimeout",
+    "RecordVanished",
     "StatusBridgeError",
     "UnknownJobError",
     "UnsafeFolderError",
@@ -109,6 +112,25 @@ class BackendRefused(StatusBridgeError, PermissionError):
         self.location = location
         self.reply = reply
         super().__init__(message)
+
+
+class RecordVanished(StatusBridgeError, LookupError):
+    """A job's record is gone from the server although nothing deleted it: evicted.
+
+    A Redis server under a ``maxmemory-policy`` other than ``noeviction`` drops keys when
+    full. A heartbeat or progress write would recreate such a record without its
+    ``batch_id`` and ``params``, so it is refused: nothing was written. ``delete(job_id)``
+    and a new write (or ``put_records``) start the job's record over on purpose.
+    """
+
+    def __init__(self, job_id: str, location: str) -> None:
+        self.job_id = job_id
+        self.location = location
+        super().__init__(
+            f"job {job_id!r}: its record vanished from {location} without a delete (evicted:"
+            " the server's maxmemory-policy is not noeviction?); not recreated from a partial"
+            " write. delete() it first to start it over"
+        )
 
 
 class JobCancelled(StatusBridgeError):

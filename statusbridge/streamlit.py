@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib
 import logging
 import re
 import signal
@@ -44,6 +45,15 @@ import streamlit as st
 
 from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, end_streams, events_path_for
 from statusbridge._streamlit_push import push_routes as push_routes_for
+from statusbridge._streamlit_table import (
+    PAGE_SIZE,
+    attention_first,
+    clock_wanted,
+    page_of,
+    page_picker,
+    selection_key,
+    want_clock,
+)
 from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.display import (
@@ -132,6 +142,8 @@ def _manager_for(
 
 _managers: list[BatchManager] = []
 _managers_lock = threading.Lock()
+_pushed: list[str] = []  # folders push_routes serves: lifespan reads them in at start
+_pushed_lock = threading.Lock()
 logger = logging.getLogger(__name__)
 
 
@@ -161,11 +173,27 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     out its timer) before this shutdown step, then ends the process by re-raising SIGTERM,
     so interpreter-exit handlers never run there. The streams are ended from the stop
     signal itself: the handler the server installed is wrapped, and still called.
+
+    At start, the caches of the pushed folders are filled in the background (a folder
+    of 10,000 records takes a while to read), so the first page does not wait for that.
     """
     _end_streams_on_stop_signals()
+    threading.Thread(target=_warm_up, name="statusbridge-warm-up", daemon=True).start()
     yield
     end_streams()
     stop_managers()
+
+
+def _warm_up() -> None:
+    """Read the pushed folders into their caches, and import pandas, before a page asks."""
+    with _pushed_lock:
+        folders = list(dict.fromkeys(_pushed))
+    try:
+        for folder in folders:
+            _cache_for(folder)
+        importlib.import_module("pandas")  # the job table's; its first import takes a while
+    except Exception:
+        logger.exception("statusbridge: could not prepare the caches of %s", folders)
 
 
 def _end_streams_on_stop_signals() -> None:
@@ -330,36 +358,59 @@ def job_rows(
     ]
 
 
-def _state_style(value: object) -> str:
-    text = str(value)
-    for status, colour in STATUS_COLOURS.items():
-        if text.endswith(status.value) or (status is BatchStatus.RUNNING and "cancelling" in text):
-            return f"color: {colour}; font-weight: 600"
-    return ""
+# Every text of the state column, with its colour.
+_STATE_CHIPS = {
+    **{f"{_STATE_ICONS[status]} {status.value}": rgb for status, rgb in STATUS_COLOURS.items()},
+    f"{_STATE_ICONS[BatchStatus.RUNNING]} cancelling": STATUS_COLOURS[BatchStatus.RUNNING],
+}
 
 
 def job_table(
-    jobs: Iterable[BatchJob], *, key: str | None = None, selectable: bool = False
+    jobs: Iterable[BatchJob],
+    *,
+    key: str | None = None,
+    selectable: bool = False,
+    page_size: int = PAGE_SIZE,
 ) -> list[str]:
     """A table of jobs: coloured state, progress, elapsed, ETA, message (text escaped).
 
+    More jobs than ``page_size`` are paged: running and failed jobs first, then the
+    rest in the order given, and only the page shown is sent to the browser, under a
+    page number input (give each paged table its own ``key``). Pass a snapshot's
+    ``batch(...)`` tuple as it is: its order is then worked out once per change of the
+    batch, not on every redraw. Inside a ``live_fragment``, the fragment redraws once a
+    second while the page shows running jobs (their elapsed time and ETA move).
+
     With ``selectable``, rows can be selected (the fragment reruns on a change) and
-    the ids of the selected jobs are returned.
+    the ids of the selected jobs are returned; a selection is cleared when its rows
+    come to hold other jobs (a paged table moves jobs that start or end).
     """
-    shown = list(jobs)
+    listed = jobs if isinstance(jobs, Sequence) else tuple(jobs)
+    base_key = key or "statusbridge-jobs"
+    if len(listed) > page_size:
+        number = page_picker(len(listed), page_size, base_key)
+        shown = page_of(attention_first(listed), number, page_size).jobs
+    else:
+        shown = tuple(listed)
+    if any(job.status is BatchStatus.RUNNING for job in shown):
+        want_clock()
     rows = job_rows(shown)
     if not rows:
         st.caption("No jobs yet.")
         return []
     import pandas as pd  # type: ignore[import-untyped]  # Streamlit needs it; for the colours
 
-    frame = pd.DataFrame(rows).style.map(_state_style, subset=["state"])
+    # The state as a coloured label (a one-option list column): colouring cells through a
+    # pandas Styler cost most of a redraw.
+    frame = pd.DataFrame([{**row, "state": [row["state"]]} for row in rows])
     # Widths in pixels, as narrow as their values allow: the message gets the rest (at
     # 900 px with the sidebar open it was off screen). About 8 px per character.
     id_px = 20 + 8 * max(len(str(row["job"])) for row in rows)
     config = {
         "job": st.column_config.TextColumn("job", width=id_px),
-        "state": st.column_config.TextColumn("state", width=108),
+        "state": st.column_config.MultiselectColumn(
+            "state", width=116, options=list(_STATE_CHIPS), color=list(_STATE_CHIPS.values())
+        ),
         "progress": st.column_config.ProgressColumn(
             "progress", min_value=0.0, max_value=1.0, format="percent", width=96
         ),
@@ -372,17 +423,18 @@ def job_table(
     if not selectable:
         st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)
         return []
+    ids = [job.id for job in shown]
     state = st.dataframe(
         frame,
         hide_index=True,
         width="stretch",
-        key=key,
+        key=selection_key(base_key, ids),
         column_config=config,
         on_select="rerun",
         selection_mode="multi-row",
     )
     picked = state.selection.rows if state is not None else []
-    return [shown[i].id for i in picked if 0 <= i < len(shown)]
+    return [ids[i] for i in picked if 0 <= i < len(ids)]
 
 
 def hide_running_indicator() -> None:
@@ -477,6 +529,8 @@ def push_routes(status_dir: str | Path = "batch_status", *, path: str = EVENTS_P
     does), and has no authentication of its own: see the docs.
     """
     folder = absolute_location(status_dir)
+    with _pushed_lock:
+        _pushed.append(folder)
     return push_routes_for(
         lambda: _cache_for(folder),
         folder,
@@ -511,17 +565,18 @@ def live_fragment(
                 body()
                 return
             snap = _cache_for(folder).snapshot()  # before drawing: a change meanwhile reruns
+            want_clock(False)
             body()
-            running = snap.summary().counts[BatchStatus.RUNNING]
+            ticking = clock_wanted()  # a job table showed running jobs: their times move
             _pusher()(
                 data={
                     "url": path,
                     "version": snap.version,
                     "gap_ms": gap_ms,
-                    "tick_ms": 1000 if running else 0,
-                    # New data on every run while jobs run, so the component schedules
+                    "tick_ms": 1000 if ticking else 0,
+                    # New data on every run while it ticks, so the component schedules
                     # its next tick (an unchanged mount may not call it again).
-                    "drawn_at": time.time() if running else 0.0,
+                    "drawn_at": time.time() if ticking else 0.0,
                 },
                 key=key,
                 on_change_change=lambda: None,

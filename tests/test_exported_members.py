@@ -3,7 +3,7 @@
 statusbridge's API is the top-level ``__all__`` plus the documented adapter modules.
 The layer packages (``record``, ``store``, ``cache``, ``jobs``) list only what the docs
 present; every other helper is reached by its private path
-(``from statusbridge.store._atomic import write_atomic``) and is never re-exported
+(``from statusbridge.store.folder._atomic import write_atomic``) and is never re-exported
 to look public. Like httpx's ``tests/test_exported_members.py``.
 """
 
@@ -30,6 +30,7 @@ EXPORTED = {
         "InvalidRecordError",
         "JobCancelled",
         "LockTimeout",
+        "RecordVanished",
         "Snapshot",
         "StatusBridgeError",
         "StatusCache",
@@ -88,6 +89,7 @@ EXPORTED = {
         "InvalidRecordError",
         "JobCancelled",
         "LockTimeout",
+        "RecordVanished",
         "StatusBridgeError",
         "UnknownJobError",
         "UnsafeFolderError",

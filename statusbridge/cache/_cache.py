@@ -2,9 +2,9 @@
 
 ``StatusCache(location)`` opens the backend the location names (the registry,
 ``store._location.backend_for``): a folder gives a ``FolderCache`` (file-system
-events, ``_folder_cache``), a ``sqlite://`` URL a ``SqliteCache`` (initial load +
+events, ``cache/folder/``), a ``sqlite://`` URL a ``SqliteCache`` (initial load +
 change log, ``cache/sqlite/``), a ``redis://`` URL a ``RedisCache`` (initial load +
-change stream, ``_redis_cache``). This module imports none of them.
+change stream, ``cache/redis/``). This module imports none of them.
 
 What every backend shares lives here: the snapshot swap, ``wait_for_change``,
 ``subscribe``, the health counters, and the cache thread's life (``_Life``,
@@ -28,10 +28,15 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from types import MappingProxyType
+from typing import Protocol, TypeVar
 
 from statusbridge.cache._snapshot import Snapshot
+from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
+from statusbridge.record._eta import CLOCK_SKEW_LIMIT
+from statusbridge.record._model import utc_now
+from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
@@ -42,6 +47,7 @@ Subscriber = Callable[[Snapshot, frozenset[str]], None]
 
 _Key = str  # job id
 _Action = BatchJob | None  # new record, or None for "gone"
+_Doc = TypeVar("_Doc")  # a backend's stored form of one record (bytes, text)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,29 @@ class CacheHealth:
     last_error: str | None
     backend_note: str | None = None  # why the backend is not the platform's native one
     watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
+    # Records that went from the server without a delete (Redis eviction): how many this
+    # cache noticed, and the ids of the last ones (oldest first).
+    vanished_records: int = 0
+    vanished_ids: tuple[str, ...] = ()
+    # "clock skew: ..." while a writer's timestamps run more than a minute ahead of or
+    # behind this process's clock (CLOCK_SKEW_LIMIT); None when they agree.
+    clock_skew: str | None = None
+
+
+_MAX_SKEWED = 100  # writers whose clock skew a cache remembers
+
+
+def _skew_note(skews: Mapping[str, float]) -> str | None:
+    """``health().clock_skew``: the writer furthest apart, and how many others are."""
+    if not skews:
+        return None
+    writer, skew = max(skews.items(), key=lambda item: abs(item[1]))
+    side = "ahead of" if skew > 0 else "behind"
+    others = f" (and {len(skews) - 1} other writer(s))" if len(skews) > 1 else ""
+    return (
+        f"clock skew: {writer} writes timestamps {abs(skew):.0f} s {side} this process's"
+        f" clock{others}; liveness and retention count on this process's clock"
+    )
 
 
 class Releasable(Protocol):
@@ -202,6 +231,10 @@ class StatusCache:
         self._in_subscribers = False  # the cache thread is calling subscribers now
         self._life = _Life()
         self._pause = 0.0  # seconds the thread waits after a failed step
+        self._skews: dict[str, float] = {}  # writer -> seconds its clock is ahead (+) of ours
+        self._skew_note: str | None = None
+        self._invalid: dict[str, str] = {}  # record name -> why it is not a valid record
+        self._invalid_view: Mapping[str, str] = MappingProxyType({})
 
     def _start_thread(self, name: str) -> None:
         """Start the cache thread; called last by each backend's ``__init__``."""
@@ -378,7 +411,94 @@ class StatusCache:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _check_clocks(self, changes: dict[_Key, _Action]) -> None:
+        """Compare the writers' timestamps with this process's clock (``health().clock_skew``).
+
+        A write seen as it happens carries its writer's "now" in ``updated_at``. Ahead
+        of ours is a clock apart whenever it is seen; behind only in an update of a
+        record held here (a record loaded at start may simply be old).
+        """
+        now = utc_now()
+        before = self._snapshot
+        noted = False
+        for job_id, job in changes.items():
+            if job is None or job.updated_at is None:
+                continue
+            skew = (job.updated_at - now).total_seconds()
+            held = before.get(job_id)
+            live = held is not None and held.created_at == job.created_at and held.seq < job.seq
+            writer = job.owner or f"the writer of {job_id}"
+            if skew > CLOCK_SKEW_LIMIT or (live and skew < -CLOCK_SKEW_LIMIT):
+                if len(self._skews) >= _MAX_SKEWED and writer not in self._skews:
+                    self._skews.pop(next(iter(self._skews)))
+                self._skews[writer] = skew
+                noted = True
+            elif live and self._skews.pop(writer, None) is not None:
+                noted = True
+        if noted:
+            self._skew_note = _skew_note(self._skews)
+
+    # -- applying what a backend read (the backends that read documents by job id) -----
+    def _apply_load(self, records: Mapping[str, BatchJob | InvalidRecordError]) -> None:
+        """A full load: ``records`` is every record there is; jobs not in it are gone."""
+        changes: dict[_Key, _Action] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in records.items():
+            if isinstance(outcome, InvalidRecordError):
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+                continue
+            self._consider(job_id, outcome, changes, fresh=True)
+        for job_id in self._snapshot:
+            if job_id not in records:
+                changes[job_id] = None
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _apply_documents(
+        self, docs: Mapping[str, _Doc | None], decode: Callable[[str, _Doc], BatchJob]
+    ) -> None:
+        """The jobs a feed named, read again: each one's document, None where it is gone."""
+        changes: dict[_Key, _Action] = {}
+        invalid = dict(self._invalid)
+        for job_id, doc in docs.items():
+            name = f"{job_id}{RECORD_SUFFIX}"
+            if doc is None:
+                invalid.pop(name, None)
+                if job_id in self._snapshot:
+                    changes[job_id] = None
+                continue
+            try:
+                job = decode(job_id, doc)
+            except InvalidRecordError as exc:
+                invalid[name] = exc.reason  # the last good record stays
+                continue
+            invalid.pop(name, None)
+            self._consider(job_id, job, changes, fresh=False)
+        self._set_invalid(invalid)
+        if changes:
+            self._publish(changes)
+
+    def _consider(
+        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
+    ) -> None:
+        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
+        current = self._snapshot.get(job_id)
+        if current is not None:
+            if job == current:
+                return
+            same = job.created_at == current.created_at
+            if same and job.seq < current.seq and not fresh:
+                return  # read before a write we already applied: never go backwards
+        changes[job_id] = job
+
+    def _set_invalid(self, invalid: dict[str, str]) -> None:
+        if invalid != self._invalid:
+            self._invalid = invalid
+            self._invalid_view = MappingProxyType(dict(invalid))
+
     def _publish(self, changes: dict[_Key, _Action]) -> None:
+        self._check_clocks(changes)
         snap = self._snapshot.with_changes(changes)
         self._snapshot = snap  # the one atomic swap readers see
         with self._changed:

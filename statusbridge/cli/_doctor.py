@@ -15,7 +15,7 @@ from statusbridge.record import BatchStatus
 from statusbridge.record._model import utc_now
 from statusbridge.store._files import sweep_temp_files
 from statusbridge.store._location import is_url
-from statusbridge.store._locks import STRIPES
+from statusbridge.store.folder._locks import STRIPES
 
 __all__ = ["Finding", "diagnose"]
 
@@ -74,6 +74,17 @@ def diagnose(folder: Path | str, *, heartbeat_timeout: float = 60.0) -> list[Fin
             [f"{name}: {reason}" for name, reason in sorted(invalid.items())],
         )
     )
+    if health.vanished_records:
+        findings.append(
+            Finding(
+                False,
+                f"{health.vanished_records} record(s) vanished without a delete (evicted:"
+                " set the server's maxmemory-policy to noeviction)",
+                list(health.vanished_ids),
+            )
+        )
+    if health.clock_skew:
+        findings.append(Finding(False, health.clock_skew))
     if isinstance(folder, Path):
         findings.append(_leftovers(folder))
     now = utc_now()

@@ -13,7 +13,10 @@ A record names its owner three ways:
 
 Owner on this machine (the same ``owner_machine``): alive while its pid exists, is
 not a zombie, and started within ``START_TOLERANCE_MS`` of ``owner_start``. Owners
-elsewhere cannot be asked: they are judged by the age of their heartbeat.
+elsewhere cannot be asked: they are judged by the age of their heartbeat, counted
+from when *this* process saw it change (``Sightings``, on its own monotonic clock),
+never from the writer's ``heartbeat_at``: a worker whose clock runs five minutes
+behind would look dead the moment it started.
 
 Records without ``owner_machine`` (written before it existed, or by another
 program) are placed by host name, as before, but their ``owner_start`` is never
@@ -29,16 +32,23 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 import psutil
 
+from statusbridge.cache import Snapshot
 from statusbridge.record import BatchJob
+from statusbridge.record._model import utc_now
 
 __all__ = [
     "HOST",
     "START_TOLERANCE_MS",
+    "LocalClock",
     "OwnerIdentity",
+    "Sightings",
     "is_owner_alive",
     "local_pid",
     "machine_id",
@@ -248,17 +258,86 @@ def local_pid(job: BatchJob) -> int | None:
     return pid if host == HOST else None
 
 
-def is_owner_alive(job: BatchJob, *, now: datetime, heartbeat_timeout: float) -> bool:
+class LocalClock:
+    """This process's clocks, for "how long since we saw it": never a writer's clock.
+
+    Ages run on the monotonic clock, which no wall-clock step moves. A ``now`` later
+    than ``wall()`` (``BatchQueue.maintain(now=...)`` looking ahead) adds the
+    difference, so expiry can be tested without waiting.
+    """
+
+    def __init__(
+        self,
+        wall: Callable[[], datetime] = utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.wall = wall
+        self.monotonic = monotonic
+
+    def age(self, seen: float, now: datetime) -> float:
+        """Seconds from ``seen`` (a ``monotonic()`` reading) to ``now``."""
+        ahead = (now - self.wall()).total_seconds()
+        return self.monotonic() - seen + max(0.0, ahead)
+
+
+class Sightings:
+    """When this process saw each unfinished job's heartbeat change; fed by ``subscribe``.
+
+    A job's sign of life is its owner and heartbeat (or, without one, its last write).
+    One first seen here counts from then: a process that never saw it change gives it
+    a whole timeout, rather than trust a timestamp from another host's clock.
+    """
+
+    def __init__(self, clock: LocalClock | None = None) -> None:
+        self._clock = clock or LocalClock()
+        self._seen: dict[str, tuple[object, float]] = {}
+        self._lock = threading.Lock()
+
+    def seed(self, snapshot: Snapshot) -> None:
+        """Note the unfinished jobs ``snapshot`` holds as seen now."""
+        self(snapshot, snapshot.active())
+
+    def __call__(self, snapshot: Snapshot, changed_ids: Iterable[str]) -> None:
+        with self._lock:
+            for job_id in changed_ids:
+                job = snapshot.get(job_id)
+                if job is None or job.is_finished:
+                    self._seen.pop(job_id, None)
+                else:
+                    self._sighted(job)
+
+    def age(self, job: BatchJob, now: datetime) -> float:
+        """Seconds since this process saw ``job``'s heartbeat as it is now, at ``now``."""
+        with self._lock:
+            return self._clock.age(self._sighted(job), now)
+
+    def _sighted(self, job: BatchJob) -> float:
+        beat = (job.owner, job.heartbeat_at or job.updated_at)
+        seen = self._seen.get(job.id)
+        if seen is None or seen[0] != beat:
+            seen = self._seen[job.id] = (beat, self._clock.monotonic())
+        return seen[1]
+
+
+def is_owner_alive(
+    job: BatchJob,
+    *,
+    now: datetime,
+    heartbeat_timeout: float,
+    sightings: Sightings | None = None,
+) -> bool:
     """False if the job's owner is known to be gone (dead pid, reused pid, or stale heartbeat).
 
-    ``heartbeat_timeout`` may be ``math.inf`` (never stale).
+    ``heartbeat_timeout`` may be ``math.inf`` (never stale). With ``sightings`` a
+    heartbeat's age is how long ago this process saw it change; without (a one-off
+    look, as ``doctor`` takes), the writer's ``heartbeat_at`` against ``now``.
     """
     owner = job.owner
     if not owner or ":" not in owner:
         return True  # not written by a statusbridge worker: nothing to judge by
     pid = local_pid(job)
     if pid is None:
-        return _heartbeat_fresh(job, now, heartbeat_timeout)
+        return _heartbeat_fresh(job, now, heartbeat_timeout, sightings)
     me = this_process()
     if pid == me.pid and job.owner_machine == me.machine:
         # Ourselves: our start as read once, so a later clock step cannot estrange us.
@@ -267,14 +346,18 @@ def is_owner_alive(job: BatchJob, *, now: datetime, heartbeat_timeout: float) ->
         exists, start = _probe(pid)
     if not exists:
         return False
-    if job.owner_machine is None:
-        return _heartbeat_fresh(job, now, heartbeat_timeout)  # owner_start: unit unknown
+    if job.owner_machine is None:  # owner_start: unit unknown
+        return _heartbeat_fresh(job, now, heartbeat_timeout, sightings)
     if job.owner_start is None or start is None:
         return True
     return abs(start - job.owner_start) <= START_TOLERANCE_MS  # else: the pid was reused
 
 
-def _heartbeat_fresh(job: BatchJob, now: datetime, heartbeat_timeout: float) -> bool:
+def _heartbeat_fresh(
+    job: BatchJob, now: datetime, heartbeat_timeout: float, sightings: Sightings | None
+) -> bool:
+    if sightings is not None:
+        return sightings.age(job, now) <= heartbeat_timeout
     beat = job.heartbeat_at or job.updated_at
     # Seconds as a float: timedelta(seconds=math.inf) raises OverflowError.
     return beat is None or (now - beat).total_seconds() <= heartbeat_timeout

@@ -58,7 +58,13 @@ from statusbridge.jobs._context import (
     running_context,
     signal_cancel,
 )
-from statusbridge.jobs._liveness import is_owner_alive, local_pid, this_process
+from statusbridge.jobs._liveness import (
+    LocalClock,
+    Sightings,
+    is_owner_alive,
+    local_pid,
+    this_process,
+)
 from statusbridge.jobs._options import check_queue_options
 from statusbridge.jobs._pool import BrokenExecutor, WorkerPool, describe_exit
 from statusbridge.jobs._retention import FinishOrder, retention_lag
@@ -291,9 +297,17 @@ class BatchQueue:
         self._folder = self.store.location
         self._owns_cache = cache is None
         self.cache = cache if cache is not None else StatusCache(status_dir)
-        self._finish_order = FinishOrder()
-        self._unsubscribe = self.cache.subscribe(self._finish_order)
+        local = LocalClock(clock)  # ages as this process saw them: never a writer's clock
+        self._finish_order = finish_order = FinishOrder(local)
+        self._sightings = sightings = Sightings(local)
+
+        def observe(snap: Snapshot, changed: frozenset[str]) -> None:
+            finish_order(snap, changed)
+            sightings(snap, changed)
+
+        self._unsubscribe = self.cache.subscribe(observe)
         self._finish_order.seed(self.cache.snapshot())
+        self._sightings.seed(self.cache.snapshot())
 
         self._lock = threading.Lock()  # guards the dicts below; never held around the pool
         self._subs: dict[str, _Submission] = {}
@@ -1118,13 +1132,20 @@ class BatchQueue:
                 # that (a loaded machine showed "process ... is gone" instead).
                 continue
             if job.status is BatchStatus.RUNNING:
-                alive = is_owner_alive(job, now=now, heartbeat_timeout=self.heartbeat_timeout)
+                alive = is_owner_alive(
+                    job,
+                    now=now,
+                    heartbeat_timeout=self.heartbeat_timeout,
+                    sightings=self._sightings,
+                )
                 if not alive and self._fail_dead(job, now):
                     died.append(job.id)
             elif job.status is BatchStatus.PENDING:
                 # Pending jobs have no heartbeat: judged by their submitter's pid
                 # where it runs here, else by how long they have been waiting.
-                alive = is_owner_alive(job, now=now, heartbeat_timeout=self.pending_timeout)
+                alive = is_owner_alive(
+                    job, now=now, heartbeat_timeout=self.pending_timeout, sightings=self._sightings
+                )
                 if not alive and self._fail_dead(job, now):
                     abandoned.append(job.id)
         removed = self._apply_retention(snap, now=now, max_age_hours=self.retention_hours)
@@ -1246,7 +1267,7 @@ class BatchQueue:
                 else self.pending_timeout
             )
             if current.owner != seen.owner or is_owner_alive(
-                current, now=now, heartbeat_timeout=timeout
+                current, now=now, heartbeat_timeout=timeout, sightings=self._sightings
             ):
                 return None
             if current.status is BatchStatus.RUNNING:

@@ -8,7 +8,12 @@ Two rules keep a batch's summary true after retention:
 * "the newest N finished records" is judged by the order in which this process
   *saw* jobs finish (a counter, fed by the cache), not by ``completed_at``
   alone: after the wall clock steps back, the job that just finished would look
-  like the oldest one and be the first to go.
+  like the oldest one and be the first to go;
+* "older than ``max_age_hours``" likewise counts from when this process saw the
+  job finish, on its own monotonic clock: a writer on a host whose clock runs a
+  day behind writes a ``completed_at`` that looks a day old at once. Only jobs
+  that were finished before this process started watching, which it never saw
+  finish, are judged by their ``completed_at``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import datetime, timedelta
 
 from statusbridge.cache import Snapshot
+from statusbridge.jobs._liveness import LocalClock
 from statusbridge.record import BatchJob
 
 __all__ = [
@@ -55,9 +61,11 @@ class FinishOrder:
     the oldest finished jobs are found without sorting them all again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: LocalClock | None = None) -> None:
         self._counter = itertools.count(1)
         self._rank: dict[str, int] = {}  # oldest first; 0 for jobs finished before us
+        self._seen_at: dict[str, float] = {}  # numbered jobs: when we saw them finish
+        self._clock = clock or LocalClock()
         self._lock = threading.Lock()
 
     def seed(self, snapshot: Snapshot) -> None:
@@ -110,12 +118,18 @@ class FinishOrder:
         if max_age_hours is None:
             return doomed
         chosen = {job.id for job in doomed}
+        ages = self.ages(now)
         doomed.extend(
             job
-            for job in expired(snapshot.values(), max_age_hours=max_age_hours, now=now)
+            for job in expired(snapshot.values(), max_age_hours=max_age_hours, now=now, ages=ages)
             if job.id not in chosen and not protected(job)
         )
         return doomed
+
+    def ages(self, now: datetime) -> Mapping[str, float]:
+        """Seconds since this process saw each numbered job finish, at ``now``."""
+        with self._lock:
+            return {job_id: self._clock.age(seen, now) for job_id, seen in self._seen_at.items()}
 
     def __call__(self, snapshot: Snapshot, changed_ids: Iterable[str]) -> None:
         with self._lock:
@@ -123,12 +137,14 @@ class FinishOrder:
                 job = snapshot.get(job_id)
                 if job is None or not job.is_finished:
                     self._rank.pop(job_id, None)  # removed, or restarted under the same id
+                    self._seen_at.pop(job_id, None)
                 elif not self._rank.get(job_id):
                     # Newly finished; or finished before we started and rewritten since:
                     # numbered now (as newest), so that no unnumbered job ever needs
                     # moving among the others when its completed_at changes.
                     self._rank.pop(job_id, None)
                     self._rank[job_id] = next(self._counter)
+                    self._seen_at[job_id] = self._clock.monotonic()
 
     def ranks(self) -> Mapping[str, int]:
         with self._lock:
@@ -140,16 +156,29 @@ def _finished_when(job: BatchJob) -> tuple[float, str]:
     return (when.timestamp() if when else 0.0, job.id)
 
 
-def expired(jobs: Iterable[BatchJob], *, max_age_hours: float, now: datetime) -> list[BatchJob]:
-    """Finished jobs that completed (or last changed) more than ``max_age_hours`` before ``now``."""
-    cutoff = now - timedelta(hours=max_age_hours)
-    return [
-        job
-        for job in jobs
-        if job.is_finished
-        and (when := job.completed_at or job.updated_at) is not None
-        and when < cutoff
-    ]
+def expired(
+    jobs: Iterable[BatchJob],
+    *,
+    max_age_hours: float,
+    now: datetime,
+    ages: Mapping[str, float] | None = None,
+) -> list[BatchJob]:
+    """Finished jobs that finished more than ``max_age_hours`` before ``now``.
+
+    ``ages``: seconds since this process saw a job finish (``FinishOrder.ages``); a
+    job not in it is judged by its ``completed_at`` (or last change), the writer's clock.
+    """
+    return [job for job in jobs if job.is_finished and _too_old(job, max_age_hours, now, ages)]
+
+
+def _too_old(
+    job: BatchJob, max_age_hours: float, now: datetime, ages: Mapping[str, float] | None
+) -> bool:
+    age = None if ages is None else ages.get(job.id)
+    if age is not None:
+        return age > max_age_hours * 3600
+    when = job.completed_at or job.updated_at
+    return when is not None and now - when > timedelta(hours=max_age_hours)
 
 
 def select_for_retention(
@@ -160,6 +189,7 @@ def select_for_retention(
     now: datetime,
     ranks: Mapping[str, int],
     protected_batches: Collection[str] = (),
+    ages: Mapping[str, float] | None = None,
 ) -> list[BatchJob]:
     """Finished jobs beyond the newest ``max_completed`` or older than ``max_age_hours``.
 
@@ -171,14 +201,12 @@ def select_for_retention(
         return (ranks.get(job.id, 0), *_finished_when(job))
 
     finished = sorted((j for j in jobs if j.is_finished), key=newest_first, reverse=True)
-    age_limit = None if max_age_hours is None else timedelta(hours=max_age_hours)
     doomed = []
     for position, job in enumerate(finished):
         if job.batch_id is not None and job.batch_id in protected_batches:
             continue
         too_many = max_completed is not None and position >= max_completed
-        when = job.completed_at or job.updated_at
-        too_old = age_limit is not None and when is not None and now - when > age_limit
+        too_old = max_age_hours is not None and _too_old(job, max_age_hours, now, ages)
         if too_many or too_old:
             doomed.append(job)
     return doomed

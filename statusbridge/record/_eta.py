@@ -14,17 +14,31 @@ from datetime import datetime
 
 from statusbridge.record._model import BatchJob, BatchStatus
 
-__all__ = ["batch_eta", "elapsed_seconds", "job_eta"]
+__all__ = ["CLOCK_SKEW_LIMIT", "batch_eta", "elapsed_seconds", "job_eta"]
+
+
+CLOCK_SKEW_LIMIT = 60.0
+"""Seconds a writer's timestamps may be apart from this process's clock before
+statusbridge treats them as another clock (``elapsed_seconds``, ``health().clock_skew``)."""
 
 
 def elapsed_seconds(job: BatchJob, now: datetime) -> float | None:
     """Seconds from start to finish (or to ``now`` while unfinished); None before it started.
 
-    Never negative: a worker's clock may run ahead of the viewer's.
+    Never negative, never skewed: a worker's clock may run ahead of or behind the
+    viewer's. While the job runs and its last write (heartbeat) is more than
+    ``CLOCK_SKEW_LIMIT`` away from ``now``, the viewer's clock cannot be compared with
+    the writer's: the time is counted on the writer's clock alone, up to that write.
     """
     if job.started_at is None:
         return None
-    end = job.completed_at if job.is_finished and job.completed_at is not None else now
+    if job.is_finished and job.completed_at is not None:
+        end = job.completed_at
+    else:
+        end = now
+        last = max((t for t in (job.heartbeat_at, job.updated_at) if t is not None), default=None)
+        if last is not None and abs((now - last).total_seconds()) > CLOCK_SKEW_LIMIT:
+            end = last  # a clock apart (or a writer gone quiet): its own clock only
     return max(0.0, (end - job.started_at).total_seconds())
 
 
@@ -33,7 +47,8 @@ def job_eta(job: BatchJob, now: datetime) -> float | None:
 
     None unless the job is RUNNING with a start time and a progress above 0
     (nothing to extrapolate from); 0 once its progress reaches 1. The rate is
-    taken up to ``now``, so a job that stops reporting sees its estimate grow.
+    taken up to ``now``, so a job that stops reporting sees its estimate grow (for
+    ``CLOCK_SKEW_LIMIT``: past that, ``elapsed_seconds`` stops at its last write).
     """
     progress = job.progress
     if job.status is not BatchStatus.RUNNING or not progress or progress <= 0:

@@ -12,18 +12,13 @@ library, and the base classes (``StatusStore``, ``StatusCache``) open a backend
 through here without importing their subclasses.
 
 Layout of the backends' code: per layer, one folder per backend
-(``store/<backend>/`` and ``cache/<backend>/``: ``store/sqlite/``, ``cache/sqlite/``),
+(``store/<backend>/`` and ``cache/<backend>/``: ``folder``, ``redis``, ``sqlite``),
 not one folder per backend holding both sides. The layers are the architecture:
 the store side must stay importable without the cache side (``tests/test_layers.py``),
 and a folder holding both would sit in neither layer. A backend's folder holds its
 private modules; its ``__init__`` names what the registration below points at.
 Someone adding a fourth backend writes ``store/<name>/`` and ``cache/<name>/`` and
-one registration here, nothing else. The two older backends still sit as flat
-modules (``store/_folder.py``, ``store/_redis.py``, ``store/_redis_schema.py``,
-``store/_redis_shelf.py``, ``cache/_folder_cache.py``, ``cache/_redis_cache.py``):
-their move into ``store/folder/``, ``store/redis/``, ``cache/folder/``,
-``cache/redis/`` is mechanical (the registry names them in one place) and waits
-until other work on ``store/__init__.py`` and ``cache/__init__.py`` has landed.
+one registration here, nothing else.
 """
 
 from __future__ import annotations
@@ -420,9 +415,9 @@ register_backend(
         ("file",),
         Path,
         _parse_file,
-        store="statusbridge.store._folder:FolderStore",
-        cache="statusbridge.cache._folder_cache:FolderCache",
-        shelf="statusbridge.store._shelf:FolderShelf.open",
+        store="statusbridge.store.folder:FolderStore",
+        cache="statusbridge.cache.folder:FolderCache",
+        shelf="statusbridge.store.folder:FolderShelf.open",
     )
 )
 register_backend(
@@ -431,9 +426,9 @@ register_backend(
         _REDIS_SCHEMES,
         RedisLocation,
         _parse_redis,
-        store="statusbridge.store._redis:RedisStore",
-        cache="statusbridge.cache._redis_cache:RedisCache",
-        shelf="statusbridge.store._redis_shelf:RedisShelf.open",
+        store="statusbridge.store.redis:RedisStore",
+        cache="statusbridge.cache.redis:RedisCache",
+        shelf="statusbridge.store.redis:RedisShelf.open",
         requires=require_redis_client,
     )
 )

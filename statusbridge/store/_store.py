@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from statusbridge.record import BatchJob, BatchStatus, FrozenMap
+from statusbridge.errors import InvalidRecordError
+from statusbridge.record import BatchJob, BatchStatus, FrozenMap, validate_job_id
 from statusbridge.record._frozen import freeze
 from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import NumberRange
-from statusbridge.store._files import DEFAULT_MAX_BYTES, classify_name
+from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX, classify_name
 from statusbridge.store._location import Location, backend_for, check_options
 
 __all__ = [
@@ -40,6 +41,18 @@ class ScanReport(NamedTuple):
 
     jobs: dict[str, BatchJob]
     invalid: dict[str, str]  # file name -> reason, in the words of StatusCache.health()
+
+    @classmethod
+    def of(cls, outcomes: Mapping[str, BatchJob | InvalidRecordError]) -> ScanReport:
+        """From what a backend decoded per job id: the records, and why the others are not."""
+        jobs: dict[str, BatchJob] = {}
+        invalid: dict[str, str] = {}
+        for job_id, outcome in outcomes.items():
+            if isinstance(outcome, BatchJob):
+                jobs[job_id] = outcome
+            else:
+                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
+        return cls(jobs, invalid)
 
     def invalid_records(self) -> dict[str, str]:
         """Only entries named like records (``<job id>.json``): jobs that could not be read."""
@@ -127,7 +140,8 @@ class StatusStore:
         raise NotImplementedError
 
     def scan(self) -> dict[str, BatchJob]:
-        raise NotImplementedError
+        """Every valid record; invalid ones are skipped (``scan_report`` says which and why)."""
+        return self.scan_report().jobs
 
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
@@ -182,6 +196,34 @@ class StatusStore:
         job = self.modify(job_id, lambda current: fields)
         assert job is not None
         return job
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """Create each job's record from its fields, unless the job has a record; the created ones.
+
+        For many new jobs at once (a started batch's PENDING records): one transaction
+        on SQLite, one round trip on Redis, a write per file on a folder. Every record
+        is checked before any is written, so bad fields raise and write nothing. A job
+        that has a record already (any status) is left alone and not returned.
+        """
+        created = []
+        for job_id, (fields, _job) in self._new_records(records, self._clock()).items():
+            made = self.modify(job_id, lambda current, f=fields: f if current is None else None)  # type: ignore[misc]
+            if made is not None:
+                created.append(made)
+        return created
+
+    def _new_records(
+        self, records: Mapping[str, Mapping[str, Any]], now: datetime
+    ) -> dict[str, tuple[dict[str, Any], BatchJob]]:
+        """Each job's checked fields and the record they make of no record (raises on the
+        first bad one, before anything is written)."""
+        new = {}
+        for job_id, given in records.items():
+            validate_job_id(job_id)
+            fields = dict(given)
+            self._check_fields(fields)
+            new[job_id] = (fields, merged(job_id, None, fields, now))
+        return new
 
     @staticmethod
     def _check_fields(fields: dict[str, Any]) -> None:
@@ -248,13 +290,23 @@ class StatusStore:
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
 
 
+def overwrite_refused(exc: InvalidRecordError, source: str) -> InvalidRecordError:
+    """What a write raises over a record it cannot decode (nothing was written): the
+    record is left for inspection, never replaced by one built without its values."""
+    return InvalidRecordError(
+        f"{exc.reason}; refusing to overwrite it (delete it or fix it first)", source=source
+    )
+
+
 def merged(
     job_id: str, current: BatchJob | None, fields: dict[str, Any], now: datetime
 ) -> BatchJob:
     """The record an update of ``fields`` at ``now`` makes of ``current`` (None: a new job).
 
     Fields replace, ``meta`` merges, ``seq`` + 1; RUNNING fills ``started_at`` and a
-    finished status ``completed_at`` unless set. Every backend's writes follow this.
+    finished status ``completed_at`` unless set; COMPLETED clears an ``error_message``
+    it does not set (one left by a judgement the job outlived, say "worker died" from a
+    process whose clock was off). Every backend's writes follow this.
     """
     if current is None:
         values: dict[str, Any] = {"created_at": now}
@@ -276,6 +328,8 @@ def merged(
             values["started_at"] = now
         if status.is_finished and completed is None:
             values["completed_at"] = now
+        if status is BatchStatus.COMPLETED and "error_message" not in fields:
+            values["error_message"] = None
     if current is None:
         return BatchJob(id=job_id, **values)
     return current.replace(**values)

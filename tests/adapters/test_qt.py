@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from support.waiting import wait_until
 from support.xvfb import need, qt_application
 
 need(importlib.util.find_spec("PySide6"), "PySide6 is not installed (pip install -e '.[qt]')")
@@ -39,7 +40,7 @@ from statusbridge.qt import Column, JobMonitor, JobTableModel, ProgressDelegate 
 from statusbridge.qt._model import _Inbox  # noqa: E402
 from statusbridge.qt._monitor import _BatchFilter  # noqa: E402
 from statusbridge.record._model import utc_now  # noqa: E402
-from statusbridge.store._folder import FolderStore  # noqa: E402
+from statusbridge.store.folder._store import FolderStore  # noqa: E402
 
 from support.gui_workers import delete_job, loop_until_cancelled, write_job  # noqa: E402
 
@@ -243,8 +244,12 @@ def test_cancel_from_the_window_stops_a_running_job(qtbot: Any, status_dir: Path
         qtbot.waitUntil(
             lambda: cell(monitor.model, job_id, Column.STATE) == "cancelled", timeout=WAIT_MS
         )
-        job = queue.get_job_status(job_id)
-        assert job is not None and job.status is BatchStatus.CANCELLED
+        # The queue's own cache may see the cancel a moment after the window's cache did.
+        wait_until(
+            lambda: getattr(queue.get_job_status(job_id), "status", None) is BatchStatus.CANCELLED,
+            30,
+            "the queue to see the cancel",
+        )
         assert "Cancel requested for 1 job" in monitor.status_label.text()
         assert not monitor.cancel_button.isEnabled()  # the selected job is finished now
         monitor.close()

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from support.browser import chrome_options, needs_chromium, start_chrome
+from support.browser import (
+    APP,
+    ARTIFACTS,
+    HAVE_CHROMIUM,
+    NO_CHROMIUM,
+    ROOT,
+    chromium,
+    demo_server,
+    server_log_problems,
+)
 from support.waiting import poll_until, wait_until
 
 st = pytest.importorskip("streamlit", reason="the demo extra is not installed")
@@ -26,10 +33,6 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from statusbridge import BatchStatus, StatusCache, StatusStore  # noqa: E402
 from statusbridge import streamlit as sbst  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[2]
-APP = ROOT / "demo_app.py"
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 @pytest.fixture(autouse=True)
@@ -105,7 +108,7 @@ class TestAppLogic:
         assert f"3 jobs on {executor}: completed 100% (3 completed)" in page_text(at)
         table = at.dataframe[0].value
         assert list(table["progress"]) == [1.0, 1.0, 1.0]
-        assert all("completed" in s for s in table["state"])
+        assert [list(s) for s in table["state"]] == [["✓ completed"]] * 3  # a coloured label
 
     @pytest.mark.slow
     def test_cancel_batch_from_the_page(self, folders: tuple[Path, Path]) -> None:
@@ -159,6 +162,73 @@ class TestAppLogic:
         at.run()
         assert not at.exception, at.exception
         assert [c.value for c in at.code] == [long]  # whole, as text (st.code escapes)
+
+    def test_a_big_list_is_paged_running_and_failed_first(self) -> None:
+        at = AppTest.from_function(_big_table_page, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        table = at.dataframe[0].value
+        assert len(table) == 50  # one page is sent, not 120 rows
+        assert list(table["job"][:4]) == ["j-100", "j-101", "j-007", "j-000"]
+        states = [list(s) for s in table["state"][:4]]
+        assert states == [["▶ running"], ["▶ running"], ["✗ failed"], ["… pending"]]
+        assert any("jobs 1 to 50 of 120, running and failed first" in c.value for c in at.caption)
+        page = at.number_input(key="big-page")
+        assert page.label == "Page (of 3)"
+        page.set_value(3).run()
+        table = at.dataframe[0].value
+        assert len(table) == 20 and list(table["job"])[-1] == "j-119"
+        assert any("jobs 101 to 120 of 120" in c.value for c in at.caption)
+
+    def test_a_short_list_keeps_its_order_and_has_no_pages(self) -> None:
+        at = AppTest.from_function(_big_table_page, kwargs={"total": 50}, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        assert list(at.dataframe[0].value["job"][:2]) == ["j-000", "j-001"]
+        assert not at.number_input
+
+    def test_a_selection_whose_rows_now_hold_other_jobs_is_cleared(self) -> None:
+        at = AppTest.from_function(_selection_keys_page, default_timeout=60)
+        at.run()
+        assert not at.exception, at.exception
+        # Row 1 held "b" and still does: kept. Then "b" moved to row 0: a new table.
+        assert [t.value for t in at.text] == ["t-0", "t-0", "t-1", "t-1"]
+
+
+def _selection_keys_page() -> None:
+    import streamlit as st
+
+    from statusbridge._streamlit_table import selection_key
+
+    st.session_state["t-shown"] = ("a", "b")  # drawn last run, row 1 ("b") selected
+    st.session_state["t-0"] = {"selection": {"rows": [1], "columns": [], "cells": []}}
+    st.text(selection_key("t", ["a", "b"]))  # the same rows
+    st.text(selection_key("t", ["a", "b", "c"]))  # one more: row 1 still "b"
+    st.text(selection_key("t", ["b", "a"]))  # "a" started: row 1 is "a" now
+    st.text(selection_key("t", ["b", "a"]))  # the new table has no selection yet
+
+
+def _big_table_page(total: int = 120) -> None:
+    from statusbridge import BatchJob
+    from statusbridge import streamlit as sbst
+
+    jobs = [BatchJob(f"j-{i:03d}", "pending") for i in range(total)]  # type: ignore[arg-type]
+    if total > 100:
+        jobs[100:102] = [BatchJob(f"j-{i}", "running") for i in (100, 101)]  # type: ignore[arg-type]
+    jobs[7] = BatchJob("j-007", "failed", error_message="E")  # type: ignore[arg-type]
+    sbst.job_table(tuple(jobs), key="big", selectable=True)
+
+
+def test_the_page_order_is_worked_out_once_per_batch_change() -> None:
+    from statusbridge import BatchJob
+    from statusbridge._streamlit_table import attention_first
+
+    jobs = tuple(BatchJob(f"j-{i}", "running" if i % 3 else "completed") for i in range(9))  # type: ignore[arg-type]
+    first = attention_first(jobs)
+    assert [j.id for j in first[:3]] == ["j-1", "j-2", "j-4"]
+    assert attention_first(jobs) is first  # the same tuple: remembered, not walked again
+    assert attention_first(tuple(jobs)) is first  # tuple() of a tuple is that tuple
+    assert attention_first(list(jobs)) == first and attention_first(list(jobs)) is not first
 
 
 def _details_page(long: str) -> None:
@@ -283,50 +353,10 @@ def test_failed_and_cancelled_batches_never_look_completed() -> None:
 # -- end to end, in a real browser ---------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
     with demo_server(tmp_path) as (url, _, log):
         yield url, tmp_path, log
-
-
-@contextlib.contextmanager
-def demo_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
-    """``streamlit run demo_app.py`` on a free port: (url, the process, its log)."""
-    port = free_port()
-    log = tmp_path / "streamlit.log"
-    # Run as the README does, from the repository root: with the shipped config.
-    shutil.copytree(ROOT / ".streamlit", tmp_path / ".streamlit", dirs_exist_ok=True)
-    env = {**os.environ, "STATUSBRIDGE_DIR": str(tmp_path / "batch_status"),
-           "STATUSBRIDGE_BATCH_DIR": str(tmp_path / "batches")}  # fmt: skip
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    try:
-        wait_until(healthy, 60, "streamlit health endpoint")
-        yield url, proc, log
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def test_stopping_the_server_ends_its_push_streams_at_once(
@@ -353,19 +383,27 @@ def test_stopping_the_server_ends_its_push_streams_at_once(
     assert "Traceback" not in log.read_text()
 
 
-@needs_chromium
+@pytest.mark.skipif(not HAVE_CHROMIUM and not os.environ.get("CI"), reason=NO_CHROMIUM)
 @pytest.mark.timeout(400)  # a server, a browser and two batches: let its own waits say what hung
 @pytest.mark.slow
 def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
+    url, tmp_path, server_log = server
+    # At 900 px: the narrow layout the page must work in.
+    with chromium(tmp_path / "chrome-profile") as driver:
+        console = drive_the_demo(driver, url, tmp_path)
+    # Vega logged 'Infinite extent for field "time"' (and "finished") on each chart redraw.
+    assert not [e for e in console if "Infinite extent" in e["message"]], console
+    # Workers never touched Streamlit (the processes batch included), and nothing was
+    # deprecated: a server log without warnings or tracebacks.
+    assert not server_log_problems(server_log), server_log.read_text()
+
+
+def drive_the_demo(driver: Any, url: str, tmp_path: Path) -> list[dict[str, Any]]:
+    """Two batches started from the form, 30 timed writes from another program; the console."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    url, tmp_path, server_log = server
-    # The narrow layout the page must work in.
-    options = chrome_options(tmp_path / "chrome-profile", "--window-size=900,1100")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console, for Vega
-    driver = start_chrome(options)
     ARTIFACTS.mkdir(exist_ok=True)
 
     def text() -> str:  # innerText: one cheap call, where WebDriver's .text walks the page
@@ -490,15 +528,8 @@ def test_browser_end_to_end(server: tuple[str, Path, Path]) -> None:
         (ARTIFACTS / "demo-failure.txt").write_text(text())  # what the page said
         raise
     finally:
-        console = driver.get_log("browser")  # type: ignore[no-untyped-call]
-        driver.quit()
-    # Vega logged 'Infinite extent for field "time"' (and "finished") on each chart redraw.
-    assert not [e for e in console if "Infinite extent" in e["message"]], console
-    # Workers never touched Streamlit (the processes batch included), and nothing was
-    # deprecated: a server log without warnings or tracebacks.
-    log = server_log.read_text()
-    for bad in ("Traceback", "WARNING", "Warning", "ScriptRunContext", "deprecat"):
-        assert bad not in log, log
+        console: list[dict[str, Any]] = driver.get_log("browser")
+    return console
 
 
 def check_layout(driver: Any, tmp_path: Path) -> None:

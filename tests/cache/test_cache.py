@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from statusbridge import BatchJob, BatchStatus, Snapshot, StatusCache, StatusStore
-from statusbridge.cache._folder_cache import FolderCache
-from statusbridge.store._folder import FolderStore
+from statusbridge.cache.folder._cache import FolderCache
+from statusbridge.store.folder._store import FolderStore
 
 from support.platform import NATIVE_BACKEND
 from support.resources import no_more_than, process_resources

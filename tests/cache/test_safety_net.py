@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from statusbridge.cache._safety_net import FULL_EVERY, SafetyNet, folder_stamp
+from statusbridge.cache.folder._safety_net import FULL_EVERY, SafetyNet, folder_stamp
 
 
 def test_quiet_folder_with_trusted_events_needs_no_full_reconcile(tmp_path: Path) -> None:

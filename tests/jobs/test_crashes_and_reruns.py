@@ -31,7 +31,7 @@ from statusbridge import (
 )
 from statusbridge.jobs._context import JobContext
 from statusbridge.jobs._retention import retention_lag
-from statusbridge.store._atomic import write_atomic
+from statusbridge.store.folder._atomic import write_atomic
 
 from support.waiting import wait_until
 from support.workers import (

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, Snapshot
+from statusbridge.jobs._liveness import LocalClock
 from statusbridge.jobs._retention import FinishOrder, select_for_retention
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -54,7 +55,7 @@ def test_quick_selection_equals_full_selection(
     seed_at: int,
     max_age_seconds: int | None,
 ) -> None:
-    order = FinishOrder()
+    order = FinishOrder(LocalClock(monotonic=lambda: 0.0))  # every job seen finishing at 0
     snap = Snapshot().with_changes(initial)
     for i, change in enumerate(steps):
         if i == seed_at:
@@ -74,6 +75,7 @@ def test_quick_selection_equals_full_selection(
         now=now,
         ranks=order.ranks(),
         protected_batches=protected,
+        ages=order.ages(now),
     )
     quick = order.select(
         snap,

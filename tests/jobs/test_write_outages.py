@@ -15,7 +15,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +29,24 @@ from support.waiting import wait_until
 
 @contextmanager
 def writes_fail(folder: Path) -> Iterator[None]:
-    """Every write in ``folder`` fails until the block ends (its temp folder is a file)."""
+    """Every write in ``folder`` fails until the block ends (its temp folder is a file).
+
+    Writers that run meanwhile make the temp folder again as soon as it is gone, so it
+    is moved aside (one rename) and the file put in its place only if no writer was first.
+    """
     temp = folder / ".tmp"
-    shutil.rmtree(temp)
-    temp.write_bytes(b"")
+    for attempt in range(1000):
+        aside = folder / f".tmp-aside-{attempt}"
+        with suppress(FileNotFoundError):
+            temp.rename(aside)
+            shutil.rmtree(aside)
+        try:
+            with open(temp, "xb"):
+                break
+        except FileExistsError:
+            continue  # a writer made the folder again first: move that one aside too
+    else:
+        pytest.fail("could not replace the temp folder by a file: writers kept making it")
     try:
         yield
     finally:

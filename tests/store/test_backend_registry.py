@@ -89,7 +89,7 @@ def test_an_option_a_backend_does_not_take_is_refused_by_name(
 
 
 def test_a_backend_class_called_directly_refuses_the_same() -> None:
-    from statusbridge.store._redis import RedisStore
+    from statusbridge.store.redis._store import RedisStore
 
     with pytest.raises(TypeError, match="^file_mode: not an option of the redis backend"):
         RedisStore(UNUSED_REDIS, file_mode=0o600)  # type: ignore[call-arg]
@@ -98,11 +98,11 @@ def test_a_backend_class_called_directly_refuses_the_same() -> None:
 def test_base_classes_never_import_their_backends() -> None:
     """No module-level import of a backend by store/_store.py, cache/_cache.py or the registry."""
     backends = {
-        "statusbridge.store._folder", "statusbridge.store._redis", "statusbridge.store.sqlite",
-        "statusbridge.cache._folder_cache", "statusbridge.cache._redis_cache",
-        "statusbridge.cache.sqlite", "statusbridge.store.sqlite._store",
-        "statusbridge.cache.sqlite._cache",
-    }  # fmt: skip
+        f"statusbridge.{layer}.{backend}{module}"
+        for layer, own in (("store", "_store"), ("cache", "_cache"))
+        for backend in ("folder", "redis", "sqlite")
+        for module in ("", f".{own}")
+    }
     for core in ("store/_store.py", "cache/_cache.py", "store/_location.py", "store/_shelf.py"):
         tree = ast.parse((PACKAGE / core).read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)} | {
@@ -116,7 +116,7 @@ def test_a_folder_location_imports_no_other_backend() -> None:
         "import sys, tempfile; from statusbridge import StatusStore, StatusCache; "
         "d = tempfile.mkdtemp(); StatusStore(d).update('a'); StatusCache(d).close(); "
         "loaded = {m for m in sys.modules if m.startswith('statusbridge.') and "
-        "('sqlite' in m or '_redis' in m)}; assert not loaded, loaded; "
+        "('sqlite' in m or 'redis' in m)}; assert not loaded, loaded; "
         "assert 'sqlite3' not in sys.modules and 'redis' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -79,12 +79,60 @@ def test_update_merges_like_the_reference(store: StatusStore) -> None:
     assert store.read("missing") is None
 
 
+def test_completed_clears_an_error_message_it_does_not_set(store: StatusStore) -> None:
+    """A final COMPLETED over a judgement the job outlived ("worker died", made by a process
+    whose clock was apart) must not keep that error beside it (issue 26 item 3)."""
+    store.update("j", status="running")
+    store.update("j", status="failed", error_message="worker died: no heartbeat for 60s")
+    done = store.update("j", status="completed", result=1)
+    assert done.error_message is None and store.read("j") == done
+    failed = store.update("k", status="failed", error_message="boom")
+    assert failed.error_message == "boom"  # only COMPLETED clears it
+    kept = store.update("k", status="completed", error_message="kept on purpose")
+    assert kept.error_message == "kept on purpose"
+
+
 def test_modify_decides_under_the_contract(store: StatusStore) -> None:
     assert store.modify("j", lambda cur: None) is None
     assert store.read("j") is None
     made = store.modify("j", lambda cur: {"message": "new"} if cur is None else None)
     assert made is not None and made.message == "new"
     assert store.modify("j", lambda cur: {"message": "again"} if cur is None else None) is None
+
+
+def test_create_absent_creates_only_the_jobs_without_a_record(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    store.update("b-1", status="running", message="started elsewhere")
+    store.update("b-3", status="cancelled")
+    records = {
+        f"b-{i}": {"status": BatchStatus.PENDING, "batch_id": "b", "params": {"i": i}}
+        for i in range(6)
+    }
+    created = store.create_absent(records)
+    assert [job.id for job in created] == ["b-0", "b-2", "b-4", "b-5"]
+    assert all(job.seq == 1 and job.status is BatchStatus.PENDING for job in created)
+    assert created[0].params == {"i": 0} and created[0].batch_id == "b"
+    # Those with a record are left as they were.
+    running = store.read("b-1")
+    assert running is not None and running.message == "started elsewhere" and running.seq == 1
+    assert store.read("b-3").status is BatchStatus.CANCELLED  # type: ignore[union-attr]
+    assert store.read("b-5") == created[-1]
+    # A cache sees them like any write; a second call creates nothing.
+    wait_until(lambda: len(cache.snapshot()) == 6, 30, "the created records")
+    assert store.create_absent(records) == []
+    assert store.create_absent({}) == []
+
+
+def test_create_absent_checks_every_record_before_writing_any(store: StatusStore) -> None:
+    good = {"status": BatchStatus.PENDING}
+    with pytest.raises(ValueError, match="progress"):
+        store.create_absent({"ok-1": good, "bad": {"progress": 2.0}, "ok-2": good})
+    with pytest.raises(TypeError, match="unknown field"):
+        store.create_absent({"ok-1": good, "bad": {"colour": "red"}})
+    with pytest.raises(ValueError, match="job id"):
+        store.create_absent({"ok-1": good, "../x": good})
+    assert store.scan() == {}
 
 
 def test_unsafe_ids_and_unknown_fields_are_refused_before_writing(store: StatusStore) -> None:

@@ -20,9 +20,9 @@ import pytest
 
 from statusbridge import BatchStatus, InvalidRecordError, LockTimeout, StatusCache, StatusStore
 from statusbridge.record import MAX_NESTING
-from statusbridge.store import _atomic
-from statusbridge.store._folder import FolderStore
-from statusbridge.store._locks import STRIPES
+from statusbridge.store.folder import _atomic
+from statusbridge.store.folder._locks import STRIPES
+from statusbridge.store.folder._store import FolderStore
 
 from support.resources import no_more_than, process_resources, temp_files
 from support.waiting import wait_until

@@ -34,7 +34,7 @@ from statusbridge import (
 )
 from statusbridge.record import validate_job_id
 from statusbridge.record._model import FIELD_NAMES
-from statusbridge.store._folder import FolderStore
+from statusbridge.store.folder._store import FolderStore
 
 from support.platform import needs_inotify
 from support.waiting import wait_until
@@ -167,7 +167,7 @@ def test_decode_raising_is_contained(
     store: FolderStore, cache: StatusCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Mock: a decoder bug cannot be produced by input (the decoder is total); inject one.
-    import statusbridge.cache._folder_cache as cache_module
+    import statusbridge.cache.folder._cache as cache_module
 
     real = cache_module.read_record_file  # type: ignore[attr-defined]
 

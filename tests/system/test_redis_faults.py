@@ -21,8 +21,10 @@ from statusbridge import (
     StatusStore,
 )
 from statusbridge.record import BatchJob
+from statusbridge.record._model import utc_now
 from statusbridge.store._location import RedisLocation, parse_location
-from statusbridge.store._redis import RedisStore
+from statusbridge.store._store import merged
+from statusbridge.store.redis._store import RedisStore
 
 from support.redis_server import RedisServer, free_port
 from support.waiting import wait_until
@@ -178,14 +180,16 @@ def test_stream_trimmed_behind_the_cache_reloads(redis_url: str) -> None:
     store.update("first")
     with StatusCache(redis_url) as cache:
         rescans = cache.health().rescans
+
         # One transaction: a write, the stream trimmed to nothing, another write. The cache
         # reads only the second entry, numbered two past its position: a gap it must notice.
+        def create(job_id: str) -> list[str | bytes | int]:
+            return store._write_args(job_id, {}, merged(job_id, None, {}, utc_now()), None, None)
+
         with store.client.pipeline(transaction=True) as pipe:
-            store._write(keys=store.keys.writes("lost"), args=store._write_args("lost", {}),
-                         client=pipe)  # fmt: skip
+            store._write(keys=store.keys.writes("lost"), args=create("lost"), client=pipe)
             pipe.xtrim(store.keys.feed, maxlen=0)
-            store._write(keys=store.keys.writes("seen"), args=store._write_args("seen", {}),
-                         client=pipe)  # fmt: skip
+            store._write(keys=store.keys.writes("seen"), args=create("seen"), client=pipe)
             pipe.execute()
         wait_until(lambda: {"first", "lost", "seen"} <= set(cache.snapshot()), 10, "reload")
         assert cache.health().rescans > rescans
@@ -266,8 +270,9 @@ def test_update_refuses_to_overwrite_an_undecodable_hash(
 
 
 def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
-    """A store that wrote a job last works the next update out itself (the server checks the
-    hash's fingerprint and applies it); any other change to the hash sends it the long way.
+    """A store works every update out itself (``merged``); the server applies it if the hash
+    is still the record the store holds (its fingerprint), else sends its record back
+    (nothing written) and the change is merged into that one and sent again.
     Either way the record update() returns is the one the server holds."""
     store = StatusStore(redis_url)
     other = StatusStore(redis_url)
@@ -282,13 +287,13 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
 
     store._write = counted  # type: ignore[assignment]
     steps: list[Callable[[], object]] = [
-        lambda: store.update("j", progress=0.1, meta={"a": 1, "b": [1, 2]}),
+        lambda: store.update("j", progress=0.1, meta={"a": 1, "b": [1, 2]}),  # a new record
         lambda: store.update("j", status="running", meta={"a": 2}),  # short: started_at
         lambda: store.update("j", progress=0.5, message="half"),  # short
         lambda: other.update("j", message="from elsewhere"),  # another writer
-        lambda: store.update("j", progress=0.6),  # long: the hash changed
+        lambda: store.update("j", progress=0.6),  # stale: the hash changed; then short
         lambda: store.client.hset(store.keys.job("j"), "message", '"by hand"'),  # an edit
-        lambda: store.update("j", progress=0.7),  # long again
+        lambda: store.update("j", progress=0.7),  # stale again
         lambda: store.update("j", status="completed", progress=None),  # short: completed_at
         lambda: store.update("j", error_message="late"),  # short
         lambda: store.update("j", status="running", started_at=None),  # short: filled again
@@ -297,7 +302,7 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
         result = step()
         if isinstance(result, BatchJob) and result is not None:
             assert result == store.read("j")
-    assert replies == [2, 1, 1, 2, 2, 1, 1, 1]  # (2: the server sent the record; 1: it agreed)
+    assert replies == [1, 1, 1, 3, 1, 3, 1, 1, 1, 1]  # (3: the server sent its record back)
     final = store.read("j")
     assert final is not None and final.seq == 9 and final.message == "by hand"
     assert final.meta == {"a": 2, "b": (1, 2)} and final.progress_known is False

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from statusbridge import StatusStore
-from statusbridge.store._redis import RedisStore
+from statusbridge.store.redis._store import RedisStore
 
 from support.redis_server import RedisServer
 from support.waiting import wait_until

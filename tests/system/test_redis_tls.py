@@ -11,7 +11,7 @@ import pytest
 
 from statusbridge import BackendUnavailable, StatusCache, StatusStore
 from statusbridge.store._location import RedisLocation, parse_location
-from statusbridge.store._redis import RedisStore
+from statusbridge.store.redis._store import RedisStore
 
 from support.redis_server import RedisServer, TlsFiles, make_tls_files
 from support.waiting import wait_until

@@ -21,22 +21,17 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._cache import CacheHealth, StatusCache
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import stop_observer
-from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
-from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database
 
@@ -134,8 +129,6 @@ class SqliteCache(StatusCache):
         self._init_core()
         self.where = where
         self.reconcile_interval = reconcile_interval
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._position = 0
         self._data_version = -1
         self._identity: tuple[int, int] | None = None
@@ -202,6 +195,7 @@ class SqliteCache(StatusCache):
             observer_restarts=self._reloads_for_trim,
             last_error=self._last_error,
             backend_note="; ".join(notes),
+            clock_skew=self._skew_note,
         )
 
     @property
@@ -277,20 +271,8 @@ class SqliteCache(StatusCache):
             self._rescans += 1
         self._need_reload = False
         self._next_reconcile = time.monotonic() + self.reconcile_interval
-        changes: dict[_Key, _Action] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in records.items():
-            if isinstance(outcome, InvalidRecordError):
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-                continue
-            self._consider(job_id, outcome, changes, fresh=True)
-        for job_id in self._snapshot:
-            if job_id not in records:
-                changes[job_id] = None
         self._position = position
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
+        self._apply_load(records)
 
     def _follow(self) -> None:
         conn = self._conn_now()
@@ -325,7 +307,7 @@ class SqliteCache(StatusCache):
             self._position = entries[-1][0]
             self._events += len(entries)
             self._last_event_at = datetime.now(UTC)
-            self._apply(ids, docs)
+            self._apply_documents({i: docs.get(i) for i in ids}, decode_row)
             if len(entries) < _READ_COUNT:
                 return
 
@@ -334,46 +316,6 @@ class SqliteCache(StatusCache):
         self._reloads_for_trim += 1
         self._note = f"{why}; reloaded in full at {_clock()} UTC"
         self._reload()
-
-    def _apply(self, ids: list[str], docs: dict[str, Any]) -> None:
-        changes: dict[_Key, _Action] = {}
-        invalid = dict(self._invalid)
-        for job_id in ids:
-            name = f"{job_id}{RECORD_SUFFIX}"
-            doc = docs.get(job_id)
-            if doc is None:
-                invalid.pop(name, None)
-                if job_id in self._snapshot:
-                    changes[job_id] = None
-                continue
-            try:
-                job = decode_row(job_id, doc)
-            except InvalidRecordError as exc:
-                invalid[name] = exc.reason  # the last good record stays
-                continue
-            invalid.pop(name, None)
-            self._consider(job_id, job, changes, fresh=False)
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
-
-    def _consider(
-        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
-    ) -> None:
-        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
-        current = self._snapshot.get(job_id)
-        if current is not None:
-            if job == current:
-                return
-            same = job.created_at == current.created_at
-            if same and job.seq < current.seq and not fresh:
-                return
-        changes[job_id] = job
-
-    def _set_invalid(self, invalid: dict[str, str]) -> None:
-        if invalid != self._invalid:
-            self._invalid = invalid
-            self._invalid_view = MappingProxyType(dict(invalid))
 
 
 def _clock() -> str:

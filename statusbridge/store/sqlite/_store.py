@@ -43,9 +43,9 @@ from statusbridge.errors import InvalidRecordError, LockTimeout, UnusableDatabas
 from statusbridge.record import BatchJob, decode_job, encode_job, validate_job_id
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
+from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import SqliteLocation, parse_location
-from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
 
 __all__ = ["DEFAULT_LOG_KEEP", "SCHEMA", "SqliteShelf", "SqliteStore", "open_database"]
 
@@ -182,14 +182,19 @@ def _after_fork_in_child() -> None:
     # connection is not carried over either (connection() reopens it by pid).
     for database in list(_OPEN):
         database.lock = threading.Lock()
+        database.forget_readers()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+_IDLE_READERS = 8  # read connections kept open between reads, per store
+
+
 class _Database:
-    """One connection and the lock it is used under; reopened after fork or close."""
+    """The writers' connection and the lock it is used under, and a few read connections;
+    reopened after fork or close."""
 
     def __init__(
         self,
@@ -210,6 +215,11 @@ class _Database:
         self._pid = 0
         self._identity: tuple[int, int] | None = None
         self.readonly = False
+        # Idle read connections, for the file and generation in _readers_key.
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()  # held only to take or give back one
+        self._readers_key: tuple[int, tuple[int, int], int] | None = None
+        self._generation = 0  # close() and set_timeout() retire the idle readers
         _OPEN.add(self)
 
     def connection(self) -> sqlite3.Connection:
@@ -245,19 +255,76 @@ class _Database:
 
     def set_timeout(self, timeout: float) -> None:
         self.timeout = timeout
+        self._retire_readers()
         with self.lock:
             if self._conn is not None and self._pid == os.getpid():
                 self._conn.execute(f"PRAGMA busy_timeout = {_busy_ms(timeout)}")
 
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
-        """A connection for reads (autocommit: each statement its own snapshot)."""
-        if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
-            raise LockTimeout("(read)", self.timeout, str(self.where.path))
+        """A connection for reads (autocommit: each statement its own snapshot).
+
+        Not the writers' connection: in WAL mode a reader never waits for a writer, so
+        a read (a worker checking its job before it starts) does not queue behind this
+        process's writes. Until the database exists, the writers' connection makes it.
+        """
         try:
-            yield self.connection()
+            st = os.stat(self.where.path)
+        except OSError:
+            st = None
+        if st is None or st.st_size == 0:
+            if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+                raise LockTimeout("(read)", self.timeout, str(self.where.path))
+            try:
+                yield self.connection()
+            finally:
+                self.lock.release()
+            return
+        key = (os.getpid(), (st.st_dev, st.st_ino), self._generation)
+        conn = self._take_reader(key)
+        try:
+            yield conn
         finally:
-            self.lock.release()
+            self._give_back(conn, key)
+
+    def _take_reader(self, key: tuple[int, tuple[int, int], int]) -> sqlite3.Connection:
+        with self._readers_lock:
+            if key != self._readers_key:
+                # Another file at the path now, or retired: the idle ones go.
+                if self._readers_key is not None and self._readers_key[0] == key[0]:
+                    for stale in self._readers:
+                        stale.close()
+                self._readers, self._readers_key = [], key
+            if self._readers:
+                return self._readers.pop()
+        conn, _readonly = open_database(
+            self.where, create=False, timeout=self.timeout, durable=self.durable,
+            dir_mode=self.dir_mode, file_mode=self.file_mode,
+        )  # fmt: skip
+        return conn
+
+    def _give_back(self, conn: sqlite3.Connection, key: tuple[int, tuple[int, int], int]) -> None:
+        with self._readers_lock:
+            if key == self._readers_key and len(self._readers) < _IDLE_READERS:
+                if conn.in_transaction:  # a reader interrupted mid-transaction
+                    conn.execute("ROLLBACK")
+                self._readers.append(conn)
+                return
+        conn.close()
+
+    def _retire_readers(self) -> None:
+        with self._readers_lock:
+            self._generation += 1
+            idle, self._readers = self._readers, []
+            if self._readers_key is not None and self._readers_key[0] == os.getpid():
+                for conn in idle:
+                    conn.close()
+            self._readers_key = None
+
+    def forget_readers(self) -> None:
+        """In a forked child: the parent's read connections are neither used nor closed."""
+        self._readers_lock = threading.Lock()
+        self._readers, self._readers_key = [], None
 
     @contextmanager
     def writing(self, what: str) -> Iterator[sqlite3.Connection]:
@@ -302,6 +369,7 @@ class _Database:
         return exc
 
     def close(self) -> None:
+        self._retire_readers()
         with self.lock:
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
@@ -313,6 +381,10 @@ class _Database:
         conn = self._conn
         if conn is not None and self._pid == os.getpid():
             conn.close()
+        key = self._readers_key
+        if key is not None and key[0] == os.getpid():
+            for reader in self._readers:
+                reader.close()
 
 
 def decode_row(job_id: str, doc: str | bytes) -> BatchJob:
@@ -416,20 +488,9 @@ class SqliteStore(StatusStore):
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else decode_row(job_id, row[0])
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every invalid one (``<id>.json``) the reason."""
-        jobs: dict[str, BatchJob] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in self.load()[1].items():
-            if isinstance(outcome, BatchJob):
-                jobs[job_id] = outcome
-            else:
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-        return ScanReport(jobs, invalid)
+        return ScanReport.of(self.load()[1])
 
     def load(self) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
         """(change-log position, every record) read in one transaction: what a cache starts from."""
@@ -456,22 +517,13 @@ class SqliteStore(StatusStore):
                 try:
                     current = decode_row(job_id, row[0])
                 except InvalidRecordError as exc:
-                    raise InvalidRecordError(
-                        f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                        source=f"job {job_id}",
-                    ) from None
+                    raise overwrite_refused(exc, f"job {job_id}") from None
             fields = change(current)
             if fields is None:
                 return None
             self._check_fields(fields)
             job = merged(job_id, current, fields, self._clock())
-            data = encode_job(job)
-            if len(data) > self.max_bytes:
-                raise ValueError(
-                    f"record of job {job_id!r} would be {len(data)} bytes; the limit is "
-                    f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
-                )
-            text = data.decode().rstrip("\n")
+            text = self._text_of(job)
             if row is None:
                 conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
             else:
@@ -479,10 +531,24 @@ class SqliteStore(StatusStore):
             self._writes += 1
             if self._writes % _TRIM_EVERY == 0:
                 self._trim(conn)
+        self._remember(job_id, text, job)
+        return job
+
+    def _text_of(self, job: BatchJob) -> str:
+        """The stored form of ``job``: ValueError, nothing written, if over ``max_bytes``."""
+        data = encode_job(job)
+        if len(data) > self.max_bytes:
+            raise ValueError(
+                f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
+                f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
+            )
+        return data.decode().rstrip("\n")
+
+    def _remember(self, job_id: str, text: str, job: BatchJob) -> None:
+        """The row this store wrote last, so its next update of the job decodes nothing."""
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each decodes its row again
         self._known[job_id] = (text, job)
-        return job
 
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Keep the last ``log_keep`` entries of the change log (called in a write).
@@ -529,6 +595,28 @@ class SqliteStore(StatusStore):
 
     def _delete_one_if_unchanged(self, job: BatchJob) -> bool:
         return bool(self.delete_if_unchanged([job]))
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """As ``StatusStore.create_absent``, in one transaction."""
+        new = self._new_records(records, self._clock())
+        texts = {job_id: self._text_of(job) for job_id, (_fields, job) in new.items()}
+        created: list[BatchJob] = []
+        with self._db.writing(f"{len(new)} new records") as conn:
+            ids = list(new)
+            present: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
+                present.update(row[0] for row in rows)
+            rows_to_add = [(job_id, texts[job_id]) for job_id in ids if job_id not in present]
+            conn.executemany("INSERT INTO jobs(id, doc) VALUES (?, ?)", rows_to_add)
+            self._writes += len(rows_to_add)
+            self._trim(conn)
+            created = [new[job_id][1] for job_id, _text in rows_to_add]
+        for job in created:
+            self._remember(job.id, texts[job.id], job)
+        return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are (seq included), in one transaction; how many.

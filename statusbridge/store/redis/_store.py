@@ -3,7 +3,7 @@
 ``update`` is one Lua script (fields replace, meta merges, seq + 1, a feed entry);
 ``modify`` runs ``change`` between WATCH and MULTI and retries when another
 writer got there first, so a conditional write cannot lose an update between
-processes on different hosts. Layout of the keys: ``_redis_schema``.
+processes on different hosts. Layout of the keys: ``_schema``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
 import redis
 
-from statusbridge.errors import InvalidRecordError, LockTimeout
+from statusbridge.errors import InvalidRecordError, LockTimeout, RecordVanished
 from statusbridge.record import BatchJob, BatchStatus, validate_job_id
+from statusbridge.record._codec import job_to_dict
 from statusbridge.record._frozen import thaw
-from statusbridge.record._model import utc_now
+from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX
+from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import DEFAULT_STREAM_MAXLEN, RedisLocation, parse_location
-from statusbridge.store._redis_schema import (
+from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
+from statusbridge.store.redis._schema import (
     DELETE_IF_UNCHANGED,
     DELETE_SCRIPT,
     LOAD_SCRIPT,
@@ -37,7 +39,6 @@ from statusbridge.store._redis_schema import (
     decode_doc,
     translated,
 )
-from statusbridge.store._store import ScanReport, StatusStore, merged
 
 __all__ = ["DEFAULT_STREAM_MAXLEN", "RedisStore"]
 
@@ -119,23 +120,16 @@ class RedisStore(StatusStore):
         data = translated(self.where, lambda: self._read(keys=[key]))
         return None if data is None else decode_doc(job_id, data)
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record; invalid ones are skipped (``scan_report`` says why)."""
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every invalid one (``<id>.json``) the reason."""
-        jobs: dict[str, BatchJob] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in self.load()[2].items():
-            if isinstance(outcome, BatchJob):
-                jobs[job_id] = outcome
-            else:
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-        return ScanReport(jobs, invalid)
+        return ScanReport.of(self.load()[2])
 
-    def load(self) -> tuple[int, str, dict[str, BatchJob | InvalidRecordError]]:
-        """(feed counter, feed id, every record) in one atomic step: what a cache follows from."""
+    def load(
+        self,
+    ) -> tuple[int, str, dict[str, BatchJob | InvalidRecordError], tuple[str, ...]]:
+        """(feed counter, feed id, every record, the ids whose records vanished) in one
+        atomic step: what a cache follows from. A vanished record's id is still in the
+        ids set, which only a delete empties: its hash went without one (evicted)."""
         raw = translated(
             self.where,
             lambda: self._load(
@@ -146,57 +140,72 @@ class RedisStore(StatusStore):
         counter = int(raw[0])
         last_id = raw[1].decode() if isinstance(raw[1], bytes) else str(raw[1])
         records: dict[str, BatchJob | InvalidRecordError] = {}
+        vanished: list[str] = []
         for raw_id, data in zip(raw[2::2], raw[3::2], strict=True):
             job_id = raw_id.decode(errors="replace")
+            if data is None:
+                vanished.append(job_id)
+                continue
             try:
                 records[job_id] = decode_doc(job_id, data)
             except InvalidRecordError as exc:
                 records[job_id] = exc
-        return counter, last_id, records
+        return counter, last_id, records, tuple(sorted(vanished))
 
     # -- writes ----------------------------------------------------------------------
     def update(self, job_id: str, **fields: Any) -> BatchJob:
-        """One Lua call: fields replace, ``meta`` merges, ``seq`` + 1, a feed entry.
+        """One atomic write: fields replace, ``meta`` merges, ``seq`` + 1, a feed entry.
 
-        If this store wrote or read the job last (the server checks the hash's
-        fingerprint), the new record is worked out here and the server only applies
-        it; otherwise the server works it out and sends it back.
+        The new record is worked out here (``merged``, as on every backend) from the
+        record this store holds, and the server applies it only if its hash is still
+        that record (its fingerprint says so); otherwise it sends its record back, and
+        the change is merged into that one and tried again. So a record that cannot be
+        decoded is refused before anything is written, and numbers stay exact.
+        RecordVanished if the job's hash went without a delete (evicted).
         """
         validate_job_id(job_id)
         self._check_fields(fields)
         now = self._clock()
-        known = self._known.get(job_id)
-        expected = None
-        if known is not None:
-            expected = merged(job_id, known[1], fields, now)  # validates as on files
-            args = self._write_args(job_id, fields, now, known, expected)
-        else:
-            args = self._write_args(job_id, fields, now)
-        try:
+        deadline = time.monotonic() + self.lock_timeout
+        known: tuple[bytes, BatchJob | None] | None = self._known.get(job_id)
+        while True:
+            current = None if known is None else known[1]
+            expected = merged(job_id, current, fields, now)  # validates as on files
+            args = self._write_args(job_id, fields, expected, current, known)
             reply = translated(
-                self.where, lambda: self._write(keys=self.keys.writes(job_id), args=args)
+                self.where,
+                lambda: self._write(keys=self.keys.writes(job_id), args=args),  # noqa: B023
             )
-        except redis.ResponseError as exc:
-            if not str(exc).startswith("INVALID "):
-                raise
-            self._known.pop(job_id, None)
-            raise InvalidRecordError(
-                f"{str(exc)[8:]}; refusing to overwrite it (delete it or fix it first)",
-                source=f"job {job_id}",
-            ) from None
-        return self._written(job_id, reply, expected)
+            known = self._outcome(job_id, reply, expected)
+            if known is None:
+                return expected
+            if time.monotonic() > deadline:  # other writers won every time
+                raise LockTimeout(job_id, self.lock_timeout, self.keys.job(job_id))
 
-    def _written(self, job_id: str, reply: list[bytes], expected: BatchJob | None) -> BatchJob:
-        """The job a write script's reply means; remembered with its fingerprint."""
-        if len(reply) == 2:
-            job = decode_doc(job_id, reply[1])
-        else:
-            assert expected is not None  # a short reply answers a change sent whole
-            job = expected
+    def _outcome(
+        self, job_id: str, reply: list[bytes], expected: BatchJob
+    ) -> tuple[bytes, BatchJob | None] | None:
+        """None once ``expected`` is written (remembered with its fingerprint); else
+        what to merge into next: the server's record and fingerprint, or (b'', None)
+        for no record. RecordVanished, InvalidRecordError: nothing was written."""
+        head = reply[0]
+        if head == b"vanished":
+            self._known.pop(job_id, None)
+            raise RecordVanished(job_id, str(self.where))
+        if head == b"absent":  # deleted since we wrote it: created anew, as update does
+            self._known.pop(job_id, None)
+            return b"", None
+        if head == b"stale":
+            self._known.pop(job_id, None)
+            try:
+                current = decode_doc(job_id, reply[2])
+            except InvalidRecordError as exc:
+                raise overwrite_refused(exc, f"job {job_id}") from None
+            return reply[1], current
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # (no iteration: other threads may write meanwhile)
-        self._known[job_id] = (reply[0], job)
-        return job
+        self._known[job_id] = (head, expected)
+        return None
 
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
@@ -238,78 +247,97 @@ class RedisStore(StatusStore):
             try:
                 current = decode_doc(job_id, data)
             except InvalidRecordError as exc:
-                raise InvalidRecordError(
-                    f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                    source=f"job {job_id}",
-                ) from None
+                raise overwrite_refused(exc, f"job {job_id}") from None
         fields = change(current)
         if fields is None:
             return None
         self._check_fields(fields)
-        args = self._write_args(job_id, fields)
+        expected = merged(job_id, current, fields, self._clock())
+        args = self._write_args(job_id, fields, expected, current, None)
         pipe.multi()
         self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
-        return self._written(job_id, pipe.execute()[-1], None)
+        outcome = self._outcome(job_id, pipe.execute()[-1], expected)
+        assert outcome is None, outcome  # WATCH: the record is the one read, or absent
+        return expected
 
     def _write_args(
         self,
         job_id: str,
         fields: dict[str, Any],
-        now: datetime | None = None,
-        known: tuple[bytes, BatchJob] | None = None,
-        expected: BatchJob | None = None,
+        expected: BatchJob,
+        current: BatchJob | None,
+        known: tuple[bytes, BatchJob | None] | None,
     ) -> list[str | bytes | int]:
-        """ARGV of the write script (see WRITE_SCRIPT): with ``known`` (fingerprint and
-        record the caller holds) and ``expected`` (the update worked out from it), the
-        rest of the change too, which the server applies if its record is the one known."""
-        when = _json((self._clock() if now is None else now).isoformat())
-        probe = BatchJob(id=job_id, **fields) if expected is None else expected  # validates
+        """ARGV of the write script (see WRITE_SCRIPT) turning ``current`` into ``expected``.
+
+        ``known``: the fingerprint of ``current`` (the server applies the change only
+        to that record); None: the caller WATCHes the key. No ``current``: the whole
+        record, which the server writes only where there is none.
+        """
         pairs: list[str | bytes | int] = []
-        size = 0
-        for name in fields:
-            if name == "meta":
-                for key, value in fields["meta"].items():
-                    text = _json(thaw(value))
-                    size += len(text)
-                    pairs += [f"m:{_json(key)}", text]
-                continue
-            value = probe.reported_progress if name == "progress" else getattr(probe, name)
-            text = _json(_plain(value))
-            size += len(text)
-            pairs += [name, text]
+        if current is None:
+            pairs = _pairs(job_to_dict(expected))
+        else:
+            for name in FIELD_NAMES:
+                if name == "meta":
+                    for key, value in fields.get("meta", {}).items():
+                        pairs += [f"m:{_json(key)}", _json(thaw(value))]
+                elif name in fields or getattr(expected, name) != getattr(current, name):
+                    # ... or set by the update: seq, updated_at, what the status implies
+                    value = getattr(expected, name)
+                    if name == "progress":
+                        value = expected.reported_progress
+                    pairs += [name, _json(_plain(value))]
+        size = sum(len(text) for text in pairs[1::2] if isinstance(text, str))
         if size > self.max_bytes:
             raise ValueError(
                 f"record of job {job_id!r} would be over {size} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        head: list[str | bytes | int] = [job_id, _json(job_id), when, self.stream_maxlen]
-        if known is None or expected is None:
-            return [*head, "", len(pairs), *pairs]
-        rest: list[str | bytes | int] = ["updated_at", when, "seq", expected.seq]
-        for name in ("started_at", "completed_at"):
-            if name not in fields and getattr(expected, name) != getattr(known[1], name):
-                rest += [name, when]  # set by the status (see merged); fields hold expected's
-        return [*head, known[0], len(pairs), *pairs, *rest]
+        if current is None:
+            return [job_id, self.stream_maxlen, "new", *pairs]
+        return [job_id, self.stream_maxlen, "*" if known is None else known[0], *pairs]
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """As ``StatusStore.create_absent``, in one round trip (a pipeline of creates).
+
+        The server writes each record only where there is none. RecordVanished, after
+        the others are created, if a job's record went without a delete (evicted).
+        """
+        new = self._new_records(records, self._clock())
+        calls = [
+            (job_id, job, self._write_args(job_id, fields, job, None, None))
+            for job_id, (fields, job) in new.items()
+        ]
+
+        def send() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for job_id, _job, args in calls:
+                    self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
+                return list(pipe.execute())
+
+        created: list[BatchJob] = []
+        vanished: RecordVanished | None = None
+        for (job_id, job, _args), reply in zip(calls, translated(self.where, send), strict=True):
+            if reply[0] == b"stale":
+                continue  # it has a record: left alone
+            try:
+                self._outcome(job_id, reply, job)
+            except RecordVanished as exc:
+                vanished = exc
+                continue
+            created.append(job)
+        if vanished is not None:
+            raise vanished
+        return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are (one PUT_SCRIPT call each), unless already as new."""
-        from statusbridge.record._codec import job_to_dict  # (copying only)
-
         written = 0
         for job in jobs:
             validate_job_id(job.id)
-            doc = job_to_dict(job)
-            pairs: list[str] = []
-            for name, value in doc.items():
-                if name == "schema":
-                    continue
-                if name == "meta":
-                    for key, item in value.items():
-                        pairs += [f"m:{_json(key)}", _json(item)]
-                else:
-                    pairs += [name, _json(value)]
             keys = self.keys.writes(job.id)
-            args: list[str | int] = [job.id, self.stream_maxlen, job.seq, *pairs]
+            args = [job.id, self.stream_maxlen, job.seq, *_pairs(job_to_dict(job))]
             done = translated(self.where, lambda: self._put(keys=keys, args=args))  # noqa: B023
             self._known.pop(job.id, None)
             written += int(done)
@@ -336,6 +364,20 @@ class RedisStore(StatusStore):
             ),
         )
         return bool(removed)
+
+
+def _pairs(doc: dict[str, Any]) -> list[str | bytes | int]:
+    """A schema-1 document as the hash's field/value pairs (JSON texts; meta as m:<key>)."""
+    pairs: list[str | bytes | int] = []
+    for name, value in doc.items():
+        if name == "schema":
+            continue
+        if name == "meta":
+            for key, item in value.items():
+                pairs += [f"m:{_json(key)}", _json(item)]
+        else:
+            pairs += [name, _json(value)]
+    return pairs
 
 
 def _plain(value: Any) -> Any:

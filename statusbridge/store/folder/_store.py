@@ -14,7 +14,6 @@ from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, encode_job, validate_job_id
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
-from statusbridge.store._atomic import write_atomic
 from statusbridge.store._files import (
     DEFAULT_MAX_BYTES,
     FOREIGN_REASON,
@@ -28,8 +27,9 @@ from statusbridge.store._files import (
     unreadable_reason,
     written_version,
 )
-from statusbridge.store._locks import StripedLocks, stripe_of
-from statusbridge.store._store import ScanReport, StatusStore, merged
+from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
+from statusbridge.store.folder._atomic import write_atomic
+from statusbridge.store.folder._locks import StripedLocks, stripe_of
 
 __all__ = ["FolderStore"]
 
@@ -130,13 +130,6 @@ class FolderStore(StatusStore):
             return None
         return job
 
-    def scan(self) -> dict[str, BatchJob]:
-        """Every valid record in the folder; invalid, unreadable and foreign files are skipped.
-
-        ``scan_report()`` says which were skipped and why.
-        """
-        return self.scan_report().jobs
-
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every other file in the folder the reason it is not one.
 
@@ -218,10 +211,7 @@ class FolderStore(StatusStore):
         except FileNotFoundError:
             return None
         except InvalidRecordError as exc:
-            raise InvalidRecordError(
-                f"{exc.reason}; refusing to overwrite it (delete it or fix it first)",
-                source=str(path),
-            ) from None
+            raise overwrite_refused(exc, str(path)) from None
         return job
 
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:

@@ -22,15 +22,15 @@ import os
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
 from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
-from statusbridge.cache._safety_net import SafetyNet, folder_stamp
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
+from statusbridge.cache.folder._safety_net import SafetyNet, folder_stamp
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import AT_LEAST_ONE, POSITIVE
@@ -96,8 +96,6 @@ class FolderCache(StatusCache):
 
         # State below is changed only while holding _apply_lock.
         self._known: dict[str, FileSignature] = {}
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._watched_ident: tuple[int, int] | None = None
         self._directory_present = False
 
@@ -154,6 +152,7 @@ class FolderCache(StatusCache):
             observer_restarts=self._observer_restarts,
             last_error=self._last_error,
             backend_note=watch.fallback_reason if watch else None,
+            clock_skew=self._skew_note,
             watched_directory=(
                 watch.watched if watch and watch.watched != os.path.abspath(self._folder) else None
             ),

@@ -18,28 +18,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable
 from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 import redis
 
-from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._cache import CacheHealth, StatusCache
 from statusbridge.cache._snapshot import Snapshot
-from statusbridge.errors import BackendRefused, BackendUnavailable, InvalidRecordError
-from statusbridge.record import BatchJob
+from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record._ranges import POSITIVE
-from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import RedisLocation, parse_location
-from statusbridge.store._redis import RedisStore
-from statusbridge.store._redis_schema import (
+from statusbridge.store.redis._schema import (
     READ_SCRIPT,
     Keys,
     connect,
     decode_doc,
     translated,
 )
+from statusbridge.store.redis._store import RedisStore
 
 __all__ = ["RedisCache"]
 
@@ -48,6 +45,7 @@ logger = logging.getLogger(__name__)
 _BLOCK_MS = 500  # one blocking read; also how long close() may wait for the thread
 _READ_COUNT = 1000
 _MAX_BACKOFF = 2.0
+_VANISHED_SHOWN = 20  # how many vanished ids health() names
 
 
 class RedisCache(StatusCache):
@@ -80,8 +78,6 @@ class RedisCache(StatusCache):
         self._read = self._reader.register_script(READ_SCRIPT)
         self._life.hold("reader", self._reader)
         self._life.hold("store", self._store)
-        self._invalid: dict[str, str] = {}
-        self._invalid_view: Mapping[str, str] = MappingProxyType({})
         self._counter = 0
         self._last_id = "0-0"
         self._connected = False
@@ -91,6 +87,9 @@ class RedisCache(StatusCache):
         self._need_reload = False
         self._backoff = 0.05
         self._eviction_note: str | None = None
+        self._vanished_count = 0
+        self._vanished_ids: tuple[str, ...] = ()
+        self._vanished_now: set[str] = set()  # noticed and still gone: counted once
         self._next_reconcile = time.monotonic() + reconcile_interval
         try:
             self._reload(count=False)
@@ -128,6 +127,9 @@ class RedisCache(StatusCache):
             observer_restarts=self._reconnects,
             last_error=self._last_error,
             backend_note=note,
+            clock_skew=self._skew_note,
+            vanished_records=self._vanished_count,
+            vanished_ids=self._vanished_ids,
         )
 
     def _rescan_here(self) -> Snapshot:
@@ -248,7 +250,9 @@ class RedisCache(StatusCache):
 
     def _reload(self, *, count: bool = True) -> None:
         self._check_eviction_policy()
-        counter, last_id, records = self._store.load()
+        counter, last_id, records, vanished = self._store.load()
+        self._vanished_now &= set(vanished)  # deleted or written again since: forgotten
+        self._note_vanished(vanished)
         if count:
             self._rescans += 1
         self._connected = True
@@ -256,20 +260,8 @@ class RedisCache(StatusCache):
         self._backoff = 0.05
         self._need_reload = False
         self._next_reconcile = time.monotonic() + self.reconcile_interval
-        changes: dict[_Key, _Action] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in records.items():
-            if isinstance(outcome, InvalidRecordError):
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-                continue
-            self._consider(job_id, outcome, changes, fresh=True)
-        for job_id in self._snapshot:
-            if job_id not in records:
-                changes[job_id] = None
         self._counter, self._last_id = counter, last_id
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
+        self._apply_load(records)
 
     def _follow(self) -> None:
         reply: Any = translated(
@@ -305,41 +297,31 @@ class RedisCache(StatusCache):
         with self._reader.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 self._read(keys=[self._keys.job(job_id)], client=pipe)
-            docs = pipe.execute()
-        changes: dict[_Key, _Action] = {}
-        invalid = dict(self._invalid)
-        for job_id, data in zip(ids, docs, strict=True):
-            name = f"{job_id}{RECORD_SUFFIX}"
-            if data is None:
-                invalid.pop(name, None)
-                if job_id in self._snapshot:
-                    changes[job_id] = None
-                continue
-            try:
-                job = decode_doc(job_id, data)
-            except InvalidRecordError as exc:
-                invalid[name] = exc.reason  # the last good record stays
-                continue
-            invalid.pop(name, None)
-            self._consider(job_id, job, changes, fresh=False)
-        self._set_invalid(invalid)
-        if changes:
-            self._publish(changes)
+                pipe.sismember(self._keys.ids, job_id)
+            replies = pipe.execute()
+        found = dict(zip(ids, replies[::2], strict=True))
+        listed = dict(zip(ids, replies[1::2], strict=True))
+        # A delete takes the id out of the set with the hash: gone but listed is evicted.
+        self._vanished_now.difference_update(i for i, doc in found.items() if doc is not None)
+        self._note_vanished([i for i, doc in found.items() if doc is None and listed[i]])
+        self._apply_documents(found, decode_doc)
 
-    def _consider(
-        self, job_id: str, job: BatchJob, changes: dict[_Key, _Action], *, fresh: bool
-    ) -> None:
-        """Take ``job`` unless it is what we have, or an older seq of the same incarnation."""
-        current = self._snapshot.get(job_id)
-        if current is not None:
-            if job == current:
-                return
-            same = job.created_at == current.created_at
-            if same and job.seq < current.seq and not fresh:
-                return  # read before a write we already applied: never go backwards
-        changes[job_id] = job
+    def _note_vanished(self, job_ids: Iterable[str]) -> None:
+        """Count and name records that went without a delete (evicted), once each.
 
-    def _set_invalid(self, invalid: dict[str, str]) -> None:
-        if invalid != self._invalid:
-            self._invalid = invalid
-            self._invalid_view = MappingProxyType(dict(invalid))
+        Their jobs leave the snapshot, as a fresh load would show; the store refuses to
+        recreate them from a partial write (``RecordVanished``).
+        """
+        new = [job_id for job_id in job_ids if job_id not in self._vanished_now]
+        if not new:
+            return
+        self._vanished_now.update(new)
+        self._vanished_count += len(new)
+        self._vanished_ids = (*self._vanished_ids, *new)[-_VANISHED_SHOWN:]
+        logger.warning(
+            "statusbridge: %d job record(s) vanished from %s without a delete (evicted?"
+            " set maxmemory-policy to noeviction): %s",
+            len(new),
+            self.where,
+            ", ".join(new[:_VANISHED_SHOWN]),
+        )

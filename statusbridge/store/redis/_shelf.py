@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from statusbridge.store._location import RedisLocation
-from statusbridge.store._redis_schema import REPLACE_IF_EQUAL, Keys, connect, translated
+from statusbridge.store.redis._schema import REPLACE_IF_EQUAL, Keys, connect, translated
 
 __all__ = ["RedisShelf"]
 

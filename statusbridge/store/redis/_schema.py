@@ -31,7 +31,6 @@ from redis.retry import Retry
 
 from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record import BatchJob, decode_job
-from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import FIELD_NAMES
 from statusbridge.store._location import RedisLocation
 
@@ -60,13 +59,6 @@ COMMAND_TIMEOUT = 8.0
 """Seconds one command may wait for its reply. A timeout is not retried (a
 frozen server would hold every call once per try), so with the fast retries of
 refused or dropped connections a call to a frozen server ends within 10 s."""
-
-# A new record starts from BatchJob's defaults (id and created_at come from the call).
-_DEFAULTS = {
-    name: value
-    for name, value in job_to_dict(BatchJob(id="x")).items()
-    if name not in ("schema", "id", "meta", "seq", "created_at", "updated_at")
-}
 
 
 def _lua_string(text: str) -> str:
@@ -120,98 +112,41 @@ end
 )
 
 # KEYS: job hash, ids set, feed stream, feed counter.
-# ARGV: job id, id (JSON), now (JSON), stream max length, the fingerprint of the record
-# the caller holds ('' for none), how many ARGV the fields take (2 per field), the
-# field/value pairs (JSON values), then the rest of the caller's change (seq, updated_at...).
-# Returns {fingerprint} if the caller's record was current (its change applied as sent),
-# else {fingerprint, the new record's document} (the change computed here).
+# ARGV: job id, stream max length, what the caller expects the hash to be, then
+# field/value pairs (JSON values, meta keys as m:<key>) that make the caller's new record of it.
+# Expected: the fingerprint of the record the caller holds (the pairs are its change), '*'
+# (the caller WATCHes the key: any record there is the one it read), or 'new' (no record:
+# the pairs are a whole new record).
+# Returns {fingerprint} once written; {'stale', fingerprint, document} when the hash is
+# not what the caller expects (nothing written: the caller merges its change into that
+# record and tries again); {'absent'} when there is no record although the caller holds
+# one (nothing written); {'vanished'} when there is no record but the job's id is still
+# in the ids set (nothing written): only a delete removes it, so the hash went without
+# one, evicted by a server short of memory (or deleted by hand), and a partial change
+# must not recreate it without its batch_id and params.
 # A fingerprint is the SHA-1 of the hash as HGETALL gives it: equal only if nothing,
-# not even a hand edit, changed the hash since the caller read it, so the caller's
-# record (decoded and validated then) is the record here, and the caller can work out
-# the update itself: no document to build, check, send and decode.
+# not even a hand edit, changed the hash since the caller read it. Every merge is the
+# caller's (``merged``, as on every backend), so numbers stay exactly as Python wrote
+# them (Lua would print a seq of 15 digits as 1.2345678901235e+14), and a record the
+# caller cannot decode is refused before anything is written.
 WRITE_SCRIPT = (
     _DOC
-    + "local DEFAULTS = {"
-    + ", ".join(f"{_lua_string(k)}, {_lua_string(json.dumps(v))}" for k, v in _DEFAULTS.items())
-    + "}\n"
     + """
 local function fingerprint(raw) return redis.sha1hex(table.concat(raw, '\\n')) end
-local function feed()
-  redis.call('SADD', KEYS[2], ARGV[1])
-  local n = redis.call('INCR', KEYS[4])
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'id', ARGV[1], 'n', n)
-end
 local h = KEYS[1]
 local raw = redis.call('HGETALL', h)
-if ARGV[5] ~= '' and #raw > 0 and fingerprint(raw) == ARGV[5] then
-  redis.call('HSET', h, unpack(ARGV, 7))
-  feed()
-  return {fingerprint(redis.call('HGETALL', h))}
+local expected = ARGV[3]
+if #raw == 0 then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return {'vanished'} end
+  if expected ~= 'new' then return {'absent'} end
+elseif expected ~= '*' and fingerprint(raw) ~= expected then
+  return {'stale', fingerprint(raw), doc(table_of(raw))}
 end
-local last = 6 + tonumber(ARGV[6])
-local VALID_STATUS = {['"pending"'] = true, ['"running"'] = true, ['"completed"'] = true,
-                      ['"failed"'] = true, ['"cancelled"'] = true}
-local now = ARGV[3]
-local exists = #raw > 0
-local old = table_of(raw)
-if old['status'] and not VALID_STATUS[old['status']] then
-  return redis.error_reply('INVALID status ' .. old['status'] .. ' is not a known status')
-end
-local set, s = {}, 0
-local fields = {}
-if not exists then
-  set = {'id', ARGV[2], 'created_at', now}
-  s = 4
-  for k = 1, #DEFAULTS do set[s + k] = DEFAULTS[k] end
-  s = s + #DEFAULTS
-end
-for i = 7, last, 2 do
-  fields[ARGV[i]] = ARGV[i + 1]
-  set[s + 1] = ARGV[i]; set[s + 2] = ARGV[i + 1]; s = s + 2
-end
-local function unset(name)
-  local v = fields[name]
-  if v == nil then v = old[name] end
-  return (not v) or v == 'null'
-end
-local status = fields['status']
-if status == '"running"' and unset('started_at') then
-  set[s + 1] = 'started_at'; set[s + 2] = now; s = s + 2
-end
-if (status == '"completed"' or status == '"failed"' or status == '"cancelled"')
-    and unset('completed_at') then
-  set[s + 1] = 'completed_at'; set[s + 2] = now; s = s + 2
-end
-set[s + 1] = 'updated_at'; set[s + 2] = now
-set[s + 3] = 'seq'; set[s + 4] = tostring((tonumber(old['seq']) or 0) + 1)
-s = s + 4
--- Refuse to write over a record a reader could not decode (as the folder store does):
--- the new document holds every old value that stays, and the ones replaced are
--- checked alone; one document is built and decoded, not two.
-local replaced = {}
-for k = 1, s, 2 do
-  local name = set[k]
-  if old[name] ~= nil and replaced[name] == nil then replaced[name] = old[name] end
-  old[name] = set[k + 1]
-end
-local new = doc(old)
-local valid = pcall(cjson.decode, new)
-for name, value in pairs(replaced) do
-  if not valid then break end
-  valid = pcall(cjson.decode, value)
-end
-if not valid then
-  for name, value in pairs(replaced) do old[name] = value end
-  for name, value in pairs(old) do
-    if not pcall(cjson.decode, value) then
-      return redis.error_reply('INVALID field ' .. name .. ' is not valid JSON')
-    end
-  end
-  return redis.error_reply('INVALID the record is not valid JSON')
-end
-redis.call('HSET', h, unpack(set))
-feed()
-return {fingerprint(redis.call('HGETALL', h)), new}
+redis.call('HSET', h, unpack(ARGV, 4))
+redis.call('SADD', KEYS[2], ARGV[1])
+local n = redis.call('INCR', KEYS[4])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n)
+return {fingerprint(redis.call('HGETALL', h))}
 """
 )
 
@@ -273,6 +208,8 @@ return doc(fields)
 # KEYS: ids set, feed stream, feed counter. ARGV: the job key prefix ("{p}:job:").
 # Returns the feed counter, the stream's last id, then id, document, id, document, ...
 # taken in one atomic step, so following the stream from that id misses nothing.
+# An id whose hash is missing comes with nil (false here): only a delete removes an id
+# from the set, so that hash vanished without one (evicted).
 # (The job keys are built here, not passed: they share the hash tag, hence the slot.)
 LOAD_SCRIPT = (
     _DOC
@@ -281,9 +218,7 @@ local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 local out = {redis.call('GET', KEYS[3]) or '0', last[1] and last[1][1] or '0-0'}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local fields = hash(ARGV[1] .. id)
-  if fields ~= nil then
-    table.insert(out, id); table.insert(out, doc(fields))
-  end
+  table.insert(out, id); table.insert(out, fields ~= nil and doc(fields))
 end
 return out
 """
