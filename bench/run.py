@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder")
     parser.add_argument(
         "--only",
-        choices=["render", "latency", "write", "scale", "redis", "sqlite", *PERF_PARTS],
+        choices=["render", "latency", "write", "scale", "redis", "sqlite", "web", *PERF_PARTS],
         help="run one part (results go to results-<part>.*)",
     )
     args = parser.parse_args(argv)
@@ -645,6 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.sqlite_backend import bench_sqlite
 
         bench_sqlite(report, quick=q)
+    if want("web"):
+        from bench.web import bench_web
+
+        bench_web(report, quick=q)
     if args.only is None or args.only in PERF_PARTS:
         from bench import perf  # imports this module
 

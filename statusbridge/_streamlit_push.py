@@ -1,51 +1,68 @@
 """Push for Streamlit: a server-sent-events route and a component that reruns its fragment.
 
 No supported API lets a thread rerun a session, so the browser asks for it: the
-route streams the cache's snapshot version (``StatusCache.subscribe`` → the event
-loop with ``call_soon_threadsafe``), and a tiny ``st.components.v2`` component
-inside each live fragment sets a trigger value when that version is newer than
-the one the fragment last drew, which reruns that fragment only. Nothing reruns
-while nothing changes.
+route is ``statusbridge.web``'s event stream (one ``EventHub`` per cache: resumable
+with ``Last-Event-ID``, a bounded queue per client, keep-alive comments), with the
+snapshot version as each event's data, and a tiny ``st.components.v2`` component
+inside each live fragment sets a trigger value when that version is newer than the
+one the fragment last drew, which reruns that fragment only. Nothing reruns while
+nothing changes.
 
-The route sends version numbers only, never job data, and it has no session or
-auth check of its own (a custom route bypasses Streamlit's): bind the server to
-127.0.0.1 or put the same proxy auth in front of it as in front of the app.
-Custom routes ignore ``server.baseUrlPath``.
+A custom route bypasses Streamlit's session checks, so the route has its own: the
+``Host`` must be one of ``server.allowedHosts``, and the URL must carry this server's
+token, which only reaches a page through its component's arguments (over the page's
+own websocket): a page Streamlit did not serve cannot subscribe. The token is drawn per
+server process, or taken from ``$STATUSBRIDGE_PUSH_TOKEN`` (several replicas behind one
+proxy). Custom routes ignore ``server.baseUrlPath``: the route puts it in its path itself.
 
-Streams end every ``STREAM_SECONDS`` and the browser reconnects: an open stream
-would hold up server shutdown until it ends.
+Streams end every ``STREAM_SECONDS`` and the browser comes back with its last event id
+(nothing is lost): an open stream would otherwise hold up a server that stops without
+``end_streams``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
+import hmac
 import logging
+import os
+import secrets
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote
 
-from statusbridge.cache import Snapshot, StatusCache
+from statusbridge.cache import StatusCache
 from statusbridge.store._location import absolute_location
+from statusbridge.web._events import EventHub
+from statusbridge.web._hosts import host_allowed
 
-__all__ = ["EVENTS_PATH", "end_streams", "events_path_for", "push_routes"]
+__all__ = ["EVENTS_PATH", "TOKEN_ENV", "end_streams", "events_path_for", "push_routes"]
 
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/statusbridge/events"
 STREAM_SECONDS = 10.0
 RETRY_MS = 100  # how soon the browser reconnects after a stream ended
+TOKEN_ENV = "STATUSBRIDGE_PUSH_TOKEN"
 
-# Locations (absolute folders, or URLs) served by a route in this process, and the route's path.
+# Locations (absolute folders, or URLs) served by a route in this process, and the URL
+# (path and token) the page's component subscribes to.
 _served: dict[str, str] = {}
 _served_lock = threading.Lock()
 
-
-# Open streams, each woken to end when the server stops (see end_streams).
-_streams: dict[asyncio.Event, asyncio.AbstractEventLoop] = {}
-_streams_lock = threading.Lock()
+# One hub per cache (the server-wide one), each ended when the server stops.
+_hubs: dict[int, EventHub] = {}
+_hubs_lock = threading.Lock()
 _ending = threading.Event()
+_token: str | None = None
+
+
+def _server_token() -> str:
+    global _token  # noqa: PLW0603 - one token per server process, by design
+    with _hubs_lock:
+        if _token is None:
+            _token = os.environ.get(TOKEN_ENV) or secrets.token_urlsafe(18)
+        return _token
 
 
 def end_streams() -> None:
@@ -54,57 +71,33 @@ def end_streams() -> None:
     The server's graceful shutdown waits for responses in progress, and a stream would
     otherwise run out its own timer first. Streams opened later end at once.
     """
-    with _streams_lock:
+    with _hubs_lock:
         _ending.set()
-        streams = list(_streams.items())
-    for wake, loop in streams:
-        try:
-            loop.call_soon_threadsafe(wake.set)
-        except RuntimeError:
-            continue  # its loop is closed: that stream is over already
+        hubs = list(_hubs.values())
+    for hub in hubs:
+        hub.end_streams()
 
 
 def events_path_for(folder: str) -> str | None:
-    """The path of the route that streams ``folder``'s versions, if this server has one."""
+    """The URL (path and token) that streams ``folder``'s versions, if this server has one."""
     with _served_lock:
         return _served.get(folder)
 
 
-def _sse(version: int) -> bytes:
-    return f"data: {json.dumps({'version': version})}\n\n".encode()
+def _hub_for(cache: StatusCache) -> EventHub:
+    with _hubs_lock:
+        hub = _hubs.get(id(cache))
+        if hub is None or hub.cache is not cache:
+            hub = _hubs[id(cache)] = EventHub(cache)
+        return hub
 
 
-def host_allowed(host: str | None, allowed: Sequence[str]) -> bool:
-    """Whether a request's ``Host`` header names one of ``allowed`` (an empty list: any).
+def _base_url_path() -> str:
+    """``server.baseUrlPath`` as a path prefix ("" or "/name")."""
+    from streamlit import config
 
-    Streamlit's rule for ``server.allowedHosts``: the port is ignored, ``*.example.com``
-    matches subdomains, ``*`` matches any name.
-
-    >>> host_allowed("127.0.0.1:8501", ["localhost", "127.0.0.1"])
-    True
-    >>> host_allowed("evil.test:8501", ["localhost", "127.0.0.1"])
-    False
-    >>> host_allowed("[::1]:8501", ["::1"])
-    True
-    """
-    if not allowed:
-        return True
-    if host is None:
-        return False
-    try:
-        parsed = urlsplit(f"//{host}")
-        name, _ = parsed.hostname, parsed.port  # .port validates the port
-    except ValueError:
-        return False
-    if name is None or parsed.username is not None or parsed.path:
-        return False
-    name = name.lower().rstrip(".")
-    for pattern in (p.strip().lower().rstrip(".") for p in allowed):
-        if pattern in ("*", name):
-            return True
-        if pattern.startswith("*.") and name.endswith(pattern[1:]):
-            return True
-    return False
+    base = str(config.get_option("server.baseUrlPath") or "").strip("/")
+    return f"/{base}" if base else ""
 
 
 def push_routes(
@@ -116,59 +109,40 @@ def push_routes(
 ) -> Sequence[Any]:
     """Starlette routes for ``st.App(..., routes=...)``: ``path`` streams ``folder``'s versions.
 
-    ``cache_for`` returns the server-wide cache; it is called on the first request,
-    when Streamlit's runtime exists. A request whose ``Host`` is not in ``allowed_hosts()``
-    (read per request; empty: any) gets 403, as Streamlit refuses its own page then.
+    ``path`` goes under ``server.baseUrlPath``. ``cache_for`` returns the server-wide
+    cache; it is called on the first request, when Streamlit's runtime exists. A request
+    whose ``Host`` is not in ``allowed_hosts()`` (read per request; empty: any), or
+    without this server's token, gets 403.
     """
     from starlette.requests import Request
     from starlette.responses import PlainTextResponse, Response, StreamingResponse
     from starlette.routing import Route
 
+    token = _server_token().encode()
+    full_path = _base_url_path() + path
+
     async def stream(request: Request) -> Response:
         if not host_allowed(request.headers.get("host"), allowed_hosts()):
             return PlainTextResponse("this Host is not allowed (server.allowedHosts)", 403)
-        cache = cache_for()
-        loop = asyncio.get_running_loop()
-        changed = asyncio.Event()
-
-        def on_change(snapshot: Snapshot, changed_ids: object) -> None:
-            # The cache's thread: hand over to the event loop, never touch it from here.
-            loop.call_soon_threadsafe(changed.set)
-
-        async def body() -> AsyncIterator[bytes]:
-            unsubscribe = cache.subscribe(on_change)
-            with _streams_lock:
-                _streams[changed] = loop
-            try:
-                yield f"retry: {RETRY_MS}\n\n".encode() + _sse(cache.snapshot().version)
-                deadline = loop.time() + STREAM_SECONDS
-                sent = cache.snapshot().version
-                while (left := deadline - loop.time()) > 0 and not _ending.is_set():
-                    try:
-                        await asyncio.wait_for(changed.wait(), timeout=left)
-                    except TimeoutError:
-                        break
-                    if _ending.is_set():
-                        break
-                    changed.clear()
-                    version = cache.snapshot().version  # the newest: bursts coalesce
-                    if version != sent:
-                        sent = version
-                        yield _sse(version)
-            finally:
-                with _streams_lock:
-                    _streams.pop(changed, None)
-                unsubscribe()
-
+        given = request.query_params.get("token", "").encode()
+        if not hmac.compare_digest(given, token):
+            return PlainTextResponse("this stream is for pages this server served", 403)
+        body = _hub_for(cache_for()).stream(
+            request.headers.get("last-event-id"),
+            None,
+            records=False,
+            lifetime=0.0 if _ending.is_set() else STREAM_SECONDS,  # stopping: state, then end
+            retry_ms=RETRY_MS,
+        )
         return StreamingResponse(
-            body(),
+            body,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
         )
 
     with _served_lock:
-        _served[absolute_location(folder)] = path
-    return [Route(path, stream, methods=["GET"])]
+        _served[absolute_location(folder)] = f"{full_path}?token={quote(token.decode())}"
+    return [Route(full_path, stream, methods=["GET"])]
 
 
 # The browser side: one EventSource per page, shared by every live fragment on it.
@@ -237,11 +211,13 @@ export default function (component) {
   };
   if (!hub.sources.has(url)) {
     const source = new EventSource(url);
-    source.onmessage = (event) => {
+    const seen = (event) => {
       const version = JSON.parse(event.data).version;
       hub.newest.set(url, Math.max(hub.newest.get(url) ?? -1, version));
       for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
     };
+    source.addEventListener("reset", seen); // the state on (re)connecting
+    source.addEventListener("change", seen);
     hub.sources.set(url, source);
   }
   // Ages and ETAs move while jobs run: redraw now and then even without a write.

@@ -144,11 +144,12 @@ EXPORTED = {
         "stop_managers",
         "summary_text",
     ],
+    "statusbridge.web": ["create_app"],
 }
 
 LAYERS = ["statusbridge.record", "statusbridge.store", "statusbridge.cache", "statusbridge.jobs"]
 # Packages whose ``__init__`` only gathers names from private modules.
-REEXPORTING = {"statusbridge", *LAYERS, "statusbridge.qt"}
+REEXPORTING = {"statusbridge", *LAYERS, "statusbridge.qt", "statusbridge.web"}
 
 # Names without an underscore that a module defines but does not export. Pinned too, so
 # that a new one is a decision; renaming these with a leading underscore empties the list.

@@ -54,6 +54,20 @@ def test_display_helpers_are_toolkit_free_and_core_does_not_import_qt() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def test_web_is_an_adapter_and_core_does_not_import_starlette() -> None:
+    """statusbridge.web builds on the layers (never on another adapter); only it and the
+    Streamlit push route import starlette, and the core loads neither."""
+    for path in (PACKAGE / "web").rglob("*.py"):
+        wrong = imported_layers(path) - {*LAYERS, "web"}
+        assert not wrong, f"{path.relative_to(PACKAGE)} imports {wrong} (an adapter)"
+    code = (
+        "import sys, statusbridge, statusbridge.cli, statusbridge.display; "
+        "assert 'starlette' not in sys.modules, 'the core imported starlette'; "
+        "assert 'uvicorn' not in sys.modules, 'the core imported uvicorn'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_redis_and_dask_are_imported_only_for_a_url() -> None:
     """redis-py is an optional extra: only the backend modules import it, and only on demand."""
     for path in PACKAGE.rglob("*.py"):

@@ -30,11 +30,12 @@ from typing import NoReturn, TextIO
 
 from statusbridge.cache import StatusCache
 from statusbridge.cache._snapshot import summarize
-from statusbridge.cli import _metrics
+from statusbridge.cli import _metrics, _serve
 from statusbridge.cli._doctor import diagnose
 from statusbridge.cli._render import invalid_lines, job_table, json_text, printable, summary_line
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
+from statusbridge.jobs._cancel import request_cancels
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import utc_now
@@ -181,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit-after", type=float, default=None, metavar="SECONDS", help="close after SECONDS"
     )
     _metrics.add_arguments(sub.add_parser("metrics", parents=[common], help=_metrics.HELP))
+    _serve.add_arguments(sub.add_parser("serve", parents=[common], help=_serve.HELP))
     from statusbridge.cli import _copy  # (here, not at the top: no store code at import)
 
     _copy.add_arguments(sub.add_parser("copy", help=_copy.HELP))
@@ -262,6 +264,8 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
         return _open_gui(args, out)
     if args.command == "metrics":
         return _serve_metrics(args, out)
+    if args.command == "serve":
+        return _serve_web(args, out)
     if args.command == "copy":
         from statusbridge.cli import _copy
 
@@ -390,7 +394,7 @@ def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
                 EXIT_ATTENTION,
             )
         ids = sorted(j.id for j in members if not j.is_finished)
-        cancelled = [job_id for job_id in ids if request_cancel(store, job_id)]
+        cancelled = request_cancels(store, ids)
         for job_id in cancelled:
             print(f"cancel requested: {job_id}", file=out)
         batch = printable(args.batch)
@@ -448,12 +452,16 @@ def _open_gui(args: argparse.Namespace, out: TextIO) -> int:
     return gui.run(location, args.batch, args.exit_after, out)
 
 
-def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
-    problem = _metrics.unavailable()
+def _check_server_args(problem: str | None, port: int) -> None:
+    """Refuse a server command whose extra is missing (``problem``) or whose port is bad."""
     if problem:
         raise CliError(problem)
-    if not 0 <= args.port <= 65535:
-        raise CliError(f"--port must be between 0 and 65535, got {args.port}")
+    if not 0 <= port <= 65535:
+        raise CliError(f"--port must be between 0 and 65535, got {port}")
+
+
+def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
+    _check_server_args(_metrics.unavailable(), args.port)
     if not 0 <= args.batches <= _metrics.MAX_BATCHES:
         raise CliError(
             f"--batches must be between 0 and {_metrics.MAX_BATCHES}, got {args.batches}"
@@ -461,6 +469,31 @@ def _serve_metrics(args: argparse.Namespace, out: TextIO) -> int:
     location = str(_folder(args))
     return _metrics.serve(
         location, args.host, args.port, out, batches=args.batches, buckets=args.buckets
+    )
+
+
+def _serve_web(args: argparse.Namespace, out: TextIO) -> int:
+    _check_server_args(_serve.unavailable(), args.port)
+    if args.root_path and (not args.root_path.startswith("/") or args.root_path.endswith("/")):
+        raise CliError(
+            f"--root-path must start with / and not end with one, got {args.root_path!r}"
+        )
+    token = _serve.read_token(args.token_file)
+    if token is None and not _serve.is_loopback(args.host):
+        raise CliError(
+            f"refusing to serve on {args.host} without a token: give --token-file FILE or set "
+            f"${_serve.ENV_TOKEN} (or bind to 127.0.0.1)"
+        )
+    location = str(_folder(args))
+    return _serve.serve(
+        location,
+        args.host,
+        args.port,
+        out,
+        token=token,
+        root_path=args.root_path,
+        hosts=_serve.allowed_hosts(args.host, args.allowed_host),
+        origins=tuple(args.allow_origin),
     )
 
 

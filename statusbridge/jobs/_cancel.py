@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from statusbridge.record import BatchJob, BatchStatus, validate_job_id
 from statusbridge.store import StatusStore
 
-__all__ = ["request_cancel"]
+__all__ = ["request_cancel", "request_cancels"]
 
 
 def request_cancel(store: StatusStore, job_id: str) -> bool:
@@ -36,3 +37,8 @@ def request_cancel(store: StatusStore, job_id: str) -> bool:
         return True
     current = store.read(job_id)
     return current is not None and not current.is_finished
+
+
+def request_cancels(store: StatusStore, job_ids: Iterable[str]) -> list[str]:
+    """``request_cancel`` for each of ``job_ids``; the ones that were asked to stop, in order."""
+    return [job_id for job_id in job_ids if request_cancel(store, job_id)]

@@ -359,11 +359,15 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
         yield url, tmp_path, log
 
 
-def test_stopping_the_server_ends_its_push_streams_at_once(tmp_path: Path) -> None:
-    from statusbridge._streamlit_push import EVENTS_PATH, STREAM_SECONDS
+def test_stopping_the_server_ends_its_push_streams_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from statusbridge._streamlit_push import EVENTS_PATH, STREAM_SECONDS, TOKEN_ENV
 
+    monkeypatch.setenv(TOKEN_ENV, "test-token")
     with demo_server(tmp_path) as (url, proc, log):
-        streams = [urllib.request.urlopen(url + EVENTS_PATH, timeout=60) for _ in range(3)]
+        events = f"{url}{EVENTS_PATH}?token=test-token"
+        streams = [urllib.request.urlopen(events, timeout=60) for _ in range(3)]
         for stream in streams:
             assert stream.readline().startswith(b"retry:")  # open, and waiting for changes
         started = time.monotonic()
@@ -627,12 +631,16 @@ def test_seed_style_progress_bar_works_in_every_state(
     assert store.update("a-pending", progress=0.25).reported_progress == 0.25
 
 
-def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(tmp_path: Path) -> None:
-    """DNS rebinding: evil.test resolved to 127.0.0.1 reaches the server with its own Host."""
+def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: evil.test resolved to 127.0.0.1 reaches the server with its own Host.
+    And the push route needs the token the server gives its pages (through the component)."""
     import http.client
 
-    from statusbridge._streamlit_push import EVENTS_PATH
+    from statusbridge._streamlit_push import EVENTS_PATH, TOKEN_ENV
 
+    monkeypatch.setenv(TOKEN_ENV, "test-token")
     with demo_server(tmp_path) as (url, _, log):
         port = int(url.rsplit(":", 1)[1])
 
@@ -645,9 +653,12 @@ def test_a_foreign_host_name_is_refused_by_the_page_and_the_push_route(tmp_path:
             finally:
                 conn.close()
 
-        assert get(EVENTS_PATH, f"evil.test:{port}")[0] == 403  # before: 200 and a stream
-        assert get(EVENTS_PATH, f"127.0.0.1:{port}")[0] == 200
-        assert get(EVENTS_PATH, f"localhost:{port}")[0] == 200
+        events = f"{EVENTS_PATH}?token=test-token"
+        assert get(events, f"evil.test:{port}")[0] == 403  # before: 200 and a stream
+        assert get(events, f"127.0.0.1:{port}")[0] == 200
+        assert get(events, f"localhost:{port}")[0] == 200
+        assert get(EVENTS_PATH, f"127.0.0.1:{port}")[0] == 403  # no token (before: 200)
+        assert get(f"{EVENTS_PATH}?token=guess", f"127.0.0.1:{port}")[0] == 403
         # Streamlit's own websocket refuses the name too (with the shipped allowedHosts).
         ws = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         try:

@@ -67,6 +67,7 @@ def test_readme_examples_are_the_scripts() -> None:
         ("docs/monitoring.md", "alert_failed.py"),
         ("docs/desktop.md", "qt_monitor.py"),  # run by tests/test_qt.py
         ("docs/scale-out.md", "scale_out.py"),
+        ("docs/web.md", "fastapi_app.py"),  # run by tests/system/test_web_serve.py
     ],
 )
 def test_docs_show_the_example_scripts(page: str, script: str) -> None:
