@@ -526,7 +526,9 @@ def push_routes(status_dir: str | Path = "batch_status", *, path: str = EVENTS_P
     With them, ``live_fragment`` reruns on changes instead of on a timer. The route
     streams version numbers only; it serves only the Host names of ``server.allowedHosts``
     (as Streamlit's own page does; set it: the repository's ``.streamlit/config.toml``
-    does), and has no authentication of its own: see the docs.
+    does), and only to a page this server drew (a per-server token reaches the page
+    through its component's arguments). The page itself has no authentication: see
+    the docs.
     """
     folder = absolute_location(status_dir)
     with _pushed_lock:
