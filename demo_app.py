@@ -253,6 +253,6 @@ if __name__ == "__main__":
     page()
 else:
     # Imported by `streamlit run demo_app.py` (it looks for `app`): the server, with push.
-    # The route has no auth of its own: keep the server on 127.0.0.1 (see the README).
+    # The page has no auth of its own: keep the server on 127.0.0.1 (see docs/streamlit.md).
     # lifespan: stopping the server stops the jobs and worker processes it started.
     app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR), lifespan=sbst.lifespan)
