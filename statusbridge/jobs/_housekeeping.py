@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from statusbridge.cache import Snapshot, StatusCache
 from statusbridge.jobs._liveness import is_owner_alive, local_pid
@@ -24,8 +24,16 @@ from statusbridge.jobs._retention import FinishOrder, retention_lag
 from statusbridge.jobs._submissions import Submissions, weak_hook
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
+from statusbridge.store._retention import RetentionPolicy
 
-__all__ = ["UNSEEN_PATIENCE", "Housekeeping", "MaintenanceReport", "RetentionHook"]
+__all__ = [
+    "UNSEEN_PATIENCE",
+    "Housekeeping",
+    "LimitField",
+    "Limits",
+    "MaintenanceReport",
+    "RetentionHook",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +42,7 @@ logger = logging.getLogger(__name__)
 UNSEEN_PATIENCE = 5.0
 
 RetentionHook = Callable[[Snapshot], Iterable[str]]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,10 @@ class MaintenanceReport:
     removed: tuple[str, ...] = ()
 
 
+class HasLimits(Protocol):
+    limits: Limits
+
+
 @dataclass
 class Limits:
     """When a job is given up on, and which finished records are kept."""
@@ -53,6 +66,29 @@ class Limits:
     pending_timeout: float
     max_completed_jobs: int
     retention_hours: float | None
+
+
+class LimitField(Generic[T]):
+    """A queue attribute that reads and sets one of its ``Limits`` (``limits`` on the queue),
+    so that a change (``queue.max_completed_jobs = 0``) takes effect at the next pass."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, objtype: type | None = None) -> LimitField[T]: ...
+
+    @overload
+    def __get__(self, obj: HasLimits, objtype: type | None = None) -> T: ...
+
+    def __get__(self, obj: HasLimits | None, objtype: type | None = None) -> T | LimitField[T]:
+        if obj is None:
+            return self  # the class's attribute (documentation tools read it)
+        value: T = getattr(obj.limits, self._name)
+        return value
+
+    def __set__(self, obj: HasLimits, value: T) -> None:
+        setattr(obj.limits, self._name, value)
 
 
 class Housekeeping:
@@ -140,8 +176,7 @@ class Housekeeping:
         # finished job); with an age limit, one cheap pass over the finished jobs.
         doomed = self._finish_order.select(
             snap,
-            max_completed=max_completed,
-            max_age_hours=max_age_hours,
+            RetentionPolicy(max_completed, max_age_hours),
             now=now,
             protected=lambda job: (
                 job.batch_id is not None
