@@ -37,6 +37,7 @@ from statusbridge.jobs._definition import (
 )
 from statusbridge.jobs._definitions import Definitions
 from statusbridge.jobs._fits import check_records_fit
+from statusbridge.jobs._overlay import QueueView
 from statusbridge.jobs._queue import BatchQueue
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._frozen import freeze
@@ -46,16 +47,9 @@ __all__ = ["BatchEngine"]
 
 logger = logging.getLogger(__name__)
 
-Seen = tuple[Snapshot, list[BatchJob]]  # the cache's snapshot, and the queue's newer records
-
 
 def _nothing(engine: BatchEngine) -> None:
     """No registry watches this engine."""
-
-
-def _has_records(batch_id: str, seen: Seen) -> bool:
-    snapshot, unseen = seen
-    return bool(snapshot.summary(batch_id).total) or any(j.batch_id == batch_id for j in unseen)
 
 
 class BatchEngine:
@@ -118,7 +112,7 @@ class BatchEngine:
             definition.params,
             batch_id=definition.id,
             definition_bytes=len(definition.to_json()),
-            max_bytes=self.queue.store.max_bytes,
+            max_bytes=self.queue.max_record_bytes,
             now=self._clock(),
         )
 
@@ -174,15 +168,14 @@ class BatchEngine:
         doc = json.loads(data)
         return isinstance(doc, dict) and doc.get("cancelled_at") is not None
 
-    def status(self, batch_id: str, seen: Seen | None = None) -> BatchSummary | None:
-        """The batch's summary; ``seen`` is the cache's snapshot and the queue's
-        records it does not show yet, when the caller has them already."""
+    def status(self, batch_id: str, seen: QueueView | None = None) -> BatchSummary | None:
+        """The batch's summary; ``seen``: the queue's view, when the caller has it already."""
         definition = self.defs.lookup(batch_id)
         if definition is None:
             return None
         if definition.started_at is None:
-            seen = seen if seen is not None else self._seen()
-            if _has_records(batch_id, seen):
+            seen = seen if seen is not None else self.queue.view()
+            if seen.has_records(batch_id):
                 # Records of a batch this engine holds unstarted: another manager or
                 # process started it since we read its definition.
                 definition = self.defs.reread(definition)
@@ -196,19 +189,16 @@ class BatchEngine:
             )
         return summary
 
-    def _seen(self) -> Seen:
-        snapshot = self.queue.snapshot()
-        return snapshot, self.queue.unseen_records(snapshot)
-
-    def _live_summary(self, definition: BatchDefinition, seen: Seen | None) -> BatchSummary:
+    def _live_summary(self, definition: BatchDefinition, seen: QueueView | None) -> BatchSummary:
         """From the snapshot's counts for the batch: O(records not cached yet), not O(jobs).
 
         Jobs with no record count as pending, as ``job()`` says of each; a batch
         whose id other jobs also use is summarised job by job.
         """
-        snapshot, unseen = seen if seen is not None else self._seen()
+        seen = seen if seen is not None else self.queue.view()
+        snapshot = seen.snapshot
         batch_id = definition.id
-        newer = [job for job in unseen if job.batch_id == batch_id]
+        newer = seen.newer_of(batch_id)
         summary = snapshot.summary_with(batch_id, newer, name=definition.name)
         missing = len(definition.job_ids) - summary.total
         if missing < 0:
@@ -281,7 +271,7 @@ class BatchEngine:
     def summaries(self) -> list[BatchSummary]:
         self.defs.relist()
         definitions = sorted(self.defs.all(), key=lambda d: d.created_at, reverse=True)
-        seen = self._seen()
+        seen = self.queue.view()
         return [s for d in definitions if (s := self.status(d.id, seen)) is not None]
 
     def definitions(self) -> Mapping[str, BatchDefinition]:
@@ -332,7 +322,7 @@ class BatchEngine:
         open_batches = [d for d in self.defs.all() if d.final is None and d.started_at is not None]
         if not open_batches:
             return []
-        seen = self._seen()
+        seen = self.queue.view()
         return [
             definition.id
             for definition in open_batches

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from statusbridge.record import BatchJob
 from statusbridge.store import StatusStore
 from statusbridge.store._store import merged
 
-__all__ = ["REMEMBER_REMOVED", "Overlay", "caught_up"]
+__all__ = ["REMEMBER_REMOVED", "Overlay", "QueueView", "caught_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,21 @@ def caught_up(cached: BatchJob | None, local: BatchJob) -> bool:
 
 def _never(job_id: str) -> bool:
     return False
+
+
+@dataclass(frozen=True)
+class QueueView:
+    """What a queue shows: the cache's snapshot, and its own records the snapshot lacks."""
+
+    snapshot: Snapshot
+    newer: tuple[BatchJob, ...]
+
+    def newer_of(self, batch_id: str) -> list[BatchJob]:
+        return [job for job in self.newer if job.batch_id == batch_id]
+
+    def has_records(self, batch_id: str) -> bool:
+        """Whether any job of the batch has a record (O(1) from the snapshot's counts)."""
+        return bool(self.snapshot.summary(batch_id).total) or bool(self.newer_of(batch_id))
 
 
 class Overlay:

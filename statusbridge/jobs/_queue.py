@@ -40,9 +40,10 @@ from statusbridge.jobs._batch_feed import BatchFeed, pending_fields
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._closing import ShutsDown
 from statusbridge.jobs._context import running_context, signal_cancel
-from statusbridge.jobs._housekeeping import Limits, MaintenanceReport, RetentionHook
+from statusbridge.jobs._housekeeping import LimitField, Limits, MaintenanceReport, RetentionHook
 from statusbridge.jobs._lifecycle import Lifecycle
 from statusbridge.jobs._options import check_queue_options
+from statusbridge.jobs._overlay import QueueView
 from statusbridge.jobs._parts import Parts, Timing
 from statusbridge.jobs._submissions import new_job_id, write_new
 from statusbridge.jobs._supervisor import WAKE
@@ -96,6 +97,12 @@ class BatchQueue(ShutsDown):
         True
         42
     """
+
+    # Read by housekeeping at each pass: a change takes effect at the next.
+    max_completed_jobs: LimitField[int] = LimitField()
+    retention_hours: LimitField[float | None] = LimitField()
+    heartbeat_timeout: LimitField[float] = LimitField()
+    pending_timeout: LimitField[float] = LimitField()
 
     def __init__(
         self,
@@ -153,8 +160,7 @@ class BatchQueue(ShutsDown):
             post=self._events.put,
             wake=partial(self._events.put, WAKE),
         )
-        self.heartbeat_timeout, self.pending_timeout = heartbeat_timeout, pending_timeout
-        self.retention_hours = retention_hours
+        self.limits = limits
         self.store, self.cache = parts.store, parts.cache
         self._folder = self.store.location
         self._pool, self._overlay, self._retries = parts.pool, parts.overlay, parts.retries
@@ -168,15 +174,6 @@ class BatchQueue(ShutsDown):
             maintenance_interval=maintenance_interval,
         )
         self._supervisor = self._life.supervisor
-
-    @property
-    def max_completed_jobs(self) -> int:
-        """How many finished records retention keeps (may be changed)."""
-        return self._parts.housekeeping.limits.max_completed_jobs
-
-    @max_completed_jobs.setter
-    def max_completed_jobs(self, value: int) -> None:
-        self._parts.housekeeping.limits.max_completed_jobs = value
 
     # -- submitting -----------------------------------------------------------
     def check_submittable(self, func: Callable[[Any], Any]) -> None:
@@ -333,6 +330,17 @@ class BatchQueue(ShutsDown):
         the snapshot, for summaries that start from the snapshot's counts.
         """
         return self._overlay.unseen(snapshot, self._retries.ids())
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record its store accepts (what a batch's jobs are checked against)."""
+        return self.store.max_bytes
+
+    def view(self) -> QueueView:
+        """The cache's snapshot with the records written here that it does not show yet:
+        what summaries built from the snapshot's counts need (read-your-writes)."""
+        snapshot = self.cache.snapshot()
+        return QueueView(snapshot, tuple(self.unseen_records(snapshot)))
 
     def snapshot(self) -> Snapshot:
         """The cache's current snapshot of every job in the folder."""
