@@ -30,7 +30,6 @@ from statusbridge.jobs._definition import (
     BatchDefinition,
     FinalCounts,
     cancelled_by_marker,
-    marked_cancelled,
     new_batch_id,
     refuse_if_started,
     settled,
@@ -254,7 +253,7 @@ class BatchEngine:
             return 0
         unfed = self.queue.stop_feed(batch_id)  # this process's feed of it, if any
         now = self._clock()
-        marked = self.defs.change(batch_id, lambda current: marked_cancelled(current, now))
+        marked = self.defs.mark_cancelled(batch_id, now)
         if marked is not None:
             definition = marked
         # Jobs the feed cancelled on seeing our marker count too (not a later cancel's).

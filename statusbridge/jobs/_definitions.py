@@ -12,10 +12,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from statusbridge.errors import StatusBridgeError, UnknownJobError
-from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id
+from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id, marked_cancelled
 from statusbridge.store._shelf import Shelf
 
 __all__ = ["CHANGE_TRIES", "RELIST_SECONDS", "Definitions"]
@@ -34,14 +35,16 @@ CHANGE_TRIES = 100
 class Definitions:
     """The batch definitions of one shelf, by id."""
 
-    def __init__(self, shelf: Shelf) -> None:
+    def __init__(self, shelf: Shelf, *, load: bool = True) -> None:
+        """``load``: read every definition now (a one-off change, say from the CLI, needs not)."""
         self.shelf = shelf
         self._lock = threading.Lock()
         self._batches: dict[str, BatchDefinition] = {}
         self._missing: dict[str, float] = {}  # ids looked for and not found, when
         self._reread_at: dict[str, float] = {}  # batches whose cached copy may lag, when re-read
         self._listed_at = 0.0
-        self.relist(force=True)
+        if load:
+            self.relist(force=True)
 
     def all(self) -> list[BatchDefinition]:
         """Every definition known here (``relist`` first to include others' new ones)."""
@@ -152,6 +155,15 @@ class Definitions:
             f"batch {batch_id!r}: its definition in {self.shelf.label} changed under each of "
             f"{CHANGE_TRIES} compare-and-swaps; is another program rewriting it?"
         )
+
+    def mark_cancelled(self, batch_id: str, now: datetime) -> BatchDefinition | None:
+        """Set the cancel marker of a started, unfinished batch (compare-and-swap).
+
+        Whoever feeds the batch checks it before it starts a job. Returns the
+        definition as stored now (marked by us, by someone before, or not started),
+        None if there is none.
+        """
+        return self.change(batch_id, lambda current: marked_cancelled(current, now))
 
     def remember(self, definition: BatchDefinition) -> None:
         with self._lock:
