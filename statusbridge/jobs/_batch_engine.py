@@ -72,7 +72,7 @@ class BatchEngine:
         self.when_idle: Callable[[BatchEngine], None] = _nothing
         self.save_finished()  # batches that ended while no manager watched
         self.remove_old_batches()
-        queue.add_retention_hook(self._before_retention)
+        queue.add_retention_hook(self._protected, settle=self.save_finished_in)
         queue.add_idle_hook(self._on_idle)
 
     @property
@@ -278,11 +278,15 @@ class BatchEngine:
         return {d.id: d for d in self.defs.all()}
 
     # -- housekeeping (on the queue's supervisor thread) -------------------------
-    def _before_retention(self, snapshot: Snapshot) -> set[str]:
-        """Save the final counts of batches that just finished; protect the others."""
-        protected: set[str] = set()
-        open_batches = [d for d in self.defs.all() if d.final is None]
-        for cached in open_batches:
+    def _protected(self, snapshot: Snapshot) -> set[str]:
+        """The batches whose records retention keeps: started, final counts not saved."""
+        return {d.id for d in self.defs.all() if d.final is None and d.started_at is not None}
+
+    def save_finished_in(self, snapshot: Snapshot) -> list[str]:
+        """Save the final counts of the batches ``snapshot`` shows finished; the queue
+        calls this before each retention pass, which then keeps only unsaved batches."""
+        saved: list[str] = []
+        for cached in [d for d in self.defs.all() if d.final is None]:
             definition = cached
             if cached.started_at is None:
                 if not snapshot.summary(cached.id).total:
@@ -296,17 +300,14 @@ class BatchEngine:
             if counted.total <= len(definition.job_ids) and not (
                 counted.total == len(definition.job_ids) and counted.is_done
             ):
-                # A job unfinished or without a record: O(1), from the snapshot's counts.
-                protected.add(definition.id)
-                continue
+                continue  # a job unfinished or without a record: O(1), from the counts
             jobs = [snapshot.get(j) for j in definition.job_ids]
             if not all(j is not None and j.is_finished for j in jobs):
-                protected.add(definition.id)
                 continue
             summary = summarize([j for j in jobs if j is not None], batch_id=definition.id)
-            if not self._save_final(definition, summary):
-                protected.add(definition.id)
-        return protected
+            if self._save_final(definition, summary):
+                saved.append(definition.id)
+        return saved
 
     def save_finished(self) -> list[str]:
         """Save the final counts of every started batch whose jobs have all finished.

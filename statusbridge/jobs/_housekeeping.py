@@ -110,14 +110,19 @@ class Housekeeping:
         self._clock = clock
         self._lock = threading.Lock()
         self._hooks: list[Callable[[], RetentionHook | None]] = []
+        self._settles: list[Callable[[], Callable[[Snapshot], object] | None]] = []
         self._done_unseen: dict[str, float] = {}  # done here, not yet finished in the cache
         self._finish_order = FinishOrder()
         self.unsubscribe = cache.subscribe(self._finish_order)
         self._finish_order.seed(cache.snapshot())
 
-    def add_retention_hook(self, hook: RetentionHook) -> None:
+    def add_retention_hook(
+        self, hook: RetentionHook, settle: Callable[[Snapshot], object] | None = None
+    ) -> None:
         with self._lock:
             self._hooks.append(weak_hook(hook))
+            if settle is not None:
+                self._settles.append(weak_hook(settle))
 
     def note_done(self, job_id: str) -> None:
         with self._lock:
@@ -166,9 +171,13 @@ class Housekeeping:
         finished = snap.summary().finished
         if finished <= max_completed + lag and max_age_hours is None:
             return []
-        protected: set[str] = set()
         with self._lock:
+            settles = [ref() for ref in self._settles]
             hooks = [ref() for ref in self._hooks]
+        for settle in settles:  # first: what must outlive the records is saved
+            if settle is not None:
+                settle(snap)
+        protected: set[str] = set()
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))

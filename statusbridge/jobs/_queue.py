@@ -272,12 +272,16 @@ class BatchQueue(ShutsDown):
         """
         return self._submissions.stop_feed(batch_id)
 
-    def add_retention_hook(self, hook: RetentionHook) -> None:
+    def add_retention_hook(
+        self, hook: RetentionHook, *, settle: Callable[[Snapshot], object] | None = None
+    ) -> None:
         """``hook(snapshot)`` returns batch ids whose records retention must keep for now.
 
-        Held weakly (a bound method of an object that owns this queue is fine).
+        ``settle(snapshot)``, called on its own before each retention pass, saves what
+        must outlive the records (a manager: the final counts of batches that ended).
+        Both are held weakly (a bound method of an object that owns this queue is fine).
         """
-        self._parts.housekeeping.add_retention_hook(hook)
+        self._parts.housekeeping.add_retention_hook(hook, settle)
 
     def add_idle_hook(self, hook: Callable[[], None]) -> None:
         """``hook()`` runs (on the supervisor thread) each time the last job submitted
