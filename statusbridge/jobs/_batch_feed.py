@@ -4,8 +4,9 @@
 to a ``BatchFeed``; the caller's thread returns at once. The feed, on its own
 thread, goes through the jobs in chunks:
 
-1. creates each job's PENDING record unless one exists (a job someone already
-   cancelled, or started, is skipped: it is never run twice);
+1. creates the chunk's PENDING records that do not exist yet, in one
+   ``StatusStore.create_many`` (one transaction on SQLite); a job someone already
+   cancelled, or started, is skipped: it is never run twice;
 2. asks ``stop()`` (the batch's cancel marker, read fresh) *after* those
    records exist and *before* any of them reaches the pool;
 3. submits the chunk's new jobs to the queue.
@@ -126,11 +127,9 @@ class BatchFeed:
                 self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
                 return
             chunk = self.jobs[self.done_count : self.done_count + FEED_CHUNK]
-            created: list[BatchJob] = []
-            for job_id, params in chunk:
-                job = self._write(queue, job_id, _pending(job_id, params, self.batch_id))
-                if job is not None:
-                    created.append(job)
+            created = self._create(
+                queue, {job_id: _pending(job_id, params, self.batch_id) for job_id, params in chunk}
+            )
             if self._stopped():
                 # Created after the marker was set: no cancel found them; never run them.
                 for job in created:
@@ -186,6 +185,40 @@ class BatchFeed:
                 time.sleep(delay)
                 delay = FEED_BACKOFF.after(delay)
         return None  # not reached
+
+    def _create(self, queue: FeedTarget, records: dict[str, dict[str, Any]]) -> list[BatchJob]:
+        """Create the chunk's records that do not exist (one ``create_many``: one transaction
+        where the store has them); returns those this feed created, in order.
+
+        A write that fails is tried again for a while, then raises. A failed call may
+        have written some records before its error (a store without transactions): a
+        PENDING record of this batch written by this process is this feed's then.
+        """
+        delay = FEED_BACKOFF.first
+        created: dict[str, BatchJob] = {}
+        failed = False
+        for attempt in range(1, FEED_WRITE_TRIES + 1):
+            todo = {job_id: fields for job_id, fields in records.items() if job_id not in created}
+            try:
+                created.update((job.id, job) for job in queue.store.create_many(todo))
+                break
+            except WRITE_ERRORS as exc:
+                if attempt == FEED_WRITE_TRIES or queue.cancel_pending:
+                    raise
+                failed = True
+                log = logger.warning if attempt == 1 else logger.debug
+                log("batch %s: writing %d records failed (%s); trying again",
+                    self.batch_id, len(todo), exc)  # fmt: skip
+                time.sleep(delay)
+                delay = FEED_BACKOFF.after(delay)
+        if failed:
+            me = this_process().owner
+            for job_id in records.keys() - created.keys():
+                job = queue.store.read(job_id)
+                ours = job is not None and job.batch_id == self.batch_id and job.owner == me
+                if ours and job is not None and job.status is BatchStatus.PENDING:
+                    created[job_id] = job
+        return [created[job_id] for job_id in records if job_id in created]
 
     def _end_rest(self, queue: FeedTarget, status: BatchStatus, why: str) -> None:
         """Give every job not handled yet a final record (unless it has one)."""

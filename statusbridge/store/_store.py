@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from statusbridge.record import BatchJob, BatchStatus, FrozenMap
@@ -151,6 +152,20 @@ class StatusStore:
         """
         raise NotImplementedError
 
+    def create_many(self, records: Mapping[str, dict[str, Any]]) -> list[BatchJob]:
+        """Create each of these records unless it exists (as ``update`` from nothing).
+
+        Returns the records created, in order. For many at once (a batch's PENDING
+        records): a backend that can writes them in one transaction (SQLite); this
+        default writes them one by one, so an error may leave those before it written.
+        """
+        created: list[BatchJob] = []
+        for job_id, fields in records.items():
+            job = self.modify(job_id, partial(_if_absent, fields))
+            if job is not None:
+                created.append(job)
+        return created
+
     def _after_cleanup(self) -> None:
         """Backend housekeeping after a cleanup (the folder sweeps stale temp files)."""
 
@@ -247,6 +262,10 @@ class StatusStore:
         check that instead; the others ignore it.
         """
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
+
+
+def _if_absent(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
+    return fields if current is None else None
 
 
 def merged(

@@ -87,6 +87,30 @@ def test_modify_decides_under_the_contract(store: StatusStore) -> None:
     assert store.modify("j", lambda cur: {"message": "again"} if cur is None else None) is None
 
 
+def test_create_many_creates_only_the_missing_records(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    store.update("b", status=BatchStatus.RUNNING, message="there before")
+    created = store.create_many(
+        {
+            "a": {"status": BatchStatus.PENDING, "batch_id": "x"},
+            "b": {"status": BatchStatus.PENDING, "batch_id": "x"},
+            "c": {"status": BatchStatus.PENDING, "batch_id": "x", "params": {"n": 3}},
+        }
+    )
+    assert [(j.id, j.seq, j.status) for j in created] == [
+        ("a", 1, BatchStatus.PENDING),
+        ("c", 1, BatchStatus.PENDING),
+    ]
+    assert created == [store.read("a"), store.read("c")]
+    kept = store.read("b")
+    assert kept is not None and kept.status is BatchStatus.RUNNING and kept.batch_id is None
+    assert store.create_many({"a": {"status": BatchStatus.FAILED}}) == []
+    wait_until(lambda: cache.snapshot().summary("x").total == 2, 30, "the cache to see both")
+    with pytest.raises(ValueError, match="job id"):
+        store.create_many({"../up": {"status": BatchStatus.PENDING}})
+
+
 def test_unsafe_ids_and_unknown_fields_are_refused_before_writing(store: StatusStore) -> None:
     for bad in ("../x", "a/b", "", "a\0b", ".hidden", "x" * 200):
         with pytest.raises(ValueError, match="job id"):

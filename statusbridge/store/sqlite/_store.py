@@ -463,15 +463,7 @@ class SqliteStore(StatusStore):
             fields = change(current)
             if fields is None:
                 return None
-            self._check_fields(fields)
-            job = merged(job_id, current, fields, self._clock())
-            data = encode_job(job)
-            if len(data) > self.max_bytes:
-                raise ValueError(
-                    f"record of job {job_id!r} would be {len(data)} bytes; the limit is "
-                    f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
-                )
-            text = data.decode().rstrip("\n")
+            job, text = self._encoded(job_id, current, fields)
             if row is None:
                 conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
             else:
@@ -483,6 +475,40 @@ class SqliteStore(StatusStore):
             self._known.clear()  # bounded; the next update of each decodes its row again
         self._known[job_id] = (text, job)
         return job
+
+    def _encoded(
+        self, job_id: str, current: BatchJob | None, fields: dict[str, Any]
+    ) -> tuple[BatchJob, str]:
+        """The record ``fields`` make of ``current``, and its row text (checked for size)."""
+        self._check_fields(fields)
+        job = merged(job_id, current, fields, self._clock())
+        data = encode_job(job)
+        if len(data) > self.max_bytes:
+            raise ValueError(
+                f"record of job {job_id!r} would be {len(data)} bytes; the limit is "
+                f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
+            )
+        return job, data.decode().rstrip("\n")
+
+    def create_many(self, records: Mapping[str, dict[str, Any]]) -> list[BatchJob]:
+        """Create each of these records unless it exists, all in one transaction."""
+        for job_id in records:
+            validate_job_id(job_id)
+        created: list[tuple[BatchJob, str]] = []
+        with self._db.writing(f"{len(records)} new records") as conn:
+            for job_id, fields in records.items():
+                if conn.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone():
+                    continue
+                job, text = self._encoded(job_id, None, fields)
+                conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
+                created.append((job, text))
+            self._writes += len(created)
+            self._trim(conn)
+        if len(self._known) + len(created) >= _KNOWN_MAX:
+            self._known.clear()  # bounded; the next update of each decodes its row again
+        for job, text in created:
+            self._known[job.id] = (text, job)
+        return [job for job, _ in created]
 
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Keep the last ``log_keep`` entries of the change log (called in a write).
