@@ -63,6 +63,8 @@ class Limits:
     """When a job is given up on, and which finished records are kept."""
 
     heartbeat_timeout: float
+    # A pending job whose submitter runs on another machine (or ran before a
+    # reboot) cannot be asked whether it is alive: it is abandoned after this.
     pending_timeout: float
     max_completed_jobs: int
     retention_hours: float | None

@@ -142,9 +142,6 @@ class BatchQueue(ShutsDown):
         self.record_delay = record_delay
         self._clock = clock
         self._events: stdlib_queue.SimpleQueue[Any] = stdlib_queue.SimpleQueue()
-        # A pending job whose submitter runs on another machine (or ran before a
-        # reboot) cannot be asked whether it is alive: it is abandoned after
-        # ``pending_timeout``.
         if heartbeat_timeout is None:
             heartbeat_timeout = max(60.0, 6 * heartbeat_interval)
         limits = Limits(heartbeat_timeout, pending_timeout, max_completed_jobs, retention_hours)
