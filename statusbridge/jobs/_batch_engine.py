@@ -20,7 +20,6 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from statusbridge.cache import BatchSummary, Snapshot
@@ -74,11 +73,6 @@ class BatchEngine:
         self.remove_old_batches()
         queue.add_retention_hook(self._protected, settle=self.save_finished_in)
         queue.add_idle_hook(self._on_idle)
-
-    @property
-    def batch_dir(self) -> Path:
-        """The folder of the definitions (the status URL's text when they live on a server)."""
-        return Path(self.shelf.label)
 
     # -- the seed API ----------------------------------------------------------
     def create(self, jobs: list[dict[str, Any]], name: str) -> str:
