@@ -1,7 +1,8 @@
 """What ``BatchManager.start_batch`` costs: the call's return time, and the per-job cost
-of a whole batch at two sizes, on a folder and on Redis.
+of a whole batch at two sizes, on a folder, on SQLite and on Redis.
 
-Run: ``python -m bench.batch_start [--quick] [--sizes 2000,10000] [--no-redis]``.
+Run: ``python -m bench.batch_start [--quick] [--sizes 2000,10000] [--no-redis]
+[--backends folder,sqlite,redis]``.
 Figures are for comparison within one run (the per-job ratio of the big batch
 against the small one), never a pass/fail threshold.
 """
@@ -25,9 +26,13 @@ def trivial(params: Any) -> Any:
 
 @contextlib.contextmanager
 def _locations(backend: str) -> Iterator[tuple[str, str]]:
-    if backend == "folder":
+    if backend in ("folder", "sqlite"):
         root = Path(tempfile.mkdtemp(prefix="sb-bench-start-"))
-        yield str(root / "batches"), str(root / "status")
+        if backend == "sqlite":
+            url = f"sqlite:///{root}/status.db"
+            yield url, url
+        else:
+            yield str(root / "batches"), str(root / "status")
         return
     from bench.redis_backend import redis_server
 
@@ -64,13 +69,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", default=None, help="comma-separated batch sizes")
     parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--backends", default=None, help="comma-separated: folder,sqlite,redis")
     args = parser.parse_args()
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
         else ([200, 1000] if args.quick else [2000, 10_000])
     )
-    backends = ["folder"] if args.no_redis else ["folder", "redis"]
+    backends = ["folder", "sqlite"] if args.no_redis else ["folder", "sqlite", "redis"]
+    if args.backends:
+        backends = args.backends.split(",")
     for backend in backends:
         per_job: dict[int, float] = {}
         for n in sizes:

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -320,12 +321,11 @@ def _manager_jobs_per_second(
     folder: Path, jobs: int, *, sqlite: bool = False
 ) -> tuple[float, float]:
     """One batch of ``jobs`` through BatchManager: ``start_batch`` returns at once, the
-    PENDING records are written in the background and a job that ends within
-    ``record_delay`` writes only its end (two writes per job). On SQLite the batch
-    definitions live in the same database."""
+    PENDING records are written in the background (a chunk per transaction on SQLite)
+    and a job that ends within ``record_delay`` writes only its end (two writes per job)."""
     url = f"sqlite:///{folder}/status.db"
-    batches, status = (url, url) if sqlite else (folder / "batches", folder / "status")
-    with BatchManager(batches, 4, status, max_completed_jobs=jobs + 1) as manager:
+    batch_dir, status_dir = (url, url) if sqlite else (folder / "batches", folder / "status")
+    with BatchManager(batch_dir, 4, status_dir, max_completed_jobs=jobs + 1) as manager:
         warm = manager.create_custom_batch([{}], "warm")
         manager.start_batch(warm, trivial)
         manager.queue.wait(timeout=60)
@@ -380,7 +380,7 @@ def _bare_writes_per_second(folder: Path, jobs: int, writes: int) -> tuple[float
 def bench_throughput(report: Report, jobs: int, runs: int) -> None:
     """Trivial jobs end to end, 4 worker threads: BatchQueue, BatchManager, Huey."""
     root = Path(tempfile.mkdtemp(prefix="sb-throughput-"))
-    peers = {
+    peers: dict[str, Callable[[Path, int], tuple[float, float]]] = {
         "BatchQueue": _statusbridge_jobs_per_second,
         "BatchQueue, record_delay=60 s (no PENDING record for the backlog)": partial(
             _statusbridge_jobs_per_second, record_delay=60.0

@@ -36,16 +36,22 @@ from statusbridge.cli._render import invalid_lines, job_table, json_text, printa
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.jobs._cancel import request_cancels
+from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id
+from statusbridge.jobs._definitions import Definitions
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import utc_now
 from statusbridge.store import ScanReport, StatusStore
 from statusbridge.store._files import classify_name, unreadable_reason
 from statusbridge.store._location import is_url, location_text, parse_location
+from statusbridge.store._shelf import open_shelf
 
 __all__ = ["main", "main_entry"]
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 130, 141
+
+# Where BatchManager keeps batch definitions when its status location is a folder.
+_DEFAULT_BATCH_DIR = "batches"
 ENV_DIR = "STATUSBRIDGE_DIR"
 
 
@@ -146,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     target = cancel.add_mutually_exclusive_group(required=True)
     target.add_argument("job_id", nargs="?")
     target.add_argument("--batch", help="cancel every unfinished job of this batch")
+    cancel.add_argument(
+        "--batch-dir",
+        default=None,
+        metavar="LOCATION",
+        help="where the batch definitions live, as BatchManager's batch_dir (default: the "
+        f"--dir URL, or the folder {_DEFAULT_BATCH_DIR!r} if it exists); with --batch, its "
+        "jobs not recorded yet are then never started either",
+    )
 
     cleanup = sub.add_parser("cleanup", parents=[common], help="remove old finished records")
     cleanup.add_argument(
@@ -279,7 +293,7 @@ def _run(args: argparse.Namespace, out: TextIO) -> int:
     if args.command == "watch":
         return _watch(folder, args, out)
     if args.command == "cancel":
-        return _cancel(store, args, out)
+        return _cancel(store, folder, args, out)
     if args.command == "cleanup":
         return _cleanup(store, args, out)
     raise CliError(f"unknown command {args.command!r}")  # pragma: no cover - argparse checks
@@ -383,23 +397,9 @@ def _draw(
     out.flush()
 
 
-def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
+def _cancel(store: StatusStore, location: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     if args.batch:
-        report = store.scan_report()
-        _warn_invalid(report)
-        members = [j for j in report.jobs.values() if j.batch_id == args.batch]
-        if not members:
-            raise CliError(
-                f"no batch {args.batch!r} in {store.label!r} (no job names it)",
-                EXIT_ATTENTION,
-            )
-        ids = sorted(j.id for j in members if not j.is_finished)
-        cancelled = request_cancels(store, ids)
-        for job_id in cancelled:
-            print(f"cancel requested: {job_id}", file=out)
-        batch = printable(args.batch)
-        print(f"{len(cancelled)} job(s) of batch {batch} asked to stop", file=out)
-        return EXIT_OK if cancelled else EXIT_ATTENTION
+        return _cancel_batch(store, location, args, out)
     if request_cancel(store, args.job_id):
         print(f"cancel requested: {args.job_id}", file=out)
         return EXIT_OK
@@ -408,6 +408,62 @@ def _cancel(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:
         raise CliError(f"no job {args.job_id!r} in {store.label!r}", EXIT_ATTENTION)
     print(f"{args.job_id} is already {job.status.value}; nothing to cancel", file=out)
     return EXIT_ATTENTION
+
+
+def _cancel_batch(
+    store: StatusStore, location: Path | str, args: argparse.Namespace, out: TextIO
+) -> int:
+    """Mark the batch cancelled in its definition, then cancel its records.
+
+    The marker comes first, by compare-and-swap as ``BatchManager.cancel_batch``
+    sets it: whoever feeds the batch checks it before starting a job, so a job
+    with no record yet never starts. The records are read after it: one written
+    before the marker is cancelled here, one written after is the feeder's.
+    """
+    definition = _mark_batch_cancelled(args.batch, location, args.batch_dir)
+    report = store.scan_report()
+    _warn_invalid(report)
+    members = [j for j in report.jobs.values() if j.batch_id == args.batch]
+    if not members and definition is None:
+        raise CliError(
+            f"no batch {args.batch!r} in {store.label!r} (no job names it)", EXIT_ATTENTION
+        )
+    ids = sorted(j.id for j in members if not j.is_finished)
+    cancelled = request_cancels(store, ids)
+    for job_id in cancelled:
+        print(f"cancel requested: {job_id}", file=out)
+    batch = printable(args.batch)
+    print(f"{len(cancelled)} job(s) of batch {batch} asked to stop", file=out)
+    unrecorded = 0
+    if definition is not None and definition.cancelled_at and definition.final is None:
+        unrecorded = sum(job_id not in report.jobs for job_id in definition.job_ids)
+    if unrecorded:
+        print(f"{unrecorded} job(s) of batch {batch} not recorded yet will not start", file=out)
+    return EXIT_OK if cancelled or unrecorded else EXIT_ATTENTION
+
+
+def _mark_batch_cancelled(
+    batch_id: str, location: Path | str, batch_dir: str | None
+) -> BatchDefinition | None:
+    """Set a started batch's cancel marker; its definition as stored now, None if none."""
+    if not is_valid_job_id(batch_id):
+        return None  # no definition can have this name (and it names no file)
+    where = batch_dir or (location if isinstance(location, str) else _DEFAULT_BATCH_DIR)
+    if not is_url(where) and not Path(where).is_dir():
+        if batch_dir is not None:
+            raise CliError(f"batch folder {where!r} does not exist")
+        return None  # no definitions here (plain BatchQueue jobs): only records to cancel
+    try:
+        shelf = open_shelf(where, create=False)
+        try:
+            definition = Definitions(shelf, load=False).mark_cancelled(batch_id, utc_now())
+        finally:
+            shelf.close()
+    except (ValueError, OSError, StatusBridgeError) as exc:  # a bad location, a shelf away
+        raise CliError(f"cannot mark batch {batch_id!r} cancelled in {where!r}: {exc}") from None
+    if definition is not None and definition.started_at is None:
+        print(f"statusbridge: batch {printable(batch_id)} was never started", file=sys.stderr)
+    return definition
 
 
 def _cleanup(store: StatusStore, args: argparse.Namespace, out: TextIO) -> int:

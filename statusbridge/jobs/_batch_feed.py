@@ -4,8 +4,9 @@
 to a ``BatchFeed``; the caller's thread returns at once. The feed, on its own
 thread, goes through the jobs in chunks:
 
-1. creates each job's PENDING record unless one exists (a job someone already
-   cancelled, or started, is skipped: it is never run twice);
+1. creates the chunk's PENDING records that do not exist yet, in one
+   ``StatusStore.create_absent`` (one transaction on SQLite); a job someone already
+   cancelled, or started, is skipped: it is never run twice;
 2. asks ``stop()`` (the batch's cancel marker, read fresh) *after* those
    records exist and *before* any of them reaches the pool;
 3. submits the chunk's new jobs to the queue.
@@ -18,8 +19,8 @@ the rest of the batch CANCELLED instead of PENDING. Either way no job of the
 batch starts once the cancel has returned (a job starts only from a PENDING
 record, under that record's lock).
 
-Relies on the queue for the pool, the store and the retry delays; owns only its
-cursor and its thread.
+Relies on its ``FeedTarget`` (the queue's supervisor) for the store and the
+pool; owns only its cursor and its thread.
 """
 
 from __future__ import annotations
@@ -29,17 +30,15 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from statusbridge.jobs._context import WRITE_ERRORS
 from statusbridge.jobs._liveness import this_process
+from statusbridge.jobs._write_retries import WRITE_ERRORS, Backoff
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._frozen import thaw
+from statusbridge.store import StatusStore
 
-if TYPE_CHECKING:
-    from statusbridge.jobs._queue import BatchQueue
-
-__all__ = ["FEED_CHUNK", "BatchFeed"]
+__all__ = ["FEED_CHUNK", "BatchFeed", "FeedTarget", "pending_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +46,27 @@ logger = logging.getLogger(__name__)
 FEED_CHUNK = 500
 
 # A record write that fails (a full disk, a server away) is tried again after
-# these delays (doubling), at most FEED_WRITE_TRIES times, before the rest fails.
-FEED_RETRY = 0.1
-FEED_RETRY_MAX = 5.0
+# these delays, at most FEED_WRITE_TRIES times, before the rest fails.
+FEED_BACKOFF = Backoff(first=0.1, maximum=5.0)
 FEED_WRITE_TRIES = 14
 
 CANCELLED_BY_BATCH = "cancelled with its batch before it started"
+
+
+class FeedTarget(Protocol):
+    """Where a feed writes its records and sends its jobs (the queue's supervisor)."""
+
+    @property
+    def store(self) -> StatusStore: ...
+
+    @property
+    def cancel_pending(self) -> bool: ...
+
+    def note_recorded(self, jobs: Sequence[BatchJob]) -> None: ...
+
+    def start_recorded(self, func: Callable[[Any], Any], job: BatchJob) -> None: ...
+
+    def feed_ended(self, feed: BatchFeed) -> None: ...
 
 
 @dataclass
@@ -80,11 +94,22 @@ class BatchFeed:
         return {**fields, "status": BatchStatus.CANCELLED, "cancel_requested": True,
                 "message": "cancelled before it started"}  # fmt: skip
 
+    def cancel_unfed(self, store: StatusStore, job_id: str) -> bool:
+        """Cancel a job not fed yet: its record is created CANCELLED, unless one exists.
+
+        False if a record exists (the feed wrote it meanwhile): cancel that one.
+        """
+        if self.cancelled:
+            return True  # the feed records it CANCELLED
+        fields = self.cancelled_record(job_id)
+        written = store.modify(job_id, lambda current: fields if current is None else None)
+        return written is not None
+
     @property
     def remaining(self) -> int:
         return len(self.jobs) - self.done_count
 
-    def run(self, queue: BatchQueue) -> None:
+    def run(self, queue: FeedTarget) -> None:
         """Feed every job (on the feed's own thread); never raises."""
         try:
             self._feed(queue)
@@ -94,19 +119,17 @@ class BatchFeed:
         finally:
             self.unsubmitted.clear()
             self.finished.set()
-            queue._feed_ended(self)
+            queue.feed_ended(self)
 
-    def _feed(self, queue: BatchQueue) -> None:
+    def _feed(self, queue: FeedTarget) -> None:
         while self.done_count < len(self.jobs):
-            if queue._cancel_pending or self._stopped():
+            if queue.cancel_pending or self._stopped():
                 self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
                 return
             chunk = self.jobs[self.done_count : self.done_count + FEED_CHUNK]
-            created: list[BatchJob] = []
-            for job_id, params in chunk:
-                job = self._write(queue, job_id, _pending(job_id, params, self.batch_id))
-                if job is not None:
-                    created.append(job)
+            created = self._create(
+                queue, {job_id: _pending(job_id, params, self.batch_id) for job_id, params in chunk}
+            )
             if self._stopped():
                 # Created after the marker was set: no cancel found them; never run them.
                 for job in created:
@@ -116,10 +139,10 @@ class BatchFeed:
                 self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
                 return
             # Past the check: from here a cancel finds these jobs by their records.
-            queue._note_recorded(created)
+            queue.note_recorded(created)
             self.unsubmitted.difference_update(job_id for job_id, _ in chunk)
             for job in created:
-                queue._start_recorded(self.func, job)
+                queue.start_recorded(self.func, job)
             self.done_count += len(chunk)
 
     def _stopped(self) -> bool:
@@ -132,7 +155,7 @@ class BatchFeed:
         return self.cancelled
 
     def _write(
-        self, queue: BatchQueue, job_id: str, create: dict[str, Any] | None, *, tries: int = 0
+        self, queue: FeedTarget, job_id: str, create: dict[str, Any] | None, *, tries: int = 0
     ) -> BatchJob | None:
         """Create the record (``create``) if absent, or cancel it (None) if still PENDING.
 
@@ -148,22 +171,56 @@ class BatchFeed:
             return {"status": BatchStatus.CANCELLED, "cancel_requested": True,
                     "message": CANCELLED_BY_BATCH}  # fmt: skip
 
-        delay = FEED_RETRY
+        delay = FEED_BACKOFF.first
         tries = tries or FEED_WRITE_TRIES
         for attempt in range(1, tries + 1):
             try:
                 return queue.store.modify(job_id, change)
             except WRITE_ERRORS as exc:
-                if attempt == tries or queue._cancel_pending:
+                if attempt == tries or queue.cancel_pending:
                     raise
                 log = logger.warning if attempt == 1 else logger.debug
                 log("batch %s: job %s: writing its record failed (%s); trying again",
                     self.batch_id, job_id, exc)  # fmt: skip
                 time.sleep(delay)
-                delay = min(delay * 2, FEED_RETRY_MAX)
+                delay = FEED_BACKOFF.after(delay)
         return None  # not reached
 
-    def _end_rest(self, queue: BatchQueue, status: BatchStatus, why: str) -> None:
+    def _create(self, queue: FeedTarget, records: dict[str, dict[str, Any]]) -> list[BatchJob]:
+        """Create the chunk's records that do not exist (one ``create_absent``: one transaction
+        where the store has them); returns those this feed created, in order.
+
+        A write that fails is tried again for a while, then raises. A failed call may
+        have written some records before its error (a store without transactions): a
+        PENDING record of this batch written by this process is this feed's then.
+        """
+        delay = FEED_BACKOFF.first
+        created: dict[str, BatchJob] = {}
+        failed = False
+        for attempt in range(1, FEED_WRITE_TRIES + 1):
+            todo = {job_id: fields for job_id, fields in records.items() if job_id not in created}
+            try:
+                created.update((job.id, job) for job in queue.store.create_absent(todo))
+                break
+            except WRITE_ERRORS as exc:
+                if attempt == FEED_WRITE_TRIES or queue.cancel_pending:
+                    raise
+                failed = True
+                log = logger.warning if attempt == 1 else logger.debug
+                log("batch %s: writing %d records failed (%s); trying again",
+                    self.batch_id, len(todo), exc)  # fmt: skip
+                time.sleep(delay)
+                delay = FEED_BACKOFF.after(delay)
+        if failed:
+            me = this_process().owner
+            for job_id in records.keys() - created.keys():
+                job = queue.store.read(job_id)
+                ours = job is not None and job.batch_id == self.batch_id and job.owner == me
+                if ours and job is not None and job.status is BatchStatus.PENDING:
+                    created[job_id] = job
+        return [created[job_id] for job_id in records if job_id in created]
+
+    def _end_rest(self, queue: FeedTarget, status: BatchStatus, why: str) -> None:
         """Give every job not handled yet a final record (unless it has one)."""
         key = "error_message" if status is BatchStatus.FAILED else "message"
         for job_id, params in self.jobs[self.done_count :]:
@@ -180,14 +237,21 @@ class BatchFeed:
 
 
 def _pending(job_id: str, params: Any, batch_id: str) -> dict[str, Any]:
+    return pending_fields(thaw(params), batch_id)
+
+
+def pending_fields(params: Any, batch_id: str | None) -> dict[str, Any]:
+    """A new job's PENDING record, as this process submits it."""
     return {
         "status": BatchStatus.PENDING,
-        "params": thaw(params),
+        "params": params,
         "batch_id": batch_id,
         "result": None,
         "error_message": None,
         "progress": None,
         "message": "",
+        "started_at": None,
+        "completed_at": None,
         **this_process().fields(),
         "cancel_requested": False,
         "heartbeat_at": None,

@@ -27,15 +27,14 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
-from statusbridge.errors import InvalidRecordError, JobCancelled, UnsafeFolderError
+from statusbridge.errors import InvalidRecordError, JobCancelled
+from statusbridge.jobs._write_retries import FAILURE_LOG_SECONDS, WRITE_ERRORS, FailureLog
 from statusbridge.record import BatchJob
 from statusbridge.record._frozen import freeze
 from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
 __all__ = [
-    "WRITE_ERRORS",
-    "FailureLog",
     "JobContext",
     "current_job_id",
     "is_cancelled",
@@ -49,51 +48,9 @@ logger = logging.getLogger(__name__)
 
 _current: ContextVar[JobContext | None] = ContextVar("statusbridge_job", default=None)
 
-# A status write that keeps failing (a full disk, a restarting server) is retried
-# at every later write; its first failure is logged with the traceback, repeats at
-# most this often, so the log stays readable while the job goes on.
-FAILURE_LOG_SECONDS = 60.0
-
-# Write failures that may pass (a full disk, a server away, a temp folder someone
-# replaced): what failed is kept and written again, and the job goes on.
-WRITE_ERRORS: tuple[type[Exception], ...] = (OSError, UnsafeFolderError)
-
 # Jobs running in this process, by id: a cancel from this process reaches them
 # at once instead of at their next write.
 _running: weakref.WeakValueDictionary[str, JobContext] = weakref.WeakValueDictionary()
-
-
-class FailureLog:
-    """When to log a write that keeps failing: its first failure, then at most
-    every FAILURE_LOG_SECONDS (with a count), so an outage does not flood the log."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # While writes fail: (when last logged, failures not logged since).
-        self._failing: tuple[float, int] | None = None
-
-    def failed(self) -> int | None:
-        """A write failed: 0 to log it with its traceback (the first), n to log
-        that n failed since the last log, None to stay quiet."""
-        now = time.monotonic()
-        with self._lock:
-            failing = self._failing
-            if failing is None:
-                self._failing = (now, 0)
-                return 0
-            if now - failing[0] < FAILURE_LOG_SECONDS:
-                self._failing = (failing[0], failing[1] + 1)
-                return None
-            self._failing = (now, 0)
-            return failing[1] + 1
-
-    def succeeded(self) -> bool:
-        """A write worked: True if writes were failing (worth a log line)."""
-        if self._failing is None:
-            return False
-        with self._lock:
-            was, self._failing = self._failing, None
-        return was is not None
 
 
 class JobContext:

@@ -20,20 +20,15 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
 
 from statusbridge.cache import Snapshot
 from statusbridge.jobs._liveness import LocalClock
 from statusbridge.record import BatchJob
+from statusbridge.store._retention import RetentionPolicy, finished_at
 
-__all__ = [
-    "RETENTION_GROUP",
-    "FinishOrder",
-    "expired",
-    "retention_lag",
-    "select_for_retention",
-]
+__all__ = ["RETENTION_GROUP", "FinishOrder", "retention_lag"]
 
 # While a queue's jobs keep finishing, its count-based retention lets up to this
 # many records beyond ``max_completed_jobs`` gather and removes them together
@@ -82,7 +77,7 @@ class FinishOrder:
     ) -> list[BatchJob]:
         """Of the ``count`` oldest jobs ``snapshot`` shows finished, those not protected.
 
-        What ``select_for_retention`` returns for ``max_completed`` = finished -
+        What ``RetentionPolicy.select`` picks by count for ``max_completed`` = finished -
         ``count``, in O(count + protected or stale entries passed on the way).
         """
         doomed: list[BatchJob] = []
@@ -101,28 +96,30 @@ class FinishOrder:
     def select(
         self,
         snapshot: Snapshot,
+        policy: RetentionPolicy,
         *,
-        max_completed: int,
-        max_age_hours: float | None,
         now: datetime,
         protected: Callable[[BatchJob], bool],
     ) -> list[BatchJob]:
-        """What ``select_for_retention`` picks, without sorting every record.
+        """What ``policy.select`` picks from the finished jobs newest first, without
+        sorting every record.
 
         Beyond ``max_completed``: the oldest few, from the finish order. Too old:
         one pass comparing each finished job's time with the cut-off, only when
-        ``max_age_hours`` is given (the maintenance pass).
+        the policy has an age limit (the maintenance pass).
         """
-        finished = snapshot.summary().finished
-        doomed = self.oldest_unprotected(snapshot, finished - max_completed, protected)
-        if max_age_hours is None:
+        doomed: list[BatchJob] = []
+        if policy.max_completed is not None:
+            beyond = snapshot.summary().finished - policy.max_completed
+            doomed = self.oldest_unprotected(snapshot, beyond, protected)
+        if policy.max_age_hours is None:
             return doomed
         chosen = {job.id for job in doomed}
         ages = self.ages(now)
         doomed.extend(
             job
-            for job in expired(snapshot.values(), max_age_hours=max_age_hours, now=now, ages=ages)
-            if job.id not in chosen and not protected(job)
+            for job in policy.expired(snapshot.values(), now=now, protected=protected, ages=ages)
+            if job.id not in chosen
         )
         return doomed
 
@@ -152,61 +149,5 @@ class FinishOrder:
 
 
 def _finished_when(job: BatchJob) -> tuple[float, str]:
-    when = job.completed_at or job.updated_at or job.created_at
+    when = finished_at(job)
     return (when.timestamp() if when else 0.0, job.id)
-
-
-def expired(
-    jobs: Iterable[BatchJob],
-    *,
-    max_age_hours: float,
-    now: datetime,
-    ages: Mapping[str, float] | None = None,
-) -> list[BatchJob]:
-    """Finished jobs that finished more than ``max_age_hours`` before ``now``.
-
-    ``ages``: seconds since this process saw a job finish (``FinishOrder.ages``); a
-    job not in it is judged by its ``completed_at`` (or last change), the writer's clock.
-    """
-    return [job for job in jobs if job.is_finished and _too_old(job, max_age_hours, now, ages)]
-
-
-def _too_old(
-    job: BatchJob, max_age_hours: float, now: datetime, ages: Mapping[str, float] | None
-) -> bool:
-    age = None if ages is None else ages.get(job.id)
-    if age is not None:
-        return age > max_age_hours * 3600
-    when = job.completed_at or job.updated_at
-    return when is not None and now - when > timedelta(hours=max_age_hours)
-
-
-def select_for_retention(
-    jobs: Iterable[BatchJob],
-    *,
-    max_completed: int | None,
-    max_age_hours: float | None,
-    now: datetime,
-    ranks: Mapping[str, int],
-    protected_batches: Collection[str] = (),
-    ages: Mapping[str, float] | None = None,
-) -> list[BatchJob]:
-    """Finished jobs beyond the newest ``max_completed`` or older than ``max_age_hours``.
-
-    Protected batches' records count towards ``max_completed`` but are never chosen.
-    The reference: it sorts every record; ``FinishOrder.select`` must pick the same.
-    """
-
-    def newest_first(job: BatchJob) -> tuple[int, float, str]:
-        return (ranks.get(job.id, 0), *_finished_when(job))
-
-    finished = sorted((j for j in jobs if j.is_finished), key=newest_first, reverse=True)
-    doomed = []
-    for position, job in enumerate(finished):
-        if job.batch_id is not None and job.batch_id in protected_batches:
-            continue
-        too_many = max_completed is not None and position >= max_completed
-        too_old = max_age_hours is not None and _too_old(job, max_age_hours, now, ages)
-        if too_many or too_old:
-            doomed.append(job)
-    return doomed

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from statusbridge.errors import JobCancelled
-from statusbridge.jobs._context import WRITE_ERRORS, JobContext, activate, deactivate
+from statusbridge.jobs._context import JobContext, activate, deactivate
 from statusbridge.jobs._liveness import this_process
+from statusbridge.jobs._write_retries import WRITE_ERRORS
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._frozen import thaw
 from statusbridge.record._model import utc_now

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 
 from statusbridge.errors import InvalidRecordError
@@ -21,13 +22,13 @@ from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import NumberRange
 from statusbridge.store._files import DEFAULT_MAX_BYTES, RECORD_SUFFIX, classify_name
 from statusbridge.store._location import Location, backend_for, check_options
+from statusbridge.store._retention import RetentionPolicy, finished_at
 
 __all__ = [
     "UPDATABLE_FIELDS",
     "ScanReport",
     "StatusStore",
     "merged",
-    "select_expired",
 ]
 
 _LOCK_TIMEOUT = NumberRange(infinite=True)  # 0: try once; math.inf: wait forever
@@ -207,7 +208,7 @@ class StatusStore:
         """
         created = []
         for job_id, (fields, _job) in self._new_records(records, self._clock()).items():
-            made = self.modify(job_id, lambda current, f=fields: f if current is None else None)  # type: ignore[misc]
+            made = self.modify(job_id, partial(_if_absent, fields))
             if made is not None:
                 created.append(made)
         return created
@@ -264,14 +265,15 @@ class StatusStore:
         dry_run: bool = False,
     ) -> list[str]:
         """Like ``cleanup`` but returns the removed ids."""
+        policy = RetentionPolicy(max_completed, max_age_hours)
         now = now or self._clock()
         jobs = self.scan().values()
         unfinished_batches = {j.batch_id for j in jobs if j.batch_id and not j.is_finished}
-        doomed = [
-            job
-            for job in select_expired(jobs, max_age_hours, max_completed, now=now)
-            if job.batch_id not in unfinished_batches
-        ]
+        doomed = policy.select(
+            sorted(jobs, key=_finished_order, reverse=True),
+            now=now,
+            protected=lambda job: job.batch_id in unfinished_batches,
+        )
         if dry_run:
             return [job.id for job in doomed]
         removed = self.delete_if_unchanged(doomed)
@@ -288,6 +290,10 @@ class StatusStore:
         check that instead; the others ignore it.
         """
         return [job.id for job in jobs if self._delete_one_if_unchanged(job)]
+
+
+def _if_absent(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
+    return fields if current is None else None
 
 
 def overwrite_refused(exc: InvalidRecordError, source: str) -> InvalidRecordError:
@@ -335,31 +341,5 @@ def merged(
     return current.replace(**values)
 
 
-def select_expired(
-    jobs: Iterable[BatchJob],
-    max_age_hours: float | None,
-    max_completed: int | None,
-    *,
-    now: datetime,
-) -> list[BatchJob]:
-    """Finished jobs older than ``max_age_hours`` or beyond the newest ``max_completed``."""
-    NumberRange(optional=True).check("max_age_hours", max_age_hours)
-    NumberRange(integer=True, optional=True).check("max_completed", max_completed)
-    finished = sorted((job for job in jobs if job.is_finished), key=_finished_order, reverse=True)
-    doomed: list[BatchJob] = []
-    for rank, job in enumerate(finished):
-        too_many = max_completed is not None and rank >= max_completed
-        when = job.completed_at or job.updated_at
-        too_old = (
-            max_age_hours is not None
-            and when is not None
-            and now - when > timedelta(hours=max_age_hours)
-        )
-        if too_many or too_old:
-            doomed.append(job)
-    return doomed
-
-
 def _finished_order(job: BatchJob) -> tuple[datetime, str]:
-    when = job.completed_at or job.updated_at or job.created_at
-    return (when or datetime.min.replace(tzinfo=utc_now().tzinfo), job.id)
+    return (finished_at(job) or datetime.min.replace(tzinfo=utc_now().tzinfo), job.id)

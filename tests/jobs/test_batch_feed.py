@@ -7,18 +7,23 @@ recorded yet. Timings are in ``bench/batch_start.py``, not here.
 
 from __future__ import annotations
 
+import errno
 import multiprocessing as mp
+import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from statusbridge import BatchManager, BatchStatus
+from statusbridge import BatchJob, BatchManager, BatchStatus, BatchSummary
 from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
 from support.batch_workers import start_big_batch
 from support.waiting import wait_until
+from support.workers import count_run
 
 JOBS = 2_000
 
@@ -34,6 +39,19 @@ def wait_for_gate(params: dict[str, str]) -> str:
     return "through"
 
 
+def finished(manager: BatchManager, batch_id: str, *, timeout: float) -> BatchSummary:
+    """The batch's summary once its jobs are done and the summary says so."""
+    assert manager.queue.wait(timeout=timeout)
+    wait_until(
+        lambda: manager.get_batch_status(batch_id).is_done,  # type: ignore[union-attr]
+        60,
+        "the batch to finish",
+    )
+    done = manager.get_batch_status(batch_id)
+    assert done is not None
+    return done
+
+
 @pytest.fixture
 def folders(batch_locations: tuple[str, str]) -> tuple[str, str]:
     return batch_locations
@@ -47,17 +65,47 @@ def test_total_at_once_and_every_job_runs_once(folders: tuple[str, str]) -> None
         status = manager.get_batch_status(batch_id)
         assert status is not None and status.total == JOBS
         assert sum(status.counts.values()) == JOBS
-        assert manager.queue.wait(timeout=240)
-        wait_until(
-            lambda: manager.get_batch_status(batch_id).is_done,  # type: ignore[union-attr]
-            60,
-            "the batch to finish",
-        )
-        done = manager.get_batch_status(batch_id)
-        assert done is not None and done.counts[BatchStatus.COMPLETED] == JOBS
+        done = finished(manager, batch_id, timeout=240)
+        assert done.counts[BatchStatus.COMPLETED] == JOBS
         jobs = manager.get_batch_jobs(batch_id)
         assert [j.result for j in jobs] == list(range(JOBS))
         assert all(j.seq <= 3 for j in jobs)  # pending, running, final: never run twice
+
+
+@pytest.mark.timeout(120)
+def test_a_chunk_whose_write_failed_halfway_runs_every_job_once(
+    folders: tuple[str, str], tmp_path: Path
+) -> None:
+    """``create_absent`` writes half of a chunk, then fails (as a store without transactions
+    can): the feed tries again, and the records written by the failed call are its own.
+
+    The failure is simulated (an OSError(ENOSPC) from the store at that one moment); the
+    threads, the feed and the records are real.
+    """
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    jobs = 300
+    with BatchManager(folders[0], 2, folders[1], max_completed_jobs=10 * jobs) as manager:
+        store = manager.queue.store
+        real_create_absent = store.create_absent
+        failed: list[int] = []
+
+        def half_then_fail(records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+            if failed:
+                return real_create_absent(records)
+            failed.append(len(records))
+            real_create_absent(dict(list(records.items())[: len(records) // 2]))
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
+
+        store.create_absent = half_then_fail  # type: ignore[method-assign]
+        params = [{"runs": str(runs), "job": str(i)} for i in range(jobs)]
+        batch_id = manager.create_custom_batch(params, "halfway")
+        manager.start_batch(batch_id, count_run)
+        done = finished(manager, batch_id, timeout=90)
+    assert failed  # the simulated failure happened
+    assert done.counts[BatchStatus.COMPLETED] == jobs
+    ran = sorted(int(name.split(".")[0]) for name in os.listdir(runs))
+    assert ran == list(range(jobs))  # each once
 
 
 @pytest.mark.timeout(120)
@@ -74,14 +122,7 @@ def test_cancelling_a_job_not_recorded_yet_creates_it_cancelled(
         assert record is not None and record.status is BatchStatus.CANCELLED
         assert record.batch_id == batch_id
         gate.touch()
-        assert manager.queue.wait(timeout=100)
-        wait_until(
-            lambda: manager.get_batch_status(batch_id).is_done,  # type: ignore[union-attr]
-            60,
-            "the batch to finish",
-        )
-        done = manager.get_batch_status(batch_id)
-        assert done is not None
+        done = finished(manager, batch_id, timeout=100)
         assert done.counts[BatchStatus.CANCELLED] == 1
         assert done.counts[BatchStatus.COMPLETED] == JOBS - 1
 

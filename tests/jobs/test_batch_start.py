@@ -22,8 +22,9 @@ import pytest
 
 from statusbridge import BatchManager, BatchStatus
 from statusbridge.jobs import BatchDefinition
+from statusbridge.jobs._definition import FinalCounts
+from statusbridge.jobs._definition import settled as saving
 from statusbridge.jobs._liveness import HOST
-from statusbridge.jobs._manager import FinalCounts, _settled
 from statusbridge.record._model import utc_now
 from statusbridge.store._shelf import Shelf, open_shelf
 
@@ -306,7 +307,7 @@ def test_final_counts_saved_by_two_managers_at_once_keep_the_first(
         shelf.put(batch_id, replace(settled, final=None).to_json())
         engines = [first._engine, second._engine]
         for engine in engines:
-            engine.lookup(batch_id)
+            engine.defs.lookup(batch_id)
         now = utc_now()
         finals = [
             FinalCounts({s: 0 for s in BatchStatus}, 1.0, "completed", now + timedelta(seconds=i))
@@ -317,7 +318,7 @@ def test_final_counts_saved_by_two_managers_at_once_keep_the_first(
 
         def settle(i: int) -> None:
             barrier.wait()
-            kept[i] = engines[i]._change(batch_id, _settled(finals[i]))
+            kept[i] = engines[i].defs.change(batch_id, saving(finals[i]))
 
         threads = [threading.Thread(target=settle, args=(i,)) for i in range(2)]
         for t in threads:
@@ -330,4 +331,4 @@ def test_final_counts_saved_by_two_managers_at_once_keep_the_first(
         assert stored.final in finals and stored.started_at is not None
         # Both engines hold what is stored: the loser adopted the winner's counts.
         assert [k.final if k else None for k in kept] == [stored.final, stored.final]
-        assert [e.lookup(batch_id) for e in engines] == [stored, stored]
+        assert [e.defs.lookup(batch_id) for e in engines] == [stored, stored]

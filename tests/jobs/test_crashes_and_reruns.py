@@ -525,7 +525,7 @@ class TestOwnership:
             cache.rescan()
             queue.maintain()
             queue.maintain()
-            assert len(queue._submitted) == 0  # private: the bound is what is tested
+            assert len(queue._overlay) == 0  # private: the bound is what is tested
 
 
 # -- 9: late progress and heartbeats ----------------------------------------------

@@ -271,7 +271,7 @@ def test_a_killed_application_leaves_written_records_that_are_judged(tmp_path: P
 
 
 class CountingLock:
-    """``BatchQueue._writing`` that counts the workers that entered it (to see one wait on it)."""
+    """``DeferredRecords.writing`` that counts the workers that entered it (to see one wait)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -298,7 +298,7 @@ def test_a_failed_pending_write_does_not_lose_a_job_a_worker_waits_for(tmp_path:
     blocked, started, gate = gated()
     with BatchQueue(1, status_dir=tmp_path, record_delay=0.05) as queue:
         writing = CountingLock()
-        queue._writing = writing  # type: ignore[assignment]
+        queue._deferred.writing = writing  # type: ignore[assignment]
         real_modify = queue.store.modify
         failed: list[str] = []
 
@@ -421,9 +421,9 @@ def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
         first = queue.submit(blocked)
         assert started.wait(30)
         later, later_started, later_gate = gated()
-        with queue._writing:
+        with queue._deferred.writing:
             second = queue.submit(later)
-            submitted_at = queue._unwritten[second].since
+            submitted_at = queue._deferred.entries[second].since
             wait_until(lambda: time.monotonic() > submitted_at + delay, 30, "the delay to pass")
             gate.set()  # the first job ends; its worker claims the second from memory
             assert later_started.wait(30)

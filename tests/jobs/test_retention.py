@@ -1,4 +1,8 @@
-"""Retention's quick path (oldest first, from the finish order) picks what the full sort picks."""
+"""Retention's quick path (oldest first, from the finish order) picks what the full sort picks.
+
+The reference sorts every record newest first (finish order, then finish time) and
+asks the same ``RetentionPolicy`` that ``StatusStore.cleanup`` asks.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, Snapshot
 from statusbridge.jobs._liveness import LocalClock
-from statusbridge.jobs._retention import FinishOrder, select_for_retention
+from statusbridge.jobs._retention import FinishOrder
+from statusbridge.store._retention import RetentionPolicy, finished_at
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 ids = [f"j{i}" for i in range(15)]
@@ -68,20 +73,17 @@ def test_quick_selection_equals_full_selection(
         order.seed(snap)
     now = EPOCH + timedelta(seconds=5)
     max_age_hours = None if max_age_seconds is None else max_age_seconds / 3600
-    expected = select_for_retention(
-        snap.values(),
-        max_completed=max_completed,
-        max_age_hours=max_age_hours,
-        now=now,
-        ranks=order.ranks(),
-        protected_batches=protected,
-        ages=order.ages(now),
-    )
-    quick = order.select(
-        snap,
-        max_completed=max_completed,
-        max_age_hours=max_age_hours,
-        now=now,
-        protected=lambda j: j.batch_id is not None and j.batch_id in protected,
-    )
+    policy = RetentionPolicy(max_completed, max_age_hours)
+    ranks = order.ranks()
+
+    def newest_first(j: BatchJob) -> tuple[int, float, str]:
+        when = finished_at(j)
+        return (ranks.get(j.id, 0), when.timestamp() if when else 0.0, j.id)
+
+    def is_protected(j: BatchJob) -> bool:
+        return j.batch_id is not None and j.batch_id in protected
+
+    everything = sorted(snap.values(), key=newest_first, reverse=True)
+    expected = policy.select(everything, now=now, protected=is_protected, ages=order.ages(now))
+    quick = order.select(snap, policy, now=now, protected=is_protected)
     assert sorted(j.id for j in quick) == sorted(j.id for j in expected)

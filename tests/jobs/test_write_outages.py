@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from statusbridge import BatchQueue, BatchStatus, StatusStore, report_progress
-from statusbridge.jobs import _queue
+from statusbridge.jobs import _write_retries
 
 from support.waiting import wait_until
 
@@ -78,7 +78,7 @@ def test_jobs_that_end_or_start_during_an_outage_finish_once_writes_work(tmp_pat
             # The running jobs end, but their final writes fail; the queued ones
             # cannot write their start: the queue keeps the former, retries the latter.
             wait_until(
-                lambda: all(j in queue._retries for j in running) and queue._restarts,
+                lambda: all(j in queue._retries for j in running) and queue._submissions.restarts,
                 30,
                 "outcomes kept in memory and a start to be tried again",
             )
@@ -104,7 +104,8 @@ def test_jobs_that_end_or_start_during_an_outage_finish_once_writes_work(tmp_pat
 def test_shutdown_during_a_lasting_outage_says_what_is_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_queue, "SHUTDOWN_WRITE_TRIES", 0.2)  # not the default 10 s of tries
+    # Not the default 10 s of tries.
+    monkeypatch.setattr(_write_retries, "SHUTDOWN_WRITE_TRIES", 0.2)
     gate, started = threading.Event(), threading.Event()
     queue = BatchQueue(1, status_dir=tmp_path, record_delay=0, progress_interval=0.01)
     ended = queue.submit(reporting_until(gate, started))
@@ -112,7 +113,9 @@ def test_shutdown_during_a_lasting_outage_says_what_is_lost(
     assert started.wait(30)
     with writes_fail(tmp_path), caplog.at_level(logging.WARNING, logger="statusbridge.jobs"):
         gate.set()
-        wait_until(lambda: ended in queue._retries and queue._restarts, 30, "the outage seen")
+        wait_until(
+            lambda: ended in queue._retries and queue._submissions.restarts, 30, "the outage seen"
+        )
         queue.shutdown(wait=True)
         lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert f"job {ended}: its final record could not be written; it is lost" in lost

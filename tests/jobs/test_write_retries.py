@@ -20,7 +20,8 @@ import pytest
 from test_write_outages import writes_fail
 
 from statusbridge import BatchQueue, BatchStatus, StatusCache, StatusStore
-from statusbridge.jobs import _queue
+from statusbridge.jobs import _supervisor, _write_retries
+from statusbridge.jobs._write_retries import Backoff
 
 from support import workers
 from support.waiting import poll_until, wait_until
@@ -75,12 +76,12 @@ def test_an_outcome_kept_in_memory_still_shows_once_the_cache_reads_the_disk(
 
 def retry_now(queue: BatchQueue, job_id: str) -> None:
     """Make the kept write of ``job_id`` due now (the test held it back an hour)."""
-    with queue._lock:
-        kept = queue._retries.get(job_id)
+    with queue._retries.lock:
+        kept = queue._retries.kept(job_id)
         if kept is None:
             return  # dropped already (a new run of the job)
-        queue._retries[job_id] = replace(kept, due=0.0)
-    queue._events.put(_queue._WAKE)
+        queue._retries.entries[job_id] = replace(kept, due=0.0)
+    queue._events.put(_supervisor.WAKE)
 
 
 def test_a_retried_outcome_never_lands_on_a_new_run_of_the_same_job(
@@ -89,7 +90,8 @@ def test_a_retried_outcome_never_lands_on_a_new_run_of_the_same_job(
     """After the outage, before the retry: the old run is finished by someone else
     (here a store in the test, as another process judging it dead would) and the
     job id runs again. The old outcome must not be written over the new run."""
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    # The test says when it is due.
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(3600.0, 5.0))
     first, second, started = threading.Event(), threading.Event(), threading.Event()
     with BatchQueue(2, status_dir=tmp_path, record_delay=0) as queue:
         queue.submit(gated(first, started), {"run": 1}, job_id="again")
@@ -121,7 +123,8 @@ def test_a_retried_outcome_does_not_bring_back_a_removed_record(
     """Someone removes the record (``StatusStore.delete``, the folder wiped) while the
     outcome waits for its retry: the retry must not create a record of the outcome
     alone (no params, no batch, a new created_at)."""
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    # The test says when it is due.
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(3600.0, 5.0))
     gate, started = threading.Event(), threading.Event()
     with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
         job_id = queue.submit(gated(gate, started), {"n": 1}, batch_id="b1")
@@ -143,16 +146,16 @@ def outage_with_a_start_to_retry(
     Returns (ended, waiting): the first's outcome is kept, the second waits to
     be started again an hour from now (the tests say what happens before that).
     """
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)
-    monkeypatch.setattr(_queue, "WRITE_RETRY_MAX", 3600.0)
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(3600.0, 3600.0))
     gate, started = threading.Event(), threading.Event()
     ended = queue.submit(gated(gate, started), {"n": 1})
     waiting = queue.submit(lambda params: "ran", {"n": 2})
     assert started.wait(30)
     with writes_fail(folder):
         gate.set()
-        wait_until(lambda: waiting in queue._restarts, 30, "a start to try again")
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 0.01)  # shutdown's pause between its tries
+        wait_until(lambda: waiting in queue._submissions.restarts, 30, "a start to try again")
+    # shutdown's pause between its tries
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(0.01, 3600.0))
     return ended, waiting
 
 
@@ -196,7 +199,7 @@ def test_shutdown_cancelling_pending_jobs_during_an_outage(
         ends.join(60)
         if (tmp_path / ".tmp").is_file():
             outage.__exit__(None, None, None)
-    assert not queue._supervisor.is_alive()
+    assert not queue._life.thread.is_alive()
     store = StatusStore(tmp_path)
     first, second = store.read(ended), store.read(waiting)
     assert first is not None and first.status is BatchStatus.COMPLETED
@@ -217,7 +220,7 @@ def test_a_process_pool_keeps_outcomes_and_starts_again(tmp_path: Path) -> None:
         with writes_fail(folder):
             gate.touch()
             wait_until(
-                lambda: ended in queue._retries and waiting in queue._restarts,
+                lambda: ended in queue._retries and waiting in queue._submissions.restarts,
                 60,
                 "the outcome kept and the start to try again",
             )
@@ -262,7 +265,8 @@ def ended_in_an_outage(
     queue: BatchQueue, folder: Path, monkeypatch: pytest.MonkeyPatch, job_id: str
 ) -> None:
     """Run ``job_id`` to its end during an outage; its outcome waits (an hour) for a retry."""
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 3600.0)  # the test says when it is due
+    # The test says when it is due.
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(3600.0, 5.0))
     gate, started = threading.Event(), threading.Event()
     queue.submit(gated(gate, started), {"run": 1}, job_id=job_id)
     assert started.wait(30)
@@ -302,8 +306,7 @@ def test_a_start_tried_again_and_again_is_logged_once(
 ) -> None:
     """Each new try at a job's start logged a warning with the whole error (up to
     START_TRIES per queued job: a long queue floods the log in an outage)."""
-    monkeypatch.setattr(_queue, "WRITE_RETRY", 0.01)
-    monkeypatch.setattr(_queue, "WRITE_RETRY_MAX", 0.01)
+    monkeypatch.setattr(_write_retries, "WRITE_BACKOFF", Backoff(0.01, 0.01))
     gate, started = threading.Event(), threading.Event()
     with BatchQueue(1, status_dir=tmp_path, record_delay=0) as queue:
         queue.submit(gated(gate, started))
@@ -311,8 +314,7 @@ def test_a_start_tried_again_and_again_is_logged_once(
         assert started.wait(30)
 
         def tries() -> int:
-            with queue._lock:
-                sub = queue._subs.get(waiting)
+            sub = queue._submissions.get(waiting)
             return 0 if sub is None else sub.attempts
 
         with caplog.at_level(logging.INFO, logger="statusbridge.jobs"), writes_fail(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from pathlib import Path
@@ -27,3 +28,31 @@ def start_big_batch(batch_dir: str, status_dir: str, runs: str, jobs: int, out_f
     os.replace(out_file + ".tmp", out_file)
     manager.start_batch(batch_id, touch_and_linger)
     manager.shutdown(wait=True)
+
+
+def start_big_batch_pausing(
+    batch_dir: str, status_dir: str, runs: str, jobs: int, out_file: str, *, gates: str
+) -> None:
+    """``start_big_batch`` whose feed pauses once, where a cancel from elsewhere matters most.
+
+    After recording its first chunk of jobs and before its look at the batch's cancel
+    marker, the feed touches ``<gates>/paused`` and waits for ``<gates>/go`` (a condition
+    wait): the test cancels meanwhile, while most of the batch has no record yet. No lock
+    is held there, unlike a process stopped at a random point.
+    """
+    from statusbridge.jobs import _batch_feed
+
+    look_at_marker = _batch_feed.BatchFeed._stopped
+    looks = itertools.count()
+
+    def pausing(feed: _batch_feed.BatchFeed) -> bool:
+        if next(looks) == 1:  # the first look after records were written
+            Path(gates, "paused").touch()
+            deadline = time.monotonic() + 120  # never outlive a failed test by long
+            while not Path(gates, "go").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)  # a poll interval inside a condition wait
+        return look_at_marker(feed)
+
+    _batch_feed.BatchFeed._stopped = pausing  # type: ignore[method-assign,assignment]
+    _batch_feed.FEED_CHUNK = 100  # several chunks in a batch a test can afford
+    start_big_batch(batch_dir, status_dir, runs, jobs, out_file)

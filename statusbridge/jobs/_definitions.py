@@ -1,0 +1,183 @@
+"""Batch definitions on their shelf (a folder, or the status server), cached in memory.
+
+Every change is a compare-and-swap on the stored definition, read fresh, so no
+writer's change is lost and a removed definition is never brought back. The
+in-memory copies may lag behind other processes: ``lookup`` loads batches
+others created, ``reread`` refreshes one (at most every RELIST_SECONDS).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from statusbridge.errors import StatusBridgeError, UnknownJobError
+from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id, marked_cancelled
+from statusbridge.store._shelf import Shelf
+
+__all__ = ["CHANGE_TRIES", "RELIST_SECONDS", "Definitions"]
+
+logger = logging.getLogger(__name__)
+
+# How often, at most, list_batches() lists the batch folder for batches that
+# other processes created (one listdir; everything else is in memory).
+RELIST_SECONDS = 1.0
+
+# How many times a definition is read again when other writers keep changing it
+# between our read and our compare-and-swap (each retry means one of them won).
+CHANGE_TRIES = 100
+
+
+class Definitions:
+    """The batch definitions of one shelf, by id."""
+
+    def __init__(self, shelf: Shelf, *, load: bool = True) -> None:
+        """``load``: read every definition now (a one-off change, say from the CLI, needs not)."""
+        self.shelf = shelf
+        self._lock = threading.Lock()
+        self._batches: dict[str, BatchDefinition] = {}
+        self._missing: dict[str, float] = {}  # ids looked for and not found, when
+        self._reread_at: dict[str, float] = {}  # batches whose cached copy may lag, when re-read
+        self._listed_at = 0.0
+        if load:
+            self.relist(force=True)
+
+    def all(self) -> list[BatchDefinition]:
+        """Every definition known here (``relist`` first to include others' new ones)."""
+        with self._lock:
+            return list(self._batches.values())
+
+    def forget(self, batch_id: str) -> None:
+        with self._lock:
+            self._batches.pop(batch_id, None)
+
+    @property
+    def batch_dir(self) -> Path:
+        """The folder of the definitions (the status URL's text when they live on a server)."""
+        return Path(self.shelf.label)
+
+    def _decode(self, batch_id: str, data: bytes) -> BatchDefinition | None:
+        where = f"{self.shelf.label}: {batch_id}.json"
+        try:
+            definition = BatchDefinition.from_json(data)
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("skipping batch file %s: %s", where, exc)
+            return None
+        if batch_id != definition.id:
+            logger.warning("skipping batch file %s: it defines batch %r", where, definition.id)
+            return None
+        return definition
+
+    def read(self, batch_id: str) -> BatchDefinition | None:
+        try:
+            found = self.fresh(batch_id)
+        except OSError as exc:
+            logger.warning("skipping batch file %s: %s: %s", self.shelf.label, batch_id, exc)
+            return None
+        return None if found is None else found[1]
+
+    def fresh(self, batch_id: str) -> tuple[bytes, BatchDefinition] | None:
+        """The stored bytes and their definition, or None; OSError if the shelf fails."""
+        data = self.shelf.get(batch_id)
+        definition = None if data is None else self._decode(batch_id, data)
+        return None if data is None or definition is None else (data, definition)
+
+    def relist(self, *, force: bool = False) -> None:
+        """Pick up batches other processes created (at most every RELIST_SECONDS)."""
+        now = time.monotonic()
+        if not force and now - self._listed_at < RELIST_SECONDS:
+            return
+        self._listed_at = now
+        for batch_id in self.shelf.names():
+            if batch_id in self._batches or not is_valid_job_id(batch_id):
+                continue
+            definition = self.read(batch_id)
+            if definition is not None:
+                with self._lock:
+                    self._batches.setdefault(definition.id, definition)
+
+    def lookup(self, batch_id: str) -> BatchDefinition | None:
+        """The definition, loading it from disk if another process created it since."""
+        definition = self._batches.get(batch_id)
+        if definition is not None or not is_valid_job_id(batch_id):
+            return definition
+        now = time.monotonic()
+        if now - self._missing.get(batch_id, -RELIST_SECONDS) < RELIST_SECONDS:
+            return None
+        definition = self.read(batch_id)
+        if definition is None:
+            self._missing[batch_id] = now
+            if len(self._missing) > 10_000:
+                self._missing.clear()
+            return None
+        with self._lock:
+            return self._batches.setdefault(batch_id, definition)
+
+    def definition(self, batch_id: str) -> BatchDefinition:
+        definition = self.lookup(batch_id)
+        if definition is None:
+            raise UnknownJobError(f"unknown batch id {batch_id!r}")
+        return definition
+
+    def store(self, definition: BatchDefinition, *, exclusive: bool = False) -> None:
+        self.shelf.put(definition.id, definition.to_json(), exclusive=exclusive)
+        self.remember(definition)
+
+    def change(
+        self, batch_id: str, change: Callable[[BatchDefinition], BatchDefinition | None]
+    ) -> BatchDefinition | None:
+        """Apply ``change`` to the stored definition, read fresh, with a compare-and-swap.
+
+        ``change(current)`` returns the new definition, or None to leave it as it
+        is; it may raise to refuse. When another process or manager changed the
+        definition between our read and our write, we read again and ask
+        ``change`` again, so no writer's update is lost. Returns the definition as
+        stored now (None if there is none); the cached copy is updated to it.
+        """
+        for _ in range(CHANGE_TRIES):
+            found = self.fresh(batch_id)
+            if found is None:
+                return None
+            data, current = found
+            self.remember(current)
+            new = change(current)
+            if new is None:
+                return current
+            if self.shelf.replace(batch_id, data, new.to_json()):
+                self.remember(new)
+                return new
+            logger.debug("batch %s: changed by another writer meanwhile; reading again", batch_id)
+        raise StatusBridgeError(
+            f"batch {batch_id!r}: its definition in {self.shelf.label} changed under each of "
+            f"{CHANGE_TRIES} compare-and-swaps; is another program rewriting it?"
+        )
+
+    def mark_cancelled(self, batch_id: str, now: datetime) -> BatchDefinition | None:
+        """Set the cancel marker of a started, unfinished batch (compare-and-swap).
+
+        Whoever feeds the batch checks it before it starts a job. Returns the
+        definition as stored now (marked by us, by someone before, or not started),
+        None if there is none.
+        """
+        return self.change(batch_id, lambda current: marked_cancelled(current, now))
+
+    def remember(self, definition: BatchDefinition) -> None:
+        with self._lock:
+            self._batches[definition.id] = definition
+
+    def reread(self, definition: BatchDefinition) -> BatchDefinition:
+        """The definition as the shelf has it now (at most every RELIST_SECONDS per batch):
+        the cached copy lags when another process starts the batch or saves its counts."""
+        now = time.monotonic()
+        if now - self._reread_at.get(definition.id, -RELIST_SECONDS) < RELIST_SECONDS:
+            return definition
+        self._reread_at[definition.id] = now
+        fresh = self.read(definition.id)
+        if fresh is None:
+            return definition
+        self.remember(fresh)
+        return fresh

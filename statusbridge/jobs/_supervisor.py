@@ -1,0 +1,311 @@
+"""The supervisor: one thread per queue that decides how each job submitted there ends.
+
+A future's done-callback only posts ``(job_id, future)`` to a ``SimpleQueue``;
+the supervisor does everything else: final records, pool replacement,
+re-submitting jobs a dead pool never started, starts and writes to try again,
+retention and heartbeat checks. No callback ever takes a lock, so nothing can
+deadlock with a pool that runs callbacks under its own lock (CPython >= 3.12).
+
+Ownership: the loop holds the queue only weakly, so a queue dropped without
+``shutdown()`` is collected once its jobs are done, and its finalizer
+releases the pool, the cache, the store and the thread (``_parts.Owned``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue as stdlib_queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from functools import partial
+from typing import Any
+
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH, BatchFeed
+from statusbridge.jobs._liveness import is_owner_alive, local_pid
+from statusbridge.jobs._parts import Parts
+from statusbridge.jobs._pool import BrokenExecutor, describe_exit
+from statusbridge.jobs._runner import OutcomeNotWritten, StartNotWritten
+from statusbridge.jobs._submissions import Submission
+from statusbridge.record import BatchJob, BatchStatus
+from statusbridge.record._model import FIELD_NAMES
+
+__all__ = ["DRAIN", "STOP", "WAKE", "Supervisor", "supervise"]
+
+logger = logging.getLogger(__name__)
+
+# A job that a dead pool never started runs again on the new pool, at most this
+# many times in all (a job whose mere unpickling kills its worker must not loop).
+MAX_ATTEMPTS = 3
+
+RETENTION_RETRY = 0.05
+
+STOP = object()  # release everything once idle
+WAKE = object()  # something waits in memory, or a write is to be tried again
+DRAIN = object()  # stop after what was posted before
+FEED_DONE = object()  # a batch feed ended (the queue may be idle)
+
+
+class Supervisor:
+    """Handles the events of one queue; also the target its batch feeds report to."""
+
+    def __init__(self, parts: Parts, events: stdlib_queue.SimpleQueue[Any]) -> None:
+        self.parts = parts
+        self.store = parts.store  # for the feeds
+        self.events = events
+        self.release: Callable[[], Any] = lambda: None  # the queue's finalizer, once made
+
+    @property
+    def cancel_pending(self) -> bool:
+        return self.parts.submissions.cancel_pending
+
+    def wake(self) -> None:
+        self.events.put(WAKE)
+
+    # -- a job is done ------------------------------------------------------------
+    def handle_done(self, job_id: str, future: Future[Any]) -> None:
+        p = self.parts
+        sub = p.submissions.get(job_id)
+        if sub is None or sub.future is not future:
+            return  # a stale future (the job was re-submitted since)
+        exc = None if future.cancelled() else future.exception()
+        if future.cancelled():
+            why = "cancelled before it started"
+            p.deferred.write_now(job_id, status=BatchStatus.CANCELLED, message=why)
+            self.mark_if_unfinished(job_id, BatchStatus.CANCELLED, why)
+        elif isinstance(exc, BrokenExecutor):
+            if self._after_broken_pool(sub):
+                return  # runs again on the new pool
+        elif isinstance(exc, StartNotWritten) and p.submissions.start_again_later(sub):
+            self.wake()
+            # The first try says why; the next ones (up to START_TRIES) only add noise.
+            log = logger.warning if sub.attempts == 1 else logger.debug
+            log("%s; starting it again later (try %d)", exc, sub.attempts)
+            return  # still busy here: ``write_due`` submits it again
+        elif isinstance(exc, OutcomeNotWritten):
+            logger.warning("%s; the queue writes it when it can", exc)
+            p.retries.keep(job_id, partial(_outcome, exc.fields))
+        elif exc is not None:
+            # run_job itself could not run: an unpicklable function or result, ...
+            logger.error("job %s: worker failed: %s", job_id, exc)
+            self.mark_if_unfinished(
+                job_id,
+                BatchStatus.FAILED,
+                f"worker failed: {type(exc).__name__}: {exc}",
+                create=self._memory_record(sub),
+            )
+        else:
+            # What the worker wrote last: a finished record spares reading it back.
+            last = future.result()
+            if isinstance(last, BatchJob) and last.is_finished:
+                self.forget(job_id, sub, last)
+                return
+        self.forget(job_id, sub)
+
+    def _after_broken_pool(self, sub: Submission) -> bool:
+        """A worker of ``sub``'s pool died. Re-submit the job if it never started (True)."""
+        p = self.parts
+        replaced = p.pool.replace(sub.executor)
+        codes = p.pool.exit_codes(sub.executor) if p.pool.owned else {}
+        job_id = sub.spec.job_id
+        try:
+            current = p.store.read(job_id)
+        except Exception:
+            logger.exception("job %s: cannot read its record after its pool broke", job_id)
+            current = None
+        if current is None or current.is_finished:
+            return False
+        if current.status is BatchStatus.PENDING:
+            retry = p.pool.owned and not p.submissions.closed and not current.cancel_requested
+            if retry and sub.attempts < MAX_ATTEMPTS:
+                try:
+                    p.submissions.start(sub.spec, attempts=sub.attempts + 1)
+                except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
+                    logger.warning("job %s: could not re-submit: %s", job_id, exc)
+                else:
+                    return True
+            why = (
+                f"its worker pool broke {sub.attempts} time(s) before it started"
+                if retry
+                else "its worker pool broke before it started"
+            )
+            self.mark_if_unfinished(job_id, BatchStatus.FAILED, why)
+            return False
+        # RUNNING in a process of the dead pool.
+        pid = local_pid(current)
+        if pid in codes:
+            why = f"worker process died ({describe_exit(codes[pid])})"
+        elif pid is not None and is_owner_alive(current, now=p.clock(), heartbeat_timeout=0):
+            # Not a worker of that pool (or not yet gone): the heartbeat check decides later.
+            return False
+        else:
+            why = "worker process died (exit code unknown)"
+        if not replaced:
+            why += "; its pool cannot be replaced"
+        self.mark_if_unfinished(job_id, BatchStatus.FAILED, why, only_owner=current.owner)
+        return False
+
+    def forget(self, job_id: str, sub: Submission, final: BatchJob | None = None) -> None:
+        self.parts.housekeeping.note_done(job_id)
+        self.parts.submissions.forget(job_id, sub)
+        # Before the idle hooks: they judge batches by what the queue shows.
+        self.parts.overlay.settle(job_id, final)
+        self.parts.submissions.check_idle()
+
+    def _memory_record(self, sub: Submission) -> dict[str, Any] | None:
+        """The fields of a job run from memory that may have no record yet (else None)."""
+        if sub.spec.claim is None:
+            return None
+        local = self.parts.overlay.get(sub.spec.job_id)
+        if local is None or local.is_finished:
+            return None
+        fields = {name: getattr(local, name) for name in FIELD_NAMES}
+        fields["progress"] = local.reported_progress
+        for name in ("id", "seq", "updated_at"):
+            del fields[name]
+        return fields
+
+    def mark_if_unfinished(
+        self,
+        job_id: str,
+        status: BatchStatus,
+        message: str,
+        *,
+        only_owner: str | None = None,
+        create: dict[str, Any] | None = None,
+    ) -> None:
+        """Give an unfinished record ``status``; ``create``: the record to write if none exists."""
+
+        def change(current: BatchJob | None) -> dict[str, Any] | None:
+            if current is None and create is None:
+                return None
+            if current is not None and current.is_finished:
+                return None
+            if current is not None and only_owner is not None and current.owner != only_owner:
+                return None
+            if status is BatchStatus.FAILED:
+                return {**(create or {}), "status": status, "error_message": message}
+            return {**(create or {}), "status": status, "message": message}
+
+        self.parts.retries.write_or_keep(job_id, change, status.value)
+
+    # -- writes and starts to try again -------------------------------------------
+    def restart_due(self, *, force: bool = False) -> None:
+        p = self.parts
+        for sub in p.submissions.restarts_due(force=force):
+            job_id = sub.spec.job_id
+            status = BatchStatus.FAILED
+            why = "could not be started: its record could not be written"
+            if p.submissions.cancel_pending:  # shutdown(cancel_pending=True): it is pending
+                status, why = BatchStatus.CANCELLED, "cancelled before it started"
+            elif not p.submissions.closed:
+                try:
+                    p.submissions.start(sub.spec, attempts=sub.attempts + 1)
+                except Exception as exc:  # noqa: BLE001 - recorded in the job, and logged
+                    logger.warning("job %s: could not submit it again: %s", job_id, exc)
+                    why = f"could not be submitted again: {type(exc).__name__}: {exc}"
+                else:
+                    continue
+            self.mark_if_unfinished(job_id, status, why)
+            self.forget(job_id, sub)
+
+    def write_due(self) -> float | None:
+        """Write what is due (deferred records, kept changes, starts); when the next is due."""
+        p = self.parts
+        self.restart_due()
+        due = [p.deferred.write_overdue(), p.retries.write_due(), p.submissions.next_restart()]
+        return min((t for t in due if t is not None), default=None)
+
+    def write_remaining(self) -> None:
+        """Before the store is let go: a last try at what failed writes left in memory."""
+        self.parts.deferred.write_all()
+        self.restart_due(force=True)  # closed: each fails, saying why
+        self.parts.retries.flush()
+
+    # -- the batch feeds' target ------------------------------------------------------
+    def note_recorded(self, jobs: Iterable[BatchJob]) -> None:
+        """Records the batch feed wrote: shown by ``get_job_status`` until the cache has them."""
+        self.parts.overlay.show(jobs)
+
+    def start_recorded(self, func: Callable[[Any], Any], job: BatchJob) -> None:
+        """Start a job whose PENDING record the batch feed wrote (on the feed's thread)."""
+        try:
+            spec = self.parts.specs.spec(job.id, func, recorded=True)
+            self.parts.submissions.start(spec, attempts=1)
+        except Exception as exc:  # noqa: BLE001 - recorded in the job
+            if self.cancel_pending:
+                self.mark_if_unfinished(job.id, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
+            else:
+                why = f"could not submit: {type(exc).__name__}: {exc}"
+                self.mark_if_unfinished(job.id, BatchStatus.FAILED, why)
+            self.parts.overlay.settle(job.id)
+
+    def feed_ended(self, feed: BatchFeed) -> None:
+        self.parts.submissions.remove_feed(feed)
+        self.events.put(FEED_DONE)
+
+
+def supervise(
+    queue_ref: weakref.ref[Any],
+    supervisor: Supervisor,
+    stopped: threading.Event,
+    interval: float,
+) -> None:
+    """The supervisor loop; ends when the queue is released or collected."""
+    events, parts = supervisor.events, supervisor.parts
+    next_maintenance = time.monotonic() + interval
+    retention_retry: float | None = None
+    unwritten_due: float | None = None
+    stopping = False
+    while not stopped.is_set():
+        deadline = min(
+            next_maintenance,
+            retention_retry or next_maintenance,
+            unwritten_due or next_maintenance,
+        )
+        try:
+            item = events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except stdlib_queue.Empty:
+            item = None
+        if stopped.is_set() or queue_ref() is None:
+            return  # released, or collected: its finalizer released everything
+        try:
+            if item is DRAIN:
+                supervisor.write_remaining()
+                return
+            if item is STOP:
+                stopping = True
+            elif item is WAKE:
+                unwritten_due = None  # look now
+            elif item is FEED_DONE:
+                parts.submissions.check_idle()
+            elif item is not None:
+                supervisor.handle_done(*item)
+            if item is WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
+                unwritten_due = supervisor.write_due()
+            done = item is not None and item is not STOP and item is not WAKE
+            due = retention_retry is not None and time.monotonic() >= retention_retry
+            if (done and events.empty()) or due:
+                # After a burst of finished jobs: one retention pass.
+                again = parts.housekeeping.after_jobs_done()
+                retention_retry = time.monotonic() + RETENTION_RETRY if again else None
+            if time.monotonic() >= next_maintenance:
+                parts.housekeeping.maintain()
+                next_maintenance = time.monotonic() + interval
+            if stopping and parts.submissions.idle:
+                supervisor.write_remaining()
+                supervisor.release()
+                return
+        except Exception:
+            logger.exception("statusbridge queue supervisor: an error (will go on)")
+
+
+def _outcome(fields: dict[str, Any], current: BatchJob | None) -> dict[str, Any] | None:
+    """A job's final write, retried: never over a record someone else finished, nor
+    in place of a removed one (unless ``fields`` is a whole record: a job run from
+    memory whose record was never written)."""
+    if current is None:
+        return fields if "created_at" in fields else None
+    return None if current.is_finished else fields
