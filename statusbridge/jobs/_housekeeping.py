@@ -269,6 +269,6 @@ class Housekeeping:
         with self._lock:
             for job_id, since in list(self._done_unseen.items()):
                 job = snap.get(job_id)
-                if job is None or job.is_finished or now - since > UNSEEN_PATIENCE:
+                if (job is not None and job.is_finished) or now - since > UNSEEN_PATIENCE:
                     del self._done_unseen[job_id]
             return bool(self._done_unseen)
