@@ -36,15 +36,14 @@ from statusbridge.cli._render import invalid_lines, job_table, json_text, printa
 from statusbridge.errors import InvalidRecordError, StatusBridgeError
 from statusbridge.jobs import request_cancel
 from statusbridge.jobs._cancel import request_cancels
-from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id
-from statusbridge.jobs._definitions import Definitions
+from statusbridge.jobs._definition import BatchDefinition
+from statusbridge.jobs._definitions import mark_batch_cancelled
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import utc_now
 from statusbridge.store import ScanReport, StatusStore
 from statusbridge.store._files import classify_name, unreadable_reason
 from statusbridge.store._location import is_url, location_text, parse_location
-from statusbridge.store._shelf import open_shelf
 
 __all__ = ["main", "main_entry"]
 
@@ -446,19 +445,11 @@ def _mark_batch_cancelled(
     batch_id: str, location: Path | str, batch_dir: str | None
 ) -> BatchDefinition | None:
     """Set a started batch's cancel marker; its definition as stored now, None if none."""
-    if not is_valid_job_id(batch_id):
-        return None  # no definition can have this name (and it names no file)
     where = batch_dir or (location if isinstance(location, str) else _DEFAULT_BATCH_DIR)
-    if not is_url(where) and not Path(where).is_dir():
-        if batch_dir is not None:
-            raise CliError(f"batch folder {where!r} does not exist")
-        return None  # no definitions here (plain BatchQueue jobs): only records to cancel
+    if batch_dir is not None and not is_url(where) and not Path(where).is_dir():
+        raise CliError(f"batch folder {where!r} does not exist")
     try:
-        shelf = open_shelf(where, create=False)
-        try:
-            definition = Definitions(shelf, load=False).mark_cancelled(batch_id, utc_now())
-        finally:
-            shelf.close()
+        definition = mark_batch_cancelled(batch_id, where, utc_now())
     except (ValueError, OSError, StatusBridgeError) as exc:  # a bad location, a shelf away
         raise CliError(f"cannot mark batch {batch_id!r} cancelled in {where!r}: {exc}") from None
     if definition is not None and definition.started_at is None:
@@ -550,6 +541,12 @@ def _serve_web(args: argparse.Namespace, out: TextIO) -> int:
         root_path=args.root_path,
         hosts=_serve.allowed_hosts(args.host, args.allowed_host),
         origins=tuple(args.allow_origin),
+        batch_dir=args.batch_dir
+        or (
+            None
+            if is_url(location) or not Path(_DEFAULT_BATCH_DIR).is_dir()
+            else _DEFAULT_BATCH_DIR
+        ),
     )
 
 

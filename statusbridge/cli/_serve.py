@@ -63,6 +63,14 @@ def add_arguments(serve: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a web origin whose pages may call the server (CORS; repeatable; default none)",
     )
+    serve.add_argument(
+        "--batch-dir",
+        default=None,
+        metavar="LOCATION",
+        help="where BatchManager keeps the batch definitions (its batch_dir; default: the "
+        "--dir URL, or the folder 'batches' if it exists): a batch cancel then also stops "
+        "its jobs not recorded yet",
+    )
 
 
 def unavailable() -> str | None:
@@ -123,6 +131,7 @@ def serve(
     root_path: str = "",
     hosts: tuple[str, ...] = (),
     origins: tuple[str, ...] = (),
+    batch_dir: str | None = None,
 ) -> int:
     """Serve until Ctrl-C or SIGTERM; open event streams end at once then."""
     import uvicorn
@@ -130,7 +139,9 @@ def serve(
     from statusbridge.web._app import create_app
     from statusbridge.web._server import WebServer
 
-    app = create_app(location, token=token, allowed_hosts=hosts, allow_origins=origins)
+    app = create_app(
+        location, token=token, allowed_hosts=hosts, allow_origins=origins, batch_dir=batch_dir
+    )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -9,6 +9,7 @@ others created, ``reread`` refreshes one (at most every RELIST_SECONDS).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +18,10 @@ from pathlib import Path
 
 from statusbridge.errors import StatusBridgeError, UnknownJobError
 from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id, marked_cancelled
-from statusbridge.store._shelf import Shelf
+from statusbridge.store._location import is_url
+from statusbridge.store._shelf import Shelf, open_shelf
 
-__all__ = ["CHANGE_TRIES", "RELIST_SECONDS", "Definitions"]
+__all__ = ["CHANGE_TRIES", "RELIST_SECONDS", "Definitions", "mark_batch_cancelled"]
 
 logger = logging.getLogger(__name__)
 
@@ -181,3 +183,25 @@ class Definitions:
             return definition
         self.remember(fresh)
         return fresh
+
+
+def mark_batch_cancelled(
+    batch_id: str, where: str | os.PathLike[str], now: datetime
+) -> BatchDefinition | None:
+    """Set the cancel marker of batch ``batch_id`` in the definitions kept at ``where``
+    (a ``BatchManager``'s ``batch_dir``): for a cancel from outside the manager, the CLI
+    or a web route. The definition as stored now; None if there is none there (a name no
+    definition can have, a folder without definitions). Errors of the location raise.
+
+    Set before the records are cancelled: whoever feeds the batch checks the marker
+    before it starts a job, so a job with no record yet never starts.
+    """
+    if not is_valid_job_id(batch_id):
+        return None
+    if not is_url(where) and not Path(where).is_dir():
+        return None
+    shelf = open_shelf(where, create=False)
+    try:
+        return Definitions(shelf, load=False).mark_cancelled(batch_id, now)
+    finally:
+        shelf.close()

@@ -32,9 +32,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.errors import StatusBridgeError
 from statusbridge.jobs._cancel import request_cancels
+from statusbridge.jobs._definition import BatchDefinition
+from statusbridge.jobs._definitions import mark_batch_cancelled
 from statusbridge.record import BatchJob, BatchStatus, validate_job_id
 from statusbridge.record._codec import job_to_dict
+from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
+from statusbridge.store._location import is_url
 from statusbridge.web._events import EventHub
 from statusbridge.web._hosts import host_allowed
 
@@ -56,6 +60,7 @@ def create_app(
     token: str | None = None,
     allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
     allow_origins: Sequence[str] = (),
+    batch_dir: str | os.PathLike[str] | None = None,
 ) -> Starlette:
     """An ASGI app (Starlette) that serves the jobs at ``location`` as JSON and server-sent events.
 
@@ -74,11 +79,17 @@ def create_app(
             stops DNS rebinding against a server on this machine.
         allow_origins: the origins whose pages may call the app from a browser
             (CORS); none by default.
+        batch_dir: where a ``BatchManager`` keeps the batch definitions (its
+            ``batch_dir``): a batch cancel then sets the batch's cancel marker first,
+            so its jobs not recorded yet never start either. Default: ``location``
+            when it is a URL (a manager keeps them there), none for a folder.
     """
     owned = cache is None
     followed = StatusCache(location) if cache is None else cache
     hub = EventHub(followed)
-    routes = _Routes(location, followed, hub, token)
+    if batch_dir is None and is_url(location):
+        batch_dir = location
+    routes = _Routes(location, followed, hub, token, batch_dir)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -185,8 +196,10 @@ class _Routes:
         cache: StatusCache,
         hub: EventHub,
         token: str | None,
+        batch_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.location = location
+        self.batch_dir = batch_dir
         self.cache = cache
         self.hub = hub
         self.token = None if token is None else token.encode()
@@ -352,12 +365,29 @@ class _Routes:
             return _error(404, "no such job")
         return JSONResponse({"id": job_id, "cancel_requested": bool(asked)})
 
+    def _mark_cancelled(self, batch_id: str) -> BatchDefinition | None:
+        """The batch's cancel marker first (worker thread): its feeder then starts none
+        of the jobs it has not recorded yet."""
+        if self.batch_dir is None:
+            return None
+        return mark_batch_cancelled(batch_id, self.batch_dir, utc_now())
+
     async def cancel_batch(self, request: Request) -> Response:
         batch_id = request.path_params["batch_id"]
-        members = self.cache.snapshot().batch(batch_id)
-        if not members:
+        try:
+            definition = await run_in_threadpool(self._mark_cancelled, batch_id)
+        except (StatusBridgeError, OSError, ValueError) as exc:
+            logger.warning("statusbridge.web: batch cancel failed (%s)", type(exc).__name__)
+            return _error(503, "the batch definitions refused the cancel")
+        snap = self.cache.snapshot()
+        members = snap.batch(batch_id)
+        if not members and definition is None:
             return _error(404, "no such batch (no job names it)")
         asked = await self._cancelled(sorted(j.id for j in members if not j.is_finished))
         if isinstance(asked, Response):
             return asked
-        return JSONResponse({"id": batch_id, "cancel_requested": asked})
+        unrecorded = 0
+        if definition is not None and definition.cancelled_at and definition.final is None:
+            unrecorded = sum(snap.get(job_id) is None for job_id in definition.job_ids)
+        doc = {"id": batch_id, "cancel_requested": asked, "not_recorded_stopped": unrecorded}
+        return JSONResponse(doc)

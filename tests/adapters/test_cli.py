@@ -23,11 +23,9 @@ import pytest
 
 from statusbridge import BatchStatus, StatusCache, StatusStore
 from statusbridge.cli import main
-from statusbridge.jobs import BatchDefinition
 from statusbridge.record._model import utc_now
-from statusbridge.store._shelf import open_shelf
 
-from support.batch_workers import start_big_batch_pausing
+from support.paused_start import assert_none_started_after, batch_paused_in_its_start
 from support.platform import NATIVE_BACKEND, run_as_nobody
 from support.processes import child_env, popen
 from support.waiting import wait_until
@@ -256,48 +254,13 @@ def test_cancel_batch_from_another_process_during_its_start_starts_no_job_after_
     definition's cancel marker, so no job of the batch starts afterwards; it used to
     cancel only the records it found, and the starter went on to run the others."""
     batch_dir, status_dir = batch_locations
-    runs, out, gates = tmp_path / "runs", tmp_path / "batch-id", tmp_path / "gates"
-    runs.mkdir()
-    gates.mkdir()
-    jobs = 1_000
-    starter = mp.get_context("spawn").Process(
-        target=start_big_batch_pausing,
-        args=(batch_dir, status_dir, str(runs), jobs, str(out)),
-        kwargs={"gates": str(gates)},
-    )
-    starter.start()
-    store = StatusStore(status_dir)
-    try:
-        wait_until((gates / "paused").exists, 120, "the starter to pause in its feed")
-        batch_id = out.read_text()
-        assert 0 < len(store.scan()) < jobs  # the jobs past the first chunk have no record
+    with batch_paused_in_its_start(batch_dir, status_dir, tmp_path) as batch_id:
         location = [] if batch_dir == status_dir else ["--batch-dir", batch_dir]
         r = cli("cancel", "--batch", batch_id, "--dir", status_dir, *location)
         cancel_returned = utc_now()
-        (gates / "go").touch()
         assert r.returncode == 0, r.stderr
         assert "not recorded yet will not start" in r.stdout, r.stdout
-        starter.join(240)
-        assert starter.exitcode == 0
-        shelf = open_shelf(batch_dir)
-        try:
-            definition = BatchDefinition.from_json(shelf.get(batch_id) or b"")
-        finally:
-            shelf.close()
-        records = [store.read(job_id) for job_id in definition.job_ids]
-    finally:
-        (gates / "go").touch()
-        store.close()
-        if starter.is_alive():
-            starter.kill()
-            starter.join(10)
-    started_after = [
-        r.id for r in records if r and r.started_at is not None and r.started_at > cancel_returned
-    ]
-    assert started_after == []
-    assert all(r is not None and r.status is BatchStatus.CANCELLED for r in records)
-    assert not any(runs.iterdir())  # cancelled before any of its jobs reached the pool
-    assert definition.cancelled_at is not None
+    assert_none_started_after(batch_dir, status_dir, batch_id, cancel_returned, tmp_path)
 
 
 def test_cleanup(tmp_path: Path) -> None:

@@ -14,9 +14,11 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from statusbridge import BatchStatus, StatusCache, StatusStore
+from statusbridge.record._model import utc_now
 from statusbridge.web import _events, create_app
 from statusbridge.web._app import end_streams
 
+from support.paused_start import assert_none_started_after, batch_paused_in_its_start
 from support.waiting import wait_until
 from support.web import Event, events, next_event, serving
 
@@ -155,7 +157,7 @@ def test_cancel_routes(store: StatusStore, cache: StatusCache, guarded: str) -> 
     assert store.read("solo").cancel_requested  # type: ignore[union-attr]
     assert httpx.post(f"{guarded}/api/jobs/nope/cancel", headers=AUTH).status_code == 404
     batch = httpx.post(f"{guarded}/api/batches/b1/cancel", headers=AUTH).json()
-    assert batch == {"id": "b1", "cancel_requested": ["run", "wait"]}
+    assert batch == {"id": "b1", "cancel_requested": ["run", "wait"], "not_recorded_stopped": 0}
     assert store.read("wait").status is BatchStatus.CANCELLED  # type: ignore[union-attr]
     assert store.read("run").cancel_requested  # type: ignore[union-attr]
     assert httpx.post(f"{guarded}/api/batches/none/cancel", headers=AUTH).status_code == 404
@@ -443,3 +445,22 @@ def test_events_parse() -> None:
         Event("change", "r:3", {"a": 1}),
         Event("comment", data="ping"),
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_batch_cancel_during_its_start_elsewhere_starts_no_job_after_it(
+    batch_locations: tuple[str, str], tmp_path: Path
+) -> None:
+    """As ``statusbridge cancel --batch``: the route sets the batch's cancel marker first,
+    so the jobs its starter (another process) has not recorded yet never start. Before,
+    it cancelled only the records it found, and the starter ran the rest."""
+    batch_dir, status_dir = batch_locations
+    with batch_paused_in_its_start(batch_dir, status_dir, tmp_path) as batch_id:
+        app = create_app(status_dir, token=TOKEN, batch_dir=batch_dir)
+        with serving(app, stop=end_streams) as url:
+            answer = httpx.post(f"{url}/api/batches/{batch_id}/cancel", headers=AUTH, timeout=60)
+        cancel_returned = utc_now()
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["not_recorded_stopped"] > 0
+    assert_none_started_after(batch_dir, status_dir, batch_id, cancel_returned, tmp_path)

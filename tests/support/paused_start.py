@@ -1,0 +1,72 @@
+"""A big batch whose starter (another process) pauses in its feed: for cancels from elsewhere.
+
+The starter has recorded a first chunk of the batch's jobs, not the rest, while the test
+cancels the batch its own way (the CLI, a web route); then the starter goes on, and no
+job may start after the cancel returned.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+from statusbridge import BatchStatus, StatusStore
+from statusbridge.jobs._definition import BatchDefinition
+from statusbridge.store._shelf import open_shelf
+
+from support.batch_workers import start_big_batch_pausing
+from support.waiting import wait_until
+
+JOBS = 1_000
+
+
+@contextmanager
+def batch_paused_in_its_start(
+    batch_dir: str, status_dir: str, tmp_path: Path, jobs: int = JOBS
+) -> Iterator[str]:
+    """Yield the batch's id while its starter waits; on leaving, let it go on to its end."""
+    runs, out, gates = tmp_path / "runs", tmp_path / "batch-id", tmp_path / "gates"
+    runs.mkdir()
+    gates.mkdir()
+    starter = mp.get_context("spawn").Process(
+        target=start_big_batch_pausing,
+        args=(batch_dir, status_dir, str(runs), jobs, str(out)),
+        kwargs={"gates": str(gates)},
+    )
+    starter.start()
+    try:
+        wait_until((gates / "paused").exists, 120, "the starter to pause in its feed")
+        with StatusStore(status_dir) as store:
+            assert 0 < len(store.scan()) < jobs  # the jobs past the first chunk: no record
+        yield out.read_text()
+        (gates / "go").touch()
+        starter.join(240)
+        assert starter.exitcode == 0
+    finally:
+        (gates / "go").touch()
+        if starter.is_alive():
+            starter.kill()
+            starter.join(10)
+
+
+def assert_none_started_after(
+    batch_dir: str, status_dir: str, batch_id: str, cancelled_at: datetime, tmp_path: Path
+) -> None:
+    """Every job of the batch ended CANCELLED, none started after ``cancelled_at``, none ran."""
+    shelf = open_shelf(batch_dir)
+    try:
+        definition = BatchDefinition.from_json(shelf.get(batch_id) or b"")
+    finally:
+        shelf.close()
+    with StatusStore(status_dir) as store:
+        records = [store.read(job_id) for job_id in definition.job_ids]
+    started_after = [
+        r.id for r in records if r and r.started_at is not None and r.started_at > cancelled_at
+    ]
+    assert started_after == []
+    assert all(r is not None and r.status is BatchStatus.CANCELLED for r in records)
+    assert not any((tmp_path / "runs").iterdir())  # cancelled before any job reached the pool
+    assert definition.cancelled_at is not None
