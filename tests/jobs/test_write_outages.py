@@ -69,36 +69,41 @@ def reporting_until(gate: threading.Event, started: threading.Event) -> Callable
 def test_jobs_that_end_or_start_during_an_outage_finish_once_writes_work(tmp_path: Path) -> None:
     gate, started = threading.Event(), [threading.Event(), threading.Event()]
     with BatchQueue(2, status_dir=tmp_path, record_delay=0, progress_interval=0.01) as queue:
-        running = [queue.submit(reporting_until(gate, started[n]), {"n": n}) for n in range(2)]
-        queued = [queue.submit(lambda params: params, {"n": n}) for n in range(2, 4)]
-        # Both started before the outage (a start during it is the queued jobs' case).
-        assert all(event.wait(30) for event in started)
-        with writes_fail(tmp_path):
-            gate.set()
-            # The running jobs end, but their final writes fail; the queued ones
-            # cannot write their start: the queue keeps the former, retries the latter.
-            wait_until(
-                lambda: all(j in queue._retries for j in running) and queue._submissions.restarts,
-                30,
-                "outcomes kept in memory and a start to be tried again",
-            )
-            for job_id, n in zip(running, range(2), strict=True):
-                shown = queue.get_job_status(job_id)
-                assert shown is not None and shown.status is BatchStatus.COMPLETED
-                assert shown.result == {"n": n}  # shown at once, not lost
-            on_disk = StatusStore(tmp_path).read(running[0])
-            assert on_disk is not None and on_disk.status is BatchStatus.RUNNING
-        assert queue.wait(timeout=60)
-        store = StatusStore(tmp_path)
+        try:
+            running = [queue.submit(reporting_until(gate, started[n]), {"n": n}) for n in range(2)]
+            queued = [queue.submit(lambda params: params, {"n": n}) for n in range(2, 4)]
+            # Both started before the outage (a start during it is the queued jobs' case).
+            assert all(event.wait(30) for event in started)
+            with writes_fail(tmp_path):
+                gate.set()
+                # The running jobs end, but their final writes fail; the queued ones
+                # cannot write their start: the queue keeps the former, retries the latter.
+                wait_until(
+                    lambda: (
+                        all(j in queue._retries for j in running) and queue._submissions.restarts
+                    ),
+                    30,
+                    "outcomes kept in memory and a start to be tried again",
+                )
+                for job_id, n in zip(running, range(2), strict=True):
+                    shown = queue.get_job_status(job_id)
+                    assert shown is not None and shown.status is BatchStatus.COMPLETED
+                    assert shown.result == {"n": n}  # shown at once, not lost
+                on_disk = StatusStore(tmp_path).read(running[0])
+                assert on_disk is not None and on_disk.status is BatchStatus.RUNNING
+            assert queue.wait(timeout=60)
+            store = StatusStore(tmp_path)
 
-        def all_completed() -> bool:
-            jobs = [store.read(j) for j in running + queued]
-            return all(j is not None and j.status is BatchStatus.COMPLETED for j in jobs)
+            def all_completed() -> bool:
+                jobs = [store.read(j) for j in running + queued]
+                return all(j is not None and j.status is BatchStatus.COMPLETED for j in jobs)
 
-        wait_until(all_completed, 30, "every record written COMPLETED")
-        for n, job_id in enumerate(running + queued):
-            record = store.read(job_id)
-            assert record is not None and record.result == {"n": n}
+            wait_until(all_completed, 30, "every record written COMPLETED")
+            for n, job_id in enumerate(running + queued):
+                record = store.read(job_id)
+                assert record is not None and record.result == {"n": n}
+        finally:
+            gate.set()  # a failure above must not leave the jobs, and the exit, waiting
 
 
 def test_shutdown_during_a_lasting_outage_says_what_is_lost(
@@ -110,14 +115,20 @@ def test_shutdown_during_a_lasting_outage_says_what_is_lost(
     queue = BatchQueue(1, status_dir=tmp_path, record_delay=0, progress_interval=0.01)
     ended = queue.submit(reporting_until(gate, started))
     waiting = queue.submit(lambda params: "never started")
-    assert started.wait(30)
-    with writes_fail(tmp_path), caplog.at_level(logging.WARNING, logger="statusbridge.jobs"):
-        gate.set()
-        wait_until(
-            lambda: ended in queue._retries and queue._submissions.restarts, 30, "the outage seen"
-        )
+    try:
+        assert started.wait(30)
+        with writes_fail(tmp_path), caplog.at_level(logging.WARNING, logger="statusbridge.jobs"):
+            gate.set()
+            wait_until(
+                lambda: ended in queue._retries and queue._submissions.restarts,
+                30,
+                "the outage seen",
+            )
+            queue.shutdown(wait=True)
+            lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    finally:
+        gate.set()  # a failure above must not leave the job, and the process, running
         queue.shutdown(wait=True)
-        lost = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert f"job {ended}: its final record could not be written; it is lost" in lost
     assert f"job {waiting}: its final record could not be written; it is lost" in lost
     # Both records still say what they said last, PENDING and RUNNING: nothing false.
