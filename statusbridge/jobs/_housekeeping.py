@@ -201,6 +201,10 @@ class Housekeeping:
         for hook in hooks:
             if hook is not None:
                 protected.update(hook(snap))
+        if not _unprotected_finished(snap, protected):
+            # Every finished job is held (its batch still runs, or a hook keeps it): the
+            # walk below would pass them all, once per finished job of a big batch.
+            return []
         # The oldest few beyond the limit, from the finish order (O(1) amortised per
         # finished job); with an age limit, one cheap pass over the finished jobs.
         doomed = self._finish_order.select(
@@ -272,3 +276,14 @@ class Housekeeping:
                 if (job is not None and job.is_finished) or now - since > UNSEEN_PATIENCE:
                     del self._done_unseen[job_id]
             return bool(self._done_unseen)
+
+
+def _unprotected_finished(snap: Snapshot, protected: set[str]) -> int:
+    """Finished jobs retention may remove: those of no batch, or of a batch that is done
+    and not kept by a hook. From the per-batch counts, O(batches)."""
+    count = snap.summary().finished
+    for batch_id in snap.batch_ids():
+        summary = snap.summary(batch_id)
+        if batch_id in protected or not summary.is_done:
+            count -= summary.finished
+    return count
