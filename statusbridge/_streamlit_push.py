@@ -223,9 +223,16 @@ export default function (component) {
   // Ages and ETAs move while jobs run: redraw now and then even without a write.
   clearTimeout(view.tick);
   if (data.tick_ms > 0) {
-    view.tick = setTimeout(() => {
-      if (!hub.busy) view.trigger("change", ++hub.n);
-    }, data.tick_ms);
+    // While another fragment reruns, wait a little and try again: a dropped tick
+    // would stop the clock until the next write.
+    const tick = () => {
+      if (hub.busy && performance.now() - hub.busySince < 1000) {
+        view.tick = setTimeout(tick, 100);
+        return;
+      }
+      view.trigger("change", ++hub.n);
+    };
+    view.tick = setTimeout(tick, data.tick_ms);
   }
   if (hub.busy === view) hub.busy = null; // drawn: the next fragment may go
   wakeAll();

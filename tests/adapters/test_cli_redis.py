@@ -13,7 +13,7 @@ import test_cli
 
 from statusbridge import StatusStore
 
-from support.redis_server import free_port
+from support.redis_server import refused_port
 
 pytestmark = pytest.mark.slow  # the command runs in a subprocess, on a real server
 
@@ -61,7 +61,8 @@ def test_every_command_on_a_url(redis_url: str, tmp_path: Path) -> None:
 def test_bad_and_unreachable_urls_are_clear_errors() -> None:
     bad = test_cli.cli("ls", "--dir", "redis://host:port/0")
     assert bad.returncode != 0 and "redis://host:port/0" in bad.stderr
-    gone = test_cli.cli("ls", "--dir", f"redis://127.0.0.1:{free_port()}/0", timeout=30)
+    with refused_port() as port:
+        gone = test_cli.cli("ls", "--dir", f"redis://127.0.0.1:{port}/0", timeout=30)
     assert gone.returncode != 0 and "unavailable" in gone.stderr
 
 

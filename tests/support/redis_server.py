@@ -6,6 +6,7 @@ Without ``redis-server`` on PATH the tests that need it skip, except where
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,19 @@ def free_port(skip: frozenset[int] = frozenset()) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {PORTS}")
+
+
+@contextlib.contextmanager
+def refused_port() -> Iterator[int]:
+    """A port where connections are refused for as long as the block runs.
+
+    Bound and never listening: the kernel refuses connections to it, and no other
+    process (a server a concurrent test run starts) can take it meanwhile, as it could
+    a port that was merely free when looked at.
+    """
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield int(holder.getsockname()[1])
 
 
 def redis_server_binary() -> str:

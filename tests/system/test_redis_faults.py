@@ -26,7 +26,7 @@ from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store._store import merged
 from statusbridge.store.redis._store import RedisStore
 
-from support.redis_server import RedisServer, free_port
+from support.redis_server import RedisServer, refused_port
 from support.waiting import wait_until
 
 
@@ -66,15 +66,17 @@ def test_locations_parse() -> None:
 
 
 def test_unreachable_server_is_a_clear_error_within_10s() -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    started = time.monotonic()
-    store = StatusStore(url)  # opening touches nothing, like a folder store
-    with pytest.raises(BackendUnavailable, match="unavailable") as info:
-        store.update("j", progress=0.1)
-    assert isinstance(info.value, StatusBridgeError) and isinstance(info.value, ConnectionError)
-    with pytest.raises(BackendUnavailable):
-        StatusCache(url)
-    assert time.monotonic() - started < 10 * 2  # two attempts, each bounded by 10 s
+    with refused_port() as port:
+        url = f"redis://127.0.0.1:{port}/0"  # nothing listens there, nor can meanwhile
+        started = time.monotonic()
+        store = StatusStore(url)  # opening touches nothing, like a folder store
+        with pytest.raises(BackendUnavailable, match="unavailable") as info:
+            store.update("j", progress=0.1)
+        assert isinstance(info.value, StatusBridgeError)
+        assert isinstance(info.value, ConnectionError)
+        with pytest.raises(BackendUnavailable):
+            StatusCache(url)
+        assert time.monotonic() - started < 10 * 2  # two attempts, each bounded by 10 s
 
 
 @pytest.mark.timeout(40)
