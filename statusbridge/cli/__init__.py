@@ -115,10 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dir",
         default=default_dir,
-        help=f"status folder or redis:// URL (default: ${ENV_DIR} or batch_status)",
+        help=f"status folder, or a sqlite:// or redis:// URL (default: ${ENV_DIR} or batch_status)",
     )
     common = _Parser(add_help=False)
-    common.add_argument("--dir", default=argparse.SUPPRESS, help="status folder or redis:// URL")
+    common.add_argument(
+        "--dir", default=argparse.SUPPRESS, help="status folder, or a sqlite:// or redis:// URL"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     ls = sub.add_parser("ls", parents=[common], help="list jobs")
