@@ -3,13 +3,13 @@
 Imported only for a ``sqlite://`` location (the registry in ``store/_location.py``).
 """
 
+from statusbridge.store.sqlite._database import open_database
 from statusbridge.store.sqlite._store import (
     DEFAULT_LOG_KEEP,
     SqliteShelf,
     SqliteStore,
     decode_row,
     load,
-    open_database,
 )
 
 __all__ = ["DEFAULT_LOG_KEEP", "SqliteShelf", "SqliteStore", "decode_row", "load", "open_database"]
