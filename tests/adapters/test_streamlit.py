@@ -103,6 +103,11 @@ class TestAppLogic:
         batch_id = mgr.list_batches()[0].id
         assert batch_id is not None
         wait_until(lambda: mgr.get_batch_status(batch_id).is_done, 60)  # type: ignore[union-attr]
+        # The table is drawn from the page's cache, the counts from the manager (which
+        # knows its own writes at once): wait for the cache too, or a row may still be
+        # the last job's older record (3.12, once).
+        cache = sbst.get_cache(status_dir)
+        wait_until(lambda: cache.snapshot().summary(batch_id).completed == 3, 60)
         at.run()
         assert not at.exception
         assert f"3 jobs on {executor}: completed 100% (3 completed)" in page_text(at)
