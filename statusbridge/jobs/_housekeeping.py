@@ -152,26 +152,13 @@ class Housekeeping:
                 # future says so, with the exit code; judging it by its pid here raced
                 # that (a loaded machine showed "process ... is gone" instead).
                 continue
-            if job.status is BatchStatus.RUNNING:
-                alive = is_owner_alive(
-                    job,
-                    now=now,
-                    heartbeat_timeout=limits.heartbeat_timeout,
-                    sightings=self._sightings,
-                )
-                if not alive and self._fail_dead(job, now):
-                    died.append(job.id)
-            elif job.status is BatchStatus.PENDING:
-                # Pending jobs have no heartbeat: judged by their submitter's pid
-                # where it runs here, else by how long they have been waiting.
-                alive = is_owner_alive(
-                    job,
-                    now=now,
-                    heartbeat_timeout=limits.pending_timeout,
-                    sightings=self._sightings,
-                )
-                if not alive and self._fail_dead(job, now):
-                    abandoned.append(job.id)
+            # Pending jobs have no heartbeat: judged by their submitter's pid where it
+            # runs here, else by how long they have been waiting.
+            alive = is_owner_alive(
+                job, now=now, heartbeat_timeout=self._timeout_for(job), sightings=self._sightings
+            )
+            if not alive and self._fail_dead(job, now):
+                (died if job.status is BatchStatus.RUNNING else abandoned).append(job.id)
         removed = self.apply_retention(snap, now=now, max_age_hours=limits.retention_hours)
         self._overlay.prune(snap, active=self._submissions.__contains__)
         if died or abandoned:
@@ -225,6 +212,13 @@ class Housekeeping:
         self._overlay.forget_removed(removed, active=self._submissions.__contains__)
         return removed
 
+    def _timeout_for(self, job: BatchJob) -> float:
+        """How long an unfinished job's owner may stay silent: the heartbeat timeout while
+        it runs, the pending timeout while it waits."""
+        if job.status is BatchStatus.RUNNING:
+            return self.limits.heartbeat_timeout
+        return self.limits.pending_timeout
+
     def _fail_dead(self, seen: BatchJob, now: datetime) -> bool:
         limits = self.limits
 
@@ -232,13 +226,11 @@ class Housekeeping:
             # Judge again under the lock, on the record as it is now.
             if current is None or current.status is not seen.status:
                 return None
-            timeout = (
-                limits.heartbeat_timeout
-                if seen.status is BatchStatus.RUNNING
-                else limits.pending_timeout
-            )
             if current.owner != seen.owner or is_owner_alive(
-                current, now=now, heartbeat_timeout=timeout, sightings=self._sightings
+                current,
+                now=now,
+                heartbeat_timeout=self._timeout_for(seen),
+                sightings=self._sightings,
             ):
                 return None
             if current.status is BatchStatus.RUNNING:
