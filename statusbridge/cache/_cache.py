@@ -24,6 +24,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from statusbridge.record._eta import CLOCK_SKEW_LIMIT
 from statusbridge.record._model import utc_now
 from statusbridge.store._files import RECORD_SUFFIX
 from statusbridge.store._location import Location, backend_for, check_options
+from statusbridge.store._store import StatusStore
 
 __all__ = ["CacheHealth", "StatusCache", "Subscriber"]
 
@@ -183,6 +185,8 @@ class StatusCache:
     _thread: threading.Thread
     _life: _Life
     reconcile_interval: float
+    # Whether ``absorb`` is used (the backend's ``_advance`` takes what it was handed).
+    _absorbs_writes = False
 
     def __new__(
         cls,
@@ -235,6 +239,7 @@ class StatusCache:
         self._skew_note: str | None = None
         self._invalid: dict[str, str] = {}  # record name -> why it is not a valid record
         self._invalid_view: Mapping[str, str] = MappingProxyType({})
+        self._absorbed: deque[tuple[BatchJob, object]] = deque()  # see absorb()
 
     def _start_thread(self, name: str) -> None:
         """Start the cache thread; called last by each backend's ``__init__``."""
@@ -360,6 +365,33 @@ class StatusCache:
     @property
     def version(self) -> int:
         return self._snapshot.version
+
+    # -- write-through: this process's own writes ----------------------------
+    def absorb(self, job: BatchJob, version: object) -> None:
+        """A record this process just wrote to this cache's location (``StatusStore.on_written``).
+
+        The cache thread takes it on its next step: a folder cache shows it after one
+        lstat confirms the file is still the one written, and skips reading the file
+        when its event comes; a SQLite cache skips decoding the row its change log
+        names when the stored text is the one written. Anything else still arrives
+        through the feed, so a record handed over here is never the only source of
+        truth. Safe from any thread; quick (an append and a wake-up).
+        """
+        if self._absorbs_writes and not self._life.closed:
+            self._absorbed.append((job, version))
+            self._life.wake.set()
+
+    def write_through(self, store: StatusStore) -> Callable[[], None]:
+        """Hand ``store``'s writes (same location) to this cache as they happen; the undo."""
+        return store.on_written(self.absorb)
+
+    def _take_absorbed(self) -> list[tuple[BatchJob, object]]:
+        """What ``absorb`` was handed since the last call, oldest first (the cache thread)."""
+        taken: list[tuple[BatchJob, object]] = []
+        pop = self._absorbed.popleft
+        while self._absorbed:
+            taken.append(pop())
+        return taken
 
     # -- waiting and subscribing ----------------------------------------------
     def wait_for_change(self, since_version: int, timeout: float | None = None) -> Snapshot:

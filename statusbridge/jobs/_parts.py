@@ -106,6 +106,7 @@ class Parts:
         pool = WorkerPool(executor, max_concurrent)
         store = StatusStore(status_dir, clock=clock)
         cache = cache if cache is not None else StatusCache(status_dir)
+        cache.write_through(store)  # (the store goes with the queue: no undo needed)
         overlay = Overlay(store, cache)
         retries = WriteRetries(store, cache, overlay, clock=clock, wake=wake)
         deferred = DeferredRecords(

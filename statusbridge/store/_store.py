@@ -9,6 +9,7 @@ argument checks, the update contract, retention.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -28,8 +29,14 @@ __all__ = [
     "UPDATABLE_FIELDS",
     "ScanReport",
     "StatusStore",
+    "WriteListener",
     "merged",
 ]
+
+logger = logging.getLogger(__name__)
+
+# (the record as written, the backend's version of its stored form: see on_written)
+WriteListener = Callable[[BatchJob, object], None]
 
 _LOCK_TIMEOUT = NumberRange(infinite=True)  # 0: try once; math.inf: wait forever
 
@@ -71,6 +78,7 @@ class StatusStore:
 
     _clock: Callable[[], datetime]
     _lock_timeout: float
+    _write_listeners: tuple[WriteListener, ...] = ()
     max_bytes: int  # the largest record a write accepts, as its encoded JSON document
 
     def __new__(
@@ -170,6 +178,31 @@ class StatusStore:
         """Backend housekeeping after a cleanup (the folder sweeps stale temp files)."""
 
     # -- shared --------------------------------------------------------------------
+    def on_written(self, listener: WriteListener) -> Callable[[], None]:
+        """Call ``listener(job, version)`` after each record this store writes; returns the undo.
+
+        For write-through to a cache of the same location in this process
+        (``StatusCache.absorb``): ``version`` is what lets that cache recognise the
+        stored form when its feed reports it, instead of reading and decoding it again
+        (a folder: the written file's identity; SQLite: the stored text). Backends
+        that have no such version call nothing. The listener runs on the writing
+        thread, on a folder with the job's lock held: it must be quick and must not
+        write.
+        """
+        self._write_listeners = (*self._write_listeners, listener)
+
+        def undo() -> None:
+            self._write_listeners = tuple(f for f in self._write_listeners if f is not listener)
+
+        return undo
+
+    def _written(self, job: BatchJob, version: object) -> None:
+        for listener in self._write_listeners:
+            try:
+                listener(job, version)
+            except Exception:
+                logger.exception("statusbridge: write listener %r raised; continuing", listener)
+
     @property
     def lock_timeout(self) -> float:
         """Seconds a write waits for its job's lock (or the server); ``math.inf`` waits forever."""

@@ -44,6 +44,7 @@ from statusbridge.store._files import (
     read_record_file,
     signature_of,
     unreadable_reason,
+    written_version,
 )
 
 __all__ = ["FolderCache"]
@@ -71,6 +72,8 @@ class FolderCache(StatusCache):
     ...     cache.get("job-1").progress
     0.5
     """
+
+    _absorbs_writes = True
 
     def __init__(
         self,
@@ -229,11 +232,15 @@ class FolderCache(StatusCache):
             due = now >= self._next_reconcile
             if due:
                 self._next_reconcile = now + self.reconcile_interval
+            absorbed = self._take_absorbed()
             if full or (due and self._full_reconcile_due()):
                 self._reconcile()
                 self._next_reconcile = time.monotonic() + self.reconcile_interval
-            elif names:
-                self._apply_names(names)
+            else:
+                if absorbed:
+                    self._apply_absorbed(absorbed)
+                if names:
+                    self._apply_names(names)
 
     def _failed(self, exc: Exception) -> float:
         # The loop must survive anything; the next reconcile repairs the state.
@@ -374,6 +381,34 @@ class FolderCache(StatusCache):
                     continue
             changes[job_id] = outcome
         if self._invalid != invalid_before:
+            self._invalid_view = MappingProxyType(dict(self._invalid))
+        if changes:
+            self._publish(changes)
+
+    def _apply_absorbed(self, written: list[tuple[BatchJob, object]]) -> None:
+        """This process's own writes (``absorb``): each shown if its file is still the one written.
+
+        One lstat per record instead of open, read and decode; the signature is then
+        known, so the file's event finds nothing new. A file replaced or removed
+        since is left to its event (or the reconcile), which reads what is there now.
+        """
+        changes: dict[_Key, _Action] = {}
+        invalid_before = len(self._invalid)
+        for job, version in written:
+            name = f"{job.id}{RECORD_SUFFIX}"
+            try:
+                st = os.lstat(f"{self._folder}{os.sep}{name}")
+            except OSError:
+                continue
+            sig = signature_of(st)
+            if sig == self._known.get(name):
+                continue  # read already, through its event
+            if st.st_nlink != 1 or written_version(sig) != version:
+                continue
+            self._known[name] = sig
+            self._invalid.pop(name, None)
+            self._consider(job.id, job, changes, fresh=False)
+        if len(self._invalid) != invalid_before:
             self._invalid_view = MappingProxyType(dict(self._invalid))
         if changes:
             self._publish(changes)

@@ -31,6 +31,7 @@ from watchdog.observers.polling import PollingObserver
 from statusbridge.cache._cache import CacheHealth, StatusCache
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import stop_observer
+from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database
@@ -45,6 +46,7 @@ _NET_INTERVAL = 0.5  # seconds between data_version checks without any event
 # these pauses, so that commit is seen at once instead of at the next safety-net check.
 _RECHECKS = (0.001, 0.004, 0.016)
 _READ_COUNT = 5000  # log entries read per step
+_WRITTEN_MAX = 10_000  # own writes remembered until the log names them (see _note_written)
 _WAKING = frozenset({"modified", "created", "moved", "deleted", "closed"})
 
 
@@ -116,6 +118,8 @@ class SqliteCache(StatusCache):
     naming it. A database this process may not write is followed read-only.
     """
 
+    _absorbs_writes = True
+
     def __init__(
         self,
         directory: str | os.PathLike[str] | SqliteLocation = "batch_status",
@@ -127,6 +131,7 @@ class SqliteCache(StatusCache):
         if not isinstance(where, SqliteLocation):
             raise TypeError(f"not a sqlite:// location: {directory!r}")
         self._init_core()
+        self._written: dict[str, tuple[str, BatchJob]] = {}  # job id -> (text, record) written here
         self.where = where
         self.reconcile_interval = reconcile_interval
         self._position = 0
@@ -222,6 +227,7 @@ class SqliteCache(StatusCache):
         return self._conn
 
     def _advance(self, *, full: bool) -> None:
+        self._note_written(self._take_absorbed())
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + _NET_INTERVAL
@@ -243,6 +249,21 @@ class SqliteCache(StatusCache):
         self._rechecks = []
         self._data_version = version
         self._follow()
+
+    def _note_written(self, absorbed: list[tuple[BatchJob, object]]) -> None:
+        """Remember this process's own writes, so the log's mention of them decodes nothing."""
+        if len(self._written) + len(absorbed) > _WRITTEN_MAX:
+            self._written.clear()  # bounded; those rows are decoded as anyone else's
+        for job, text in absorbed:
+            if isinstance(text, str):
+                self._written[job.id] = (text, job)
+
+    def _decode(self, job_id: str, doc: str) -> BatchJob:
+        """A row the log named: the record this process wrote if it is that text, else decoded."""
+        mine = self._written.pop(job_id, None)
+        if mine is not None and mine[0] == doc:
+            return mine[1]
+        return decode_row(job_id, doc)
 
     def _check_identity(self) -> None:
         """A database replaced by another file (or deleted and made again): reopen, reload."""
@@ -307,7 +328,7 @@ class SqliteCache(StatusCache):
             self._position = entries[-1][0]
             self._events += len(entries)
             self._last_event_at = datetime.now(UTC)
-            self._apply_documents({i: docs.get(i) for i in ids}, decode_row)
+            self._apply_documents({i: docs.get(i) for i in ids}, self._decode)
             if len(entries) < _READ_COUNT:
                 return
 

@@ -235,7 +235,10 @@ class FolderStore(StatusStore):
         )
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each reads its file again
-        self._known[job.id] = (written_version(sig), job)
+        version = written_version(sig)
+        self._known[job.id] = (version, job)
+        if self._write_listeners:
+            self._written(job, version)
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are, each under its job's lock, unless already as new."""

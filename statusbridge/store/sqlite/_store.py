@@ -217,6 +217,8 @@ class SqliteStore(StatusStore):
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each decodes its row again
         self._known[job_id] = (text, job)
+        if self._write_listeners:
+            self._written(job, text)
 
     def _trim(self, conn: sqlite3.Connection) -> None:
         """Keep the last ``log_keep`` entries of the change log (called in a write).
