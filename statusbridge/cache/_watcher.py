@@ -9,7 +9,11 @@ Known watchdog behaviour (7.1) this module works around:
   (so detection does not depend on how the application configures logging), and
   where it cannot (another backend or watchdog version), a filter on watchdog's
   logger turns the log line into a rescan request;
-- the watch does not survive deletion of the folder (the cache re-checks it).
+- the watch does not survive deletion of the folder (the cache re-checks it);
+- for every rename into the folder, inotify's move grouper searches its whole queue
+  (twice) for the IN_MOVED_FROM half, though a store renames from ``.tmp``, which
+  is not watched: with the queue behind a busy writer that is quadratic, so the
+  search is skipped while no IN_MOVED_FROM is queued (``_MoveSearchGate``).
 """
 
 from __future__ import annotations
@@ -134,6 +138,7 @@ class FolderWatch:
         self.observer = self._start(polling=polling, poll_interval=poll_interval)
         if not _hook_overflow(self.observer, sink):
             _OverflowWatch.register(sink)
+        _MoveSearchGate.install(self.observer)
 
     @property
     def backend(self) -> str:
@@ -243,6 +248,68 @@ def _hook_overflow(observer: BaseObserver, sink: EventSink) -> bool:
             continue
         hooked = True
     return hooked
+
+
+class _MoveSearchGate:
+    """Skips watchdog's search for a rename's IN_MOVED_FROM half while none is queued.
+
+    watchdog 7.1's ``InotifyMoveEventGrouper`` keeps one queue of every event and,
+    for each IN_MOVED_TO, scans all of it for the IN_MOVED_FROM with the same cookie
+    (``get_queued_moved_from_event``, then ``_group_moved_to_event``). The gate counts
+    IN_MOVED_FROM events in and out, each counter written by one thread only: those
+    put, and those paired, on the reading thread (which also searches); those handed
+    on, on the emitter's thread. Queued ones are at most put - paired - handed on (a
+    purge removes some uncounted), so a search skipped at zero would have found nothing.
+    """
+
+    _NEEDED = ("put_event", "read_event", "get_queued_moved_from_event", "_group_moved_to_event")
+
+    def __init__(self, grouper: Any) -> None:
+        self.put = self.paired = self.handed_on = 0
+        self._put_event = grouper.put_event
+        self._read_event = grouper.read_event
+        self._find = grouper.get_queued_moved_from_event
+        self._group = grouper._group_moved_to_event
+
+    @classmethod
+    def install(cls, observer: BaseObserver) -> None:
+        for emitter in observer.emitters:
+            grouper = getattr(getattr(emitter, "_inotify", None), "_move_event_grouper", None)
+            if grouper is None or not all(callable(getattr(grouper, n, None)) for n in cls._NEEDED):
+                continue  # another backend or watchdog version: its own search stays
+            gate = cls(grouper)
+            try:
+                grouper.put_event = gate.put_event
+                grouper.read_event = gate.read_event
+                grouper.get_queued_moved_from_event = gate.get_queued_moved_from_event
+                grouper._group_moved_to_event = gate.group_moved_to_event
+            except AttributeError:  # e.g. __slots__ in another version
+                continue
+
+    def _none_waiting(self) -> bool:
+        return self.put - self.paired - self.handed_on <= 0
+
+    def put_event(self, event: Any) -> None:
+        if event.ev.is_moved_from:
+            self.put += 1  # before it is queued, so the count never runs below the queue
+        self._put_event(event)
+
+    def read_event(self) -> Any:
+        event = self._read_event()
+        if event is not None and not isinstance(event, tuple) and event.ev.is_moved_from:
+            self.handed_on += 1
+        return event
+
+    def get_queued_moved_from_event(self, cookie: int) -> Any:
+        return None if self._none_waiting() else self._find(cookie)
+
+    def group_moved_to_event(self, to_event: Any) -> Any:
+        if self._none_waiting():
+            return to_event
+        grouped = self._group(to_event)
+        if isinstance(grouped, tuple):
+            self.paired += 1
+        return grouped
 
 
 class _OverflowWatch(logging.Filter):
