@@ -140,8 +140,7 @@ class DeferredRecords:
                     if not overdue:
                         oldest = next(iter(self.entries.values()), None)
                         return None if oldest is None else oldest.since + self._record_delay
-                for job_id, entry in overdue:
-                    self._write(job_id, entry, {})
+                self._write_group(overdue)
 
     def write_now(self, job_id: str, **change: Any) -> bool:
         """Write the record of a job still pending in memory only, with ``change``.
@@ -164,6 +163,23 @@ class DeferredRecords:
                 remaining, self.entries = self.entries, {}
             for job_id, entry in remaining.items():
                 self._write(job_id, entry, {})
+
+    def _write_group(self, overdue: list[tuple[str, DeferredRecord]]) -> None:
+        """PENDING records of jobs that waited, at once (one transaction on SQLite, one
+        pipeline on Redis); if that fails, one by one, each failure kept for a retry."""
+        if len(overdue) > 1:
+            try:
+                created = self._store.create_absent({i: e.fields for i, e in overdue})
+            except Exception as exc:  # noqa: BLE001 - tried again one by one, each logged
+                logger.debug("%d records at once failed (%s); one by one", len(overdue), exc)
+            else:
+                if self._failures.succeeded():
+                    logger.info("records of jobs in memory are written again")
+                for job in created:
+                    self._overlay.replace(job)
+                return
+        for job_id, entry in overdue:
+            self._write(job_id, entry, {})
 
     def _write(self, job_id: str, entry: DeferredRecord, change: dict[str, Any]) -> bool:
         # Under ``writing``, with the entry popped: no worker can claim it now.

@@ -59,7 +59,9 @@ class Specs:
     ) -> RunSpec:
         """``recorded``: its PENDING record exists (a batch's job): its RUNNING write can
         wait as for a job in memory, so one that ends within ``record_delay`` writes only
-        its end."""
+        its end. So can that of a job in memory (``claim``) whose PENDING record was
+        written while it waited."""
+        deferrable = (recorded or claim is not None) and not self.pickles
         return RunSpec(
             self.folder,
             job_id,
@@ -68,7 +70,7 @@ class Specs:
             heartbeat_interval=self.timing.heartbeat_interval,
             store=self.store,
             claim=claim,
-            defer_start=self.timing.record_delay if recorded and not self.pickles else 0.0,
+            defer_start=self.timing.record_delay if deferrable else 0.0,
         )
 
 
