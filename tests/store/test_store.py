@@ -539,3 +539,20 @@ class TestBounded:
         }
         assert report.invalid_records() == {"bad.json": report.invalid["bad.json"]}
         wait_until(lambda: cache.health().invalid_files == report.invalid, message="same words")
+
+
+@pytest.mark.parametrize("kind", ["folder", "sqlite"])
+def test_read_of_a_record_this_store_wrote_last_decodes_nothing_and_sees_others(
+    tmp_path: Path, kind: str
+) -> None:
+    """A store's read of its own last write hands back that record (one lstat, or one
+    text compare on SQLite); a replace by another writer is read and decoded."""
+    where = str(tmp_path) if kind == "folder" else f"sqlite:///{tmp_path}/status.db"
+    with StatusStore(where) as mine, StatusStore(where) as other:
+        written = mine.update("a", progress=0.25)
+        assert mine.read("a") is written
+        theirs = other.update("a", progress=0.75)
+        seen = mine.read("a")
+        assert seen == theirs and seen is not theirs
+        other.delete("a")
+        assert mine.read("a") is None

@@ -7,8 +7,9 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import suppress
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, encode_job, validate_job_id
@@ -32,6 +33,11 @@ from statusbridge.store.folder._atomic import write_atomic
 from statusbridge.store.folder._locks import StripedLocks, stripe_of
 
 __all__ = ["FolderStore"]
+
+
+class _Changed(Enum):
+    CHANGED = 0  # the file is not the one this store wrote last
+
 
 _KNOWN_MAX = 4096  # jobs whose last written record a store keeps (see _read_for_update)
 
@@ -124,6 +130,11 @@ class FolderStore(StatusStore):
         Raises InvalidRecordError if the file exists but is not a valid record.
         """
         path = self.path_for(job_id)
+        known = self._known.get(job_id)
+        if known is not None:
+            same = self._still_written(path, known)
+            if same is not _Changed.CHANGED:
+                return same
         try:
             job, _sig = read_record_file(path, max_bytes=self.max_bytes)
         except FileNotFoundError:
@@ -195,17 +206,9 @@ class FolderStore(StatusStore):
     def _read_for_update(self, job_id: str, path: Path) -> BatchJob | None:
         known = self._known.pop(job_id, None)
         if known is not None:
-            # Still the file this store wrote last? Every replace makes a new inode, an
-            # edit in place moves mtime (to the file system's timestamp granularity: the
-            # format asks other programs for write-temp-then-rename, never in place),
-            # and a second name (a hard link, which a read refuses) shows in st_nlink.
-            # Then one lstat stands for open, read and decode.
-            try:
-                st = os.stat(path, follow_symlinks=False)
-            except FileNotFoundError:
-                return None
-            if st.st_nlink == 1 and written_version(signature_of(st)) == known[0]:
-                return known[1]
+            same = self._still_written(path, known)
+            if same is not _Changed.CHANGED:
+                return same
         try:
             job, _sig = read_record_file(path, max_bytes=self.max_bytes)
         except FileNotFoundError:
@@ -213,6 +216,26 @@ class FolderStore(StatusStore):
         except InvalidRecordError as exc:
             raise overwrite_refused(exc, str(path)) from None
         return job
+
+    @staticmethod
+    def _still_written(
+        path: Path, known: tuple[bytes, BatchJob]
+    ) -> BatchJob | Literal[_Changed.CHANGED] | None:
+        """The record this store wrote last, if the file is still that one; None if it is
+        gone; else ``CHANGED`` (read it).
+
+        Every replace makes a new inode, an edit in place moves mtime (to the file
+        system's timestamp granularity: the format asks other programs for
+        write-temp-then-rename, never in place), and a second name (a hard link, which
+        a read refuses) shows in st_nlink. Then one lstat stands for open, read and decode.
+        """
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if st.st_nlink == 1 and written_version(signature_of(st)) == known[0]:
+            return known[1]
+        return _Changed.CHANGED
 
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:
         return merged(job_id, current, fields, self._clock())

@@ -154,7 +154,12 @@ class SqliteStore(StatusStore):
         validate_job_id(job_id)
         with self._db.reading() as conn:
             row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else decode_row(job_id, row[0])
+        if row is None:
+            return None
+        known = self._known.get(job_id)
+        if known is not None and known[0] == row[0]:
+            return known[1]  # the row this store wrote last: nothing to decode
+        return decode_row(job_id, row[0])
 
     def scan_report(self) -> ScanReport:
         """Every valid record, and for every invalid one (``<id>.json``) the reason."""
