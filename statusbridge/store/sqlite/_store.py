@@ -204,7 +204,10 @@ class SqliteStore(StatusStore):
             self._writes += 1
             if self._writes % _TRIM_EVERY == 0:
                 self._trim(conn)
-        self._remember(job_id, text, job)
+            # Before the commit: a cache of this process may read the row as soon as it
+            # lands, and should know it as this store's (a failed commit leaves only a
+            # text that matches no row).
+            self._remember(job_id, text, job)
         return job
 
     def _text_of(self, job: BatchJob) -> str:
@@ -289,8 +292,8 @@ class SqliteStore(StatusStore):
             self._writes += len(rows_to_add)
             self._trim(conn)
             created = [new[job_id][1] for job_id, _text in rows_to_add]
-        for job in created:
-            self._remember(job.id, texts[job.id], job)
+            for job in created:  # before the commit, as in modify
+                self._remember(job.id, texts[job.id], job)
         return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
