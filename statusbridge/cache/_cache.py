@@ -379,7 +379,8 @@ class StatusCache:
         """
         if self._absorbs_writes and not self._life.closed:
             self._absorbed.append((job, version))
-            self._life.wake.set()
+            if not self._life.wake.is_set():  # (set() takes a lock; many writes, one wake)
+                self._life.wake.set()
 
     def write_through(self, store: StatusStore) -> Callable[[], None]:
         """Hand ``store``'s writes (same location) to this cache as they happen; the undo."""

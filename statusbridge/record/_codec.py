@@ -50,6 +50,8 @@ def job_to_dict(job: BatchJob) -> dict[str, Any]:
     return doc
 
 
+# json.dumps with options builds a JSONEncoder per call; one shared encoder is stateless.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 # In JSON text, the only way to spell one (a raw one is not UTF-8): \uD800 to \uDFFF.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -62,7 +64,7 @@ def encode_job(job: BatchJob) -> bytes:
     One line, not indented: ``indent`` forces json's pure-Python encoder (about 4x
     slower); ``python -m json.tool`` or ``jq`` pretty-print a file for a person.
     """
-    text = json.dumps(job_to_dict(job), ensure_ascii=False, allow_nan=False)
+    text = _ENCODER.encode(job_to_dict(job))
     try:
         return text.encode() + b"\n"
     except UnicodeEncodeError:  # a lone surrogate in some string: see the module's docstring
