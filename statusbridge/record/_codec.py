@@ -23,7 +23,7 @@ from statusbridge.record._frozen import EMPTY, MAX_NESTING, freeze, thaw
 from statusbridge.record._ids import validate_job_id
 from statusbridge.record._model import FIELD_NAMES, BatchJob, BatchStatus, checked_job
 
-__all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "job_to_dict"]
+__all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "encode_job_as_stored", "job_to_dict"]
 
 SCHEMA_VERSION = 1
 
@@ -64,11 +64,19 @@ def encode_job(job: BatchJob) -> bytes:
     One line, not indented: ``indent`` forces json's pure-Python encoder (about 4x
     slower); ``python -m json.tool`` or ``jq`` pretty-print a file for a person.
     """
+    return encode_job_as_stored(job)[0]
+
+
+def encode_job_as_stored(job: BatchJob) -> tuple[bytes, BatchJob]:
+    """The document, and the record a reader decodes from it: ``job`` itself, unless a
+    lone surrogate had to be replaced (a store that remembers what it wrote, or hands
+    it to a cache, must remember what was stored)."""
     text = _ENCODER.encode(job_to_dict(job))
     try:
-        return text.encode() + b"\n"
+        return text.encode() + b"\n", job
     except UnicodeEncodeError:  # a lone surrogate in some string: see the module's docstring
-        return _LONE_SURROGATE.sub("\ufffd", text).encode() + b"\n"
+        data = _LONE_SURROGATE.sub("\ufffd", text).encode() + b"\n"
+        return data, decode_job(data, expected_id=job.id)
 
 
 def _without_lone_surrogates(value: Any) -> Any:

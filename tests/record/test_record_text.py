@@ -40,6 +40,22 @@ def test_a_lone_surrogate_given_to_a_write_is_stored_as_the_replacement_characte
     raw.decode("utf-8")  # the file is UTF-8, as the format promises
 
 
+@pytest.mark.parametrize("kind", ["folder", "sqlite"])
+def test_what_a_store_remembers_and_hands_its_cache_is_what_it_stored(
+    tmp_path: Path, kind: str
+) -> None:
+    """A lone surrogate is replaced on the way to disk: the store's own later read
+    (which skips decoding) and its write-through cache show the replacement too."""
+    where = str(tmp_path) if kind == "folder" else f"sqlite:///{tmp_path}/status.db"
+    with StatusStore(where) as store, StatusCache(where) as cache:
+        cache.write_through(store)
+        store.update("w", message="half \ud83d")
+        job = store.read("w")
+        assert job is not None and job.message == "half \ufffd"
+        seen = wait_until(lambda: cache.get("w"), 30, "the record in the cache")
+        assert seen.message == "half \ufffd"
+
+
 def test_a_byte_order_mark_is_skipped() -> None:
     job = decode_job(b'\xef\xbb\xbf{"schema": 1, "id": "bom", "status": "completed"}')
     assert job.id == "bom" and job.status.value == "completed"

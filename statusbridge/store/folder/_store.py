@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, encode_job, validate_job_id
+from statusbridge.record import BatchJob, validate_job_id
+from statusbridge.record._codec import encode_job_as_stored
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import (
@@ -242,7 +243,7 @@ class FolderStore(StatusStore):
 
     def _write(self, path: Path, job: BatchJob) -> None:
         """Called with the job's lock held."""
-        data = encode_job(job)
+        data, stored = encode_job_as_stored(job)
         if len(data) > self.max_bytes:
             raise ValueError(
                 f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
@@ -259,9 +260,9 @@ class FolderStore(StatusStore):
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each reads its file again
         version = written_version(sig)
-        self._known[job.id] = (version, job)
+        self._known[job.id] = (version, stored)
         if self._write_listeners:
-            self._written(job, version)
+            self._written(stored, version)
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
         """Write these records as they are, each under its job's lock, unless already as new."""

@@ -37,6 +37,7 @@ from typing import Any
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, decode_job, encode_job, validate_job_id
+from statusbridge.record._codec import encode_job_as_stored
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
@@ -196,7 +197,7 @@ class SqliteStore(StatusStore):
                 return None
             self._check_fields(fields)
             job = merged(job_id, current, fields, self._clock())
-            text = self._text_of(job)
+            text, stored = self._text_of(job)
             if row is None:
                 conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
             else:
@@ -207,18 +208,19 @@ class SqliteStore(StatusStore):
             # Before the commit: a cache of this process may read the row as soon as it
             # lands, and should know it as this store's (a failed commit leaves only a
             # text that matches no row).
-            self._remember(job_id, text, job)
+            self._remember(job_id, text, stored)
         return job
 
-    def _text_of(self, job: BatchJob) -> str:
-        """The stored form of ``job``: ValueError, nothing written, if over ``max_bytes``."""
-        data = encode_job(job)
+    def _text_of(self, job: BatchJob) -> tuple[str, BatchJob]:
+        """The stored form of ``job``, and the record it decodes to (see
+        ``encode_job_as_stored``): ValueError, nothing written, if over ``max_bytes``."""
+        data, stored = encode_job_as_stored(job)
         if len(data) > self.max_bytes:
             raise ValueError(
                 f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        return data.decode().rstrip("\n")
+        return data.decode().rstrip("\n"), stored
 
     def _remember(self, job_id: str, text: str, job: BatchJob) -> None:
         """The row this store wrote last, so its next update of the job decodes nothing."""
@@ -287,13 +289,13 @@ class SqliteStore(StatusStore):
                 marks = ",".join("?" * len(chunk))
                 rows = conn.execute(f"SELECT id FROM jobs WHERE id IN ({marks})", chunk)
                 present.update(row[0] for row in rows)
-            rows_to_add = [(job_id, texts[job_id]) for job_id in ids if job_id not in present]
+            rows_to_add = [(job_id, texts[job_id][0]) for job_id in ids if job_id not in present]
             conn.executemany("INSERT INTO jobs(id, doc) VALUES (?, ?)", rows_to_add)
             self._writes += len(rows_to_add)
             self._trim(conn)
             created = [new[job_id][1] for job_id, _text in rows_to_add]
-            for job in created:  # before the commit, as in modify
-                self._remember(job.id, texts[job.id], job)
+            for job_id, text in rows_to_add:  # before the commit, as in modify
+                self._remember(job_id, text, texts[job_id][1])
         return created
 
     def put_records(self, jobs: Iterable[BatchJob]) -> int:
