@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.run import Report, Stat, make_jobs, repeat
 from statusbridge import BatchJob, BatchManager, BatchQueue, Snapshot, StatusStore
 from statusbridge.record import BatchStatus, encode_job
@@ -266,7 +268,7 @@ def bench_retention(report: Report, records: int, jobs: int, runs: int) -> None:
 
 
 # -- job throughput against Huey ----------------------------------------------------------------
-def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
+def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float, float]:
     """Huey's standard consumer (``-w 4 -k thread``) in its own process; this one enqueues."""
     # One database for every run of a process: huey keeps its connection to the
     # file it first opened, so the file name is set once, before the import.
@@ -291,12 +293,16 @@ def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
     )
     try:
         huey_tasks.trivial(None).get(blocking=True, timeout=60)  # started and warm
+        worker = psutil.Process(consumer.pid)
+        before = sum(worker.cpu_times()[:2]), time.process_time()
         t = time.perf_counter()
         results = [huey_tasks.trivial(None) for _ in range(jobs)]
         submit = (time.perf_counter() - t) / jobs
         for result in results:
             result.get(blocking=True, timeout=600)
-        return jobs / (time.perf_counter() - t), submit
+        rate = jobs / (time.perf_counter() - t)
+        cpu = sum(worker.cpu_times()[:2]) - before[0] + time.process_time() - before[1]
+        return rate, submit, cpu / jobs
     finally:
         consumer.terminate()
         consumer.wait(30)
@@ -304,22 +310,24 @@ def _huey_jobs_per_second(root: Path, jobs: int) -> tuple[float, float]:
 
 def _statusbridge_jobs_per_second(
     folder: Path, jobs: int, record_delay: float = 1.0, *, sqlite: bool = False
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     where = f"sqlite:///{folder}/status.db" if sqlite else folder
     with BatchQueue(
         4, max_completed_jobs=jobs, status_dir=where, record_delay=record_delay
     ) as queue:
         queue.wait([queue.submit(trivial)], timeout=60)
+        cpu = time.process_time()
         t = time.perf_counter()
         ids = [queue.submit(trivial) for _ in range(jobs)]
         submit = (time.perf_counter() - t) / jobs
         queue.wait(ids, timeout=600)
-        return jobs / (time.perf_counter() - t), submit
+        rate = jobs / (time.perf_counter() - t)
+        return rate, submit, (time.process_time() - cpu) / jobs
 
 
 def _manager_jobs_per_second(
     folder: Path, jobs: int, *, sqlite: bool = False
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """One batch of ``jobs`` through BatchManager: ``start_batch`` returns at once, the
     PENDING records are written in the background (a chunk per transaction on SQLite)
     and a job that ends within ``record_delay`` writes only its end (two writes per job)."""
@@ -330,14 +338,16 @@ def _manager_jobs_per_second(
         manager.start_batch(warm, trivial)
         manager.queue.wait(timeout=60)
         batch_id = manager.create_custom_batch([{"i": i} for i in range(jobs)], "bench")
+        cpu = time.process_time()
         t = time.perf_counter()
         manager.start_batch(batch_id, trivial)
         submit = (time.perf_counter() - t) / jobs
         manager.queue.wait(timeout=600)
-        return jobs / (time.perf_counter() - t), submit
+        rate = jobs / (time.perf_counter() - t)
+        return rate, submit, (time.process_time() - cpu) / jobs
 
 
-def _bare_writes_per_second(folder: Path, jobs: int, writes: int) -> tuple[float, float]:
+def _bare_writes_per_second(folder: Path, jobs: int, writes: int) -> tuple[float, float, float]:
     """The I/O floor of a job: ``writes`` locked temp-file + rename writes of a small JSON
     document per job from 4 threads, no cache, no queue (what statusbridge cannot go below)."""
     import fcntl
@@ -366,21 +376,23 @@ def _bare_writes_per_second(folder: Path, jobs: int, writes: int) -> tuple[float
                 write(job, attempt)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    cpu = time.process_time()
     t = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     rate = jobs / (time.perf_counter() - t)
+    cpu = (time.process_time() - cpu) / jobs
     for lock in locks:
         os.close(lock)
-    return rate, float("nan")
+    return rate, float("nan"), cpu
 
 
 def bench_throughput(report: Report, jobs: int, runs: int) -> None:
     """Trivial jobs end to end, 4 worker threads: BatchQueue, BatchManager, Huey."""
     root = Path(tempfile.mkdtemp(prefix="sb-throughput-"))
-    peers: dict[str, Callable[[Path, int], tuple[float, float]]] = {
+    peers: dict[str, Callable[[Path, int], tuple[float, float, float]]] = {
         "BatchQueue": _statusbridge_jobs_per_second,
         "BatchQueue, record_delay=60 s (no PENDING record for the backlog)": partial(
             _statusbridge_jobs_per_second, record_delay=60.0
@@ -394,25 +406,32 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
     }
     rates: dict[str, list[float]] = {name: [] for name in peers}
     submits: dict[str, list[float]] = {name: [] for name in peers}
+    cpus: dict[str, list[float]] = {name: [] for name in peers}  # CPU-s per job, all processes
     try:
         for run in range(runs):
             for n, (name, measure) in enumerate(peers.items()):
                 where = root / f"{n}-{run}"
                 where.mkdir()
-                rate, submit = measure(where, jobs)
+                rate, submit, cpu = measure(where, jobs)
                 rates[name].append(rate)
                 submits[name].append(submit)
+                cpus[name].append(cpu)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     huey = Stat(rates["huey"])
+    # Jobs per CPU-second: what a loaded machine disturbs least (a busy neighbour
+    # stretches the wall clock, much less the CPU a job takes).
+    per_cpu = {name: Stat([1 / c for c in values]) for name, values in cpus.items()}
     report.table(
         f"Throughput: {jobs:,} trivial jobs end to end, 4 worker threads",
-        ["what", "jobs/s", "vs huey", "submit per job"],
+        ["what", "jobs/s", "vs huey", "CPU per job", "jobs per CPU-s vs huey", "submit per job"],
         [
             [
                 name if name != "huey" else "huey.SqliteHuey + huey_consumer -w 4 -k thread",
                 Stat(rates[name]).fmt(1, "jobs/s", 0),
                 _ratio(Stat(rates[name]), huey),
+                Stat(cpus[name]).fmt(1e6, "us", 0),
+                _ratio(per_cpu[name], per_cpu["huey"]),
                 Stat(submits[name]).fmt(1e3, "ms", 3) if name.startswith(("B", "h")) else "",
             ]
             for name in peers
@@ -428,6 +447,7 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
         "writes of a job from 4 threads in Python: no cache, no queue, no records read.",
     )
     report.raw["throughput"] = {name: Stat(values).median for name, values in rates.items()}
+    report.raw["throughput_cpu_per_job"] = {n: Stat(v).median for n, v in cpus.items()}
 
 
 # -- idle cost ------------------------------------------------------------------------------------
