@@ -4,7 +4,8 @@
 which the jobs and the adapters build on, are imported by their private module path.
 """
 
-from statusbridge.cache._cache import CacheHealth, StatusCache, Subscriber
+from statusbridge.cache._cache import StatusCache, Subscriber
+from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import BatchSummary, Snapshot
 from statusbridge.cache._transitions import on_batch_finished, on_job_finished
 

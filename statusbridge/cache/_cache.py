@@ -7,10 +7,11 @@ change log, ``cache/sqlite/``), a ``redis://`` URL a ``RedisCache`` (initial loa
 change stream, ``cache/redis/``). This module imports none of them.
 
 What every backend shares lives here: the snapshot swap, ``wait_for_change``,
-``subscribe``, the health counters, and the cache thread's life (``_Life``,
-``_run``, ``rescan()``, ``close()``). A backend supplies only its ``_advance``
-(one step: find out what changed, ``_publish`` it), ``_rescan_here`` (a full
-reload), ``_release`` (its observer, connections) and ``health()``.
+``subscribe``, the health counters, write-through (``absorb``), and the cache
+thread's life (``rescan()``, ``close()``; the thread itself is ``_life.py``). A
+backend supplies only its ``_advance`` (one step: find out what changed,
+``_publish`` it), ``_rescan_here`` (a full reload), ``_release`` (its observer,
+connections) and ``health()``.
 
 Ownership: neither the cache thread nor a backend's own threads hold a strong
 reference to the cache (the thread holds a weak one between steps). A cache
@@ -27,11 +28,12 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass
 from datetime import datetime
 from types import MappingProxyType
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
+from statusbridge.cache._health import MAX_SKEWED, CacheHealth, skew_note
+from statusbridge.cache._life import _Life, _run
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob
@@ -50,127 +52,6 @@ Subscriber = Callable[[Snapshot, frozenset[str]], None]
 _Key = str  # job id
 _Action = BatchJob | None  # new record, or None for "gone"
 _Doc = TypeVar("_Doc")  # a backend's stored form of one record (bytes, text)
-
-
-@dataclass(frozen=True)
-class CacheHealth:
-    """What the cache knows about itself; cheap to take, safe to show in a UI."""
-
-    running: bool
-    backend: str
-    version: int
-    jobs: int
-    events: int
-    rescans: int
-    last_event_at: datetime | None
-    invalid_files: Mapping[str, str]
-    directory: str
-    directory_present: bool
-    observer_restarts: int
-    last_error: str | None
-    backend_note: str | None = None  # why the backend is not the platform's native one
-    watched_directory: str | None = None  # the real folder, when ``directory`` is a symlink
-    # Records that went from the server without a delete (Redis eviction): how many this
-    # cache noticed, and the ids of the last ones (oldest first).
-    vanished_records: int = 0
-    vanished_ids: tuple[str, ...] = ()
-    # "clock skew: ..." while a writer's timestamps run more than a minute ahead of or
-    # behind this process's clock (CLOCK_SKEW_LIMIT); None when they agree.
-    clock_skew: str | None = None
-
-
-_MAX_SKEWED = 100  # writers whose clock skew a cache remembers
-
-
-def _skew_note(skews: Mapping[str, float]) -> str | None:
-    """``health().clock_skew``: the writer furthest apart, and how many others are."""
-    if not skews:
-        return None
-    writer, skew = max(skews.items(), key=lambda item: abs(item[1]))
-    side = "ahead of" if skew > 0 else "behind"
-    others = f" (and {len(skews) - 1} other writer(s))" if len(skews) > 1 else ""
-    return (
-        f"clock skew: {writer} writes timestamps {abs(skew):.0f} s {side} this process's"
-        f" clock{others}; liveness and retention count on this process's clock"
-    )
-
-
-class Releasable(Protocol):
-    def close(self) -> None: ...
-
-
-class _Life:
-    """What the cache thread and the finalizer share, so that neither keeps the cache alive.
-
-    ``resources`` (an observer, connections) are closed by whoever ends the cache:
-    ``close()``, or the cache thread as it ends after the cache was collected.
-    """
-
-    def __init__(self) -> None:
-        self.closed = False
-        self.wake = threading.Event()
-        self.lock = threading.Lock()  # guards resources and rescans_waiting
-        self.resources: dict[str, Releasable] = {}
-        self.rescans_waiting: list[Future[Snapshot]] = []
-
-    def end(self) -> None:
-        """Called by the finalizer of a cache nobody closed: the cache thread does the rest."""
-        self.closed = True
-        self.wake.set()
-
-    def hold(self, name: str, resource: Releasable | None) -> None:
-        """Keep ``resource`` under ``name`` (None: forget it); the one it replaces is not closed."""
-        with self.lock:
-            if resource is None:
-                self.resources.pop(name, None)
-            else:
-                self.resources[name] = resource
-
-    def release(self, name: str | None = None) -> None:
-        """Close one resource (or all of them) and forget it."""
-        with self.lock:
-            if name is None:
-                taken = list(self.resources.values())
-                self.resources.clear()
-            else:
-                one = self.resources.pop(name, None)
-                taken = [] if one is None else [one]
-        for resource in taken:
-            try:
-                resource.close()
-            except Exception:
-                logger.debug("statusbridge: releasing %r failed", resource, exc_info=True)
-
-    def take_rescans(self) -> list[Future[Snapshot]]:
-        with self.lock:
-            waiting, self.rescans_waiting = self.rescans_waiting, []
-        return waiting
-
-
-def _run(ref: weakref.ref[StatusCache], life: _Life) -> None:
-    """The cache thread. It holds the cache only while it works on it, never while waiting."""
-    try:
-        while not life.closed:
-            cache = ref()
-            if cache is None:
-                break
-            timeout = cache._seconds_to_next_step()
-            del cache
-            if timeout > 0:
-                life.wake.wait(timeout)
-            life.wake.clear()
-            if life.closed:
-                break
-            cache = ref()
-            if cache is None:
-                break
-            cache._step()
-            del cache
-    finally:
-        # After close() this finds nothing left to do; after the cache was collected
-        # unclosed, it releases the observer and connections (never from a finalizer,
-        # which may run on one of watchdog's own threads, where joining them would fail).
-        life.release()
 
 
 class StatusCache:
@@ -462,14 +343,14 @@ class StatusCache:
             live = held is not None and held.created_at == job.created_at and held.seq < job.seq
             writer = job.owner or f"the writer of {job_id}"
             if skew > CLOCK_SKEW_LIMIT or (live and skew < -CLOCK_SKEW_LIMIT):
-                if len(self._skews) >= _MAX_SKEWED and writer not in self._skews:
+                if len(self._skews) >= MAX_SKEWED and writer not in self._skews:
                     self._skews.pop(next(iter(self._skews)))
                 self._skews[writer] = skew
                 noted = True
             elif live and self._skews.pop(writer, None) is not None:
                 noted = True
         if noted:
-            self._skew_note = _skew_note(self._skews)
+            self._skew_note = skew_note(self._skews)
 
     # -- applying what a backend read (the backends that read documents by job id) -----
     def _apply_load(self, records: Mapping[str, BatchJob | InvalidRecordError]) -> None:

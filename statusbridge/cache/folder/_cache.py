@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 
-from statusbridge.cache._cache import CacheHealth, StatusCache, _Action, _Key
+from statusbridge.cache._cache import StatusCache, _Action, _Key
+from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import FolderWatch
 from statusbridge.cache.folder._safety_net import SafetyNet, folder_stamp

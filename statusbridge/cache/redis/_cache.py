@@ -24,7 +24,8 @@ from typing import Any
 
 import redis
 
-from statusbridge.cache._cache import CacheHealth, StatusCache
+from statusbridge.cache._cache import StatusCache
+from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record._ranges import POSITIVE

@@ -28,7 +28,8 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.polling import PollingObserver
 
-from statusbridge.cache._cache import CacheHealth, StatusCache
+from statusbridge.cache._cache import StatusCache
+from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import stop_observer
 from statusbridge.record import BatchJob
