@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from statusbridge import StatusStore
-from statusbridge.cli import build_parser, main
+from statusbridge.cli import main
+from statusbridge.cli._parser import build_parser
 
 
 @pytest.fixture
