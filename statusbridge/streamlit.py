@@ -64,6 +64,7 @@ __all__ = [
     "check_job_function",
     "escape_markdown",
     "finished_over_time",
+    "follow_batch",
     "get_cache",
     "get_manager",
     "health_panel",
@@ -407,6 +408,23 @@ def push_available(status_dir: str | Path = "batch_status") -> bool:
     return _pusher() is not None and events_path_for(absolute_location(status_dir)) is not None
 
 
+# The batch the live fragment being run follows (follow_batch), per script thread.
+_followed = threading.local()
+
+
+def follow_batch(batch_id: str | None) -> None:
+    """Inside a ``live_fragment``: rerun it only when ``batch_id`` changes, not on every
+    change in the folder.
+
+    For a fragment that shows one batch (its job table, its summary): writes to the
+    other batches leave it alone, which matters when they are big or busy. It still
+    reruns when a batch appears or goes, so a batch picker drawn in it stays current.
+    Call it on each run (a run follows what it asked for; ``None``, or no call: the
+    whole folder). A timer fragment (no push) reruns on its timer as before.
+    """
+    _followed.batch = batch_id
+
+
 def live_fragment(
     status_dir: str | Path = "batch_status", *, every: float = 0.5, gap_ms: int = 100
 ) -> Callable[[Callable[[], None]], Callable[[], None]]:
@@ -423,17 +441,17 @@ def live_fragment(
         key = "statusbridge-push-" + re.sub(r"[^A-Za-z0-9]+", "-", body.__qualname__)
 
         def pushed() -> None:
-            path = events_path_for(folder)
-            if path is None or _pusher() is None:  # pragma: no cover - decided below
-                body()
+            if events_path_for(folder) is None or _pusher() is None:  # pragma: no cover
+                body()  # (decided below)
                 return
             snap = _cache_for(folder).snapshot()  # before drawing: a change meanwhile reruns
             want_clock(False)
+            _followed.batch = None
             body()
             ticking = clock_wanted()  # a job table showed running jobs: their times move
             _pusher()(
                 data={
-                    "url": path,
+                    "url": events_path_for(folder, getattr(_followed, "batch", None)),
                     "version": snap.version,
                     "gap_ms": gap_ms,
                     "tick_ms": 1000 if ticking else 0,
