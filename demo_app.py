@@ -167,9 +167,8 @@ def page() -> None:
 
     live = sbst.live_fragment(STATUS_DIR)
 
-    # The bars and the table in one fragment: a page reruns one live fragment at a time,
-    # and the table would wait for the bars. Only a page of the table is drawn, so its
-    # redraw once a second while that page shows running jobs (elapsed, ETA) costs little.
+    # The bars follow the whole folder; the table below only its batch (follow_batch), so
+    # that writes to a big or busy batch elsewhere do not redraw it.
     @live
     def batches() -> None:
         listed = all_batches()
@@ -183,7 +182,12 @@ def page() -> None:
             with st.expander(f"{len(listed) - SHOWN_BATCHES} older batch(es)"):
                 for summary in listed[SHOWN_BATCHES:]:
                     sbst.batch_summary(summary, counts=False)
-        selected_batch(listed)
+
+    @live
+    def jobs_of_a_batch() -> None:
+        listed = all_batches()
+        if listed:
+            selected_batch(listed)
 
     def selected_batch(listed: list[BatchSummary]) -> None:
         ids = [b.id or "" for b in listed]
@@ -197,6 +201,7 @@ def page() -> None:
             format_func=lambda i: names[i] or i,
         )
         st.session_state["selected"] = chosen
+        sbst.follow_batch(chosen)  # rerun for this batch's changes (and new batches) only
         summary = next(b for b in listed if b.id == chosen)
         snap = sbst.get_cache(STATUS_DIR).snapshot()
         jobs = snap.batch(chosen or "")  # as it is: the table pages it, and remembers its order
@@ -246,6 +251,7 @@ def page() -> None:
             sbst.health_panel(cache.health())
 
     batches()
+    jobs_of_a_batch()
     chart_and_health()
 
 

@@ -185,10 +185,11 @@ export default function (component) {
     url, drawn: data.version, asked: data.version, gap: data.gap_ms,
     trigger: setTriggerValue, mounted: true,
   });
-  // One rerun in flight per page: Streamlit sends the widget updates of two
-  // fragments in one batch and reruns only one of them.
+  // One rerun in flight per page (whichever stream each fragment listens to):
+  // Streamlit sends the widget updates of two fragments in one batch and reruns only
+  // one of them. A drawn fragment wakes every other one.
   const wakeAll = () => {
-    for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+    for (const v of hub.views.values()) if (v.mounted) v.offer();
   };
   const fire = () => {
     view.timer = null;

@@ -266,3 +266,84 @@ def test_a_10000_job_batch_costs_about_what_a_40_job_batch_costs(tmp_path: Path)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "browser-timings-big-batch.txt").write_text("\n".join(timings) + "\n")
     print("\n".join(timings))
+
+
+# The push component's views on the page (window.__statusbridgePush, one per live
+# fragment): whether each follows a batch, the version it last drew, and for the one that
+# follows a batch every version drawn since the hook went in.
+VIEWS = """
+const hub = window.__statusbridgePush;
+if (!hub) return null;
+const views = [...hub.views.values()].filter((v) => v.mounted);
+for (const view of views) {
+    if (!view.url.includes('&batch=') || view.draws) continue;
+    let drawn = view.drawn;
+    view.draws = [];
+    Object.defineProperty(view, 'drawn', {
+        get: () => drawn, set: (v) => { drawn = v; view.draws.push(v); }, configurable: true,
+    });
+}
+return {
+    settled: !hub.busy && views.every((v) => !v.timer && (hub.newest.get(v.url) ?? -1) <= v.drawn),
+    views: views.map((v) => ({
+        batch: v.url.includes('&batch='), drawn: v.drawn, draws: v.draws ?? null,
+        newest: hub.newest.get(v.url) ?? -1,
+    })),
+};
+"""
+
+
+@pytest.mark.skipif(not HAVE_CHROMIUM and not os.environ.get("CI"), reason=NO_CHROMIUM)
+@pytest.mark.timeout(200)
+@pytest.mark.slow
+def test_a_write_to_another_batch_does_not_redraw_the_job_table(tmp_path: Path) -> None:
+    """The demo's job table follows its batch (follow_batch): the bars show a write to
+    another batch, and the table's fragment is not run again for it."""
+    folder = tmp_path / "batch_status"
+    made = datetime.now(UTC) - timedelta(minutes=5)
+    records = [
+        BatchJob(f"{batch}-{i}", BatchStatus.PENDING, batch_id=batch,
+                 created_at=made + timedelta(seconds=age), message=f"{batch} waits")
+        for age, batch in ((0, "other"), (1, "shown")) for i in range(5)
+    ]  # fmt: skip
+    with StatusStore(folder) as store:
+        store.put_records(records)
+    (tmp_path / "server").mkdir()
+
+    def views() -> dict[str, Any]:
+        return driver.execute_script(VIEWS)  # type: ignore[no-any-return]
+
+    def table() -> str:
+        return str(driver.execute_script(TABLE_TEXT))
+
+    with (
+        chromium(tmp_path / "chrome-profile") as driver,
+        demo_server(tmp_path / "server", folder) as (url, _, log),
+        StatusStore(folder) as store,
+    ):
+        driver.get(url)
+        wait_until(lambda: "shown waits" in table(), 60, "the table of the newest batch")
+        state = wait_until(lambda: (v := views()) and v["settled"] and v, 30, "a quiet page")
+        table_view = next(v for v in state["views"] if v["batch"])
+        folder_newest = max(v["newest"] for v in state["views"] if not v["batch"])
+        store.update("other-0", status=BatchStatus.RUNNING, message="another batch moves")
+        # The bars redraw for it (every fragment on the folder has drawn it, and nothing
+        # on the page is waiting to rerun)...
+        wait_until(
+            lambda: (
+                (v := views())["settled"]
+                and all(w["drawn"] > folder_newest for w in v["views"] if not w["batch"])
+            ),
+            30,
+            "the bars to show the other batch's write",
+        )
+        assert "other: running" in str(driver.execute_script("return document.body.innerText"))
+        # ... and the table's fragment did not run again.
+        after = next(v for v in views()["views"] if v["batch"])
+        assert after["draws"] == [] and after["drawn"] == table_view["drawn"], after
+        store.update("shown-0", message="this batch moves")
+        wait_until(lambda: "this batch moves" in table(), 30, "the table to show its write")
+        after = next(v for v in views()["views"] if v["batch"])
+        assert after["draws"] and min(after["draws"]) > folder_newest, after
+    problems = server_log_problems(log)
+    assert not problems, log.read_text()
