@@ -164,7 +164,7 @@ export default function (component) {
   const url = data.url;
   let view = hub.views.get(key);
   if (!view) {
-    view = { asked: -1, last: 0, timer: null, tick: null, watchdog: null, waitingBusy: false };
+    view = { asked: -1, last: 0, timer: null, watchdog: null, waitingBusy: false };
     hub.views.set(key, view);
   }
   // A fragment that now follows another batch (another URL): the old stream is closed
@@ -239,26 +239,11 @@ export default function (component) {
     source.addEventListener("change", seen);
     hub.sources.set(url, source);
   }
-  // Ages and ETAs move while jobs run: redraw now and then even without a write.
-  clearTimeout(view.tick);
-  if (data.tick_ms > 0) {
-    // While another fragment reruns, wait a little and try again: a dropped tick
-    // would stop the clock until the next write.
-    const tick = () => {
-      if (hub.busy && performance.now() - hub.busySince < 1000) {
-        view.tick = setTimeout(tick, 100);
-        return;
-      }
-      view.trigger("change", ++hub.n);
-    };
-    view.tick = setTimeout(tick, data.tick_ms);
-  }
   if (hub.busy === view) hub.busy = null; // drawn: the next fragment may go
   wakeAll();
   // Unmounted (or about to be drawn again): stop its timers, keep its rate-limit state.
   return () => {
     clearTimeout(view.timer);
-    clearTimeout(view.tick);
     clearTimeout(view.watchdog);
     view.timer = null;
     view.mounted = false;

@@ -13,8 +13,9 @@ import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
@@ -35,13 +36,12 @@ __all__ = [
     "STATE_ICONS",
     "Page",
     "attention_first",
-    "clock_wanted",
+    "browser_zone",
     "job_rows",
     "job_table",
     "page_of",
     "page_picker",
     "selection_key",
-    "want_clock",
 ]
 
 PAGE_SIZE = 50  # rows sent per page: about two screens, a few kB
@@ -157,11 +157,16 @@ def _shown_progress(job: BatchJob) -> float | None:
     return None if share is None else floor_share(share, 100) / 100
 
 
+_CLOCK_PX = 72  # "11:41:10"
 _ID_CHARS = 16  # the job column's width, in characters: ids keep their distinguishing tail
 
 
 def job_rows(
-    jobs: Iterable[BatchJob], now: datetime | None = None, *, batch_id: str | None = None
+    jobs: Iterable[BatchJob],
+    now: datetime | None = None,
+    *,
+    batch_id: str | None = None,
+    zone: tzinfo | None = None,
 ) -> list[dict[str, Any]]:
     """The rows ``job_table`` shows (plain values, easy to test and to reuse).
 
@@ -169,6 +174,11 @@ def job_rows(
     ids are shortened by ``display.short_id``: without the prefix of ``batch_id``
     (default: the batch of every row, when they all have the same), then to their
     last ``_ID_CHARS`` characters. The full id is in ``job_details``.
+
+    Elapsed and ETA are durations at ``now``; with a ``zone``, those of a running job
+    are clock times in that zone instead, which stay right while nothing is written:
+    when it started (``11:41:10``) and when it should end (its ETA at its last write,
+    ``≈ 11:43:16``).
     """
     now = now or datetime.now(UTC)
     jobs = list(jobs)
@@ -180,12 +190,44 @@ def job_rows(
             "job": short_id(job.id, _ID_CHARS, batch_id=batch_id),
             "state": f"{STATE_ICONS[job.status]} {state_label(job)}",
             "progress": _shown_progress(job),
-            "elapsed": format_duration(elapsed_seconds(job, now)),
-            "eta": format_duration(eta_seconds(job, now)),
+            **(
+                _clock_times(job, now, zone)
+                if zone is not None and job.status is BatchStatus.RUNNING
+                else {
+                    "elapsed": format_duration(elapsed_seconds(job, now)),
+                    "eta": format_duration(eta_seconds(job, now)),
+                }
+            ),
             "message": job.error_message or job.message,
         }
         for job in jobs
     ]
+
+
+def _clock_times(job: BatchJob, now: datetime, zone: tzinfo) -> dict[str, str]:
+    """A running job's elapsed and ETA as clock times in ``zone`` (see ``job_rows``)."""
+    started = job.started_at
+    reported = job.updated_at or now
+    left = eta_seconds(job, reported)
+    return {
+        "elapsed": "" if started is None else _clock(started, now, zone),
+        "eta": "" if left is None else f"≈ {_clock(reported + timedelta(seconds=left), now, zone)}",
+    }
+
+
+def _clock(when: datetime, now: datetime, zone: tzinfo) -> str:
+    """``11:41:10``, or ``Dec 06 11:41`` for a time that is not within hours of ``now``."""
+    shown = when.astimezone(zone)
+    return shown.strftime("%H:%M:%S" if abs(when - now) < timedelta(hours=12) else "%b %d %H:%M")
+
+
+def browser_zone() -> tzinfo:
+    """The time zone of the browser showing the page (UTC where it is not known)."""
+    name = getattr(st.context, "timezone", None)
+    try:
+        return ZoneInfo(name) if name else UTC
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
 
 
 # Every text of the state column, with its colour.
@@ -208,8 +250,11 @@ def job_table(
     rest in the order given, and only the page shown is sent to the browser, under a
     page number input (give each paged table its own ``key``). Pass a snapshot's
     ``batch(...)`` tuple as it is: its order is then worked out once per change of the
-    batch, not on every redraw. Inside a ``live_fragment``, the fragment redraws once a
-    second while the page shows running jobs (their elapsed time and ETA move).
+    batch, not on every redraw.
+
+    A running job's elapsed and ETA are clock times in the browser's time zone (when it
+    started, when it should end: ``job_rows`` with a ``zone``), so nothing on the table
+    moves with the clock alone, and a live fragment redraws it only on a write.
 
     With ``selectable``, rows can be selected (the fragment reruns on a change) and
     the ids of the selected jobs are returned; a selection is cleared when its rows
@@ -222,9 +267,7 @@ def job_table(
         shown = page_of(attention_first(listed), number, page_size).jobs
     else:
         shown = tuple(listed)
-    if any(job.status is BatchStatus.RUNNING for job in shown):
-        want_clock()
-    rows = job_rows(shown)
+    rows = job_rows(shown, zone=browser_zone())
     if not rows:
         st.caption("No jobs yet.")
         return []
@@ -244,8 +287,12 @@ def job_table(
         "progress": st.column_config.ProgressColumn(
             "progress", min_value=0.0, max_value=1.0, format="percent", width=96
         ),
-        "elapsed": st.column_config.TextColumn("elapsed", width=64),
-        "eta": st.column_config.TextColumn("ETA", width=64),
+        "elapsed": st.column_config.TextColumn(
+            "elapsed", width=_CLOCK_PX, help="How long it took; a running job: when it started."
+        ),
+        "eta": st.column_config.TextColumn(
+            "ETA", width=_CLOCK_PX + 12, help="When a running job should end, at its pace so far."
+        ),
         "message": st.column_config.TextColumn(
             "message", width="large", help="Select a row to read the whole message below."
         ),
@@ -265,18 +312,3 @@ def job_table(
     )
     picked = state.selection.rows if state is not None else []
     return [ids[i] for i in picked if 0 <= i < len(ids)]
-
-
-# Whether what the current run drew moves with the clock (elapsed, ETA of a running job):
-# the live fragment running it then redraws once a second. Per script thread.
-_clock = threading.local()
-
-
-def want_clock(wanted: bool = True) -> None:
-    """Note that this run drew values that change with time alone (or reset, with False)."""
-    _clock.wanted = wanted
-
-
-def clock_wanted() -> bool:
-    """Whether this run drew values that change with time alone."""
-    return bool(getattr(_clock, "wanted", False))

@@ -34,7 +34,6 @@ import logging
 import re
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,7 +44,7 @@ import streamlit as st
 
 from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, end_streams, events_path_for
 from statusbridge._streamlit_push import push_routes as push_routes_for
-from statusbridge._streamlit_table import STATE_ICONS, clock_wanted, job_rows, job_table, want_clock
+from statusbridge._streamlit_table import STATE_ICONS, job_rows, job_table
 from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.display import (
@@ -445,19 +444,13 @@ def live_fragment(
                 body()  # (decided below)
                 return
             snap = _cache_for(folder).snapshot()  # before drawing: a change meanwhile reruns
-            want_clock(False)
             _followed.batch = None
             body()
-            ticking = clock_wanted()  # a job table showed running jobs: their times move
             _pusher()(
                 data={
                     "url": events_path_for(folder, getattr(_followed, "batch", None)),
                     "version": snap.version,
                     "gap_ms": gap_ms,
-                    "tick_ms": 1000 if ticking else 0,
-                    # New data on every run while it ticks, so the component schedules
-                    # its next tick (an unchanged mount may not call it again).
-                    "drawn_at": time.time() if ticking else 0.0,
                 },
                 key=key,
                 on_change_change=lambda: None,
