@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shlex
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
@@ -117,6 +118,17 @@ def _datetime_parts(when: datetime) -> dict[str, int]:
             "minutes": when.minute, "seconds": when.second}  # fmt: skip
 
 
+def inline_code(text: str) -> str:
+    """``text`` as Markdown inline code, shown as typed (backticks in it included).
+
+    Examples:
+        >>> inline_code("a `b` c")
+        '`` a `b` c ``'
+    """
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
 def sidebar_state() -> Any:
     """``SIDEBAR_PX`` ("auto", that wide) where Streamlit takes a width (1.5x+), else "auto"."""
     try:
@@ -159,7 +171,9 @@ def page() -> None:
         st.markdown("**Another program** can write statuses too; run")
         # Plain text, with a URL's password hidden (every viewer of the page sees this).
         shown = location_text(STATUS_DIR) if is_url(STATUS_DIR) else STATUS_DIR
-        st.code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}", language="bash")
+        # Inline code, not st.code: its highlighter is the page's biggest script, and
+        # fetching and starting it held up the first drawing of the job table.
+        st.markdown(inline_code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}"))
         st.markdown(
             "and watch them appear."
             + (" (Put your password in for `***`.)" if "***" in shown else "")
@@ -239,10 +253,15 @@ def page() -> None:
 
     # A chart of the last minutes needs no more than one redraw a second, and each
     # redraw of it would hold up the tables' next one (one fragment rerun at a time).
+    # Drawn only while its expander is open: the chart's scripts, fetched and started
+    # on the first load, held up the first drawing of the job table.
     @sbst.live_fragment(STATUS_DIR, gap_ms=1000)
     def chart_and_health() -> None:
         cache = sbst.get_cache(STATUS_DIR)
-        with st.expander("Jobs finished over time, cache health"):
+        box = st.expander("Jobs finished over time, cache health", key="chart", on_change="rerun")
+        if not box.open:
+            return
+        with box:
             chart = sbst.finished_over_time(cache.snapshot().values())
             if chart["time"]:
                 st.vega_lite_chart(chart, finished_chart_spec(chart))
