@@ -13,10 +13,13 @@ session, and AppTest) it draws the page; imported as a module it only builds the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import shlex
+import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -274,10 +277,24 @@ def page() -> None:
     chart_and_health()
 
 
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """``sbst.lifespan``, and the page's managers made in the background at start: the
+    first one took a good part of the first page's first run."""
+    async with sbst.lifespan(app):
+        threading.Thread(target=_make_managers, name="demo-managers", daemon=True).start()
+        yield
+
+
+def _make_managers() -> None:
+    for executor in EXECUTORS.values():
+        manager(executor)
+
+
 if __name__ == "__main__":
     page()
 else:
     # Imported by `streamlit run demo_app.py` (it looks for `app`): the server, with push.
     # The page has no auth of its own: keep the server on 127.0.0.1 (see docs/streamlit.md).
     # lifespan: stopping the server stops the jobs and worker processes it started.
-    app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR), lifespan=sbst.lifespan)
+    app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR), lifespan=lifespan)
