@@ -151,10 +151,16 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     so interpreter-exit handlers never run there. The streams are ended from the stop
     signal itself: the handler the server installed is wrapped, and still called.
 
-    At start, the caches of the pushed folders are filled in the background (a folder
-    of 10,000 records takes a while to read), so the first page does not wait for that.
+    At start, pandas (the job table's) is imported before the server serves: in the
+    background, it competed with the first page's own work (its scripts served, its first
+    run) and the table waited for it. The caches of the pushed folders are then filled
+    in the background (a folder of 10,000 records takes a while to read).
     """
     _end_streams_on_stop_signals()
+    try:
+        importlib.import_module("pandas")  # its first import takes a while
+    except ImportError:  # pragma: no cover - Streamlit requires it
+        logger.exception("statusbridge: could not import pandas")
     threading.Thread(target=_warm_up, name="statusbridge-warm-up", daemon=True).start()
     yield
     end_streams()
@@ -162,13 +168,12 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 
 def _warm_up() -> None:
-    """Read the pushed folders into their caches, and import pandas, before a page asks."""
+    """Read the pushed folders into their caches before a page asks."""
     with _pushed_lock:
         folders = list(dict.fromkeys(_pushed))
     try:
         for folder in folders:
             _cache_for(folder)
-        importlib.import_module("pandas")  # the job table's; its first import takes a while
     except Exception:
         logger.exception("statusbridge: could not prepare the caches of %s", folders)
 
