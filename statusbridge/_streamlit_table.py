@@ -178,7 +178,7 @@ def job_rows(
     Elapsed and ETA are durations at ``now``; with a ``zone``, those of a running job
     are clock times in that zone instead, which stay right while nothing is written:
     when it started (``11:41:10``) and when it should end (its ETA at its last write,
-    ``≈ 11:43:16``).
+    ``11:43:16``).
     """
     now = now or datetime.now(UTC)
     jobs = list(jobs)
@@ -211,7 +211,7 @@ def _clock_times(job: BatchJob, now: datetime, zone: tzinfo) -> dict[str, str]:
     left = eta_seconds(job, reported)
     return {
         "elapsed": "" if started is None else _clock(started, now, zone),
-        "eta": "" if left is None else f"≈ {_clock(reported + timedelta(seconds=left), now, zone)}",
+        "eta": "" if left is None else _clock(reported + timedelta(seconds=left), now, zone),
     }
 
 
@@ -291,7 +291,7 @@ def job_table(
             "elapsed", width=_CLOCK_PX, help="How long it took; a running job: when it started."
         ),
         "eta": st.column_config.TextColumn(
-            "ETA", width=_CLOCK_PX + 12, help="When a running job should end, at its pace so far."
+            "ETA", width=_CLOCK_PX, help="When a running job should end, at its pace so far."
         ),
         "message": st.column_config.TextColumn(
             "message", width="large", help="Select a row to read the whole message below."

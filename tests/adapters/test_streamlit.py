@@ -352,10 +352,10 @@ def test_a_running_jobs_times_as_clock_times_do_not_move_with_the_clock() -> Non
     paris = ZoneInfo("Europe/Paris")  # UTC+1 in January
     for later in (20, 50, 3600):
         rows = sbst.job_rows([running, done], t0 + timedelta(seconds=later), zone=paris)
-        assert (rows[0]["elapsed"], rows[0]["eta"]) == ("10:00:00", "≈ 10:01:20")
+        assert (rows[0]["elapsed"], rows[0]["eta"]) == ("10:00:00", "10:01:20")
         assert (rows[1]["elapsed"], rows[1]["eta"]) == ("3s", "")  # finished: durations
     next_day = sbst.job_rows([running], t0 + timedelta(days=1), zone=UTC)[0]
-    assert (next_day["elapsed"], next_day["eta"]) == ("Jan 01 09:00", "≈ Jan 01 09:01")
+    assert (next_day["elapsed"], next_day["eta"]) == ("Jan 01 09:00", "Jan 01 09:01")
 
 
 def test_failed_and_cancelled_batches_never_look_completed() -> None:
