@@ -13,9 +13,13 @@ session, and AppTest) it draws the page; imported as a module it only builds the
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import re
 import shlex
+import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, get_args
 
@@ -117,6 +121,17 @@ def _datetime_parts(when: datetime) -> dict[str, int]:
             "minutes": when.minute, "seconds": when.second}  # fmt: skip
 
 
+def inline_code(text: str) -> str:
+    """``text`` as Markdown inline code, shown as typed (backticks in it included).
+
+    Examples:
+        >>> inline_code("a `b` c")
+        '`` a `b` c ``'
+    """
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if "`" in text else f"`{text}`"
+
+
 def sidebar_state() -> Any:
     """``SIDEBAR_PX`` ("auto", that wide) where Streamlit takes a width (1.5x+), else "auto"."""
     try:
@@ -159,7 +174,9 @@ def page() -> None:
         st.markdown("**Another program** can write statuses too; run")
         # Plain text, with a URL's password hidden (every viewer of the page sees this).
         shown = location_text(STATUS_DIR) if is_url(STATUS_DIR) else STATUS_DIR
-        st.code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}", language="bash")
+        # Inline code, not st.code: its highlighter is the page's biggest script, and
+        # fetching and starting it held up the first drawing of the job table.
+        st.markdown(inline_code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}"))
         st.markdown(
             "and watch them appear."
             + (" (Put your password in for `***`.)" if "***" in shown else "")
@@ -167,9 +184,8 @@ def page() -> None:
 
     live = sbst.live_fragment(STATUS_DIR)
 
-    # The bars and the table in one fragment: a page reruns one live fragment at a time,
-    # and the table would wait for the bars. Only a page of the table is drawn, so its
-    # redraw once a second while that page shows running jobs (elapsed, ETA) costs little.
+    # The bars follow the whole folder; the table below only its batch (follow_batch), so
+    # that writes to a big or busy batch elsewhere do not redraw it.
     @live
     def batches() -> None:
         listed = all_batches()
@@ -183,7 +199,12 @@ def page() -> None:
             with st.expander(f"{len(listed) - SHOWN_BATCHES} older batch(es)"):
                 for summary in listed[SHOWN_BATCHES:]:
                     sbst.batch_summary(summary, counts=False)
-        selected_batch(listed)
+
+    @live
+    def jobs_of_a_batch() -> None:
+        listed = all_batches()
+        if listed:
+            selected_batch(listed)
 
     def selected_batch(listed: list[BatchSummary]) -> None:
         ids = [b.id or "" for b in listed]
@@ -197,6 +218,7 @@ def page() -> None:
             format_func=lambda i: names[i] or i,
         )
         st.session_state["selected"] = chosen
+        sbst.follow_batch(chosen)  # rerun for this batch's changes (and new batches) only
         summary = next(b for b in listed if b.id == chosen)
         snap = sbst.get_cache(STATUS_DIR).snapshot()
         jobs = snap.batch(chosen or "")  # as it is: the table pages it, and remembers its order
@@ -234,10 +256,15 @@ def page() -> None:
 
     # A chart of the last minutes needs no more than one redraw a second, and each
     # redraw of it would hold up the tables' next one (one fragment rerun at a time).
+    # Drawn only while its expander is open: the chart's scripts, fetched and started
+    # on the first load, held up the first drawing of the job table.
     @sbst.live_fragment(STATUS_DIR, gap_ms=1000)
     def chart_and_health() -> None:
         cache = sbst.get_cache(STATUS_DIR)
-        with st.expander("Jobs finished over time, cache health"):
+        box = st.expander("Jobs finished over time, cache health", key="chart", on_change="rerun")
+        if not box.open:
+            return
+        with box:
             chart = sbst.finished_over_time(cache.snapshot().values())
             if chart["time"]:
                 st.vega_lite_chart(chart, finished_chart_spec(chart))
@@ -246,7 +273,22 @@ def page() -> None:
             sbst.health_panel(cache.health())
 
     batches()
+    jobs_of_a_batch()
     chart_and_health()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Any) -> AsyncIterator[None]:
+    """``sbst.lifespan``, and the page's managers made in the background at start: the
+    first one took a good part of the first page's first run."""
+    async with sbst.lifespan(app):
+        threading.Thread(target=_make_managers, name="demo-managers", daemon=True).start()
+        yield
+
+
+def _make_managers() -> None:
+    for executor in EXECUTORS.values():
+        manager(executor)
 
 
 if __name__ == "__main__":
@@ -255,4 +297,4 @@ else:
     # Imported by `streamlit run demo_app.py` (it looks for `app`): the server, with push.
     # The page has no auth of its own: keep the server on 127.0.0.1 (see docs/streamlit.md).
     # lifespan: stopping the server stops the jobs and worker processes it started.
-    app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR), lifespan=sbst.lifespan)
+    app = st.App(__file__, routes=sbst.push_routes(STATUS_DIR), lifespan=lifespan)

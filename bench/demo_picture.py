@@ -60,7 +60,8 @@ def main() -> None:
         tmp = Path(scratch)
         write_batch(tmp / "batch_status")
         with (
-            demo_server(tmp, tmp / "batch_status") as (url, _proc, _log),
+            # Relative to the server's folder (tmp): the sidebar shows --dir batch_status.
+            demo_server(tmp, Path("batch_status")) as (url, _proc, _log),
             chromium(tmp / "profile", 900, 1130) as driver,
         ):
             driver.get(url)

@@ -78,10 +78,12 @@ def end_streams() -> None:
         hub.end_streams()
 
 
-def events_path_for(folder: str) -> str | None:
-    """The URL (path and token) that streams ``folder``'s versions, if this server has one."""
+def events_path_for(folder: str, batch: str | None = None) -> str | None:
+    """The URL (path and token) that streams ``folder``'s versions, if this server has one;
+    with ``batch``, only those of the changes that concern that batch."""
     with _served_lock:
-        return _served.get(folder)
+        url = _served.get(folder)
+    return url if url is None or batch is None else f"{url}&batch={quote(batch, safe='')}"
 
 
 def _hub_for(cache: StatusCache) -> EventHub:
@@ -109,6 +111,9 @@ def push_routes(
 ) -> Sequence[Any]:
     """Starlette routes for ``st.App(..., routes=...)``: ``path`` streams ``folder``'s versions.
 
+    With ``&batch=<id>`` in the URL (``events_path_for``), only the versions of changes
+    that concern that batch (``EventHub.stream``): a fragment that shows one batch.
+
     ``path`` goes under ``server.baseUrlPath``. ``cache_for`` returns the server-wide
     cache; it is called on the first request, when Streamlit's runtime exists. A request
     whose ``Host`` is not in ``allowed_hosts()`` (read per request; empty: any), or
@@ -129,7 +134,7 @@ def push_routes(
             return PlainTextResponse("this stream is for pages this server served", 403)
         body = _hub_for(cache_for()).stream(
             request.headers.get("last-event-id"),
-            None,
+            request.query_params.get("batch"),
             records=False,
             lifetime=0.0 if _ending.is_set() else STREAM_SECONDS,  # stopping: state, then end
             retry_ms=RETRY_MS,
@@ -145,7 +150,8 @@ def push_routes(
     return [Route(full_path, stream, methods=["GET"])]
 
 
-# The browser side: one EventSource per page, shared by every live fragment on it.
+# The browser side: one EventSource per URL on a page, shared by the live fragments that
+# listen to it (the folder's, or one batch's).
 # Each mount tells the version its fragment drew; a newer one from the stream sets
 # the "change" trigger (at most every `gap` ms), which reruns that fragment only.
 COMPONENT_JS = """
@@ -158,8 +164,20 @@ export default function (component) {
   const url = data.url;
   let view = hub.views.get(key);
   if (!view) {
-    view = { asked: -1, last: 0, timer: null, tick: null, watchdog: null, waitingBusy: false };
+    view = { asked: -1, last: 0, timer: null, watchdog: null, waitingBusy: false };
     hub.views.set(key, view);
+  }
+  // A fragment that now follows another batch (another URL): the old stream is closed
+  // once no fragment on the page listens to it.
+  const before = view.url;
+  if (before !== undefined && before !== url) {
+    view.url = url;
+    const used = [...hub.views.values()].some((v) => v.mounted && v.url === before);
+    if (!used && hub.sources.has(before)) {
+      hub.sources.get(before).close();
+      hub.sources.delete(before);
+      hub.newest.delete(before);
+    }
   }
   // Drawn: whatever it asked for is answered (a rerun already under way when the
   // trigger came may have drawn an older version: then it is asked again below).
@@ -167,10 +185,11 @@ export default function (component) {
     url, drawn: data.version, asked: data.version, gap: data.gap_ms,
     trigger: setTriggerValue, mounted: true,
   });
-  // One rerun in flight per page: Streamlit sends the widget updates of two
-  // fragments in one batch and reruns only one of them.
+  // One rerun in flight per page (whichever stream each fragment listens to):
+  // Streamlit sends the widget updates of two fragments in one batch and reruns only
+  // one of them. A drawn fragment wakes every other one.
   const wakeAll = () => {
-    for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
+    for (const v of hub.views.values()) if (v.mounted) v.offer();
   };
   const fire = () => {
     view.timer = null;
@@ -220,26 +239,11 @@ export default function (component) {
     source.addEventListener("change", seen);
     hub.sources.set(url, source);
   }
-  // Ages and ETAs move while jobs run: redraw now and then even without a write.
-  clearTimeout(view.tick);
-  if (data.tick_ms > 0) {
-    // While another fragment reruns, wait a little and try again: a dropped tick
-    // would stop the clock until the next write.
-    const tick = () => {
-      if (hub.busy && performance.now() - hub.busySince < 1000) {
-        view.tick = setTimeout(tick, 100);
-        return;
-      }
-      view.trigger("change", ++hub.n);
-    };
-    view.tick = setTimeout(tick, data.tick_ms);
-  }
   if (hub.busy === view) hub.busy = null; // drawn: the next fragment may go
   wakeAll();
   // Unmounted (or about to be drawn again): stop its timers, keep its rate-limit state.
   return () => {
     clearTimeout(view.timer);
-    clearTimeout(view.tick);
     clearTimeout(view.watchdog);
     view.timer = null;
     view.mounted = false;

@@ -34,7 +34,6 @@ import logging
 import re
 import signal
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,27 +44,13 @@ import streamlit as st
 
 from statusbridge._streamlit_push import COMPONENT_JS, EVENTS_PATH, end_streams, events_path_for
 from statusbridge._streamlit_push import push_routes as push_routes_for
-from statusbridge._streamlit_table import (
-    PAGE_SIZE,
-    attention_first,
-    clock_wanted,
-    page_of,
-    page_picker,
-    selection_key,
-    want_clock,
-)
+from statusbridge._streamlit_table import STATE_ICONS, job_rows, job_table
 from statusbridge._streamlit_workers import check_job_function, keep_workers_out_of_the_script
 from statusbridge.cache import BatchSummary, CacheHealth, StatusCache
 from statusbridge.display import (
-    STATUS_COLOURS,
-    elapsed_seconds,
-    eta_seconds,
     floor_share,
-    format_duration,
-    job_share,
     percent,
     printable,
-    short_id,
     state_label,
 )
 from statusbridge.jobs import BatchManager
@@ -78,6 +63,7 @@ __all__ = [
     "check_job_function",
     "escape_markdown",
     "finished_over_time",
+    "follow_batch",
     "get_cache",
     "get_manager",
     "health_panel",
@@ -93,15 +79,6 @@ __all__ = [
     "stop_managers",
     "summary_text",
 ]
-
-# Plain symbols that common text fonts have (emoji fonts are often missing on servers).
-_STATE_ICONS = {
-    BatchStatus.PENDING: "…",
-    BatchStatus.RUNNING: "▶",
-    BatchStatus.COMPLETED: "✓",
-    BatchStatus.FAILED: "✗",
-    BatchStatus.CANCELLED: "■",
-}
 
 
 @st.cache_resource(show_spinner=False)
@@ -174,10 +151,16 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     so interpreter-exit handlers never run there. The streams are ended from the stop
     signal itself: the handler the server installed is wrapped, and still called.
 
-    At start, the caches of the pushed folders are filled in the background (a folder
-    of 10,000 records takes a while to read), so the first page does not wait for that.
+    At start, pandas (the job table's) is imported before the server serves: in the
+    background, it competed with the first page's own work (its scripts served, its first
+    run) and the table waited for it. The caches of the pushed folders are then filled
+    in the background (a folder of 10,000 records takes a while to read).
     """
     _end_streams_on_stop_signals()
+    try:
+        importlib.import_module("pandas")  # its first import takes a while
+    except ImportError:  # pragma: no cover - Streamlit requires it
+        logger.exception("statusbridge: could not import pandas")
     threading.Thread(target=_warm_up, name="statusbridge-warm-up", daemon=True).start()
     yield
     end_streams()
@@ -185,13 +168,12 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 
 def _warm_up() -> None:
-    """Read the pushed folders into their caches, and import pandas, before a page asks."""
+    """Read the pushed folders into their caches before a page asks."""
     with _pushed_lock:
         folders = list(dict.fromkeys(_pushed))
     try:
         for folder in folders:
             _cache_for(folder)
-        importlib.import_module("pandas")  # the job table's; its first import takes a while
     except Exception:
         logger.exception("statusbridge: could not prepare the caches of %s", folders)
 
@@ -318,123 +300,7 @@ def batch_summary(summary: BatchSummary, *, counts: bool = True) -> None:
         return
     columns = st.columns(len(BatchStatus))
     for column, status in zip(columns, BatchStatus, strict=True):
-        column.metric(f"{_STATE_ICONS[status]} {status.value}", summary.counts[status])
-
-
-def _shown_progress(job: BatchJob) -> float | None:
-    """A job's bar: blank until it reports, full only when completed, rounded down."""
-    share = job_share(job)
-    return None if share is None else floor_share(share, 100) / 100
-
-
-_ID_CHARS = 16  # the job column's width, in characters: ids keep their distinguishing tail
-
-
-def job_rows(
-    jobs: Iterable[BatchJob], now: datetime | None = None, *, batch_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The rows ``job_table`` shows (plain values, easy to test and to reuse).
-
-    Blank (``None`` or ``""``), never "None", where a value does not exist yet. Job
-    ids are shortened by ``display.short_id``: without the prefix of ``batch_id``
-    (default: the batch of every row, when they all have the same), then to their
-    last ``_ID_CHARS`` characters. The full id is in ``job_details``.
-    """
-    now = now or datetime.now(UTC)
-    jobs = list(jobs)
-    if batch_id is None:
-        batches = {job.batch_id for job in jobs}
-        batch_id = next(iter(batches)) if len(batches) == 1 else None
-    return [
-        {
-            "job": short_id(job.id, _ID_CHARS, batch_id=batch_id),
-            "state": f"{_STATE_ICONS[job.status]} {state_label(job)}",
-            "progress": _shown_progress(job),
-            "elapsed": format_duration(elapsed_seconds(job, now)),
-            "eta": format_duration(eta_seconds(job, now)),
-            "message": job.error_message or job.message,
-        }
-        for job in jobs
-    ]
-
-
-# Every text of the state column, with its colour.
-_STATE_CHIPS = {
-    **{f"{_STATE_ICONS[status]} {status.value}": rgb for status, rgb in STATUS_COLOURS.items()},
-    f"{_STATE_ICONS[BatchStatus.RUNNING]} cancelling": STATUS_COLOURS[BatchStatus.RUNNING],
-}
-
-
-def job_table(
-    jobs: Iterable[BatchJob],
-    *,
-    key: str | None = None,
-    selectable: bool = False,
-    page_size: int = PAGE_SIZE,
-) -> list[str]:
-    """A table of jobs: coloured state, progress, elapsed, ETA, message (text escaped).
-
-    More jobs than ``page_size`` are paged: running and failed jobs first, then the
-    rest in the order given, and only the page shown is sent to the browser, under a
-    page number input (give each paged table its own ``key``). Pass a snapshot's
-    ``batch(...)`` tuple as it is: its order is then worked out once per change of the
-    batch, not on every redraw. Inside a ``live_fragment``, the fragment redraws once a
-    second while the page shows running jobs (their elapsed time and ETA move).
-
-    With ``selectable``, rows can be selected (the fragment reruns on a change) and
-    the ids of the selected jobs are returned; a selection is cleared when its rows
-    come to hold other jobs (a paged table moves jobs that start or end).
-    """
-    listed = jobs if isinstance(jobs, Sequence) else tuple(jobs)
-    base_key = key or "statusbridge-jobs"
-    if len(listed) > page_size:
-        number = page_picker(len(listed), page_size, base_key)
-        shown = page_of(attention_first(listed), number, page_size).jobs
-    else:
-        shown = tuple(listed)
-    if any(job.status is BatchStatus.RUNNING for job in shown):
-        want_clock()
-    rows = job_rows(shown)
-    if not rows:
-        st.caption("No jobs yet.")
-        return []
-    import pandas as pd  # type: ignore[import-untyped]  # Streamlit needs it; for the colours
-
-    # The state as a coloured label (a one-option list column): colouring cells through a
-    # pandas Styler cost most of a redraw.
-    frame = pd.DataFrame([{**row, "state": [row["state"]]} for row in rows])
-    # Widths in pixels, as narrow as their values allow: the message gets the rest (at
-    # 900 px with the sidebar open it was off screen). About 8 px per character.
-    id_px = 20 + 8 * max(len(str(row["job"])) for row in rows)
-    config = {
-        "job": st.column_config.TextColumn("job", width=id_px),
-        "state": st.column_config.MultiselectColumn(
-            "state", width=116, options=list(_STATE_CHIPS), color=list(_STATE_CHIPS.values())
-        ),
-        "progress": st.column_config.ProgressColumn(
-            "progress", min_value=0.0, max_value=1.0, format="percent", width=96
-        ),
-        "elapsed": st.column_config.TextColumn("elapsed", width=64),
-        "eta": st.column_config.TextColumn("ETA", width=64),
-        "message": st.column_config.TextColumn(
-            "message", width="large", help="Select a row to read the whole message below."
-        ),
-    }
-    if not selectable:
-        st.dataframe(frame, hide_index=True, width="stretch", key=key, column_config=config)
-        return []
-    ids = [job.id for job in shown]
-    state = st.dataframe(
-        frame,
-        hide_index=True,
-        width="stretch",
-        key=selection_key(base_key, ids),
-        column_config=config,
-        on_select="rerun",
-        selection_mode="multi-row",
-    )
-    picked = state.selection.rows if state is not None else []
-    return [ids[i] for i in picked if 0 <= i < len(ids)]
+        column.metric(f"{STATE_ICONS[status]} {status.value}", summary.counts[status])
 
 
 def hide_running_indicator() -> None:
@@ -546,6 +412,23 @@ def push_available(status_dir: str | Path = "batch_status") -> bool:
     return _pusher() is not None and events_path_for(absolute_location(status_dir)) is not None
 
 
+# The batch the live fragment being run follows (follow_batch), per script thread.
+_followed = threading.local()
+
+
+def follow_batch(batch_id: str | None) -> None:
+    """Inside a ``live_fragment``: rerun it only when ``batch_id`` changes, not on every
+    change in the folder.
+
+    For a fragment that shows one batch (its job table, its summary): writes to the
+    other batches leave it alone, which matters when they are big or busy. It still
+    reruns when a batch appears or goes, so a batch picker drawn in it stays current.
+    Call it on each run (a run follows what it asked for; ``None``, or no call: the
+    whole folder). A timer fragment (no push) reruns on its timer as before.
+    """
+    _followed.batch = batch_id
+
+
 def live_fragment(
     status_dir: str | Path = "batch_status", *, every: float = 0.5, gap_ms: int = 100
 ) -> Callable[[Callable[[], None]], Callable[[], None]]:
@@ -562,23 +445,17 @@ def live_fragment(
         key = "statusbridge-push-" + re.sub(r"[^A-Za-z0-9]+", "-", body.__qualname__)
 
         def pushed() -> None:
-            path = events_path_for(folder)
-            if path is None or _pusher() is None:  # pragma: no cover - decided below
-                body()
+            if events_path_for(folder) is None or _pusher() is None:  # pragma: no cover
+                body()  # (decided below)
                 return
             snap = _cache_for(folder).snapshot()  # before drawing: a change meanwhile reruns
-            want_clock(False)
+            _followed.batch = None
             body()
-            ticking = clock_wanted()  # a job table showed running jobs: their times move
             _pusher()(
                 data={
-                    "url": path,
+                    "url": events_path_for(folder, getattr(_followed, "batch", None)),
                     "version": snap.version,
                     "gap_ms": gap_ms,
-                    "tick_ms": 1000 if ticking else 0,
-                    # New data on every run while it ticks, so the component schedules
-                    # its next tick (an unchanged mount may not call it again).
-                    "drawn_at": time.time() if ticking else 0.0,
                 },
                 key=key,
                 on_change_change=lambda: None,

@@ -129,6 +129,7 @@ EXPORTED = {
         "check_job_function",
         "escape_markdown",
         "finished_over_time",
+        "follow_batch",
         "get_cache",
         "get_manager",
         "health_panel",

@@ -48,6 +48,7 @@ class Change:
     previous: Snapshot
     ids: frozenset[str]
     encoded: dict[str | None, str | None] = field(default_factory=dict)
+    touched: dict[str, bool] = field(default_factory=dict)
 
     @property
     def version(self) -> int:
@@ -91,6 +92,28 @@ def change_data(changes: list[Change], batch: str | None) -> str | None:
     if len(changes) == 1:
         changes[0].encoded[batch] = data
     return data
+
+
+def touches(change: Change, batch: str) -> bool:
+    """Whether ``change`` concerns ``batch``: a job of it changed (or joined or left it), or
+    a batch appeared or went, so that a batch picker drawn with that batch stays current."""
+    known = change.touched.get(batch)
+    if known is None:
+        known = False
+        for job_id in change.ids:
+            new, old = change.snapshot.get(job_id), change.previous.get(job_id)
+            now_in = None if new is None else new.batch_id
+            was_in = None if old is None else old.batch_id
+            if batch in (now_in, was_in):
+                known = True
+            elif now_in != was_in:
+                appeared = now_in is not None and now_in not in change.previous.batch_ids()
+                went = was_in is not None and was_in not in change.snapshot.batch_ids()
+                known = appeared or went
+            if known:
+                break
+        change.touched[batch] = known
+    return known
 
 
 def reset_data(snapshot: Snapshot, batch: str | None) -> str:
@@ -238,8 +261,10 @@ class EventHub:
         """One client's events: what it missed (or a reset), then each change as it comes.
 
         Without ``records`` each event carries the version only (a client that only
-        needs to know that something changed). With a ``lifetime`` the stream ends
-        after that many seconds and the client comes back with its ``Last-Event-ID``.
+        needs to know that something changed); with a ``batch`` too, only for changes that
+        ``touches`` that batch (the others move the event id on without an event). With a
+        ``lifetime`` the stream ends after that many seconds and the client comes back
+        with its ``Last-Event-ID``.
         """
         self._bind()
         self._drain()  # what the cache published before this: part of "missed", not queued
@@ -256,6 +281,10 @@ class EventHub:
 
         def change(changes: list[Change]) -> bytes:
             if not records:
+                if batch is not None and not any(touches(c, batch) for c in changes):
+                    # Nothing to fire, but the id moves on: a client that comes back
+                    # resumes from here, not from a change that left the history.
+                    return f"id: {self.run}:{sent.version}\n\n".encode()
                 return self._event("change", sent.version, _json({"version": sent.version}))
             data = change_data(changes, batch)
             return b"" if data is None else self._event("change", sent.version, data)

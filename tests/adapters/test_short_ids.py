@@ -92,7 +92,8 @@ def test_watch_at_80_columns(batch: str | None) -> None:
 
 def test_demo_rows_drop_the_batch_and_keep_the_tail() -> None:
     pytest.importorskip("streamlit")
-    from statusbridge.streamlit import _ID_CHARS, job_rows
+    from statusbridge._streamlit_table import _ID_CHARS
+    from statusbridge.streamlit import job_rows
 
     one = [j for j in two_batches() if j.batch_id == BATCHES[0]]
     assert [r["job"] for r in job_rows(one, NOW)] == [f"…-{i:04d}" for i in range(5)]

@@ -337,6 +337,27 @@ def test_job_rows_and_chart_data() -> None:
     assert chart["finished"] == [1, 2]
 
 
+def test_a_running_jobs_times_as_clock_times_do_not_move_with_the_clock() -> None:
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from statusbridge import BatchJob, BatchStatus
+
+    t0 = datetime(2030, 1, 1, 9, 0, 0, tzinfo=UTC)
+    # 25% done 20 s after its start: 60 s left then.
+    running = BatchJob("c", BatchStatus.RUNNING, progress=0.25, started_at=t0,
+                       updated_at=t0 + timedelta(seconds=20))  # fmt: skip
+    done = BatchJob("a", BatchStatus.COMPLETED, started_at=t0,
+                    completed_at=t0 + timedelta(seconds=3))  # fmt: skip
+    paris = ZoneInfo("Europe/Paris")  # UTC+1 in January
+    for later in (20, 50, 3600):
+        rows = sbst.job_rows([running, done], t0 + timedelta(seconds=later), zone=paris)
+        assert (rows[0]["elapsed"], rows[0]["eta"]) == ("10:00:00", "10:01:20")
+        assert (rows[1]["elapsed"], rows[1]["eta"]) == ("3s", "")  # finished: durations
+    next_day = sbst.job_rows([running], t0 + timedelta(days=1), zone=UTC)[0]
+    assert (next_day["elapsed"], next_day["eta"]) == ("Jan 01 09:00", "Jan 01 09:01")
+
+
 def test_failed_and_cancelled_batches_never_look_completed() -> None:
     from statusbridge import BatchJob
     from statusbridge.cache._snapshot import summarize

@@ -47,7 +47,7 @@ def serving(app: ASGIApp, *, stop: Any = None) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Event:
-    """One server-sent event (``kind`` "comment" for a comment line)."""
+    """One server-sent event (``kind`` "comment" for a comment line, "id" for an id alone)."""
 
     kind: str
     id: str | None = None
@@ -72,6 +72,9 @@ def events(response: httpx.Response) -> Iterator[Event]:
             yield Event(
                 fields.get("event", "message"), fields.get("id"), json.loads(fields["data"])
             )
+            fields = {}
+        elif "id" in fields:  # no event in a browser, but its next Last-Event-ID
+            yield Event("id", fields["id"])
             fields = {}
         else:
             fields = {}  # a retry: line alone
