@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record._frozen import EMPTY, MAX_NESTING, freeze, thaw
+from statusbridge.record._frozen import EMPTY, MAX_NESTING, FrozenMap, freeze, thaw
 from statusbridge.record._ids import validate_job_id
 from statusbridge.record._model import FIELD_NAMES, BatchJob, BatchStatus, checked_job
 
-__all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "job_to_dict"]
+__all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "job_text", "job_to_dict"]
 
 SCHEMA_VERSION = 1
 
@@ -35,19 +37,42 @@ _WRITTEN_KEYS = ("schema", *FIELD_NAMES)
 _STATUS_BY_VALUE = {status.value: status for status in BatchStatus}
 
 
+# Every stored field's value and ``progress_known``, in one call (``job_to_dict``).
+_STORED_VALUES = attrgetter(*FIELD_NAMES, "progress_known")
+
+
 def job_to_dict(job: BatchJob) -> dict[str, Any]:
     """The JSON-ready document for ``job`` (plain dicts/lists, ISO-8601 timestamps)."""
-    doc: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    for name in FIELD_NAMES:
-        value: Any = job.reported_progress if name == "progress" else getattr(job, name)
-        if name in _TIME_FIELDS:
-            value = None if value is None else value.isoformat()
-        elif name == "status":
-            value = value.value
-        elif name in ("params", "result", "meta"):
-            value = thaw(value)
-        doc[name] = value
-    return doc
+    return _document(job, thaw)
+
+
+def _document(job: BatchJob, nested: Callable[[Any], Any]) -> dict[str, Any]:
+    """The document with ``nested`` applied to params, result and meta."""
+    (job_id, status, params, result, error_message, progress, message, batch_id, meta,
+     created_at, started_at, completed_at, updated_at, seq, owner, owner_start, owner_machine,
+     cancel_requested, heartbeat_at, progress_known) = _STORED_VALUES(job)  # fmt: skip
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": job_id,
+        "status": status.value,
+        "params": nested(params),
+        "result": nested(result),
+        "error_message": error_message,
+        "progress": progress if progress_known else None,
+        "message": message,
+        "batch_id": batch_id,
+        "meta": nested(meta),
+        "created_at": None if created_at is None else created_at.isoformat(),
+        "started_at": None if started_at is None else started_at.isoformat(),
+        "completed_at": None if completed_at is None else completed_at.isoformat(),
+        "updated_at": None if updated_at is None else updated_at.isoformat(),
+        "seq": seq,
+        "owner": owner,
+        "owner_start": owner_start,
+        "owner_machine": owner_machine,
+        "cancel_requested": cancel_requested,
+        "heartbeat_at": None if heartbeat_at is None else heartbeat_at.isoformat(),
+    }
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
@@ -67,6 +92,33 @@ def encode_job(job: BatchJob) -> bytes:
         return text.encode() + b"\n"
     except UnicodeEncodeError:  # a lone surrogate in some string: see the module's docstring
         return _LONE_SURROGATE.sub("\ufffd", text).encode() + b"\n"
+
+
+def _frozen_map_data(value: Any) -> Any:
+    if type(value) is FrozenMap:
+        return value._data  # its values are frozen: the encoder calls this again for those
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+_COMPACT_ENCODE = msgspec.json.Encoder(enc_hook=_frozen_map_data).encode
+
+
+def job_text(job: BatchJob) -> str:
+    """``job``'s schema-1 document as compact JSON text (no spaces, no newline).
+
+    The same document as ``encode_job``, encoded by msgspec in C without thawing
+    params, result and meta first. A value msgspec does not take (a lone
+    surrogate, an int beyond 64 bits, a subclass of a JSON type) takes the
+    ``json`` path of ``encode_job``, which decides and words it.
+    """
+    try:
+        return _COMPACT_ENCODE(_document(job, _as_is)).decode()
+    except (msgspec.MsgspecError, TypeError, ValueError, OverflowError):
+        return encode_job(job).decode().rstrip("\n")
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _without_lone_surrogates(value: Any) -> Any:

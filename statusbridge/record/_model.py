@@ -7,6 +7,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from statusbridge.record._frozen import EMPTY, FrozenMap, freeze
@@ -203,12 +204,29 @@ class BatchJob:
         """A copy with some fields changed (validated like the constructor)."""
         if "progress" in changes:
             changes.setdefault("progress_known", changes["progress"] is not None)
-        return dataclasses.replace(self, **changes)
+        # What dataclasses.replace() does (every field set, then __post_init__ validates
+        # the whole record), through the slots' own setters: every write merges through
+        # here, and the generated __init__ of a frozen class pays object.__setattr__ per field.
+        values = list(_INIT_VALUES(self))
+        for name, value in changes.items():
+            at = _INIT_INDEX.get(name)
+            if at is None:
+                raise TypeError(f"BatchJob.replace() got an unexpected keyword argument {name!r}")
+            values[at] = value
+        job: BatchJob = object.__new__(BatchJob)
+        for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
+            set_slot(job, value)
+        job.__post_init__()
+        return job
 
 
 # The stored fields (``progress_known`` is derived from ``progress`` being null).
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob) if f.name != "progress_known")
 
+
+# Every field's value in field order, and each field's place in it (``BatchJob.replace``).
+_INIT_VALUES = attrgetter(*(f.name for f in dataclasses.fields(BatchJob)))
+_INIT_INDEX = {f.name: at for at, f in enumerate(dataclasses.fields(BatchJob))}
 
 # The slots' own setters, in field order: what ``checked_job`` fills a new BatchJob with.
 _SLOT_SETTERS = tuple(BatchJob.__dict__[f.name].__set__ for f in dataclasses.fields(BatchJob))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,7 +14,13 @@ from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, InvalidRecordError
 from statusbridge.record import FrozenMap, decode_job, encode_job, validate_job_id
-from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
+from statusbridge.record._codec import (
+    _DECODER,
+    _checked_doc,
+    _quick_job,
+    _well_formed_job,
+    job_text,
+)
 from statusbridge.record._frozen import thaw
 from statusbridge.record._model import FIELD_NAMES
 
@@ -316,6 +324,57 @@ def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) ->
     # too unless a string needed a \u escape (control characters).
     assert _well_formed_job(json.loads(data), job.id) == job
     assert _quick_job(data, job.id) == (None if b"\\u" in data else job)
+
+
+@given(full_jobs)
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_compact_text_is_the_same_document(job: BatchJob) -> None:
+    text = job_text(job)
+    assert json.loads(text) == json.loads(encode_job(job))
+    assert decode_job(text.encode(), expected_id=job.id) == job
+
+
+def test_compact_text_of_values_msgspec_does_not_take() -> None:
+    for job in (
+        # Lone surrogates:
+        BatchJob("j", message="half \ud83d", meta={"k\udc00": "\udfff"}),  # type: ignore[arg-type]
+        BatchJob("j", params={"big": 2**70, "neg": -(2**70)}),
+    ):
+        assert json.loads(job_text(job)) == json.loads(encode_job(job))
+    assert "\ufffd" in job_text(BatchJob("j", message="half \ud83d"))
+
+
+@given(
+    full_jobs,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(BatchStatus),
+            "progress": st.none() | st.floats(0, 1),
+            "meta": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+            "seq": st.integers(0, 10),
+            "updated_at": times,
+        },
+    ),
+)
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_replace_is_dataclasses_replace(job: BatchJob, changes: dict[str, Any]) -> None:
+    expected = dict(changes)
+    if "progress" in expected:
+        expected["progress_known"] = expected["progress"] is not None
+    assert job.replace(**changes) == dataclasses.replace(job, **expected)
+
+
+def test_replace_refuses_what_the_constructor_refuses() -> None:
+    job = BatchJob("j")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        job.replace(nope=1)
+    with pytest.raises(ValueError, match="progress must be between"):
+        job.replace(progress=2.0)
+    with pytest.raises(ValueError, match="invalid job id"):
+        job.replace(id="../x")
 
 
 @given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())

@@ -183,7 +183,8 @@ class Database:
         self.lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._identity: tuple[int, int] | None = None
+        self._path = os.fspath(where.path)  # stat()ed at every write: no Path conversion
+        self._identity = (-1, -1)  # (st_dev, st_ino) of the file open
         self.readonly = False
         # Idle read connections, for the file and generation in _readers_key.
         self._readers: list[sqlite3.Connection] = []
@@ -201,8 +202,8 @@ class Database:
         """
         if self._conn is not None and self._pid == os.getpid():
             try:
-                st = os.stat(self.where.path)
-                same = (st.st_dev, st.st_ino) == self._identity
+                st = os.stat(self._path)
+                same = st.st_ino == self._identity[1] and st.st_dev == self._identity[0]
             except OSError:
                 same = False
             if same:
@@ -217,10 +218,10 @@ class Database:
         )  # fmt: skip
         self._pid = os.getpid()
         try:
-            st = os.stat(self.where.path)
+            st = os.stat(self._path)
             self._identity = (st.st_dev, st.st_ino)
         except OSError:
-            self._identity = None
+            self._identity = (-1, -1)
         return self._conn
 
     def set_timeout(self, timeout: float) -> None:

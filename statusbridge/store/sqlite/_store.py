@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, decode_job, encode_job, validate_job_id
+from statusbridge.record import BatchJob, decode_job, validate_job_id
+from statusbridge.record._codec import job_text
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
@@ -204,13 +205,14 @@ class SqliteStore(StatusStore):
 
     def _text_of(self, job: BatchJob) -> str:
         """The stored form of ``job``: ValueError, nothing written, if over ``max_bytes``."""
-        data = encode_job(job)
-        if len(data) > self.max_bytes:
+        text = job_text(job)
+        # A character is at most 4 bytes in UTF-8: most texts need no encoding to know.
+        if len(text) * 4 > self.max_bytes and (size := len(text.encode())) > self.max_bytes:
             raise ValueError(
-                f"record of job {job.id!r} would be {len(data)} bytes; the limit is "
+                f"record of job {job.id!r} would be {size} bytes; the limit is "
                 f"{self.max_bytes} (StatusStore(max_bytes=...)); nothing was written"
             )
-        return data.decode().rstrip("\n")
+        return text
 
     def _remember(self, job_id: str, text: str, job: BatchJob) -> None:
         """The row this store wrote last, so its next update of the job decodes nothing."""
@@ -295,7 +297,7 @@ class SqliteStore(StatusStore):
         count = 0
         with self._db.writing("copied records") as conn:
             for job in jobs:
-                text = encode_job(job).decode().rstrip("\n")
+                text = job_text(job)
                 row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job.id,)).fetchone()
                 if row is not None:
                     try:
