@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from operator import attrgetter
+from itertools import repeat
+from operator import attrgetter, call
 from typing import Any
 
 from statusbridge.record._frozen import EMPTY, FrozenMap, freeze
@@ -213,9 +216,7 @@ class BatchJob:
             if at is None:
                 raise TypeError(f"BatchJob.replace() got an unexpected keyword argument {name!r}")
             values[at] = value
-        job: BatchJob = object.__new__(BatchJob)
-        for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
-            set_slot(job, value)
+        job = checked_job(values)
         job.__post_init__()
         return job
 
@@ -232,7 +233,7 @@ _INIT_INDEX = {f.name: at for at, f in enumerate(dataclasses.fields(BatchJob))}
 _SLOT_SETTERS = tuple(BatchJob.__dict__[f.name].__set__ for f in dataclasses.fields(BatchJob))
 
 
-def checked_job(values: tuple[Any, ...]) -> BatchJob:
+def checked_job(values: Sequence[Any]) -> BatchJob:
     """A BatchJob from every field's value (in field order, ``progress_known`` last),
     each already checked and normalised as ``__post_init__`` would leave it.
 
@@ -240,7 +241,11 @@ def checked_job(values: tuple[Any, ...]) -> BatchJob:
     and the general constructor's keyword call and re-validation cost more than
     reading the file. Anything not already in final form goes through ``BatchJob(...)``.
     """
+    if len(values) != len(_SLOT_SETTERS):
+        raise ValueError(f"{len(_SLOT_SETTERS)} values expected, got {len(values)}")
     job: BatchJob = object.__new__(BatchJob)
-    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
-        set_slot(job, value)
+    _consume(map(call, _SLOT_SETTERS, repeat(job), values))  # the loop runs in C
     return job
+
+
+_consume = deque[None](maxlen=0).extend

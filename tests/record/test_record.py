@@ -19,6 +19,7 @@ from statusbridge.record._codec import (
     _checked_doc,
     _quick_job,
     _well_formed_job,
+    decode_documents,
     job_text,
 )
 from statusbridge.record._frozen import thaw
@@ -377,6 +378,42 @@ def test_replace_refuses_what_the_constructor_refuses() -> None:
         job.replace(id="../x")
 
 
+@given(st.lists(full_jobs, max_size=4, unique_by=lambda job: job.id), st.booleans())
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_documents_decoded_at_once_are_the_jobs(jobs: list[BatchJob], compact: bool) -> None:
+    texts = [job_text(job) if compact else encode_job(job).decode() for job in jobs]
+    decoded = decode_documents([job.id for job in jobs], texts)
+    if decoded is None:  # what the written form may hold that the array path defers
+        assert any("\\u" in text for text in texts) or any(
+            t is not None and t.tzinfo is not UTC
+            for job in jobs
+            for t in (job.created_at, job.started_at, job.completed_at, job.updated_at)
+        )
+    else:
+        assert decoded == jobs
+
+
+def test_documents_decoded_at_once_refuse_what_is_not_a_written_document() -> None:
+    job = BatchJob("j", BatchStatus.RUNNING, progress=0.5, created_at=datetime.now(UTC))
+    good = job_text(job)
+    assert decode_documents(["j"], [good]) == [job]
+    assert decode_documents([], []) == []
+    doc = json.loads(good)
+    for bad in (
+        good[:-1],  # cut
+        json.dumps({**doc, "future_field": 1}),  # a key the array path does not know
+        json.dumps({k: v for k, v in doc.items() if k != "owner"}),  # a key missing
+        json.dumps({**doc, "progress_known": False}),
+        json.dumps({**doc, "message": None}),
+        json.dumps({**doc, "created_at": "2026-01-01T02:00:00+02:00"}),
+        json.dumps({**doc, "params": json.loads("[" * 101 + "]" * 101)}),
+    ):
+        assert decode_documents(["j"], [bad]) is None
+    assert decode_documents(["other"], [good]) is None
+    assert decode_documents(["j"], [good.encode()]) is None  # type: ignore[list-item]
+
+
 @given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())
 @settings(max_examples=400, deadline=None)
 @pytest.mark.slow
@@ -385,8 +422,12 @@ def test_fast_path_refuses_and_accepts_exactly_what_the_general_path_does(
 ) -> None:
     doc = json.loads(encode_job(job))
     doc[key] = value
-    fast, general = _both_paths(json.dumps(doc).encode(), "other" if other_id else job.id)
+    expected_id = "other" if other_id else job.id
+    fast, general = _both_paths(json.dumps(doc).encode(), expected_id)
     assert fast == general
+    # The array path (a database's load) takes a subset, into the same job.
+    decoded = decode_documents([expected_id], [json.dumps(doc)])
+    assert decoded is None or decoded == [general]
 
 
 def test_fast_path_defers_on_other_shapes() -> None:
@@ -425,5 +466,7 @@ def test_duplicate_keys_are_refused_in_written_documents(before: bytes, after: b
     assert _quick_job(data, "j") == job
     changed = data.replace(before, after)
     assert _quick_job(changed, "j") is None
+    assert decode_documents(["j"], [data.decode()]) == [job]
+    assert decode_documents(["i", "j"], [job_text(job.replace(id="i")), changed.decode()]) is None
     with pytest.raises(InvalidRecordError, match="duplicate key"):
         decode_job(changed, expected_id="j")

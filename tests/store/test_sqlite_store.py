@@ -252,3 +252,27 @@ def test_read_connections_are_closed_with_the_store(url: str) -> None:
     gc.collect()
     assert store.read("a") is not None  # reopened on use, as before
     store.close()
+
+
+def test_a_load_reports_each_invalid_row_among_many_valid_ones(url: str, db: Path) -> None:
+    """The load parses documents many at once; a bad one still costs only itself."""
+    with StatusStore(url) as store:
+        store.create_absent({f"j{i:04d}": {"progress": i / 2500} for i in range(2500)})
+        good = store.scan()
+    bad = {
+        "j0003": "{not json",
+        "j1200": '{"schema": 1, "schema": 1, "id": "j1200", "status": "pending"}',
+        "j1201": json.dumps({"schema": 1, "id": "someone-else", "status": "pending"}),
+        "j2499": b"\xff\xfe not utf-8",
+    }
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for job_id, doc in bad.items():
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (doc, job_id))
+    expected = {job_id: job for job_id, job in good.items() if job_id not in bad}
+    with StatusStore(url) as store:
+        report = store.scan_report()
+        assert report.jobs == expected
+        assert set(report.invalid_records()) == {f"{job_id}.json" for job_id in bad}
+    with StatusCache(url) as cache:
+        assert dict(cache.snapshot()) == expected
+        assert set(cache.health().invalid_files) == {f"{job_id}.json" for job_id in bad}

@@ -37,7 +37,7 @@ from typing import Any
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, decode_job, validate_job_id
-from statusbridge.record._codec import job_text
+from statusbridge.record._codec import decode_documents, job_text
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
@@ -54,6 +54,8 @@ DEFAULT_LOG_KEEP = 10_000
 
 _TRIM_EVERY = 64  # a store trims the change log at every this many writes (and at deletes)
 _KNOWN_MAX = 4096  # jobs whose last document a store keeps (see SqliteStore.modify)
+# Documents a load parses as one JSON array; a chunk with an invalid one is decoded one by one.
+_LOAD_CHUNK = 1000
 
 
 def decode_row(job_id: str, doc: str | bytes) -> BatchJob:
@@ -324,11 +326,18 @@ def load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRec
     finally:
         conn.execute("COMMIT")
     records: dict[str, BatchJob | InvalidRecordError] = {}
-    for job_id, doc in rows:
-        try:
-            records[job_id] = decode_row(job_id, doc)
-        except InvalidRecordError as exc:
-            records[job_id] = exc
+    for start in range(0, len(rows), _LOAD_CHUNK):
+        chunk = rows[start : start + _LOAD_CHUNK]
+        ids = [job_id for job_id, _doc in chunk]
+        jobs = decode_documents(ids, [doc for _job_id, doc in chunk])
+        if jobs is not None:
+            records.update(zip(ids, jobs, strict=True))
+            continue
+        for job_id, doc in chunk:  # one by one: each invalid record with its reason
+            try:
+                records[job_id] = decode_row(job_id, doc)
+            except InvalidRecordError as exc:
+                records[job_id] = exc
     return (0 if cur is None else int(cur[0])), records
 
 
