@@ -17,6 +17,7 @@ import pytest
 from statusbridge import BatchStatus, LockTimeout, StatusCache, StatusStore
 from statusbridge.errors import UnusableDatabase
 from statusbridge.store._shelf import open_shelf
+from statusbridge.store.sqlite._database import _CREATE
 
 from support.waiting import wait_until
 
@@ -95,6 +96,33 @@ def test_the_change_log_keeps_the_last_log_keep_entries(url: str) -> None:
         store.delete("a")
         rows = store.connection().execute("SELECT pos FROM changes ORDER BY pos").fetchall()  # type: ignore[attr-defined]
     assert [r[0] for r in rows] == [17, 18, 19, 20, 21]
+
+
+def test_a_change_log_made_autoincrement_is_followed_alike(url: str, db: Path) -> None:
+    """Databases made before the log's pos became a plain rowid keep their AUTOINCREMENT."""
+    db.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            _CREATE.replace("pos INTEGER PRIMARY KEY,", "pos INTEGER PRIMARY KEY AUTOINCREMENT,")
+        )
+    with StatusStore(url, log_keep=3) as store:
+        for i in range(5):
+            store.update("a", progress=i / 10)
+        store.delete("a")  # trims at once
+        with StatusCache(url) as cache:
+            job = store.update("b", progress=0.5)
+            wait_until(lambda: cache.get("b") == job, 10, "the write")
+            assert "a" not in cache.snapshot()
+            conn = store.connection()  # type: ignore[attr-defined]
+            positions = [r[0] for r in conn.execute("SELECT pos FROM changes ORDER BY pos")]
+            assert positions == list(range(positions[0], 8))  # (trimmed from 4 or later)
+            assert (
+                "AUTOINCREMENT"
+                in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()[
+                    0
+                ]
+            )
 
 
 def test_another_programs_write_is_logged_and_followed(url: str, db: Path) -> None:

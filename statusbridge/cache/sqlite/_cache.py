@@ -34,6 +34,7 @@ from statusbridge.cache._watcher import stop_observer
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database
+from statusbridge.store.sqlite._store import newest_position
 
 __all__ = ["SqliteCache"]
 
@@ -283,9 +284,7 @@ class SqliteCache(StatusCache):
                     "SELECT pos, id FROM changes WHERE pos > ? ORDER BY pos LIMIT ?",
                     (self._position, _READ_COUNT),
                 ).fetchall()
-                last = conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'changes'"
-                ).fetchone()
+                newest = newest_position(conn)
                 ids = sorted({job_id for _pos, job_id in entries})
                 docs: dict[str, Any] = {}
                 for start in range(0, len(ids), 500):
@@ -296,7 +295,6 @@ class SqliteCache(StatusCache):
                     )
             finally:
                 conn.execute("COMMIT")
-            newest = 0 if last is None else int(last[0])
             if entries and entries[0][0] != self._position + 1:
                 self._trimmed(f"change log trimmed past position {self._position}")
                 return

@@ -6,8 +6,11 @@ One SQLite file holds everything (``sqlite:///relative.db``, ``sqlite:////abs.db
   client can read the jobs (``SELECT json_extract(doc, '$.status') FROM jobs``);
 - ``changes(pos, id)``: the ordered change log a cache follows. Triggers on
   ``jobs`` append to it, so a write by any program (the ``sqlite3`` shell too)
-  is logged; ``pos`` is AUTOINCREMENT, so it never goes back or repeats, and the
-  only gaps are entries trimmed away (each write keeps the last ``log_keep``);
+  is logged. ``pos`` is the rowid: one past the newest entry, and trimming
+  keeps the last ``log_keep`` entries, never the newest, so it never goes back
+  or repeats (not AUTOINCREMENT, whose counter row would be one more page
+  written per commit). The only gaps are entries trimmed away; a cache that
+  sees the newest go back (the log emptied by hand) reloads in full;
 - ``batches(name, doc)``: the shelf of batch definitions (``BatchManager``).
 
 Writes: WAL mode, one ``BEGIN IMMEDIATE`` transaction per ``update``/``modify``
@@ -45,7 +48,14 @@ from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
 from statusbridge.store.sqlite._database import Database
 
-__all__ = ["DEFAULT_LOG_KEEP", "SqliteShelf", "SqliteStore", "decode_row", "load"]
+__all__ = [
+    "DEFAULT_LOG_KEEP",
+    "SqliteShelf",
+    "SqliteStore",
+    "decode_row",
+    "load",
+    "newest_position",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +238,7 @@ class SqliteStore(StatusStore):
         Run at every ``_TRIM_EVERY``-th write of a store, so the log may hold up to
         that many entries more per writing store; a cache never misses one for it.
         """
-        cur = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
-        last = 0 if cur is None else int(cur[0])
+        last = newest_position(conn)
         if last > self.log_keep:
             conn.execute("DELETE FROM changes WHERE pos <= ?", (last - self.log_keep,))
 
@@ -321,7 +330,7 @@ def load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRec
     """(change-log position, every record), in one read transaction of ``conn``."""
     conn.execute("BEGIN")
     try:
-        cur = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'changes'").fetchone()
+        position = newest_position(conn)
         rows = conn.execute("SELECT id, doc FROM jobs").fetchall()
     finally:
         conn.execute("COMMIT")
@@ -338,7 +347,13 @@ def load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRec
                 records[job_id] = decode_row(job_id, doc)
             except InvalidRecordError as exc:
                 records[job_id] = exc
-    return (0 if cur is None else int(cur[0])), records
+    return position, records
+
+
+def newest_position(conn: sqlite3.Connection) -> int:
+    """The position of the change log's newest entry (0 if it has none)."""
+    row = conn.execute("SELECT max(pos) FROM changes").fetchone()
+    return 0 if row is None or row[0] is None else int(row[0])
 
 
 class SqliteShelf:
