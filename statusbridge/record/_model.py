@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from itertools import repeat
-from operator import attrgetter, call
+from operator import attrgetter
 from typing import Any
 
 from statusbridge.record._frozen import EMPTY, FrozenMap, freeze
@@ -229,8 +227,12 @@ FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob) if f.name != "p
 _INIT_VALUES = attrgetter(*(f.name for f in dataclasses.fields(BatchJob)))
 _INIT_INDEX = {f.name: at for at, f in enumerate(dataclasses.fields(BatchJob))}
 
-# The slots' own setters, in field order: what ``checked_job`` fills a new BatchJob with.
-_SLOT_SETTERS = tuple(BatchJob.__dict__[f.name].__set__ for f in dataclasses.fields(BatchJob))
+
+class _Unfrozen:
+    """BatchJob's slots without its frozen ``__setattr__``: ``checked_job`` fills one
+    with plain attribute stores, then makes it a BatchJob (the same memory layout)."""
+
+    __slots__ = BatchJob.__slots__
 
 
 def checked_job(values: Sequence[Any]) -> BatchJob:
@@ -240,12 +242,12 @@ def checked_job(values: Sequence[Any]) -> BatchJob:
     For the decoder's fast path: at start-up it builds every record of a folder,
     and the general constructor's keyword call and re-validation cost more than
     reading the file. Anything not already in final form goes through ``BatchJob(...)``.
+    A frozen class's own slot setters cost a call each; these stores do not.
     """
-    if len(values) != len(_SLOT_SETTERS):
-        raise ValueError(f"{len(_SLOT_SETTERS)} values expected, got {len(values)}")
-    job: BatchJob = object.__new__(BatchJob)
-    _consume(map(call, _SLOT_SETTERS, repeat(job), values))  # the loop runs in C
-    return job
-
-
-_consume = deque[None](maxlen=0).extend
+    job: Any = object.__new__(_Unfrozen)
+    (job.id, job.status, job.params, job.result, job.error_message, job.progress, job.message,
+     job.batch_id, job.meta, job.created_at, job.started_at, job.completed_at, job.updated_at,
+     job.seq, job.owner, job.owner_start, job.owner_machine, job.cancel_requested,
+     job.heartbeat_at, job.progress_known) = values  # fmt: skip
+    job.__class__ = BatchJob
+    return job  # type: ignore[no-any-return]

@@ -23,7 +23,7 @@ from statusbridge.record._codec import (
     job_text,
 )
 from statusbridge.record._frozen import thaw
-from statusbridge.record._model import FIELD_NAMES
+from statusbridge.record._model import FIELD_NAMES, checked_job
 
 VALID_DOC = {
     "schema": 1,
@@ -366,6 +366,18 @@ def test_replace_is_dataclasses_replace(job: BatchJob, changes: dict[str, Any]) 
     if "progress" in expected:
         expected["progress_known"] = expected["progress"] is not None
     assert job.replace(**changes) == dataclasses.replace(job, **expected)
+
+
+def test_checked_job_sets_each_field_from_its_place() -> None:
+    names = [f.name for f in dataclasses.fields(BatchJob)]
+    values = [f"value of {name}" for name in names]
+    job = checked_job(values)
+    assert type(job) is BatchJob
+    assert [getattr(job, name) for name in names] == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.id = "x"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="not enough values"):
+        checked_job(values[:-1])
 
 
 def test_replace_refuses_what_the_constructor_refuses() -> None:
