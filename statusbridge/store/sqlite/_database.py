@@ -224,6 +224,11 @@ class Database:
             self._identity = (-1, -1)
         return self._conn
 
+    @property
+    def _lock_wait(self) -> float:
+        """The timeout for ``threading.Lock.acquire`` (-1: forever)."""
+        return -1 if math.isinf(self.timeout) else self.timeout
+
     def set_timeout(self, timeout: float) -> None:
         self.timeout = timeout
         self._retire_readers()
@@ -244,7 +249,7 @@ class Database:
         except OSError:
             st = None
         if st is None or st.st_size == 0:
-            if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+            if not self.lock.acquire(timeout=self._lock_wait):
                 raise LockTimeout("(read)", self.timeout, str(self.where.path))
             try:
                 yield self.connection()
@@ -299,35 +304,59 @@ class Database:
 
     @contextmanager
     def writing(self, what: str) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the body raises).
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the body raises): ``begin``,
+        then ``commit`` or ``rollback``."""
+        conn = self.begin(what)
+        try:
+            yield conn
+        except BaseException:
+            self.rollback(conn)
+            raise
+        self.commit(conn, what)
+
+    def begin(self, what: str) -> sqlite3.Connection:
+        """Take the lock and ``BEGIN IMMEDIATE``; the caller ends with ``commit`` or ``rollback``.
 
         ``LockTimeout`` naming ``what`` when another writer holds the database
         beyond the timeout; ``PermissionError`` naming the file when it is read-only.
         """
-        if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+        lock = self.lock
+        if not (lock.acquire(False) or lock.acquire(timeout=self._lock_wait)):
             raise LockTimeout(what, self.timeout, str(self.where.path))
         try:
-            conn = self.connection()
-            if self.readonly:
-                raise PermissionError(
-                    f"status database {self.where.path} is read-only here (opened for "
-                    f"reading): cannot write {what}"
-                )
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._translated(exc, what) from None
-            try:
-                yield conn
-            except BaseException:
+            return self._begin_holding_lock(what)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _begin_holding_lock(self, what: str) -> sqlite3.Connection:
+        conn = self.connection()
+        if self.readonly:
+            raise PermissionError(
+                f"status database {self.where.path} is read-only here (opened for "
+                f"reading): cannot write {what}"
+            )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._translated(exc, what) from None
+        return conn
+
+    def commit(self, conn: sqlite3.Connection, what: str) -> None:
+        """``COMMIT`` the transaction ``begin`` started, and release the lock."""
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise self._translated(exc, what) from None
+            raise self._translated(exc, what) from None
+        finally:
+            self.lock.release()
+
+    def rollback(self, conn: sqlite3.Connection) -> None:
+        """``ROLLBACK`` the transaction ``begin`` started, and release the lock."""
+        try:
+            conn.execute("ROLLBACK")
         finally:
             self.lock.release()
 

@@ -179,6 +179,14 @@ class SqliteStore(StatusStore):
             return load(conn)
 
     # -- writes ----------------------------------------------------------------------
+    def update(self, job_id: str, **fields: Any) -> BatchJob:
+        self._check_fields(fields)
+        job = self._modify(job_id, lambda current: fields, checked=True)
+        assert job is not None
+        return job
+
+    update.__doc__ = StatusStore.update.__doc__
+
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
     ) -> BatchJob | None:
@@ -187,33 +195,65 @@ class SqliteStore(StatusStore):
         ``change(current)`` runs while this process holds the database's write lock,
         so "only if still PENDING" cannot race with another writer anywhere.
         """
+        return self._modify(job_id, change, checked=False)
+
+    def _modify(
+        self,
+        job_id: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        *,
+        checked: bool,
+    ) -> BatchJob | None:
+        """``modify``; ``checked``: what ``change`` returns needs no ``_check_fields``."""
         validate_job_id(job_id)
-        with self._db.writing(f"job {job_id!r}") as conn:
-            row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            current = None
-            known = self._known.get(job_id)
-            if row is not None and known is not None and known[0] == row[0]:
-                current = known[1]
-            elif row is not None:
-                try:
-                    current = decode_row(job_id, row[0])
-                except InvalidRecordError as exc:
-                    raise overwrite_refused(exc, f"job {job_id}") from None
-            fields = change(current)
-            if fields is None:
-                return None
-            self._check_fields(fields)
-            job = merged(job_id, current, fields, self._clock())
-            text = self._text_of(job)
-            if row is None:
-                conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
-            else:
-                conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (text, job_id))
-            self._writes += 1
-            if self._writes % _TRIM_EVERY == 0:
-                self._trim(conn)
+        what = f"job {job_id!r}"
+        conn = self._db.begin(what)  # (not `with writing()`: every update comes here)
+        try:
+            written = self._write(conn, job_id, change, checked=checked)
+        except BaseException:
+            self._db.rollback(conn)
+            raise
+        self._db.commit(conn, what)
+        if written is None:
+            return None
+        text, job = written
         self._remember(job_id, text, job)
         return job
+
+    def _write(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        *,
+        checked: bool,
+    ) -> tuple[str, BatchJob] | None:
+        """The body of ``_modify``'s transaction: (the text written, its job), or None."""
+        row = conn.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        current = None
+        known = self._known.get(job_id)
+        if row is not None and known is not None and known[0] == row[0]:
+            current = known[1]
+        elif row is not None:
+            try:
+                current = decode_row(job_id, row[0])
+            except InvalidRecordError as exc:
+                raise overwrite_refused(exc, f"job {job_id}") from None
+        fields = change(current)
+        if fields is None:
+            return None
+        if not checked:
+            self._check_fields(fields)
+        job = merged(job_id, current, fields, self._clock())
+        text = self._text_of(job)
+        if row is None:
+            conn.execute("INSERT INTO jobs(id, doc) VALUES (?, ?)", (job_id, text))
+        else:
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (text, job_id))
+        self._writes += 1
+        if self._writes % _TRIM_EVERY == 0:
+            self._trim(conn)
+        return text, job
 
     def _text_of(self, job: BatchJob) -> str:
         """The stored form of ``job``: ValueError, nothing written, if over ``max_bytes``."""
