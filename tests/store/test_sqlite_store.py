@@ -117,12 +117,20 @@ def test_a_change_log_made_autoincrement_is_followed_alike(url: str, db: Path) -
             conn = store.connection()  # type: ignore[attr-defined]
             positions = [r[0] for r in conn.execute("SELECT pos FROM changes ORDER BY pos")]
             assert positions == list(range(positions[0], 8))  # (trimmed from 4 or later)
-            assert (
-                "AUTOINCREMENT"
-                in conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'").fetchone()[
-                    0
-                ]
-            )
+            made = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'")
+            assert "AUTOINCREMENT" in made.fetchone()[0]
+            assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096  # as it was made
+
+
+def test_a_new_database_has_small_pages(store: StatusStore) -> None:
+    """A commit writes whole pages to the -wal; a job's document is far smaller than 4 KiB."""
+    store.update("a", message="x" * 5000)  # and a larger one spills over, as SQLite does
+    conn = store.connection()  # type: ignore[attr-defined]
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    job = store.read("a")
+    assert job is not None and job.message == "x" * 5000
 
 
 def test_another_programs_write_is_logged_and_followed(url: str, db: Path) -> None:

@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = 1  # PRAGMA user_version of a database this release made
 _WAL_LIMIT = 4 * 1024 * 1024  # journal_size_limit: the -wal file is cut back to this
+# ... and checkpointed when it grows past it. Pages of a new database: a commit of
+# update() writes the job's page and the log's page to the -wal whole, and documents are
+# small (SQLite's default 4,096 bytes writes four times the bytes for them).
+_PAGE_SIZE = 1024
 
 _CREATE = """
 BEGIN IMMEDIATE;
@@ -125,9 +129,14 @@ def _prepare(
             f"schema {version} is newer than this statusbridge reads ({SCHEMA}); upgrade it"
         )
     if mode == "rw":
+        if version < SCHEMA:
+            # Only an empty file takes it, before WAL mode; SQLite ignores it on any other.
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_LIMIT // page_size}")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         if version < SCHEMA:
             try:
