@@ -312,3 +312,20 @@ def test_a_load_reports_each_invalid_row_among_many_valid_ones(url: str, db: Pat
     with StatusCache(url) as cache:
         assert dict(cache.snapshot()) == expected
         assert set(cache.health().invalid_files) == {f"{job_id}.json" for job_id in bad}
+
+
+def test_a_load_leaves_the_garbage_collector_as_it_found_it(url: str) -> None:
+    """The load pauses the collector for itself; the caller's choice stands after it."""
+    with StatusStore(url) as store:
+        store.update("a")
+    assert gc.isenabled()
+    with StatusCache(url) as cache:
+        assert gc.isenabled()
+        cache.rescan()
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        with StatusCache(url):
+            assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -29,11 +29,13 @@ Not for network file systems (NFS, SMB): SQLite's locking is not safe there.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +54,7 @@ __all__ = [
     "DEFAULT_LOG_KEEP",
     "SqliteShelf",
     "SqliteStore",
+    "collector_paused",
     "decode_row",
     "load",
     "newest_position",
@@ -368,6 +371,28 @@ class SqliteStore(StatusStore):
 
 def load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
     """(change-log position, every record), in one read transaction of ``conn``."""
+    with collector_paused():
+        return _load(conn)
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off for a bulk load, then as it was.
+
+    A load makes several objects per record and no cyclic garbage, and each of
+    the collector's passes walks every object made so far: on large loads that
+    repeated walking was a quarter to a third of the time.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
     conn.execute("BEGIN")
     try:
         position = newest_position(conn)
