@@ -13,17 +13,28 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from operator import attrgetter
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record._frozen import EMPTY, MAX_NESTING, freeze, thaw
+from statusbridge.record._frozen import EMPTY, MAX_NESTING, FrozenMap, freeze, thaw
 from statusbridge.record._ids import validate_job_id
 from statusbridge.record._model import FIELD_NAMES, BatchJob, BatchStatus, checked_job
 
-__all__ = ["SCHEMA_VERSION", "decode_job", "encode_job", "encode_job_as_stored", "job_to_dict"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "decode_documents",
+    "decode_job",
+    "encode_job",
+    "encode_job_as_stored",
+    "job_text",
+    "job_text_as_stored",
+    "job_to_dict",
+]
 
 SCHEMA_VERSION = 1
 
@@ -35,19 +46,42 @@ _WRITTEN_KEYS = ("schema", *FIELD_NAMES)
 _STATUS_BY_VALUE = {status.value: status for status in BatchStatus}
 
 
+# Every stored field's value and ``progress_known``, in one call (``job_to_dict``).
+_STORED_VALUES = attrgetter(*FIELD_NAMES, "progress_known")
+
+
 def job_to_dict(job: BatchJob) -> dict[str, Any]:
     """The JSON-ready document for ``job`` (plain dicts/lists, ISO-8601 timestamps)."""
-    doc: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    for name in FIELD_NAMES:
-        value: Any = job.reported_progress if name == "progress" else getattr(job, name)
-        if name in _TIME_FIELDS:
-            value = None if value is None else value.isoformat()
-        elif name == "status":
-            value = value.value
-        elif name in ("params", "result", "meta"):
-            value = thaw(value)
-        doc[name] = value
-    return doc
+    return _document(job, thaw)
+
+
+def _document(job: BatchJob, nested: Callable[[Any], Any]) -> dict[str, Any]:
+    """The document with ``nested`` applied to params, result and meta."""
+    (job_id, status, params, result, error_message, progress, message, batch_id, meta,
+     created_at, started_at, completed_at, updated_at, seq, owner, owner_start, owner_machine,
+     cancel_requested, heartbeat_at, progress_known) = _STORED_VALUES(job)  # fmt: skip
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": job_id,
+        "status": status.value,
+        "params": nested(params),
+        "result": nested(result),
+        "error_message": error_message,
+        "progress": progress if progress_known else None,
+        "message": message,
+        "batch_id": batch_id,
+        "meta": nested(meta),
+        "created_at": None if created_at is None else created_at.isoformat(),
+        "started_at": None if started_at is None else started_at.isoformat(),
+        "completed_at": None if completed_at is None else completed_at.isoformat(),
+        "updated_at": None if updated_at is None else updated_at.isoformat(),
+        "seq": seq,
+        "owner": owner,
+        "owner_start": owner_start,
+        "owner_machine": owner_machine,
+        "cancel_requested": cancel_requested,
+        "heartbeat_at": None if heartbeat_at is None else heartbeat_at.isoformat(),
+    }
 
 
 # json.dumps with options builds a JSONEncoder per call; one shared encoder is stateless.
@@ -77,6 +111,39 @@ def encode_job_as_stored(job: BatchJob) -> tuple[bytes, BatchJob]:
     except UnicodeEncodeError:  # a lone surrogate in some string: see the module's docstring
         data = _LONE_SURROGATE.sub("\ufffd", text).encode() + b"\n"
         return data, decode_job(data, expected_id=job.id)
+
+
+def _frozen_map_data(value: Any) -> Any:
+    if type(value) is FrozenMap:
+        return value._data  # its values are frozen: the encoder calls this again for those
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+_COMPACT_ENCODE = msgspec.json.Encoder(enc_hook=_frozen_map_data).encode
+
+
+def job_text(job: BatchJob) -> str:
+    """``job``'s schema-1 document as compact JSON text (no spaces, no newline).
+
+    The same document as ``encode_job``, encoded by msgspec in C without thawing
+    params, result and meta first. A value msgspec does not take (a lone
+    surrogate, an int beyond 64 bits, a subclass of a JSON type) takes the
+    ``json`` path of ``encode_job``, which decides and words it.
+    """
+    return job_text_as_stored(job)[0]
+
+
+def job_text_as_stored(job: BatchJob) -> tuple[str, BatchJob]:
+    """``job_text``, and the record a reader decodes from it (see ``encode_job_as_stored``)."""
+    try:
+        return _COMPACT_ENCODE(_document(job, _as_is)).decode(), job
+    except (msgspec.MsgspecError, TypeError, ValueError, OverflowError):
+        data, stored = encode_job_as_stored(job)
+        return data.decode().rstrip("\n"), stored
+
+
+def _as_is(value: Any) -> Any:
+    return value
 
 
 def _without_lone_surrogates(value: Any) -> Any:
@@ -365,3 +432,105 @@ def _well_formed_job(doc: dict[str, Any], expected_id: str | None) -> BatchJob |
 
 def _optional_str(value: object) -> bool:
     return value is None or type(value) is str
+
+
+# -- many documents at once (a database's initial load) ------------------------------------
+_Unit = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class _WrittenDocument(msgspec.Struct, gc=False):
+    """A schema-1 document with every key, each value of its JSON type (checked in C).
+
+    The fields in ``_WRITTEN_KEYS`` order, so ``astuple`` is the values as
+    ``_colons_if_read_once`` counts them. Unknown keys are skipped by msgspec, so
+    their colons are not counted and such a batch is refused.
+    """
+
+    schema: Literal[1]
+    id: str
+    status: BatchStatus
+    params: Any
+    result: Any
+    error_message: str | None
+    progress: _Unit | None
+    message: str
+    batch_id: str | None
+    meta: dict[str, Any] | None
+    created_at: str | None
+    started_at: str | None
+    completed_at: str | None
+    updated_at: str | None
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    owner: str | None
+    owner_start: int | None
+    owner_machine: str | None
+    cancel_requested: bool
+    heartbeat_at: str | None
+
+
+_DECODE_WRITTEN = msgspec.json.Decoder(list[_WrittenDocument]).decode
+_VALUES = msgspec.structs.astuple
+_COMPLETED = BatchStatus.COMPLETED
+
+
+def decode_documents(ids: list[str], docs: list[str]) -> list[BatchJob] | None:
+    """The jobs of ``docs`` (``docs[i]`` stored under ``ids[i]``), parsed as one JSON array.
+
+    All or nothing: None unless every document is in the written form and valid
+    (every key read once, see ``_quick_job``), and then the caller decodes each on
+    its own with ``decode_job``, which words what is wrong. What this takes,
+    ``decode_job`` takes too, into the same job (tests check both on the same
+    documents).
+    """
+    try:
+        text = "[" + ",".join(docs) + "]"
+    except TypeError:  # a document stored as a blob
+        return None
+    if "\\u" in text:
+        return None
+    try:
+        written = _DECODE_WRITTEN(text)
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    if len(written) != len(ids):
+        return None
+    jobs: list[BatchJob] = []
+    colons = 0
+    try:
+        for expected_id, document in zip(ids, written, strict=True):
+            values = _VALUES(document)
+            (_schema, job_id, status, params, result, error_message, progress, message, batch_id,
+             meta, created_at, started_at, completed_at, updated_at, seq, owner, owner_start,
+             owner_machine, cancel_requested, heartbeat_at) = values  # fmt: skip
+            if job_id != expected_id:
+                return None
+            validate_job_id(job_id)
+            if batch_id is not None:
+                validate_job_id(batch_id)
+            if progress is None:
+                known, progress = False, 1.0 if status is _COMPLETED else 0.0
+            else:
+                known = True
+            if params is not None:
+                params = freeze(params, _path="params")
+            if result is not None:
+                result = freeze(result, _path="result")
+            meta = freeze(meta, _path="meta") if meta else EMPTY
+            times: tuple[Any, ...]
+            times = (created_at, started_at, completed_at, updated_at, heartbeat_at)
+            if times != _NO_TIMES:
+                times = tuple(map(_utc_time, times))
+                if False in times:
+                    return None
+            colons += _colons_if_read_once(values)
+            jobs.append(
+                checked_job((job_id, status, params, result, error_message, progress, message,
+                             batch_id, meta, *times[:4], seq, owner, owner_start, owner_machine,
+                             cancel_requested, times[4], known))
+            )  # fmt: skip
+    except (TypeError, ValueError):  # an id, or a value freeze() refuses
+        return None
+    return jobs if colons == text.count(":") else None
+
+
+_NO_TIMES = (None, None, None, None, None)

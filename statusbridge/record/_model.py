@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from statusbridge.record._frozen import EMPTY, FrozenMap, freeze
@@ -203,26 +205,49 @@ class BatchJob:
         """A copy with some fields changed (validated like the constructor)."""
         if "progress" in changes:
             changes.setdefault("progress_known", changes["progress"] is not None)
-        return dataclasses.replace(self, **changes)
+        # What dataclasses.replace() does (every field set, then __post_init__ validates
+        # the whole record), through the slots' own setters: every write merges through
+        # here, and the generated __init__ of a frozen class pays object.__setattr__ per field.
+        values = list(_INIT_VALUES(self))
+        for name, value in changes.items():
+            at = _INIT_INDEX.get(name)
+            if at is None:
+                raise TypeError(f"BatchJob.replace() got an unexpected keyword argument {name!r}")
+            values[at] = value
+        job = checked_job(values)
+        job.__post_init__()
+        return job
 
 
 # The stored fields (``progress_known`` is derived from ``progress`` being null).
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(BatchJob) if f.name != "progress_known")
 
 
-# The slots' own setters, in field order: what ``checked_job`` fills a new BatchJob with.
-_SLOT_SETTERS = tuple(BatchJob.__dict__[f.name].__set__ for f in dataclasses.fields(BatchJob))
+# Every field's value in field order, and each field's place in it (``BatchJob.replace``).
+_INIT_VALUES = attrgetter(*(f.name for f in dataclasses.fields(BatchJob)))
+_INIT_INDEX = {f.name: at for at, f in enumerate(dataclasses.fields(BatchJob))}
 
 
-def checked_job(values: tuple[Any, ...]) -> BatchJob:
+class _Unfrozen:
+    """BatchJob's slots without its frozen ``__setattr__``: ``checked_job`` fills one
+    with plain attribute stores, then makes it a BatchJob (the same memory layout)."""
+
+    __slots__ = BatchJob.__slots__
+
+
+def checked_job(values: Sequence[Any]) -> BatchJob:
     """A BatchJob from every field's value (in field order, ``progress_known`` last),
     each already checked and normalised as ``__post_init__`` would leave it.
 
     For the decoder's fast path: at start-up it builds every record of a folder,
     and the general constructor's keyword call and re-validation cost more than
     reading the file. Anything not already in final form goes through ``BatchJob(...)``.
+    A frozen class's own slot setters cost a call each; these stores do not.
     """
-    job: BatchJob = object.__new__(BatchJob)
-    for set_slot, value in zip(_SLOT_SETTERS, values, strict=True):
-        set_slot(job, value)
-    return job
+    job: Any = object.__new__(_Unfrozen)
+    (job.id, job.status, job.params, job.result, job.error_message, job.progress, job.message,
+     job.batch_id, job.meta, job.created_at, job.started_at, job.completed_at, job.updated_at,
+     job.seq, job.owner, job.owner_start, job.owner_machine, job.cancel_requested,
+     job.heartbeat_at, job.progress_known) = values  # fmt: skip
+    job.__class__ = BatchJob
+    return job  # type: ignore[no-any-return]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -12,9 +14,16 @@ from hypothesis import strategies as st
 
 from statusbridge import BatchJob, BatchStatus, InvalidRecordError
 from statusbridge.record import FrozenMap, decode_job, encode_job, validate_job_id
-from statusbridge.record._codec import _DECODER, _checked_doc, _quick_job, _well_formed_job
+from statusbridge.record._codec import (
+    _DECODER,
+    _checked_doc,
+    _quick_job,
+    _well_formed_job,
+    decode_documents,
+    job_text,
+)
 from statusbridge.record._frozen import thaw
-from statusbridge.record._model import FIELD_NAMES
+from statusbridge.record._model import FIELD_NAMES, checked_job
 
 VALID_DOC = {
     "schema": 1,
@@ -318,6 +327,105 @@ def test_written_documents_take_the_fast_path_and_decode_alike(job: BatchJob) ->
     assert _quick_job(data, job.id) == (None if b"\\u" in data else job)
 
 
+@given(full_jobs)
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_compact_text_is_the_same_document(job: BatchJob) -> None:
+    text = job_text(job)
+    assert json.loads(text) == json.loads(encode_job(job))
+    assert decode_job(text.encode(), expected_id=job.id) == job
+
+
+def test_compact_text_of_values_msgspec_does_not_take() -> None:
+    for job in (
+        # Lone surrogates:
+        BatchJob("j", message="half \ud83d", meta={"k\udc00": "\udfff"}),  # type: ignore[arg-type]
+        BatchJob("j", params={"big": 2**70, "neg": -(2**70)}),
+    ):
+        assert json.loads(job_text(job)) == json.loads(encode_job(job))
+    assert "\ufffd" in job_text(BatchJob("j", message="half \ud83d"))
+
+
+@given(
+    full_jobs,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "status": st.sampled_from(BatchStatus),
+            "progress": st.none() | st.floats(0, 1),
+            "meta": st.dictionaries(st.text(max_size=5), json_values, max_size=3),
+            "seq": st.integers(0, 10),
+            "updated_at": times,
+        },
+    ),
+)
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_replace_is_dataclasses_replace(job: BatchJob, changes: dict[str, Any]) -> None:
+    expected = dict(changes)
+    if "progress" in expected:
+        expected["progress_known"] = expected["progress"] is not None
+    assert job.replace(**changes) == dataclasses.replace(job, **expected)
+
+
+def test_checked_job_sets_each_field_from_its_place() -> None:
+    names = [f.name for f in dataclasses.fields(BatchJob)]
+    values = [f"value of {name}" for name in names]
+    job = checked_job(values)
+    assert type(job) is BatchJob
+    assert [getattr(job, name) for name in names] == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.id = "x"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="not enough values"):
+        checked_job(values[:-1])
+
+
+def test_replace_refuses_what_the_constructor_refuses() -> None:
+    job = BatchJob("j")
+    with pytest.raises(TypeError, match="unexpected keyword argument 'nope'"):
+        job.replace(nope=1)
+    with pytest.raises(ValueError, match="progress must be between"):
+        job.replace(progress=2.0)
+    with pytest.raises(ValueError, match="invalid job id"):
+        job.replace(id="../x")
+
+
+@given(st.lists(full_jobs, max_size=4, unique_by=lambda job: job.id), st.booleans())
+@settings(max_examples=100, deadline=None)
+@pytest.mark.slow
+def test_documents_decoded_at_once_are_the_jobs(jobs: list[BatchJob], compact: bool) -> None:
+    texts = [job_text(job) if compact else encode_job(job).decode() for job in jobs]
+    decoded = decode_documents([job.id for job in jobs], texts)
+    if decoded is None:  # what the written form may hold that the array path defers
+        assert any("\\u" in text for text in texts) or any(
+            t is not None and t.tzinfo is not UTC
+            for job in jobs
+            for t in (job.created_at, job.started_at, job.completed_at, job.updated_at)
+        )
+    else:
+        assert decoded == jobs
+
+
+def test_documents_decoded_at_once_refuse_what_is_not_a_written_document() -> None:
+    job = BatchJob("j", BatchStatus.RUNNING, progress=0.5, created_at=datetime.now(UTC))
+    good = job_text(job)
+    assert decode_documents(["j"], [good]) == [job]
+    assert decode_documents([], []) == []
+    doc = json.loads(good)
+    for bad in (
+        good[:-1],  # cut
+        json.dumps({**doc, "future_field": 1}),  # a key the array path does not know
+        json.dumps({k: v for k, v in doc.items() if k != "owner"}),  # a key missing
+        json.dumps({**doc, "progress_known": False}),
+        json.dumps({**doc, "message": None}),
+        json.dumps({**doc, "created_at": "2026-01-01T02:00:00+02:00"}),
+        json.dumps({**doc, "params": json.loads("[" * 101 + "]" * 101)}),
+    ):
+        assert decode_documents(["j"], [bad]) is None
+    assert decode_documents(["other"], [good]) is None
+    assert decode_documents(["j"], [good.encode()]) is None  # type: ignore[list-item]
+
+
 @given(full_jobs, st.sampled_from(("schema", *FIELD_NAMES)), odd_values, st.booleans())
 @settings(max_examples=400, deadline=None)
 @pytest.mark.slow
@@ -326,8 +434,12 @@ def test_fast_path_refuses_and_accepts_exactly_what_the_general_path_does(
 ) -> None:
     doc = json.loads(encode_job(job))
     doc[key] = value
-    fast, general = _both_paths(json.dumps(doc).encode(), "other" if other_id else job.id)
+    expected_id = "other" if other_id else job.id
+    fast, general = _both_paths(json.dumps(doc).encode(), expected_id)
     assert fast == general
+    # The array path (a database's load) takes a subset, into the same job.
+    decoded = decode_documents([expected_id], [json.dumps(doc)])
+    assert decoded is None or decoded == [general]
 
 
 def test_fast_path_defers_on_other_shapes() -> None:
@@ -366,5 +478,7 @@ def test_duplicate_keys_are_refused_in_written_documents(before: bytes, after: b
     assert _quick_job(data, "j") == job
     changed = data.replace(before, after)
     assert _quick_job(changed, "j") is None
+    assert decode_documents(["j"], [data.decode()]) == [job]
+    assert decode_documents(["i", "j"], [job_text(job.replace(id="i")), changed.decode()]) is None
     with pytest.raises(InvalidRecordError, match="duplicate key"):
         decode_job(changed, expected_id="j")

@@ -17,6 +17,7 @@ import pytest
 from statusbridge import BatchStatus, LockTimeout, StatusCache, StatusStore
 from statusbridge.errors import UnusableDatabase
 from statusbridge.store._shelf import open_shelf
+from statusbridge.store.sqlite._database import _CREATE
 
 from support.waiting import wait_until
 
@@ -95,6 +96,41 @@ def test_the_change_log_keeps_the_last_log_keep_entries(url: str) -> None:
         store.delete("a")
         rows = store.connection().execute("SELECT pos FROM changes ORDER BY pos").fetchall()  # type: ignore[attr-defined]
     assert [r[0] for r in rows] == [17, 18, 19, 20, 21]
+
+
+def test_a_change_log_made_autoincrement_is_followed_alike(url: str, db: Path) -> None:
+    """Databases made before the log's pos became a plain rowid keep their AUTOINCREMENT."""
+    db.parent.mkdir(parents=True)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript(
+            _CREATE.replace("pos INTEGER PRIMARY KEY,", "pos INTEGER PRIMARY KEY AUTOINCREMENT,")
+        )
+    with StatusStore(url, log_keep=3) as store:
+        for i in range(5):
+            store.update("a", progress=i / 10)
+        store.delete("a")  # trims at once
+        with StatusCache(url) as cache:
+            job = store.update("b", progress=0.5)
+            wait_until(lambda: cache.get("b") == job, 10, "the write")
+            assert "a" not in cache.snapshot()
+            conn = store.connection()  # type: ignore[attr-defined]
+            positions = [r[0] for r in conn.execute("SELECT pos FROM changes ORDER BY pos")]
+            assert positions == list(range(positions[0], 8))  # (trimmed from 4 or later)
+            made = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'changes'")
+            assert "AUTOINCREMENT" in made.fetchone()[0]
+            assert conn.execute("PRAGMA page_size").fetchone()[0] == 4096  # as it was made
+
+
+def test_a_new_database_has_small_pages(store: StatusStore) -> None:
+    """A commit writes whole pages to the -wal; a job's document is far smaller than 4 KiB."""
+    store.update("a", message="x" * 5000)  # and a larger one spills over, as SQLite does
+    conn = store.connection()  # type: ignore[attr-defined]
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == 1024
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 4096
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    job = store.read("a")
+    assert job is not None and job.message == "x" * 5000
 
 
 def test_another_programs_write_is_logged_and_followed(url: str, db: Path) -> None:
@@ -252,3 +288,44 @@ def test_read_connections_are_closed_with_the_store(url: str) -> None:
     gc.collect()
     assert store.read("a") is not None  # reopened on use, as before
     store.close()
+
+
+def test_a_load_reports_each_invalid_row_among_many_valid_ones(url: str, db: Path) -> None:
+    """The load parses documents many at once; a bad one still costs only itself."""
+    with StatusStore(url) as store:
+        store.create_absent({f"j{i:04d}": {"progress": i / 2500} for i in range(2500)})
+        good = store.scan()
+    bad = {
+        "j0003": "{not json",
+        "j1200": '{"schema": 1, "schema": 1, "id": "j1200", "status": "pending"}',
+        "j1201": json.dumps({"schema": 1, "id": "someone-else", "status": "pending"}),
+        "j2499": b"\xff\xfe not utf-8",
+    }
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        for job_id, doc in bad.items():
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = ?", (doc, job_id))
+    expected = {job_id: job for job_id, job in good.items() if job_id not in bad}
+    with StatusStore(url) as store:
+        report = store.scan_report()
+        assert report.jobs == expected
+        assert set(report.invalid_records()) == {f"{job_id}.json" for job_id in bad}
+    with StatusCache(url) as cache:
+        assert dict(cache.snapshot()) == expected
+        assert set(cache.health().invalid_files) == {f"{job_id}.json" for job_id in bad}
+
+
+def test_a_load_leaves_the_garbage_collector_as_it_found_it(url: str) -> None:
+    """The load pauses the collector for itself; the caller's choice stands after it."""
+    with StatusStore(url) as store:
+        store.update("a")
+    assert gc.isenabled()
+    with StatusCache(url) as cache:
+        assert gc.isenabled()
+        cache.rescan()
+        assert gc.isenabled()
+    gc.disable()
+    try:
+        with StatusCache(url):
+            assert not gc.isenabled()
+    finally:
+        gc.enable()

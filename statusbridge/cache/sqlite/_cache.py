@@ -21,6 +21,7 @@ import logging
 import os
 import sqlite3
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database
+from statusbridge.store.sqlite._store import collector_paused, newest_position
 
 __all__ = ["SqliteCache"]
 
@@ -286,15 +288,20 @@ class SqliteCache(StatusCache):
         return 0.2
 
     def _reload(self, *, count: bool = True) -> None:
-        conn = self._conn_now()
-        self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
-        position, records = load(conn)
-        if count:
-            self._rescans += 1
-        self._need_reload = False
-        self._next_reconcile = time.monotonic() + self.reconcile_interval
-        self._position = position
-        self._apply_load(records)
+        """Load every record; ``count=False``: the first load, made in ``__init__``."""
+        # The first snapshot is built with the garbage collector paused too (load() pauses
+        # it for its own part): no subscriber can run yet, and building it makes several
+        # objects per record.
+        with nullcontext() if count else collector_paused():
+            conn = self._conn_now()
+            self._data_version = conn.execute("PRAGMA data_version").fetchone()[0]
+            position, records = load(conn)
+            if count:
+                self._rescans += 1
+            self._need_reload = False
+            self._next_reconcile = time.monotonic() + self.reconcile_interval
+            self._position = position
+            self._apply_load(records)
 
     def _follow(self) -> None:
         conn = self._conn_now()
@@ -305,9 +312,7 @@ class SqliteCache(StatusCache):
                     "SELECT pos, id FROM changes WHERE pos > ? ORDER BY pos LIMIT ?",
                     (self._position, _READ_COUNT),
                 ).fetchall()
-                last = conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'changes'"
-                ).fetchone()
+                newest = newest_position(conn)
                 ids = sorted({job_id for _pos, job_id in entries})
                 docs: dict[str, Any] = {}
                 for start in range(0, len(ids), 500):
@@ -318,7 +323,6 @@ class SqliteCache(StatusCache):
                     )
             finally:
                 conn.execute("COMMIT")
-            newest = 0 if last is None else int(last[0])
             if entries and entries[0][0] != self._position + 1:
                 self._trimmed(f"change log trimmed past position {self._position}")
                 return

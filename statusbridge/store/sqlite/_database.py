@@ -28,11 +28,15 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = 1  # PRAGMA user_version of a database this release made
 _WAL_LIMIT = 4 * 1024 * 1024  # journal_size_limit: the -wal file is cut back to this
+# ... and checkpointed when it grows past it. Pages of a new database: a commit of
+# update() writes the job's page and the log's page to the -wal whole, and documents are
+# small (SQLite's default 4,096 bytes writes four times the bytes for them).
+_PAGE_SIZE = 1024
 
 _CREATE = """
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY NOT NULL, doc TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS changes (pos INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (pos INTEGER PRIMARY KEY, id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS batches (name TEXT PRIMARY KEY NOT NULL, doc BLOB NOT NULL);
 CREATE TRIGGER IF NOT EXISTS jobs_inserted AFTER INSERT ON jobs
   BEGIN INSERT INTO changes(id) VALUES (new.id); END;
@@ -125,9 +129,14 @@ def _prepare(
             f"schema {version} is newer than this statusbridge reads ({SCHEMA}); upgrade it"
         )
     if mode == "rw":
+        if version < SCHEMA:
+            # Only an empty file takes it, before WAL mode; SQLite ignores it on any other.
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA journal_size_limit = {_WAL_LIMIT}")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        conn.execute(f"PRAGMA wal_autocheckpoint = {_WAL_LIMIT // page_size}")
         conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
         if version < SCHEMA:
             try:
@@ -183,7 +192,8 @@ class Database:
         self.lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
-        self._identity: tuple[int, int] | None = None
+        self._path = os.fspath(where.path)  # stat()ed at every write: no Path conversion
+        self._identity = (-1, -1)  # (st_dev, st_ino) of the file open
         self.readonly = False
         # Idle read connections, for the file and generation in _readers_key.
         self._readers: list[sqlite3.Connection] = []
@@ -201,8 +211,8 @@ class Database:
         """
         if self._conn is not None and self._pid == os.getpid():
             try:
-                st = os.stat(self.where.path)
-                same = (st.st_dev, st.st_ino) == self._identity
+                st = os.stat(self._path)
+                same = st.st_ino == self._identity[1] and st.st_dev == self._identity[0]
             except OSError:
                 same = False
             if same:
@@ -217,11 +227,16 @@ class Database:
         )  # fmt: skip
         self._pid = os.getpid()
         try:
-            st = os.stat(self.where.path)
+            st = os.stat(self._path)
             self._identity = (st.st_dev, st.st_ino)
         except OSError:
-            self._identity = None
+            self._identity = (-1, -1)
         return self._conn
+
+    @property
+    def _lock_wait(self) -> float:
+        """The timeout for ``threading.Lock.acquire`` (-1: forever)."""
+        return -1 if math.isinf(self.timeout) else self.timeout
 
     def set_timeout(self, timeout: float) -> None:
         self.timeout = timeout
@@ -243,7 +258,7 @@ class Database:
         except OSError:
             st = None
         if st is None or st.st_size == 0:
-            if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+            if not self.lock.acquire(timeout=self._lock_wait):
                 raise LockTimeout("(read)", self.timeout, str(self.where.path))
             try:
                 yield self.connection()
@@ -298,35 +313,59 @@ class Database:
 
     @contextmanager
     def writing(self, what: str) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the body raises).
+        """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` if the body raises): ``begin``,
+        then ``commit`` or ``rollback``."""
+        conn = self.begin(what)
+        try:
+            yield conn
+        except BaseException:
+            self.rollback(conn)
+            raise
+        self.commit(conn, what)
+
+    def begin(self, what: str) -> sqlite3.Connection:
+        """Take the lock and ``BEGIN IMMEDIATE``; the caller ends with ``commit`` or ``rollback``.
 
         ``LockTimeout`` naming ``what`` when another writer holds the database
         beyond the timeout; ``PermissionError`` naming the file when it is read-only.
         """
-        if not self.lock.acquire(timeout=-1 if math.isinf(self.timeout) else self.timeout):
+        lock = self.lock
+        if not (lock.acquire(False) or lock.acquire(timeout=self._lock_wait)):
             raise LockTimeout(what, self.timeout, str(self.where.path))
         try:
-            conn = self.connection()
-            if self.readonly:
-                raise PermissionError(
-                    f"status database {self.where.path} is read-only here (opened for "
-                    f"reading): cannot write {what}"
-                )
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._translated(exc, what) from None
-            try:
-                yield conn
-            except BaseException:
+            return self._begin_holding_lock(what)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _begin_holding_lock(self, what: str) -> sqlite3.Connection:
+        conn = self.connection()
+        if self.readonly:
+            raise PermissionError(
+                f"status database {self.where.path} is read-only here (opened for "
+                f"reading): cannot write {what}"
+            )
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._translated(exc, what) from None
+        return conn
+
+    def commit(self, conn: sqlite3.Connection, what: str) -> None:
+        """``COMMIT`` the transaction ``begin`` started, and release the lock."""
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
-            try:
-                conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise self._translated(exc, what) from None
+            raise self._translated(exc, what) from None
+        finally:
+            self.lock.release()
+
+    def rollback(self, conn: sqlite3.Connection) -> None:
+        """``ROLLBACK`` the transaction ``begin`` started, and release the lock."""
+        try:
+            conn.execute("ROLLBACK")
         finally:
             self.lock.release()
 
