@@ -19,9 +19,9 @@ from statusbridge.record._codec import (
     _checked_doc,
     _quick_job,
     _well_formed_job,
-    decode_documents,
     job_text,
 )
+from statusbridge.record._documents import decode_documents
 from statusbridge.record._frozen import thaw
 from statusbridge.record._model import FIELD_NAMES, checked_job
 

@@ -133,8 +133,11 @@ def queue_then_die(folder: str, gate: str, ready: str) -> None:
     queue = BatchQueue(1, status_dir=folder)
     queue.submit(wait_for_gate, {"gate": gate}, job_id="running-one")
     queue.submit(wait_for_gate, {"gate": gate}, job_id="pending-one")
+    deadline = time.monotonic() + 60  # never outlive a failed test by long
     while (job := queue.get_job_status("running-one")) is None or job.status != "running":
-        time.sleep(0.01)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the queue never started its first job")
+        time.sleep(0.01)  # a poll interval of a condition wait (another process's)
     Path(ready).touch()
     time.sleep(600)  # SIGKILLed by the test
 
@@ -146,8 +149,11 @@ def progress_writer(folder: str, job_ids: list[str], steps: int, go_file: str) -
     store = StatusStore(folder)
     for job_id in job_ids:
         store.update(job_id, status="pending", batch_id="cli")
+    deadline = time.monotonic() + 60
     while not os.path.exists(go_file):
-        time.sleep(0.01)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never created the go file")
+        time.sleep(0.01)  # a poll interval of a condition wait (another process's)
     for step in range(1, steps + 1):
         for job_id in job_ids:
             store.update(job_id, status="running", progress=step / steps, message=f"step {step}")
@@ -179,8 +185,11 @@ def rename_all(staging: str, folder: str, n: int, go: str, done: Any = None) -> 
     """
     import time
 
+    deadline = time.monotonic() + 60
     while not os.path.exists(go):
-        time.sleep(0.001)
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test never created the go file")
+        time.sleep(0.001)  # a poll interval of a condition wait (another process's)
     for i in range(n):
         os.rename(os.path.join(staging, f"b{i}.json"), os.path.join(folder, f"b{i}.json"))
         if done is not None:

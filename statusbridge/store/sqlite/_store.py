@@ -42,7 +42,8 @@ from typing import Any
 
 from statusbridge.errors import InvalidRecordError
 from statusbridge.record import BatchJob, decode_job, validate_job_id
-from statusbridge.record._codec import decode_documents, job_text, job_text_as_stored
+from statusbridge.record._codec import job_text, job_text_as_stored
+from statusbridge.record._documents import decode_documents
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
