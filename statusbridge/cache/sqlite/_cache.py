@@ -37,7 +37,7 @@ from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store.sqlite import decode_row, load, open_database
-from statusbridge.store.sqlite._store import collector_paused, newest_position
+from statusbridge.store.sqlite._load import collector_paused, newest_position
 
 __all__ = ["SqliteCache"]
 

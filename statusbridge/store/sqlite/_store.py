@@ -1,4 +1,4 @@
-"""SqliteStore, the ``sqlite://`` backend of ``StatusStore``, and its shelf.
+"""SqliteStore, the ``sqlite://`` backend of ``StatusStore`` (shelf: ``_shelf``; a load: ``_load``).
 
 One SQLite file holds everything (``sqlite:///relative.db``, ``sqlite:////abs.db``):
 
@@ -29,37 +29,27 @@ Not for network file systems (NFS, SMB): SQLite's locking is not safe there.
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import InvalidRecordError
-from statusbridge.record import BatchJob, decode_job, validate_job_id
+from statusbridge.record import BatchJob, validate_job_id
 from statusbridge.record._codec import job_text, job_text_as_stored
-from statusbridge.record._documents import decode_documents
 from statusbridge.record._model import utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
 from statusbridge.store._files import DEFAULT_MAX_BYTES
 from statusbridge.store._location import SqliteLocation, parse_location
 from statusbridge.store._store import ScanReport, StatusStore, merged, overwrite_refused
 from statusbridge.store.sqlite._database import Database
+from statusbridge.store.sqlite._load import decode_row, load, newest_position
 
-__all__ = [
-    "DEFAULT_LOG_KEEP",
-    "SqliteShelf",
-    "SqliteStore",
-    "collector_paused",
-    "decode_row",
-    "load",
-    "newest_position",
-]
+__all__ = ["DEFAULT_LOG_KEEP", "SqliteStore"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +58,6 @@ DEFAULT_LOG_KEEP = 10_000
 
 _TRIM_EVERY = 64  # a store trims the change log at every this many writes (and at deletes)
 _KNOWN_MAX = 4096  # jobs whose last document a store keeps (see SqliteStore.modify)
-# Documents a load parses as one JSON array; a chunk with an invalid one is decoded one by one.
-_LOAD_CHUNK = 1000
-
-
-def decode_row(job_id: str, doc: str | bytes) -> BatchJob:
-    """The job of a ``jobs.doc``; InvalidRecordError naming the job if invalid."""
-    data = doc.encode() if isinstance(doc, str) else doc
-    return decode_job(data, source=f"job {job_id}", expected_id=job_id)
 
 
 class SqliteStore(StatusStore):
@@ -376,106 +358,3 @@ class SqliteStore(StatusStore):
                 count += 1
             self._trim(conn)
         return count
-
-
-def load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
-    """(change-log position, every record), in one read transaction of ``conn``."""
-    with collector_paused():
-        return _load(conn)
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for a bulk load, then as it was.
-
-    A load makes several objects per record and no cyclic garbage, and each of
-    the collector's passes walks every object made so far: on large loads that
-    repeated walking was a quarter to a third of the time.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _load(conn: sqlite3.Connection) -> tuple[int, dict[str, BatchJob | InvalidRecordError]]:
-    conn.execute("BEGIN")
-    try:
-        position = newest_position(conn)
-        rows = conn.execute("SELECT id, doc FROM jobs").fetchall()
-    finally:
-        conn.execute("COMMIT")
-    records: dict[str, BatchJob | InvalidRecordError] = {}
-    for start in range(0, len(rows), _LOAD_CHUNK):
-        chunk = rows[start : start + _LOAD_CHUNK]
-        ids = [job_id for job_id, _doc in chunk]
-        jobs = decode_documents(ids, [doc for _job_id, doc in chunk])
-        if jobs is not None:
-            records.update(zip(ids, jobs, strict=True))
-            continue
-        for job_id, doc in chunk:  # one by one: each invalid record with its reason
-            try:
-                records[job_id] = decode_row(job_id, doc)
-            except InvalidRecordError as exc:
-                records[job_id] = exc
-    return position, records
-
-
-def newest_position(conn: sqlite3.Connection) -> int:
-    """The position of the change log's newest entry (0 if it has none)."""
-    row = conn.execute("SELECT max(pos) FROM changes").fetchone()
-    return 0 if row is None or row[0] is None else int(row[0])
-
-
-class SqliteShelf:
-    """Batch definitions as rows of ``batches`` in the status database."""
-
-    @classmethod
-    def open(cls, where: SqliteLocation, *, create: bool = True) -> SqliteShelf:
-        """The registered opener (the database is made at first use)."""
-        return cls(where)
-
-    def __init__(self, where: SqliteLocation, *, lock_timeout: float = 10.0) -> None:
-        self.where = where
-        self.label = where.url
-        self._db = Database(where, timeout=lock_timeout)
-
-    def get(self, name: str) -> bytes | None:
-        with self._db.reading() as conn:
-            row = conn.execute("SELECT doc FROM batches WHERE name = ?", (name,)).fetchone()
-        return None if row is None else bytes(row[0])
-
-    def names(self) -> list[str]:
-        with self._db.reading() as conn:
-            return [r[0] for r in conn.execute("SELECT name FROM batches ORDER BY name")]
-
-    def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
-        with self._db.writing(f"batch {name!r}") as conn:
-            if exclusive:
-                try:
-                    conn.execute("INSERT INTO batches(name, doc) VALUES (?, ?)", (name, data))
-                except sqlite3.IntegrityError:
-                    raise FileExistsError(f"{self.label}: {name} exists") from None
-            else:
-                conn.execute(
-                    "INSERT INTO batches(name, doc) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET doc = excluded.doc",
-                    (name, data),
-                )
-
-    def replace(self, name: str, expected: bytes, data: bytes) -> bool:
-        with self._db.writing(f"batch {name!r}") as conn:
-            done = conn.execute(
-                "UPDATE batches SET doc = ? WHERE name = ? AND doc = ?", (data, name, expected)
-            ).rowcount
-        return bool(done)
-
-    def remove(self, name: str) -> None:
-        with self._db.writing(f"batch {name!r}") as conn:
-            conn.execute("DELETE FROM batches WHERE name = ?", (name,))
-
-    def close(self) -> None:
-        self._db.close()
