@@ -14,7 +14,6 @@ Relies on the queue's public methods only.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import replace
@@ -104,7 +103,7 @@ class BatchEngine:
             definition.job_ids,
             definition.params,
             batch_id=definition.id,
-            definition_bytes=len(definition.to_json()),
+            definition_bytes=len(self.defs.encode(definition)),
             max_bytes=self.queue.max_record_bytes,
             now=self._clock(),
         )
@@ -155,11 +154,8 @@ class BatchEngine:
 
     def _cancel_marked(self, batch_id: str) -> bool:
         """Whether the stored definition carries the cancel marker (read fresh)."""
-        data = self.defs.shelf.get(batch_id)
-        if data is None:
-            return False
-        doc = json.loads(data)
-        return isinstance(doc, dict) and doc.get("cancelled_at") is not None
+        found = self.defs.fresh(batch_id)  # the same bytes as last time decode nothing
+        return found is not None and found[1].cancelled_at is not None
 
     def status(self, batch_id: str, seen: QueueView | None = None) -> BatchSummary | None:
         """The batch's summary; ``seen``: the queue's view, when the caller has it already."""

@@ -35,7 +35,6 @@ from typing import Any, Protocol
 from statusbridge.jobs._liveness import this_process
 from statusbridge.jobs._write_retries import WRITE_ERRORS, Backoff
 from statusbridge.record import BatchJob, BatchStatus
-from statusbridge.record._frozen import thaw
 from statusbridge.store import StatusStore
 
 __all__ = ["FEED_CHUNK", "BatchFeed", "FeedTarget", "pending_fields"]
@@ -237,7 +236,8 @@ class BatchFeed:
 
 
 def _pending(job_id: str, params: Any, batch_id: str) -> dict[str, Any]:
-    return pending_fields(thaw(params), batch_id)
+    # The definition's params are frozen already: the store takes them as they are.
+    return pending_fields(params, batch_id)
 
 
 def pending_fields(params: Any, batch_id: str | None) -> dict[str, Any]:

@@ -85,22 +85,30 @@ class BatchDefinition:
     final: FinalCounts | None = None
     cancelled_at: datetime | None = None  # the batch-level cancel marker (``cancel_batch``)
 
-    def to_json(self) -> bytes:
-        doc = {
+    def jobs_json(self) -> str:
+        """The JSON text of the jobs: what no change of the definition touches."""
+        jobs = [
+            {"id": j, "params": thaw(p)} for j, p in zip(self.job_ids, self.params, strict=True)
+        ]
+        return json.dumps(jobs, ensure_ascii=False)
+
+    def to_json(self, *, jobs_json: str | None = None) -> bytes:
+        """The stored document; ``jobs_json``: this definition's ``jobs_json()``, when the
+        caller kept it from an earlier version (a change then encodes only a few fields)."""
+        doc: dict[str, Any] = {
             "schema": 1,
             "id": self.id,
             "name": self.name,
             "created_at": self.created_at.isoformat(),
             "started_at": self.started_at.isoformat() if self.started_at else None,
-            "jobs": [
-                {"id": j, "params": thaw(p)} for j, p in zip(self.job_ids, self.params, strict=True)
-            ],
         }
         if self.cancelled_at is not None:
             doc["cancelled_at"] = self.cancelled_at.isoformat()
         if self.final is not None:
             doc["final"] = self.final.to_doc()
-        return json.dumps(doc, ensure_ascii=False).encode() + b"\n"
+        head = json.dumps(doc, ensure_ascii=False)
+        jobs = self.jobs_json() if jobs_json is None else jobs_json
+        return f'{head[:-1]}, "jobs": {jobs}}}\n'.encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> BatchDefinition:

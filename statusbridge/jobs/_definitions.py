@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from statusbridge.errors import StatusBridgeError, UnknownJobError
 from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id, marked_cancelled
@@ -45,6 +46,11 @@ class Definitions:
         self._missing: dict[str, float] = {}  # ids looked for and not found, when
         self._reread_at: dict[str, float] = {}  # batches whose cached copy may lag, when re-read
         self._listed_at = 0.0
+        # The bytes last read or written of each batch, with their definition: reading
+        # the same bytes again decodes nothing (the feed reads the cancel marker often).
+        self._stored: dict[str, tuple[bytes, BatchDefinition]] = {}
+        # Each batch's jobs as JSON text, with the tuples it encodes: kept across changes.
+        self._jobs_text: dict[str, tuple[tuple[str, ...], tuple[Any, ...], str]] = {}
         if load:
             self.relist(force=True)
 
@@ -56,6 +62,17 @@ class Definitions:
     def forget(self, batch_id: str) -> None:
         with self._lock:
             self._batches.pop(batch_id, None)
+            self._stored.pop(batch_id, None)
+            self._jobs_text.pop(batch_id, None)
+
+    def encode(self, definition: BatchDefinition) -> bytes:
+        """``definition.to_json()``, encoding its jobs only if no earlier version did."""
+        kept = self._jobs_text.get(definition.id)
+        if kept is None or kept[0] is not definition.job_ids or kept[1] is not definition.params:
+            kept = (definition.job_ids, definition.params, definition.jobs_json())
+            with self._lock:
+                self._jobs_text[definition.id] = kept
+        return definition.to_json(jobs_json=kept[2])
 
     @property
     def batch_dir(self) -> Path:
@@ -85,8 +102,20 @@ class Definitions:
     def fresh(self, batch_id: str) -> tuple[bytes, BatchDefinition] | None:
         """The stored bytes and their definition, or None; OSError if the shelf fails."""
         data = self.shelf.get(batch_id)
-        definition = None if data is None else self._decode(batch_id, data)
-        return None if data is None or definition is None else (data, definition)
+        if data is None:
+            return None
+        known = self._stored.get(batch_id)
+        if known is not None and known[0] == data:
+            return known
+        definition = self._decode(batch_id, data)
+        if definition is None:
+            return None
+        self._note_stored(data, definition)
+        return data, definition
+
+    def _note_stored(self, data: bytes, definition: BatchDefinition) -> None:
+        with self._lock:
+            self._stored[definition.id] = (data, definition)
 
     def relist(self, *, force: bool = False) -> None:
         """Pick up batches other processes created (at most every RELIST_SECONDS)."""
@@ -126,7 +155,9 @@ class Definitions:
         return definition
 
     def store(self, definition: BatchDefinition, *, exclusive: bool = False) -> None:
-        self.shelf.put(definition.id, definition.to_json(), exclusive=exclusive)
+        data = self.encode(definition)
+        self.shelf.put(definition.id, data, exclusive=exclusive)
+        self._note_stored(data, definition)
         self.remember(definition)
 
     def change(
@@ -149,7 +180,9 @@ class Definitions:
             new = change(current)
             if new is None:
                 return current
-            if self.shelf.replace(batch_id, data, new.to_json()):
+            encoded = self.encode(new)
+            if self.shelf.replace(batch_id, data, encoded):
+                self._note_stored(encoded, new)
                 self.remember(new)
                 return new
             logger.debug("batch %s: changed by another writer meanwhile; reading again", batch_id)

@@ -363,13 +363,14 @@ class BatchQueue(ShutsDown):
             return False
         remaining_ids = list(job_ids) if job_ids is not None else self._submissions.ids()
         feeding = self._submissions.feeding
-        unknown = [
+        # The ids submitted here (the default) name jobs: only the caller's are checked.
+        unknown = [] if job_ids is None else [
             i
             for i in remaining_ids
             if self.get_job_status(i) is None
             and not self._overlay.was_removed(i)
             and feeding(i) is None
-        ]
+        ]  # fmt: skip
         if unknown:
             raise UnknownJobError(f"no such job: {', '.join(map(repr, unknown[:5]))}")
         in_line = collections.deque(remaining_ids)

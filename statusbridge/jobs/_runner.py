@@ -14,7 +14,6 @@ import math
 import threading
 import time
 import traceback
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,8 +82,8 @@ class _Heartbeats:
     """One thread per process writes a heartbeat for every running job that has been quiet."""
 
     def __init__(self) -> None:
-        self._jobs: weakref.WeakSet[JobContext] = weakref.WeakSet()
-        self._intervals: dict[int, float] = {}
+        # Running jobs, by id(context): run_job removes its own in a ``finally``.
+        self._jobs: dict[int, tuple[JobContext, float]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._next_look = 0.0  # monotonic time the thread next looks at its jobs
@@ -92,8 +91,7 @@ class _Heartbeats:
 
     def add(self, ctx: JobContext, interval: float) -> None:
         with self._lock:
-            self._jobs.add(ctx)
-            self._intervals[id(ctx)] = interval
+            self._jobs[id(ctx)] = (ctx, interval)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._run, name="statusbridge-heartbeat", daemon=True
@@ -104,14 +102,13 @@ class _Heartbeats:
 
     def remove(self, ctx: JobContext) -> None:
         with self._lock:
-            self._jobs.discard(ctx)
-            self._intervals.pop(id(ctx), None)
+            self._jobs.pop(id(ctx), None)
 
     def _run(self) -> None:
         while True:
             self._wake.clear()  # before the look: a later add() wakes the next wait
             with self._lock:
-                jobs = [(ctx, self._intervals.get(id(ctx), 5.0)) for ctx in self._jobs]
+                jobs = list(self._jobs.values())
                 # Until the next wait is planned, any job added must wake it: this
                 # look does not include that job.
                 self._next_look = math.inf
