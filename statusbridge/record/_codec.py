@@ -145,6 +145,11 @@ def _as_is(value: Any) -> Any:
     return value
 
 
+def text_as_stored(text: str) -> str:
+    """``text`` as a store keeps it: each lone surrogate (not UTF-8) becomes U+FFFD."""
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def _without_lone_surrogates(value: Any) -> Any:
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)

@@ -8,7 +8,9 @@ another process, and shows that the slow watch really is slow.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -99,3 +101,45 @@ def test_a_listener_that_raises_is_logged_and_the_write_stands(
     undo()
     store.update("a", progress=0.6)
     assert calls == ["a"]
+
+
+@contextmanager
+def cache_thread_held(cache: StatusCache, other: StatusStore) -> Iterator[None]:
+    """The cache thread held inside a subscriber while the body writes: whatever the body
+    writes reaches the cache in its next read, after every write-through handover."""
+    arrived, gate = threading.Event(), threading.Event()
+
+    def hold(snapshot: object, changed: frozenset[str]) -> None:
+        if "gate" in changed:
+            arrived.set()
+            gate.wait(60)
+
+    undo = cache.subscribe(hold)
+    try:
+        other.update("gate")
+        assert arrived.wait(30), "the cache never saw the gate record"
+        yield
+    finally:
+        gate.set()
+        undo()
+
+
+@pytest.mark.slow
+def test_redis_cache_takes_its_own_writes_without_reading_them(redis_url: str) -> None:
+    with (
+        StatusStore(redis_url) as mine,
+        StatusStore(redis_url) as other,
+        StatusCache(redis_url) as cache,
+    ):
+        cache.write_through(mine)
+        with cache_thread_held(cache, other):
+            written = mine.update("ours", progress=0.5)
+            theirs = other.update("theirs", progress=0.5)
+            mine.update("overtaken", progress=0.1)
+            overtaking = other.update("overtaken", progress=0.9)  # after ours: theirs wins
+        wait_until(lambda: cache.get("ours") and cache.get("theirs"), message="both records")
+        assert cache.get("ours") is written  # the record handed over, not a decoded copy
+        seen = cache.get("theirs")
+        assert seen == theirs and seen is not theirs  # read from the server
+        assert cache.get("overtaken") == overtaking
+        assert cache.health().events == 5  # the gate, then the four writes, each once

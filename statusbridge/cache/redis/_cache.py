@@ -28,6 +28,7 @@ from statusbridge.cache._cache import StatusCache
 from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.errors import BackendRefused, BackendUnavailable
+from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import RedisLocation, parse_location
 from statusbridge.store.redis._schema import (
@@ -47,6 +48,15 @@ _BLOCK_MS = 500  # one blocking read; also how long close() may wait for the thr
 _READ_COUNT = 1000
 _MAX_BACKOFF = 2.0
 _VANISHED_SHOWN = 20  # how many vanished ids health() names
+_WRITTEN_MAX = 100_000  # own writes remembered until their feed entries come
+
+
+def _decoded(job_id: str, doc: object) -> BatchJob:
+    """A record read from the server (decoded), or one this process wrote (as it is)."""
+    if isinstance(doc, BatchJob):
+        return doc
+    assert isinstance(doc, bytes), type(doc)
+    return decode_doc(job_id, doc)
 
 
 class RedisCache(StatusCache):
@@ -56,6 +66,8 @@ class RedisCache(StatusCache):
     happens here: an unreachable server raises ``BackendUnavailable`` within 10 s.
     The folder's ``polling``, ``poll_interval`` and ``max_bytes`` are refused (TypeError).
     """
+
+    _absorbs_writes = True
 
     def __init__(
         self,
@@ -91,6 +103,8 @@ class RedisCache(StatusCache):
         self._vanished_count = 0
         self._vanished_ids: tuple[str, ...] = ()
         self._vanished_now: set[str] = set()  # noticed and still gone: counted once
+        # This process's own writes (``absorb``): job id -> (its feed entry's number, record).
+        self._written: dict[str, tuple[int, BatchJob]] = {}
         self._next_reconcile = time.monotonic() + reconcile_interval
         try:
             self._reload(count=False)
@@ -262,6 +276,7 @@ class RedisCache(StatusCache):
         self._need_reload = False
         self._next_reconcile = time.monotonic() + self.reconcile_interval
         self._counter, self._last_id = counter, last_id
+        self._written.clear()  # the load has them; a restarted server reuses the numbers
         self._apply_load(records)
 
     def _follow(self) -> None:
@@ -274,7 +289,8 @@ class RedisCache(StatusCache):
         if not reply:
             self._check_counter()
             return
-        ids: set[str] = set()
+        self._note_written(self._take_absorbed())
+        newest: dict[str, int] = {}  # each job's last entry in this read (0: anonymous)
         for _stream, entries in reply:
             for entry_id, fields in entries:
                 n = int(fields.get(b"n", b"0"))
@@ -290,22 +306,40 @@ class RedisCache(StatusCache):
                 else:
                     self._counter = n
                 self._last_id = entry_id.decode()
-                ids.add(fields[b"id"].decode())
+                job_id = fields[b"id"].decode()
+                newest.pop(job_id, None)  # (re-inserted: the order of last entries)
+                newest[job_id] = n
                 self._events += 1
-        if not ids:
+        if not newest:
             return
         self._last_event_at = datetime.now(UTC)
+        # A job whose last entry is this process's own write is taken as written: no read.
+        mine: dict[str, bytes | BatchJob | None] = {}
+        for job_id, n in newest.items():
+            written = self._written.pop(job_id, None)
+            if written is not None and n and written[0] == n:
+                mine[job_id] = written[1]
+        ids = [job_id for job_id in newest if job_id not in mine]
         with self._reader.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 self._read(keys=[self._keys.job(job_id)], client=pipe)
                 pipe.sismember(self._keys.ids, job_id)
-            replies = pipe.execute()
-        found = dict(zip(ids, replies[::2], strict=True))
+            replies = pipe.execute() if ids else []
+        found: dict[str, bytes | BatchJob | None] = dict(zip(ids, replies[::2], strict=True))
         listed = dict(zip(ids, replies[1::2], strict=True))
         # A delete takes the id out of the set with the hash: gone but listed is evicted.
         self._vanished_now.difference_update(i for i, doc in found.items() if doc is not None)
+        self._vanished_now.difference_update(mine)
         self._note_vanished([i for i, doc in found.items() if doc is None and listed[i]])
-        self._apply_documents(found, decode_doc)
+        self._apply_documents({**found, **mine}, _decoded)
+
+    def _note_written(self, absorbed: list[tuple[BatchJob, object]]) -> None:
+        """Remember this process's own writes, so their feed entries read nothing."""
+        if len(self._written) + len(absorbed) > _WRITTEN_MAX:
+            self._written.clear()  # bounded; those jobs are read as anyone else's
+        for job, n in absorbed:
+            if isinstance(n, int):
+                self._written[job.id] = (n, job)
 
     def _note_vanished(self, job_ids: Iterable[str]) -> None:
         """Count and name records that went without a delete (evicted), once each.

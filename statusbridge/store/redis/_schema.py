@@ -117,13 +117,14 @@ end
 # Expected: the fingerprint of the record the caller holds (the pairs are its change), '*'
 # (the caller WATCHes the key: any record there is the one it read), or 'new' (no record:
 # the pairs are a whole new record).
-# Returns {fingerprint} once written; {'stale', fingerprint, document} when the hash is
-# not what the caller expects (nothing written: the caller merges its change into that
-# record and tries again); {'absent'} when there is no record although the caller holds
-# one (nothing written); {'vanished'} when there is no record but the job's id is still
-# in the ids set (nothing written): only a delete removes it, so the hash went without
-# one, evicted by a server short of memory (or deleted by hand), and a partial change
-# must not recreate it without its batch_id and params.
+# Returns {fingerprint, n} once written (n: the feed entry's number, by which this
+# process's own cache knows the entry of its write); {'stale', fingerprint, document}
+# when the hash is not what the caller expects (nothing written: the caller merges its
+# change into that record and tries again); {'absent'} when there is no record although
+# the caller holds one (nothing written); {'vanished'} when there is no record but the
+# job's id is still in the ids set (nothing written): only a delete removes it, so the
+# hash went without one, evicted by a server short of memory (or deleted by hand), and a
+# partial change must not recreate it without its batch_id and params.
 # A fingerprint is the SHA-1 of the hash as HGETALL gives it: equal only if nothing,
 # not even a hand edit, changed the hash since the caller read it. Every merge is the
 # caller's (``merged``, as on every backend), so numbers stay exactly as Python wrote
@@ -146,7 +147,7 @@ redis.call('HSET', h, unpack(ARGV, 4))
 redis.call('SADD', KEYS[2], ARGV[1])
 local n = redis.call('INCR', KEYS[4])
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], '*', 'id', ARGV[1], 'n', n)
-return {fingerprint(redis.call('HGETALL', h))}
+return {fingerprint(redis.call('HGETALL', h)), n}
 """
 )
 

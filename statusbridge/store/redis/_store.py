@@ -20,7 +20,7 @@ import redis
 
 from statusbridge.errors import InvalidRecordError, LockTimeout, RecordVanished
 from statusbridge.record import BatchJob, BatchStatus, validate_job_id
-from statusbridge.record._codec import job_to_dict
+from statusbridge.record._codec import job_text_as_stored, job_to_dict, text_as_stored
 from statusbridge.record._frozen import thaw
 from statusbridge.record._model import FIELD_NAMES, utc_now
 from statusbridge.record._ranges import AT_LEAST_ONE
@@ -170,7 +170,7 @@ class RedisStore(StatusStore):
         known: tuple[bytes, BatchJob | None] | None = self._known.get(job_id)
         while True:
             current = None if known is None else known[1]
-            expected = merged(job_id, current, fields, now)  # validates as on files
+            expected = _as_stored(merged(job_id, current, fields, now))  # validates as on files
             args = self._write_args(job_id, fields, expected, current, known)
             reply = translated(
                 self.where,
@@ -205,6 +205,8 @@ class RedisStore(StatusStore):
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # (no iteration: other threads may write meanwhile)
         self._known[job_id] = (head, expected)
+        if len(reply) > 1:  # the feed entry's number: what this process's cache recognises
+            self._written(expected, int(reply[1]))
         return None
 
     def modify(
@@ -252,7 +254,7 @@ class RedisStore(StatusStore):
         if fields is None:
             return None
         self._check_fields(fields)
-        expected = merged(job_id, current, fields, self._clock())
+        expected = _as_stored(merged(job_id, current, fields, self._clock()))
         args = self._write_args(job_id, fields, expected, current, None)
         pipe.multi()
         self._write(keys=self.keys.writes(job_id), args=args, client=pipe)
@@ -280,8 +282,9 @@ class RedisStore(StatusStore):
         else:
             for name in FIELD_NAMES:
                 if name == "meta":
-                    for key, value in fields.get("meta", {}).items():
-                        pairs += [f"m:{_json(key)}", _json(thaw(value))]
+                    for key in fields.get("meta", {}):
+                        key = text_as_stored(key)  # noqa: PLW2901 - as ``expected`` has it
+                        pairs += [f"m:{_json(key)}", _json(thaw(expected.meta[key]))]
                 elif name in fields or getattr(expected, name) != getattr(current, name):
                     # ... or set by the update: seq, updated_at, what the status implies
                     value = getattr(expected, name)
@@ -306,8 +309,9 @@ class RedisStore(StatusStore):
         """
         new = self._new_records(records, self._clock())
         calls = [
-            (job_id, job, self._write_args(job_id, fields, job, None, None))
+            (job_id, stored, self._write_args(job_id, fields, stored, None, None))
             for job_id, (fields, job) in new.items()
+            if (stored := _as_stored(job))
         ]
 
         def send() -> list[Any]:
@@ -378,6 +382,12 @@ def _pairs(doc: dict[str, Any]) -> list[str | bytes | int]:
         else:
             pairs += [name, _json(value)]
     return pairs
+
+
+def _as_stored(job: BatchJob) -> BatchJob:
+    """``job`` as the server will hold it: a lone surrogate (not UTF-8) becomes U+FFFD, as
+    on every backend, instead of failing deep in the client."""
+    return job_text_as_stored(job)[1]
 
 
 def _plain(value: Any) -> Any:
