@@ -17,6 +17,7 @@ from statusbridge.jobs import request_cancel
 from statusbridge.jobs._cancel import request_cancels
 from statusbridge.jobs._definition import BatchDefinition
 from statusbridge.jobs._definitions import mark_batch_cancelled
+from statusbridge.jobs._unrecorded import cancel_unrecorded_at
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import utc_now
@@ -133,7 +134,7 @@ def _draw(
 def cancel(store: StatusStore, location: Path | str, args: argparse.Namespace, out: TextIO) -> int:
     if args.batch:
         return _cancel_batch(store, location, args, out)
-    if request_cancel(store, args.job_id):
+    if request_cancel(store, args.job_id) or _cancel_unrecorded(store, location, args):
         print(f"cancel requested: {args.job_id}", file=out)
         return EXIT_OK
     job = store.read(args.job_id)
@@ -175,11 +176,24 @@ def _cancel_batch(
     return EXIT_OK if cancelled or unrecorded else EXIT_ATTENTION
 
 
+def _cancel_unrecorded(store: StatusStore, location: Path | str, args: argparse.Namespace) -> bool:
+    """A started batch's job with no record yet (it waits in its owner's memory)."""
+    where = _batch_location(location, args.batch_dir)
+    try:
+        return cancel_unrecorded_at(store, where, args.job_id)
+    except (ValueError, OSError, StatusBridgeError) as exc:  # a bad location, a shelf away
+        raise CliError(f"cannot read the batch definitions in {where!r}: {exc}") from None
+
+
+def _batch_location(location: Path | str, batch_dir: str | None) -> str | Path:
+    return batch_dir or (location if isinstance(location, str) else DEFAULT_BATCH_DIR)
+
+
 def _mark_batch_cancelled(
     batch_id: str, location: Path | str, batch_dir: str | None
 ) -> BatchDefinition | None:
     """Set a started batch's cancel marker; its definition as stored now, None if none."""
-    where = batch_dir or (location if isinstance(location, str) else DEFAULT_BATCH_DIR)
+    where = _batch_location(location, batch_dir)
     if batch_dir is not None and not is_url(where) and not Path(where).is_dir():
         raise CliError(f"batch folder {where!r} does not exist")
     try:

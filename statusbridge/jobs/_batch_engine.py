@@ -36,6 +36,7 @@ from statusbridge.jobs._definitions import Definitions
 from statusbridge.jobs._fits import check_records_fit
 from statusbridge.jobs._overlay import QueueView
 from statusbridge.jobs._queue import BatchQueue
+from statusbridge.jobs._unrecorded import cancel_unrecorded
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._frozen import freeze
 from statusbridge.store._shelf import Shelf
@@ -72,6 +73,7 @@ class BatchEngine:
         self.remove_old_batches()
         queue.add_retention_hook(self._protected, settle=self.save_finished_in)
         queue.add_idle_hook(self._on_idle)
+        queue.add_cancel_hook(self._cancel_unrecorded)
 
     # -- the seed API ----------------------------------------------------------
     def create(self, jobs: list[dict[str, Any]], name: str) -> str:
@@ -149,13 +151,11 @@ class BatchEngine:
             generator_func,
             tuple(zip(claimed.job_ids, claimed.params, strict=True)),
             batch_id=batch_id,
-            stop=partial(self._cancel_marked, batch_id),
+            stop=partial(self.defs.cancel_marked, batch_id),
         )
 
-    def _cancel_marked(self, batch_id: str) -> bool:
-        """Whether the stored definition carries the cancel marker (read fresh)."""
-        found = self.defs.fresh(batch_id)  # the same bytes as last time decode nothing
-        return found is not None and found[1].cancelled_at is not None
+    def _cancel_unrecorded(self, job_id: str) -> bool:
+        return cancel_unrecorded(self.queue.store, self.defs, job_id)
 
     def status(self, batch_id: str, seen: QueueView | None = None) -> BatchSummary | None:
         """The batch's summary; ``seen``: the queue's view, when the caller has it already."""

@@ -1,23 +1,32 @@
-"""The background feed of a started batch: PENDING records in bulk, then the jobs to the pool.
+"""The background feed of a started batch: its jobs to the pool, their records as needed.
 
 ``BatchManager.start_batch`` saves the definition as started and hands its jobs
-to a ``BatchFeed``; the caller's thread returns at once. The feed, on its own
-thread, goes through the jobs in chunks:
+to a ``BatchFeed``; the caller's thread returns at once. The definition names
+every job from then on. The feed, on its own thread, goes through the jobs in
+chunks, asking ``stop()`` (the batch's cancel marker) before each, and:
 
-1. creates the chunk's PENDING records that do not exist yet, in one
-   ``StatusStore.create_absent`` (one transaction on SQLite); a job someone already
-   cancelled, or started, is skipped: it is never run twice;
-2. asks ``stop()`` (the batch's cancel marker, read fresh) *after* those
-   records exist and *before* any of them reaches the pool;
-3. submits the chunk's new jobs to the queue.
+- on thread workers with ``record_delay`` > 0, starts them from memory, as
+  ``BatchQueue.submit`` starts its own jobs (``DeferredRecords``): a job that ends
+  within ``record_delay`` writes only its final record, one that runs longer writes
+  RUNNING then, and one still waiting gets its PENDING record then (in groups: one
+  transaction on SQLite). Before a worker takes a job from memory it asks the
+  marker again (one look at the definition's size while it is unchanged) and reads
+  the job's record, and it never runs a job whose batch is marked or whose record
+  someone made meanwhile and made final;
+- otherwise (process workers, or ``record_delay=0``), creates the chunk's PENDING
+  records that do not exist yet in one ``StatusStore.create_absent``, asks
+  ``stop()`` again *after* those records exist and *before* any of them reaches the
+  pool, then submits them; a job someone already cancelled, or started, is skipped.
 
-Why this order closes the race with ``cancel_batch`` from another process: that
-cancel sets the marker first, then cancels every record it finds. A record the
-feed created before the marker was set is found by the cancel; one created after
-it is seen by the feed's own check in step 2, which cancels its chunk and writes
-the rest of the batch CANCELLED instead of PENDING. Either way no job of the
-batch starts once the cancel has returned (a job starts only from a PENDING
-record, under that record's lock).
+Why no job starts after ``cancel_batch`` from another process has returned: that
+cancel sets the marker first, then cancels every record it finds. A recorded job is
+found by it, and its worker reads its record before it runs (``_start_deferred``);
+a job with no record is found by the marker, which the feed asks before it records
+a chunk and each worker asks before it takes a job from memory. A cancel of one job
+with no record creates its record CANCELLED (``_unrecorded``); the worker's read of
+the record finds it. A job already running when the cancel lands is asked to stop
+at its next write, or stopped at its first one if it has written none, as any
+running job.
 
 Relies on its ``FeedTarget`` (the queue's supervisor) for the store and the
 pool; owns only its cursor and its thread.
@@ -60,6 +69,17 @@ class FeedTarget(Protocol):
 
     @property
     def cancel_pending(self) -> bool: ...
+
+    @property
+    def starts_in_memory(self) -> bool: ...
+
+    def start_in_memory(
+        self,
+        func: Callable[[Any], Any],
+        jobs: Sequence[tuple[str, Any]],
+        batch_id: str,
+        stopped: Callable[[], bool],
+    ) -> None: ...
 
     def note_recorded(self, jobs: Sequence[BatchJob]) -> None: ...
 
@@ -126,6 +146,12 @@ class BatchFeed:
                 self._end_rest(queue, BatchStatus.CANCELLED, CANCELLED_BY_BATCH)
                 return
             chunk = self.jobs[self.done_count : self.done_count + FEED_CHUNK]
+            if queue.starts_in_memory:
+                # Held in memory before they leave ``unsubmitted``: a cancel finds them.
+                queue.start_in_memory(self.func, chunk, self.batch_id, self._stopped)
+                self.unsubmitted.difference_update(job_id for job_id, _ in chunk)
+                self.done_count += len(chunk)
+                continue
             created = self._create(
                 queue, {job_id: _pending(job_id, params, self.batch_id) for job_id, params in chunk}
             )

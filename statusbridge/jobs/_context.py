@@ -76,22 +76,33 @@ class JobContext:
         self._unwritten: dict[str, Any] | None = None
         # Started over an existing PENDING record without writing RUNNING (a batch job).
         self.over_record = False
+        # Started from memory, but named elsewhere (a batch's job): its record may have
+        # been made meanwhile, by a cancel, and a final one is kept.
+        self.named = False
         self._failures = FailureLog()
 
     def start_unwritten(
-        self, record: dict[str, Any], *, write_after: float, over_record: bool = False
+        self,
+        record: dict[str, Any],
+        *,
+        write_after: float,
+        over_record: bool = False,
+        named: bool = False,
     ) -> None:
         """Run with no record on disk yet: the first write, ``write_after`` from now, creates it.
 
-        Nobody else can see or cancel the job before then, which is why this is
-        only for jobs whose whole state lives in this process (thread jobs).
+        Only for jobs whose state lives in this process (thread jobs).
         ``over_record``: the job's PENDING record exists; ``record`` holds the fields
         that make it RUNNING, and a first write that finds the record final (it
         was cancelled while it looked pending) stops the job instead.
+        ``named``: a whole record, of a job others can name (a batch's): the first
+        write creates it, or, if a final one was made meanwhile, keeps that and
+        stops the job.
         """
         with self._lock:
             self._unwritten = dict(record)
             self.over_record = over_record
+            self.named = named
         self.last_write = time.monotonic() + write_after - self.interval
         self.last_check = self.last_write
 
@@ -202,7 +213,8 @@ class JobContext:
                 self.mark_written()
         if job is None:
             current = seen[-1] if seen else None
-            if creates and self.over_record and current is not None and current.is_finished:
+            keeps = self.over_record or self.named
+            if creates and keeps and current is not None and current.is_finished:
                 self.cancel_event.set()  # cancelled while its record said PENDING
             logger.debug(
                 "job %s: progress not written, the record is %s",

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH
 from statusbridge.jobs._context import JobContext, register
 from statusbridge.jobs._liveness import this_process
 from statusbridge.jobs._overlay import Overlay
 from statusbridge.jobs._write_retries import FAILURE_LOG_SECONDS, WRITE_BACKOFF, FailureLog
-from statusbridge.record import BatchStatus
+from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
 
 __all__ = ["WRITE_GROUP", "DeferredRecord", "DeferredRecords"]
@@ -40,6 +41,12 @@ WRITE_GROUP = 64
 
 _NOT_TO_RUN = object()  # ``_take``: the job ended before it started
 
+CANCELLED_BY_MARKER = {
+    "status": BatchStatus.CANCELLED,
+    "cancel_requested": True,
+    "message": CANCELLED_BY_BATCH,
+}
+
 
 @dataclass(frozen=True)
 class DeferredRecord:
@@ -47,6 +54,12 @@ class DeferredRecord:
 
     since: float  # when submitted (monotonic): written ``record_delay`` after
     fields: dict[str, Any]
+
+
+def _cancelled_if_pending(current: BatchJob | None) -> dict[str, Any] | None:
+    if current is None or current.status is not BatchStatus.PENDING:
+        return None
+    return CANCELLED_BY_MARKER
 
 
 class DeferredRecords:
@@ -81,10 +94,10 @@ class DeferredRecords:
         if first:
             self._wake()  # the supervisor writes it if it still waits
 
-    def claim(self, ctx: JobContext) -> tuple[Any] | None:
+    def claim(self, ctx: JobContext, *, named: bool = False) -> tuple[Any] | None:
         """A worker takes its job from memory if no record of it was written: (params,)."""
         while True:
-            claimed = self._take(ctx)
+            claimed = self._take(ctx, named=named)
             if claimed is _NOT_TO_RUN:
                 return None
             if isinstance(claimed, tuple):
@@ -95,7 +108,30 @@ class DeferredRecords:
                 if ctx.job_id not in self.entries:
                     return None
 
-    def _take(self, ctx: JobContext) -> tuple[Any] | object | None:
+    def claim_named(self, ctx: JobContext, *, stopped: Callable[[], bool]) -> tuple[Any] | None:
+        """``claim`` for a job other processes can name: a batch's, fed from memory.
+
+        Asked first: the batch's cancel marker (``stopped``; set by ``cancel_batch``
+        anywhere), which records the job CANCELLED here instead, and the job's record,
+        in case someone made one meanwhile (the worker then starts from that record,
+        as from one written here). A job taken writes its record first when it outlives
+        ``record_delay`` or ends; that write keeps a record made final meanwhile.
+        """
+        job_id = ctx.job_id
+        if stopped():
+            if not self.write_now(job_id, **CANCELLED_BY_MARKER):
+                # Its PENDING record was written meanwhile (write_now waited for that).
+                self._store.modify(job_id, _cancelled_if_pending)
+            return None
+        if job_id in self.entries and self._store.read(job_id) is not None:
+            with self.writing, self._lock:
+                self.entries.pop(job_id, None)  # the record there is the job's now
+            return None
+        # None: its PENDING record was written (claim waits for a write under way);
+        # the worker starts from that record.
+        return self.claim(ctx, named=True)
+
+    def _take(self, ctx: JobContext, *, named: bool = False) -> tuple[Any] | object | None:
         with self._lock:
             entry = self.entries.get(ctx.job_id)
             if entry is None:
@@ -114,7 +150,7 @@ class DeferredRecords:
             # Due ``record_delay`` after submit, not after start: others see
             # every job within that delay, however long it waited in memory.
             due = entry.since + self._record_delay - time.monotonic()
-            ctx.start_unwritten(record, write_after=max(0.0, due))
+            ctx.start_unwritten(record, write_after=max(0.0, due), named=named)
             register(ctx)  # before the lock is let go: cancel() finds it from now on
         self._overlay.change(
             ctx.job_id, status=BatchStatus.RUNNING, started_at=now, heartbeat_at=now

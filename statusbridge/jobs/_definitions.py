@@ -113,6 +113,22 @@ class Definitions:
         self._note_stored(data, definition)
         return data, definition
 
+    def cancel_marked(self, batch_id: str) -> bool:
+        """Whether the stored definition carries the cancel marker (``mark_cancelled``).
+
+        Cheap enough to ask before each job starts: while the definition is the one
+        last read here (same size: setting the marker, like every change, makes it
+        longer), one look at its size; else it is read again.
+        """
+        known = self._stored.get(batch_id)
+        if known is not None:
+            if known[1].cancelled_at is not None:
+                return True  # a marker is never taken back
+            if self.shelf.size(batch_id) == len(known[0]):
+                return False
+        found = self.fresh(batch_id)
+        return found is not None and found[1].cancelled_at is not None
+
     def _note_stored(self, data: bytes, definition: BatchDefinition) -> None:
         with self._lock:
             self._stored[definition.id] = (data, definition)

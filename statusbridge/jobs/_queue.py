@@ -285,12 +285,17 @@ class BatchQueue(ShutsDown):
         here is done. Held weakly, like retention hooks."""
         self._submissions.add_idle_hook(hook)
 
+    def add_cancel_hook(self, hook: Callable[[str], bool]) -> None:
+        """``hook(job_id)`` cancels a job with no record that it knows (a manager: a started
+        batch's job), asked by ``cancel`` before "unknown". Held weakly, like idle hooks."""
+        self._submissions.add_cancel_hook(hook)
+
     # -- control -------------------------------------------------------------
     def cancel(self, job_id: str) -> bool:
         """Cancel a job: a pending one never starts, a running one is asked to stop.
 
-        Works for jobs of any process on this folder (the request travels in the
-        file). Returns False if the job is unknown or already finished.
+        Works for jobs of any process on this folder (the request travels in the file,
+        see also ``add_cancel_hook``). False if the job is unknown or already finished.
         """
         local = self._overlay.get(job_id)
         if job_id in self._retries and local is not None and local.is_finished:
@@ -306,7 +311,8 @@ class BatchQueue(ShutsDown):
         ctx = running_context(job_id)
         if ctx is not None and not ctx.written:
             ctx.flush()  # running in memory only: its record first, then the request in it
-        if not request_cancel(self.store, job_id):
+        asked = request_cancel(self.store, job_id)
+        if not asked and not self._submissions.cancel_unrecorded(job_id):
             return False
         sub = self._submissions.get(job_id)
         shown = self.get_job_status(job_id)

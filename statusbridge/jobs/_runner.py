@@ -271,7 +271,7 @@ def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> 
 
 
 def _write_outcome(store: StatusStore, ctx: JobContext, fields: dict[str, Any]) -> BatchJob:
-    if not ctx.over_record or ctx.written:
+    if not (ctx.over_record or ctx.named) or ctx.written:
         return store.update(ctx.job_id, **fields)
     # Started over a PENDING record without writing RUNNING: a record made final
     # meanwhile (cancelled while it looked pending) keeps its status.

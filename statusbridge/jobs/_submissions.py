@@ -87,6 +87,7 @@ class Submissions:
         self.feeds: list[BatchFeed] = []  # started batches whose jobs are still being fed
         self.restarts: dict[str, Restart] = {}  # by job id
         self._idle_hooks: list[Callable[[], Callable[[], None] | None]] = []
+        self._cancel_hooks: list[Callable[[], Callable[[str], bool] | None]] = []
         self.closed = False
         self.cancel_pending = False  # set by shutdown(cancel_pending=True)
 
@@ -135,6 +136,16 @@ class Submissions:
     def add_idle_hook(self, hook: Callable[[], None]) -> None:
         with self._lock:
             self._idle_hooks.append(weak_hook(hook))
+
+    def add_cancel_hook(self, hook: Callable[[str], bool]) -> None:
+        with self._lock:
+            self._cancel_hooks.append(weak_hook(hook))
+
+    def cancel_unrecorded(self, job_id: str) -> bool:
+        """Whether a cancel hook knew ``job_id`` (a batch's job with no record) and cancelled it."""
+        with self._lock:
+            hooks = [ref() for ref in self._cancel_hooks]
+        return any(hook is not None and hook(job_id) for hook in hooks)
 
     def check_idle(self) -> None:
         """Run the idle hooks if nothing runs here any more."""

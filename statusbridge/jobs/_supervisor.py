@@ -18,12 +18,13 @@ import queue as stdlib_queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
-from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH, BatchFeed
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH, BatchFeed, pending_fields
+from statusbridge.jobs._deferred import CANCELLED_BY_MARKER
 from statusbridge.jobs._liveness import is_owner_alive, local_pid
 from statusbridge.jobs._parts import Parts
 from statusbridge.jobs._pool import BrokenExecutor, describe_exit
@@ -241,6 +242,42 @@ class Supervisor:
                 why = f"could not submit: {type(exc).__name__}: {exc}"
                 self.mark_if_unfinished(job.id, BatchStatus.FAILED, why)
             self.parts.overlay.settle(job.id)
+
+    @property
+    def starts_in_memory(self) -> bool:
+        """Whether a batch's jobs start from memory (thread workers, ``record_delay`` > 0)."""
+        return not self.parts.pool.pickles and self.parts.specs.timing.record_delay > 0
+
+    def start_in_memory(
+        self,
+        func: Callable[[Any], Any],
+        jobs: Sequence[tuple[str, Any]],
+        batch_id: str,
+        stopped: Callable[[], bool],
+    ) -> None:
+        """Start a batch's jobs from memory, as ``BatchQueue.submit`` starts its own: a
+        PENDING record is written only for a job still waiting after ``record_delay``
+        (on the feed's thread; see ``DeferredRecords.claim_named``)."""
+        p = self.parts
+        now = p.clock()
+        held = {
+            job_id: {**pending_fields(params, batch_id), "created_at": now}
+            for job_id, params in jobs
+        }
+        p.overlay.show([BatchJob(id=i, seq=1, updated_at=now, **f) for i, f in held.items()])
+        claim = partial(p.deferred.claim_named, stopped=stopped)
+        for job_id, fields in held.items():
+            p.deferred.hold(job_id, fields)
+            try:
+                p.submissions.start(p.specs.spec(job_id, func, claim=claim), attempts=1)
+            except Exception as exc:  # noqa: BLE001 - recorded in the job
+                if self.cancel_pending:
+                    change: dict[str, Any] = dict(CANCELLED_BY_MARKER)
+                else:
+                    why = f"could not submit: {type(exc).__name__}: {exc}"
+                    change = {"status": BatchStatus.FAILED, "error_message": why}
+                p.deferred.write_now(job_id, **change)
+                p.overlay.settle(job_id)
 
     def feed_ended(self, feed: BatchFeed) -> None:
         self.parts.submissions.remove_feed(feed)

@@ -27,6 +27,12 @@ class Shelf(Protocol):
     label: str
 
     def get(self, name: str) -> bytes | None: ...
+    def size(self, name: str) -> int | None:
+        """The document's length in bytes (None: there is none), without reading it: a
+        cheap look whether a document known here changed (every change of a batch
+        definition makes it longer)."""
+        ...
+
     def names(self) -> list[str]: ...
     def put(self, name: str, data: bytes, *, exclusive: bool = False) -> None:
         """``exclusive``: FileExistsError if ``name`` exists (nothing written)."""

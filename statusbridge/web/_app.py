@@ -18,6 +18,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,6 +35,7 @@ from statusbridge.errors import StatusBridgeError
 from statusbridge.jobs._cancel import request_cancels
 from statusbridge.jobs._definition import BatchDefinition
 from statusbridge.jobs._definitions import mark_batch_cancelled
+from statusbridge.jobs._unrecorded import cancel_unrecorded_at
 from statusbridge.record import BatchJob, BatchStatus, validate_job_id
 from statusbridge.record._codec import job_to_dict
 from statusbridge.record._model import utc_now
@@ -337,17 +339,24 @@ class _Routes:
         return JSONResponse(doc, 200 if health.running else 503)
 
     # -- writes ------------------------------------------------------------------------
-    def _cancel(self, job_ids: Sequence[str]) -> list[str]:
-        """``request_cancel`` for each (on a worker thread: it reads and writes the store)."""
+    def _cancel(self, job_ids: Sequence[str], *, unrecorded: bool = False) -> list[str]:
+        """``request_cancel`` for each (on a worker thread: it reads and writes the store);
+        ``unrecorded``: also a started batch's job with no record yet (``batch_dir``)."""
         with self._store_lock:
             if self._store is None:
                 self._store = StatusStore(self.location)
             store = self._store
-        return request_cancels(store, job_ids)
+        asked = request_cancels(store, job_ids)
+        if unrecorded and self.batch_dir is not None:
+            rest = [job_id for job_id in job_ids if job_id not in asked]
+            asked += [j for j in rest if cancel_unrecorded_at(store, self.batch_dir, j)]
+        return asked
 
-    async def _cancelled(self, job_ids: Sequence[str]) -> list[str] | Response:
+    async def _cancelled(
+        self, job_ids: Sequence[str], *, unrecorded: bool = False
+    ) -> list[str] | Response:
         try:
-            return await run_in_threadpool(self._cancel, job_ids)
+            return await run_in_threadpool(partial(self._cancel, job_ids, unrecorded=unrecorded))
         except (StatusBridgeError, OSError, ValueError) as exc:
             logger.warning("statusbridge.web: cancel failed (%s)", type(exc).__name__)
             return _error(503, "the status store refused the cancel")
@@ -358,7 +367,7 @@ class _Routes:
             validate_job_id(job_id)
         except ValueError:
             return _error(404, "no such job")
-        asked = await self._cancelled([job_id])
+        asked = await self._cancelled([job_id], unrecorded=True)
         if isinstance(asked, Response):
             return asked
         if not asked and self.cache.get(job_id) is None:

@@ -1,25 +1,37 @@
-"""A batch job's RUNNING record is deferred like a queue job's (issue 25 item 2).
+"""A batch job starts from memory and is written as late as a queue job (issue 25 items 1-3).
 
-A job that ends within ``record_delay`` writes only its final record over the
-PENDING one the batch feed wrote; a cancel that reaches its record while it runs
-unwritten (the record still says PENDING) stops it at its first write, and the
-record stays CANCELLED.
+A job that ends within ``record_delay`` writes only its final record; one still
+waiting after it gets its PENDING record then. Until a record exists, the batch
+definition names the job, so other processes can still act on it: a cancel of the
+job (``statusbridge cancel JOB``) creates its record CANCELLED, a cancel of the batch
+sets the marker its owner reads before each start, and in both cases the job never
+runs; a job running from memory stops at its first write, and its record stays
+CANCELLED.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from statusbridge import BatchManager, BatchStatus, JobCancelled, report_progress
-from statusbridge.jobs._cancel import request_cancel
-from statusbridge.store import StatusStore
+from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH
 
 from support.waiting import wait_until
+from support.workers import count_run
 
 
 def identity(params: dict[str, int]) -> int:
     return params["i"]
+
+
+def gate_or_count(params: dict[str, str]) -> str:
+    if "gate" in params:
+        wait_until(lambda: Path(params["gate"]).exists(), 60, "the gate")
+        return "held"
+    return count_run(params)
 
 
 def report_until_cancelled(params: dict[str, str]) -> str:
@@ -43,25 +55,35 @@ def test_a_short_batch_job_writes_its_end_only(tmp_path: Path) -> None:
         assert manager.queue.wait(timeout=60)
         records = [manager.queue.store.read(j) for j in manager.batches[batch_id].job_ids]
         assert [r.status for r in records if r] == [BatchStatus.COMPLETED] * 20
-        assert [r.seq for r in records if r] == [2] * 20  # PENDING, then the end
+        assert [r.seq for r in records if r] == [1] * 20  # only the end
         assert all(r.started_at is not None for r in records if r)
 
 
-def test_a_cancel_while_it_runs_unwritten_stops_it_at_its_first_write(tmp_path: Path) -> None:
+def _cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "statusbridge", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_a_cancel_from_another_process_while_it_runs_from_memory_stops_it(
+    tmp_path: Path,
+) -> None:
     started, gate, stopped = tmp_path / "started", tmp_path / "gate", tmp_path / "stopped"
     params = {"started": str(started), "gate": str(gate), "stopped": str(stopped)}
     with BatchManager(tmp_path / "b", 1, tmp_path / "s", record_delay=3.0) as manager:
-        batch_id = manager.create_custom_batch([params], "cancelled while it looks pending")
+        batch_id = manager.create_custom_batch([params], "cancelled while it has no record")
         manager.start_batch(batch_id, report_until_cancelled)
         (job_id,) = manager.batches[batch_id].job_ids
         wait_until(started.exists, 60, "the job to start")
-        other = StatusStore(tmp_path / "s")  # as another process would
-        try:
-            before = other.read(job_id)
-            assert before is not None and before.status is BatchStatus.PENDING
-            assert request_cancel(other, job_id) is True
-        finally:
-            other.close()
+        assert manager.queue.store.read(job_id) is None  # running from memory
+        done = _cli("cancel", job_id, "--dir", tmp_path / "s", "--batch-dir", tmp_path / "b")
+        assert done.returncode == 0, done.stderr
+        assert f"cancel requested: {job_id}" in done.stdout
         gate.touch()
         # Its record is final already; the function learns at its first write.
         wait_until(stopped.exists, 60, "the job to stop")
@@ -69,3 +91,56 @@ def test_a_cancel_while_it_runs_unwritten_stops_it_at_its_first_write(tmp_path: 
         record = manager.queue.store.read(job_id)
         assert record is not None and record.status is BatchStatus.CANCELLED
         assert record.result is None
+
+
+def test_a_job_waiting_in_memory_gets_its_pending_record_after_record_delay(
+    tmp_path: Path,
+) -> None:
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    with BatchManager(tmp_path / "b", 1, tmp_path / "s", record_delay=0.3) as manager:
+        batch_id = manager.create_custom_batch(
+            [{"gate": str(gate)}, {"runs": str(runs), "job": "waiter"}], "one waits"
+        )
+        manager.start_batch(batch_id, gate_or_count)
+        _blocker, waiter = manager.batches[batch_id].job_ids
+        waiting = wait_until(
+            lambda: manager.queue.store.read(waiter), 60, "the waiting job's PENDING record"
+        )
+        assert waiting.status is BatchStatus.PENDING and waiting.seq == 1
+        gate.touch()
+        assert manager.queue.wait(timeout=60)
+        record = manager.queue.store.read(waiter)
+        assert record is not None and record.status is BatchStatus.COMPLETED
+        assert record.seq == 2  # PENDING, then the end
+        assert len(list(runs.iterdir())) == 1
+
+
+def test_jobs_waiting_in_memory_never_run_after_a_cancel_from_another_process(
+    tmp_path: Path,
+) -> None:
+    """One job cancelled by id, then the whole batch: both return before the jobs would
+    start (one worker, held by the first job), and none of them runs afterwards."""
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    jobs = [{"gate": str(gate)}] + [{"runs": str(runs), "job": f"j{i}"} for i in range(6)]
+    with BatchManager(tmp_path / "b", 1, tmp_path / "s", record_delay=60.0) as manager:
+        batch_id = manager.create_custom_batch(jobs, "held in memory")
+        manager.start_batch(batch_id, gate_or_count)
+        job_ids = manager.batches[batch_id].job_ids
+        wait_until(lambda: manager.queue.running == len(jobs), 60, "every job submitted")
+        assert all(manager.queue.store.read(j) is None for j in job_ids)  # none recorded
+        by_id = _cli("cancel", job_ids[1], "--dir", tmp_path / "s", "--batch-dir", tmp_path / "b")
+        assert by_id.returncode == 0, by_id.stderr
+        whole = _cli("cancel", "--batch", batch_id, "--dir", tmp_path / "s",
+                     "--batch-dir", tmp_path / "b")  # fmt: skip
+        assert whole.returncode == 0, whole.stderr
+        assert "6 job(s) of batch" in whole.stdout  # not recorded yet: will not start
+        gate.touch()
+        assert manager.queue.wait(timeout=60)
+        assert list(runs.iterdir()) == []
+        records = [manager.queue.store.read(j) for j in job_ids[1:]]
+        assert [r.status if r else None for r in records] == [BatchStatus.CANCELLED] * 6
+        assert [r.message for r in records[1:] if r] == [CANCELLED_BY_BATCH] * 5
+        first = manager.queue.store.read(job_ids[0])
+        assert first is not None and first.status is BatchStatus.COMPLETED

@@ -80,12 +80,15 @@ def test_a_chunk_whose_write_failed_halfway_runs_every_job_once(
     can): the feed tries again, and the records written by the failed call are its own.
 
     The failure is simulated (an OSError(ENOSPC) from the store at that one moment); the
-    threads, the feed and the records are real.
+    threads, the feed and the records are real. ``record_delay=0``: the feed writes each
+    chunk's records before its jobs start (as on process workers), not from memory.
     """
     runs = tmp_path / "runs"
     runs.mkdir()
     jobs = 300
-    with BatchManager(folders[0], 2, folders[1], max_completed_jobs=10 * jobs) as manager:
+    with BatchManager(
+        folders[0], 2, folders[1], max_completed_jobs=10 * jobs, record_delay=0
+    ) as manager:
         store = manager.queue.store
         real_create_absent = store.create_absent
         failed: list[int] = []

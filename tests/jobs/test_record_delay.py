@@ -450,9 +450,11 @@ def test_a_job_started_late_from_memory_is_written_by_its_first_delay(
     delays: dict[str, float] = {}
     real_start = JobContext.start_unwritten
 
-    def start_unwritten(ctx: JobContext, record: dict[str, Any], *, write_after: float) -> None:
+    def start_unwritten(
+        ctx: JobContext, record: dict[str, Any], *, write_after: float, **how: bool
+    ) -> None:
         delays[ctx.job_id] = write_after
-        real_start(ctx, record, write_after=write_after)
+        real_start(ctx, record, write_after=write_after, **how)
 
     monkeypatch.setattr(JobContext, "start_unwritten", start_unwritten)
     blocked, started, gate = gated()

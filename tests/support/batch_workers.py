@@ -35,18 +35,23 @@ def start_big_batch_pausing(
 ) -> None:
     """``start_big_batch`` whose feed pauses once, where a cancel from elsewhere matters most.
 
-    After recording its first chunk of jobs and before its look at the batch's cancel
-    marker, the feed touches ``<gates>/paused`` and waits for ``<gates>/go`` (a condition
-    wait): the test cancels meanwhile, while most of the batch has no record yet. No lock
-    is held there, unlike a process stopped at a random point.
+    After handing its first chunk of jobs on (to the pool, from memory, while the
+    workers take and run them) and before its next look at the batch's cancel marker,
+    the feed touches ``<gates>/paused`` and waits for ``<gates>/go`` (a condition wait):
+    the test cancels meanwhile, while most of the batch has no record yet. No lock is
+    held there, unlike a process stopped at a random point. (The workers' own looks at
+    the marker, before each job leaves memory, go on.)
     """
+    import threading
+
     from statusbridge.jobs import _batch_feed
 
     look_at_marker = _batch_feed.BatchFeed._stopped
     looks = itertools.count()
 
     def pausing(feed: _batch_feed.BatchFeed) -> bool:
-        if next(looks) == 1:  # the first look after records were written
+        on_feed = threading.current_thread().name == "statusbridge-batch-feed"
+        if on_feed and next(looks) == 1:  # the feed's first look after the first chunk
             Path(gates, "paused").touch()
             deadline = time.monotonic() + 120  # never outlive a failed test by long
             while not Path(gates, "go").exists() and time.monotonic() < deadline:

@@ -304,7 +304,8 @@ def test_update_short_path_agrees_with_the_server(redis_url: str) -> None:
         result = step()
         if isinstance(result, BatchJob) and result is not None:
             assert result == store.read("j")
-    assert replies == [1, 1, 1, 3, 1, 3, 1, 1, 1, 1]  # (3: the server sent its record back)
+    # (2: written, and its feed entry's number; 3: the server sent its record back)
+    assert replies == [2, 2, 2, 3, 2, 3, 2, 2, 2, 2]
     final = store.read("j")
     assert final is not None and final.seq == 9 and final.message == "by hand"
     assert final.meta == {"a": 2, "b": (1, 2)} and final.progress_known is False

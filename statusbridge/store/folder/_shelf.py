@@ -69,6 +69,12 @@ class FolderShelf:
         except FileNotFoundError:
             return None
 
+    def size(self, name: str) -> int | None:
+        try:
+            return os.stat(self._path(name)).st_size
+        except FileNotFoundError:
+            return None
+
     def names(self) -> list[str]:
         try:
             entries = os.listdir(self.folder)

@@ -25,6 +25,12 @@ class RedisShelf:
         value = translated(self.where, lambda: self._client.get(self._prefix + name))
         return value if isinstance(value, bytes) else None
 
+    def size(self, name: str) -> int | None:
+        key = self._prefix + name
+        length = translated(self.where, lambda: self._client.strlen(key))
+        # STRLEN answers 0 for a missing key; a stored definition is never empty.
+        return int(length) or None
+
     def names(self) -> list[str]:
         def listing() -> list[str]:
             found = self._client.scan_iter(match=self._prefix + "*", count=500)

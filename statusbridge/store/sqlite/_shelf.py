@@ -28,6 +28,11 @@ class SqliteShelf:
             row = conn.execute("SELECT doc FROM batches WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def size(self, name: str) -> int | None:
+        with self._db.reading() as conn:
+            row = conn.execute("SELECT length(doc) FROM batches WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
     def names(self) -> list[str]:
         with self._db.reading() as conn:
             return [r[0] for r in conn.execute("SELECT name FROM batches ORDER BY name")]
