@@ -357,11 +357,15 @@ class StatusCache:
         """A full load: ``records`` is every record there is; jobs not in it are gone."""
         changes: dict[_Key, _Action] = {}
         invalid: dict[str, str] = {}
+        # Nothing held yet (a first load): every valid record is taken, no comparison.
+        held = len(self._snapshot)
         for job_id, outcome in records.items():
             if isinstance(outcome, InvalidRecordError):
                 invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-                continue
-            self._consider(job_id, outcome, changes, fresh=True)
+            elif held:
+                self._consider(job_id, outcome, changes, fresh=True)
+            else:
+                changes[job_id] = outcome
         for job_id in self._snapshot:
             if job_id not in records:
                 changes[job_id] = None
