@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from datetime import datetime
 from types import MappingProxyType
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from statusbridge.cache._health import MAX_SKEWED, CacheHealth, skew_note
 from statusbridge.cache._life import _Life, _run
@@ -355,13 +355,23 @@ class StatusCache:
     # -- applying what a backend read (the backends that read documents by job id) -----
     def _apply_load(self, records: Mapping[str, BatchJob | InvalidRecordError]) -> None:
         """A full load: ``records`` is every record there is; jobs not in it are gone."""
-        changes: dict[_Key, _Action] = {}
-        invalid: dict[str, str] = {}
-        for job_id, outcome in records.items():
-            if isinstance(outcome, InvalidRecordError):
-                invalid[f"{job_id}{RECORD_SUFFIX}"] = outcome.reason
-                continue
-            self._consider(job_id, outcome, changes, fresh=True)
+        invalid = {
+            f"{job_id}{RECORD_SUFFIX}": outcome.reason
+            for job_id, outcome in records.items()
+            if isinstance(outcome, InvalidRecordError)
+        }
+        changes: dict[_Key, _Action]
+        if not self._snapshot and not invalid and type(records) is dict:
+            # A first load of valid records only (the usual start): taken as they are,
+            # without a copy of a table that may hold 100,000 records.
+            changes = cast("dict[_Key, _Action]", records)
+        elif not self._snapshot:
+            changes = {k: r for k, r in records.items() if not isinstance(r, InvalidRecordError)}
+        else:
+            changes = {}
+            for job_id, outcome in records.items():
+                if not isinstance(outcome, InvalidRecordError):
+                    self._consider(job_id, outcome, changes, fresh=True)
         for job_id in self._snapshot:
             if job_id not in records:
                 changes[job_id] = None

@@ -138,14 +138,36 @@ def _first_load(changes: Mapping[str, BatchJob | None], version: int) -> Snapsho
         if removals
         else cast("Mapping[str, BatchJob]", changes)
     )
+    trie = immutables.Map(jobs)
     return Snapshot(
-        immutables.Map(jobs),
-        immutables.Map({batch_id: immutables.Map(members) for batch_id, members in groups.items()}),
+        trie,
+        immutables.Map({b: _part_trie(trie, jobs, members) for b, members in groups.items()}),
         version,
         _tallies=(total, immutables.Map(tallies)),
-        _running=immutables.Map({key: immutables.Map(group) for key, group in running.items()}),
-        _active=immutables.Map(active),
+        _running=immutables.Map({k: _part_trie(trie, jobs, g) for k, g in running.items()}),
+        _active=_part_trie(trie, jobs, active),
     )
+
+
+def _part_trie(
+    trie: immutables.Map[str, BatchJob], jobs: Mapping[str, BatchJob], part: dict[str, BatchJob]
+) -> immutables.Map[str, BatchJob]:
+    """The trie of ``part``, some of ``jobs`` (whose trie is ``trie``).
+
+    Building a trie is most of a large load's snapshot, and the parts are often
+    most of the jobs (every job active after a batch starts, one batch holding
+    them all): the whole trie itself when ``part`` is all of it, the whole trie
+    less the rest when that is fewer edits.
+    """
+    if len(part) == len(jobs):
+        return trie
+    if len(part) * 2 <= len(jobs):
+        return immutables.Map(part)
+    work = trie.mutate()
+    for job_id in jobs:
+        if job_id not in part:
+            del work[job_id]
+    return work.finish()
 
 
 class Snapshot(Mapping[str, BatchJob]):

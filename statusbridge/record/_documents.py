@@ -7,11 +7,13 @@ which words what is wrong.
 
 from __future__ import annotations
 
+from itertools import chain
+from operator import attrgetter
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from statusbridge.record._codec import _colons_if_read_once, _utc_time
+from statusbridge.record._codec import _pairs_and_colons, _utc_time
 from statusbridge.record._frozen import EMPTY, freeze
 from statusbridge.record._ids import validate_job_id
 from statusbridge.record._model import BatchJob, BatchStatus, checked_job
@@ -52,6 +54,10 @@ class _WrittenDocument(msgspec.Struct, gc=False):
 
 
 _DECODE_WRITTEN = msgspec.json.Decoder(list[_WrittenDocument]).decode
+_KEYS = len(_WrittenDocument.__struct_fields__)
+# The fields whose strings may hold colons (ids and status values cannot), as in _codec.
+_TEXT_VALUES = attrgetter("error_message", "message", "owner", "owner_machine", "created_at",
+                          "started_at", "completed_at", "updated_at", "heartbeat_at")  # fmt: skip
 _VALUES = msgspec.structs.astuple
 _COMPLETED = BatchStatus.COMPLETED
 
@@ -78,7 +84,11 @@ def decode_documents(ids: list[str], docs: list[str]) -> list[BatchJob] | None:
     if len(written) != len(ids):
         return None
     jobs: list[BatchJob] = []
-    colons = 0
+    # The colons of the text if every key was read once (see ``_colons_if_read_once``):
+    # a pair's each, the strings' own, counted for the whole array at once; the
+    # nested values' (rare) are added per document below.
+    colons = len(written) * _KEYS + "".join(filter(None, chain.from_iterable(
+        map(_TEXT_VALUES, written)))).count(":")  # fmt: skip
     try:
         for expected_id, document in zip(ids, written, strict=True):
             values = _VALUES(document)
@@ -95,17 +105,22 @@ def decode_documents(ids: list[str], docs: list[str]) -> list[BatchJob] | None:
             else:
                 known = True
             if params is not None:
+                colons += _pairs_and_colons(params)
                 params = freeze(params, _path="params")
             if result is not None:
+                colons += _pairs_and_colons(result)
                 result = freeze(result, _path="result")
-            meta = freeze(meta, _path="meta") if meta else EMPTY
+            if meta:
+                colons += _pairs_and_colons(meta)
+                meta = freeze(meta, _path="meta")
+            else:
+                meta = EMPTY
             times: tuple[Any, ...]
             times = (created_at, started_at, completed_at, updated_at, heartbeat_at)
             if times != _NO_TIMES:
                 times = tuple(map(_utc_time, times))
                 if False in times:
                     return None
-            colons += _colons_if_read_once(values)
             jobs.append(
                 checked_job((job_id, status, params, result, error_message, progress, message,
                              batch_id, meta, *times[:4], seq, owner, owner_start, owner_machine,

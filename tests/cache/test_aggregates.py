@@ -150,3 +150,33 @@ def test_first_load_equals_job_by_job_edits(
     assert loaded._active == edited._active
     assert loaded._batches == edited._batches
     check(loaded)
+
+
+@pytest.mark.parametrize("finished", [0, 3, 7, 10])  # of 10 jobs: none, few, most, all
+def test_first_load_shares_or_trims_the_whole_trie_and_equals_job_by_job_edits(
+    finished: int,
+) -> None:
+    """A load's indexes (active, running, a batch) that hold all or most of the jobs are
+    made from the jobs' own trie; later edits of either leave the other as it was."""
+    load = {
+        f"j{i}": BatchJob(
+            f"j{i}",
+            BatchStatus.COMPLETED if i < finished else BatchStatus.RUNNING,
+            batch_id="a",
+            created_at=EPOCH + timedelta(seconds=i),
+        )
+        for i in range(10)
+    }
+    seed = BatchJob("seed", "running", batch_id="b")  # type: ignore[arg-type]
+    loaded = Snapshot().with_changes(load)
+    edited = Snapshot().with_changes({"seed": seed}).with_changes(load).with_changes({"seed": None})
+    for snap in (loaded, edited):
+        assert dict(snap._active) == {k: j for k, j in load.items() if not j.is_finished}
+    assert loaded._running == edited._running and loaded._batches == edited._batches
+    assert loaded._active == edited._active and loaded._tallies == edited._tallies
+    check(loaded)
+    later = loaded.with_changes({"j9": load["j9"].replace(status=BatchStatus.FAILED), "j0": None})
+    assert ("j9" in loaded._active) == (finished < 10) and "j0" in loaded
+    assert "j9" not in later._active
+    assert "j0" not in later and len(later.batch("a")) == 9 and len(loaded.batch("a")) == 10
+    check(later)

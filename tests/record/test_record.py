@@ -336,6 +336,19 @@ def test_compact_text_is_the_same_document(job: BatchJob) -> None:
     assert decode_job(text.encode(), expected_id=job.id) == job
 
 
+def test_each_timestamp_is_written_as_its_own_text_while_objects_come_and_go() -> None:
+    """The encoder keeps the text of lasting timestamps by object: a datetime made at the
+    address of a dropped one must never be written as the dropped one's text."""
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(10_000):  # past the bound of what it keeps, too
+        created = base + timedelta(microseconds=i)
+        job = BatchJob("j", created_at=created, started_at=created + timedelta(hours=i))
+        for text in (job_text(job), encode_job(job).decode()):
+            doc = json.loads(text)
+            assert doc["created_at"] == created.isoformat()
+            assert doc["started_at"] == (created + timedelta(hours=i)).isoformat()
+
+
 def test_compact_text_of_values_msgspec_does_not_take() -> None:
     for job in (
         # Lone surrogates:

@@ -329,3 +329,112 @@ def test_a_load_leaves_the_garbage_collector_as_it_found_it(url: str) -> None:
             assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+# -- a store's write of a row it wrote last (no read first) -------------------------------------
+
+
+def _statements(store: StatusStore) -> list[str]:
+    """The statements the store's writers' connection runs from now on (SQLite's own trace)."""
+    ran: list[str] = []
+    store.connection().set_trace_callback(ran.append)  # type: ignore[attr-defined]
+    return ran
+
+
+def _reads(ran: list[str]) -> list[str]:
+    return [s for s in ran if s.startswith("SELECT doc FROM jobs")]
+
+
+def test_a_second_update_of_ones_own_row_reads_nothing_first(url: str) -> None:
+    with StatusStore(url) as store:
+        store.update("a", status="running", meta={"x": 1})
+        ran = _statements(store)
+        job = store.update("a", progress=0.5, meta={"y": 2})
+        assert _reads(ran) == []
+        assert job.seq == 2 and dict(job.meta) == {"x": 1, "y": 2}
+        assert store.read("a") == job
+
+
+def test_another_connections_commit_between_two_updates_is_read_and_merged(url: str) -> None:
+    with StatusStore(url) as mine, StatusStore(url) as other:
+        mine.update("a", meta={"mine": 1})
+        other.update("a", message="from the other", meta={"other": 1})
+        ran = _statements(mine)
+        job = mine.update("a", progress=0.5, meta={"mine": 2})
+        assert len(_reads(ran)) == 1  # the remembered row was not the row: read it
+        assert job.seq == 3 and job.message == "from the other"
+        assert dict(job.meta) == {"mine": 2, "other": 1}
+        assert mine.read("a") == job == other.read("a")
+        ran.clear()
+        assert mine.update("a", progress=0.75).seq == 4  # its own again: no read
+        assert _reads(ran) == []
+
+
+def test_a_hand_edit_between_two_updates_is_read_and_merged(url: str, db: Path) -> None:
+    with StatusStore(url) as store:
+        written = store.update("a", message="mine")
+        doc = json.loads(store.connection().execute("SELECT doc FROM jobs").fetchone()[0])  # type: ignore[attr-defined]
+        doc["message"] = "edited by hand"  # the same seq: only the text tells it apart
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+            conn.execute("UPDATE jobs SET doc = ? WHERE id = 'a'", (json.dumps(doc),))
+        job = store.update("a", progress=0.5)
+        assert job.message == "edited by hand" and job.seq == written.seq + 1
+        assert store.read("a") == job
+
+
+def test_a_row_deleted_by_another_store_is_made_again(url: str) -> None:
+    with StatusStore(url) as mine, StatusStore(url) as other:
+        mine.update("a", meta={"old": 1})
+        mine.update("a", progress=0.5)
+        assert other.delete("a")
+        job = mine.update("a", progress=0.25)
+        assert job.seq == 1 and dict(job.meta) == {}  # a new record, not the remembered one
+        assert other.read("a") == job
+
+
+def test_a_modify_that_declines_on_a_stale_record_decides_again_on_the_row(url: str) -> None:
+    """'Only if PENDING', when this store last wrote RUNNING and another reset it since."""
+    with StatusStore(url) as mine, StatusStore(url) as other:
+        mine.update("a", status="running")
+        other.update("a", status="pending", started_at=None)
+        seen: list[BatchStatus | None] = []
+
+        def start_if_pending(current: object) -> dict[str, str] | None:
+            status = getattr(current, "status", None)
+            seen.append(status)
+            return {"status": "running"} if status is BatchStatus.PENDING else None
+
+        job = mine.modify("a", start_if_pending)
+        assert seen == [BatchStatus.RUNNING, BatchStatus.PENDING]  # called again on the row
+        assert job is not None and job.status is BatchStatus.RUNNING and job.seq == 3
+        assert other.read("a") == job
+        seen.clear()
+        assert mine.modify("a", start_if_pending) is None  # still its own row: declined
+        assert seen == [BatchStatus.RUNNING]
+
+
+def test_updates_without_a_read_are_logged_for_caches(url: str) -> None:
+    with StatusStore(url) as store, StatusCache(url) as cache:
+        for i in range(1, 151):  # past a trim of the log, too
+            job = store.update("a", progress=i / 150, meta={"i": i})
+        wait_until(lambda: cache.get("a") == job, 10, "the last write")
+        conn = store.connection()  # type: ignore[attr-defined]
+        logged = conn.execute("SELECT count(*) FROM changes WHERE id = 'a'").fetchone()[0]
+        assert logged == 150
+
+
+@pytest.mark.slow
+def test_another_process_writing_between_two_updates_is_read_and_merged(url: str) -> None:
+    import multiprocessing as mp
+
+    from support.backend_workers import write_steps
+
+    with StatusStore(url) as store:
+        store.update("a", meta={"mine": 1})
+        proc = mp.get_context("spawn").Process(target=write_steps, args=(url, "a", 1))
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+        job = store.update("a", message="after")
+        assert job.seq == 4 and job.status is BatchStatus.COMPLETED  # the other's two writes
+        assert dict(job.meta) == {"mine": 1, "i": 1} and job.message == "after"

@@ -338,17 +338,34 @@ class Database:
             lock.release()
             raise
 
-    def _begin_holding_lock(self, what: str) -> sqlite3.Connection:
+    def begin_autocommit(self, what: str) -> sqlite3.Connection:
+        """Take the lock, for writes made each in its own (autocommit) statement; the
+        caller releases ``lock``. Raises as ``begin`` does; a statement's own "database
+        is locked" becomes ``LockTimeout`` through ``translated``."""
+        lock = self.lock
+        if not (lock.acquire(False) or lock.acquire(timeout=self._lock_wait)):
+            raise LockTimeout(what, self.timeout, str(self.where.path))
+        try:
+            return self._writable(what)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _writable(self, what: str) -> sqlite3.Connection:
         conn = self.connection()
         if self.readonly:
             raise PermissionError(
                 f"status database {self.where.path} is read-only here (opened for "
                 f"reading): cannot write {what}"
             )
+        return conn
+
+    def _begin_holding_lock(self, what: str) -> sqlite3.Connection:
+        conn = self._writable(what)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise self._translated(exc, what) from None
+            raise self.translated(exc, what) from None
         return conn
 
     def commit(self, conn: sqlite3.Connection, what: str) -> None:
@@ -358,7 +375,7 @@ class Database:
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            raise self._translated(exc, what) from None
+            raise self.translated(exc, what) from None
         finally:
             self.lock.release()
 
@@ -369,7 +386,7 @@ class Database:
         finally:
             self.lock.release()
 
-    def _translated(self, exc: sqlite3.OperationalError, what: str) -> Exception:
+    def translated(self, exc: sqlite3.OperationalError, what: str) -> Exception:
         text = str(exc).lower()
         if "locked" in text or "busy" in text:
             return LockTimeout(what, self.timeout, str(self.where.path))

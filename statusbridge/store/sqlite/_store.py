@@ -14,7 +14,10 @@ One SQLite file holds everything (``sqlite:///relative.db``, ``sqlite:////abs.db
 - ``batches(name, doc)``: the shelf of batch definitions (``BatchManager``).
 
 Writes: WAL mode, one ``BEGIN IMMEDIATE`` transaction per ``update``/``modify``
-(read, merge with the shared ``merged()``, write; the trigger logs it), a busy
+(read, merge with the shared ``merged()``, write; the trigger logs it); a job whose
+row this store wrote last skips the read: one ``UPDATE ... WHERE doc = <that text>``,
+which SQLite runs under its write lock, so a row changed since by anyone makes the
+write the full transaction instead (``SqliteStore._modify_known``). A busy
 timeout of ``lock_timeout`` (beyond it: ``LockTimeout``); ``durable=True`` is
 ``synchronous=FULL``, else ``NORMAL`` (a commit survives a crash of the process,
 not of the machine). Writes go through one connection per store, used under a
@@ -58,6 +61,13 @@ DEFAULT_LOG_KEEP = 10_000
 
 _TRIM_EVERY = 64  # a store trims the change log at every this many writes (and at deletes)
 _KNOWN_MAX = 4096  # jobs whose last document a store keeps (see SqliteStore.modify)
+
+
+class _Changed:
+    """``_modify_known``'s answer when the row is no longer the one this store wrote."""
+
+
+_CHANGED = _Changed()
 
 
 class SqliteStore(StatusStore):
@@ -181,10 +191,13 @@ class SqliteStore(StatusStore):
     def modify(
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
     ) -> BatchJob | None:
-        """Conditional read-modify-write in one ``BEGIN IMMEDIATE`` transaction.
+        """Conditional read-modify-write, atomic against every other writer.
 
-        ``change(current)`` runs while this process holds the database's write lock,
-        so "only if still PENDING" cannot race with another writer anywhere.
+        "Only if still PENDING" cannot race with another writer anywhere: either
+        ``change(current)`` runs inside a ``BEGIN IMMEDIATE`` transaction, or (a row
+        this store wrote last) its result is written only if the row is still the
+        one ``change`` saw. ``change`` may then be called a second time, on the row
+        another writer left, as on Redis.
         """
         return self._modify(job_id, change, checked=False)
 
@@ -197,6 +210,11 @@ class SqliteStore(StatusStore):
     ) -> BatchJob | None:
         """``modify``; ``checked``: what ``change`` returns needs no ``_check_fields``."""
         validate_job_id(job_id)
+        known = self._known.get(job_id)
+        if known is not None and (self._writes + 1) % _TRIM_EVERY:
+            written = self._modify_known(job_id, known, change, checked=checked)
+            if not isinstance(written, _Changed):
+                return written
         what = f"job {job_id!r}"
         conn = self._db.begin(what)  # (not `with writing()`: every update comes here)
         try:
@@ -206,6 +224,57 @@ class SqliteStore(StatusStore):
             raise
         self._db.commit(conn, what)
         return written
+
+    def _modify_known(
+        self,
+        job_id: str,
+        known: tuple[str, BatchJob],
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        *,
+        checked: bool,
+    ) -> BatchJob | _Changed | None:
+        """``_modify`` of a job whose row this store wrote last, without reading it first.
+
+        ``change`` decides on the remembered record, and the write is one autocommit
+        ``UPDATE ... WHERE doc = <the remembered text>``: SQLite itself checks, under its
+        write lock, that the row is still that text, so no other writer can slip in
+        between. The text decides the record, so what lands is what a locked read, merge
+        and write would have made. ``_CHANGED`` when the row is another now (another
+        process wrote it, a hand edit, a deleted or replaced database): the caller then
+        takes the locked path, which reads the row and calls ``change`` again, as a
+        Redis store does after losing a race. A write of the store's ``_TRIM_EVERY``
+        takes the locked path too, to trim the log in its transaction.
+        """
+        text, current = known
+        db = self._db
+        conn = db.begin_autocommit(f"job {job_id!r}")
+        try:
+            fields = change(current)
+            if fields is None:
+                # Decided on the remembered record: right only if it is still the row's.
+                row = conn.execute(
+                    "SELECT 1 FROM jobs WHERE id = ? AND doc = ?", (job_id, text)
+                ).fetchone()
+                return None if row is not None else _CHANGED
+            if not checked:
+                self._check_fields(fields)
+            job = merged(job_id, current, fields, self._clock())
+            new_text, stored = self._text_of(job)
+            self._remember(job_id, new_text, stored)  # before it lands: see _write
+            try:
+                landed = conn.execute(
+                    "UPDATE jobs SET doc = ? WHERE id = ? AND doc = ?", (new_text, job_id, text)
+                ).rowcount
+            except sqlite3.OperationalError as exc:
+                self._known.pop(job_id, None)
+                raise db.translated(exc, f"job {job_id!r}") from None
+            if not landed:
+                self._known.pop(job_id, None)
+                return _CHANGED
+            self._writes += 1
+            return job
+        finally:
+            db.lock.release()
 
     def _write(
         self,
