@@ -141,47 +141,61 @@ def sidebar_state() -> Any:
     return SIDEBAR_PX if int in get_args(InitialSideBarState) else "auto"
 
 
+def start_from_form() -> None:
+    """The form's Start button, a callback: the batch is started and selected before the
+    page is drawn (the sidebar, where the form is, is drawn last)."""
+    state = st.session_state
+    batch_id = start_batch(
+        int(state["new-jobs"]),
+        float(state["new-duration"]),
+        float(state["new-fail-rate"]),
+        state["new-executor"] or "",
+    )
+    state["selected"] = state["started"] = batch_id
+
+
+def new_batch_form() -> None:
+    """The sidebar: a form that starts a simulated batch, and how another program can write."""
+    st.header("New batch")
+    with st.form("new-batch", enter_to_submit=False):  # its hint overlapped the value
+        st.number_input(
+            "Number of jobs", min_value=1, max_value=50, value=6, step=1, key="new-jobs"
+        )
+        st.number_input(
+            "Seconds per job",
+            min_value=0.2,
+            max_value=60.0,
+            value=3.0,
+            step=0.5,
+            key="new-duration",
+        )
+        st.slider(
+            "Failure rate", min_value=0.0, max_value=1.0, value=0.2, step=0.05, key="new-fail-rate"
+        )
+        st.radio("Executor", list(EXECUTORS), horizontal=True, key="new-executor")
+        st.form_submit_button("Start batch", type="primary", on_click=start_from_form)
+    if started := st.session_state.pop("started", None):
+        st.success(f"Started {started}")
+    st.divider()
+    st.markdown("**Another program** can write statuses too; run")
+    # Plain text, with a URL's password hidden (every viewer of the page sees this).
+    shown = location_text(STATUS_DIR) if is_url(STATUS_DIR) else STATUS_DIR
+    # Inline code, not st.code: its highlighter is the page's biggest script, and
+    # fetching and starting it held up the first drawing of the job table.
+    st.markdown(inline_code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}"))
+    st.markdown(
+        "and watch them appear." + (" (Put your password in for `***`.)" if "***" in shown else "")
+    )
+
+
 def page() -> None:
     st.set_page_config(
         page_title="statusbridge demo", layout="wide", initial_sidebar_state=sidebar_state()
     )
-    sbst.hide_running_indicator()
-    st.html(NARROW_MARGINS)
-    sbst.get_cache(STATUS_DIR)
-    pushed = sbst.push_available(STATUS_DIR)
-    st.title("statusbridge demo")
-    st.caption(  # each backend says how it works (statusbridge.display.BACKEND_TEXTS)
-        f"{backend_text(STATUS_DIR).how_it_works}; this page reads only that snapshot, "
-        + ("and redraws when it changes (pushed)." if pushed else "twice a second.")
-    )
-    with st.sidebar:
-        st.header("New batch")
-        with st.form("new-batch", enter_to_submit=False):  # its hint overlapped the value
-            jobs = st.number_input("Number of jobs", min_value=1, max_value=50, value=6, step=1)
-            duration = st.number_input(
-                "Seconds per job", min_value=0.2, max_value=60.0, value=3.0, step=0.5
-            )
-            fail_rate = st.slider(
-                "Failure rate", min_value=0.0, max_value=1.0, value=0.2, step=0.05
-            )
-            executor_label = st.radio("Executor", list(EXECUTORS), horizontal=True)
-            submitted = st.form_submit_button("Start batch", type="primary")
-        if submitted:
-            batch_id = start_batch(int(jobs), float(duration), fail_rate, executor_label or "")
-            st.session_state["selected"] = batch_id
-            st.success(f"Started {batch_id}")
-        st.divider()
-        st.markdown("**Another program** can write statuses too; run")
-        # Plain text, with a URL's password hidden (every viewer of the page sees this).
-        shown = location_text(STATUS_DIR) if is_url(STATUS_DIR) else STATUS_DIR
-        # Inline code, not st.code: its highlighter is the page's biggest script, and
-        # fetching and starting it held up the first drawing of the job table.
-        st.markdown(inline_code(f"statusbridge simulate --jobs 20 --dir {shlex.quote(shown)}"))
-        st.markdown(
-            "and watch them appear."
-            + (" (Put your password in for `***`.)" if "***" in shown else "")
-        )
-
+    # The page's places first, then their contents, the job table's first: the browser
+    # fetches the table's grid scripts (the page's biggest) when its element arrives, so
+    # it starts on them while the rest of the page (the sidebar last) is still coming.
+    head, bars_place, jobs_place = st.container(), st.container(), st.container()
     live = sbst.live_fragment(STATUS_DIR)
 
     # The bars follow the whole folder; the table below only its batch (follow_batch), so
@@ -272,9 +286,22 @@ def page() -> None:
                 st.caption("No finished jobs yet.")
             sbst.health_panel(cache.health())
 
-    batches()
-    jobs_of_a_batch()
+    with jobs_place:
+        jobs_of_a_batch()
+    with head:
+        sbst.hide_running_indicator()
+        st.html(NARROW_MARGINS)
+        pushed = sbst.push_available(STATUS_DIR)
+        st.title("statusbridge demo")
+        st.caption(  # each backend says how it works (statusbridge.display.BACKEND_TEXTS)
+            f"{backend_text(STATUS_DIR).how_it_works}; this page reads only that snapshot, "
+            + ("and redraws when it changes (pushed)." if pushed else "twice a second.")
+        )
+    with bars_place:
+        batches()
     chart_and_health()
+    with st.sidebar:
+        new_batch_form()
 
 
 @contextlib.asynccontextmanager

@@ -27,6 +27,7 @@ files is shown through Streamlit's escaping widgets (no ``unsafe_allow_html``).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib
@@ -120,6 +121,7 @@ def _manager_for(
 _managers: list[BatchManager] = []
 _managers_lock = threading.Lock()
 _pushed: list[str] = []  # folders push_routes serves: lifespan reads them in at start
+_WARM_UP_WAIT = 10.0  # seconds a server's start waits for those caches at most
 _pushed_lock = threading.Lock()
 logger = logging.getLogger(__name__)
 
@@ -151,17 +153,20 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     so interpreter-exit handlers never run there. The streams are ended from the stop
     signal itself: the handler the server installed is wrapped, and still called.
 
-    At start, pandas (the job table's) is imported before the server serves: in the
-    background, it competed with the first page's own work (its scripts served, its first
-    run) and the table waited for it. The caches of the pushed folders are then filled
-    in the background (a folder of 10,000 records takes a while to read).
+    At start, pandas (the job table's) is imported and the caches of the pushed folders
+    are read before the server serves: done in the background, they competed with the
+    first page's own work (its scripts served, its first run), which then waited for them
+    anyway. The start waits for a slow store only so long; it is then read on in the
+    background.
     """
     _end_streams_on_stop_signals()
     try:
         importlib.import_module("pandas")  # its first import takes a while
     except ImportError:  # pragma: no cover - Streamlit requires it
         logger.exception("statusbridge: could not import pandas")
-    threading.Thread(target=_warm_up, name="statusbridge-warm-up", daemon=True).start()
+    warming = threading.Thread(target=_warm_up, name="statusbridge-warm-up", daemon=True)
+    warming.start()
+    await asyncio.to_thread(warming.join, _WARM_UP_WAIT)
     yield
     end_streams()
     stop_managers()

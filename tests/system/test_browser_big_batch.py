@@ -167,8 +167,14 @@ def measure(driver: Any, tmp_path: Path, total: int, timings: list[str]) -> dict
         if paged:  # running jobs first, then the failed ones, then the others
             shown = table()
             assert shown.index(short) < shown.index(first_failed.id.removeprefix(batch_id))
-            assert "Page (of 200)" in text() and "jobs 1 to 50 of 10,000" in text()
             assert "pending" not in shown, "page 1 holds the running, failed and oldest jobs"
+            # The page number input above it may come a moment after the table: each
+            # element is drawn once its own scripts are in, and the table's go first.
+            wait_until(
+                lambda: "Page (of 200)" in text() and "jobs 1 to 50 of 10,000" in text(),
+                30,
+                "the page number input",
+            )
         # Nothing is written from here on, and nothing on the page moves with the clock
         # alone: the running jobs show when they started and should end.
         # The running jobs' rows: when each started, and when it should end.
