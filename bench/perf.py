@@ -436,13 +436,11 @@ def bench_throughput(report: Report, jobs: int, runs: int) -> None:
             ]
             for name in peers
         ],
-        "Goals: >= 0.5x Huey on a folder, >= 1.0x on SQLite. A BatchQueue job that no "
-        "other process can name starts in "
-        "memory and is written once when it ends short of record_delay (1 s); one still "
-        "queued after record_delay gets its PENDING record then and costs three writes; a "
-        "BatchManager job is named by its batch definition, so its PENDING record is written "
-        "(in the background, after start_batch returned), then its end, and RUNNING only if "
-        "it outlives record_delay (two atomic file writes). A Huey task is a row "
+        "Goals: >= 0.5x Huey on a folder, >= 1.0x on SQLite. A BatchQueue job, and a "
+        "BatchManager job on thread workers, starts in memory and is written once when it "
+        "ends short of record_delay (1 s); one still queued after record_delay gets its "
+        "PENDING record then (two writes), and RUNNING is written only for a job that "
+        "outlives record_delay. A Huey task is a row "
         "in one SQLite file (no fsync on either side). The floors are the bare file "
         "writes of a job from 4 threads in Python: no cache, no queue, no records read.",
     )
