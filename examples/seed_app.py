@@ -11,7 +11,7 @@ def generator(params: dict) -> dict:
         if is_cancelled():  # or let report_progress raise it
             raise JobCancelled(f"stopped before step {step}")  # ends CANCELLED
         report_progress(step / 5, f"{params['prompt']}: step {step}/5", step=step)
-        time.sleep(0.05)
+        time.sleep(params.get("pause", 0.05))
     if params["prompt"] == "bad":
         raise ValueError("cannot generate 'bad'")
     return {"text": params["prompt"].upper()}
@@ -34,8 +34,8 @@ if __name__ == "__main__":  # process workers import this module: keep the app u
         outcome = job.error_message if job.result is None else dict(job.result)
         print(job.id, job.status.value, outcome or "")
 
-    # Cancellation: a second batch, cancelled while it runs.
-    second = manager.create_custom_batch([{"prompt": "slow"}] * 4, "Cancelled")
+    # Cancellation: a second batch, cancelled while it runs (its jobs take 2.5 s each).
+    second = manager.create_custom_batch([{"prompt": "slow", "pause": 0.5}] * 4, "Cancelled")
     manager.start_batch(second, generator)
     print("cancelled:", manager.cancel_batch(second))
     manager.shutdown(wait=True)

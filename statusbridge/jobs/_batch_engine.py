@@ -252,7 +252,9 @@ class BatchEngine:
         for job_id in definition.job_ids:
             if self.queue.cancel(job_id) or job_id in unfed:
                 count += 1
-            elif ours and self.queue.get_job_status(job_id) is None:
+            elif ours:
+                # Recorded CANCELLED on seeing our marker (by the feed, or by a worker
+                # about to take it from memory), or not fed yet: the feed records it so.
                 job = self.queue.read(job_id)
                 count += job is None or cancelled_by_marker(job, now)
         return count
