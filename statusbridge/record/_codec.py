@@ -24,6 +24,7 @@ from statusbridge.errors import InvalidRecordError
 from statusbridge.record._frozen import EMPTY, MAX_NESTING, FrozenMap, freeze, thaw
 from statusbridge.record._ids import validate_job_id
 from statusbridge.record._model import FIELD_NAMES, BatchJob, BatchStatus, checked_job
+from statusbridge.record._texts import STATUS_TEXT, lasting_time
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -62,7 +63,7 @@ def _document(job: BatchJob, nested: Callable[[Any], Any]) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION,
         "id": job_id,
-        "status": _STATUS_TEXT[status],
+        "status": STATUS_TEXT[status],
         "params": nested(params),
         "result": nested(result),
         "error_message": error_message,
@@ -70,9 +71,9 @@ def _document(job: BatchJob, nested: Callable[[Any], Any]) -> dict[str, Any]:
         "message": message,
         "batch_id": batch_id,
         "meta": nested(meta),
-        "created_at": None if created_at is None else _lasting_time(created_at),
-        "started_at": None if started_at is None else _lasting_time(started_at),
-        "completed_at": None if completed_at is None else _lasting_time(completed_at),
+        "created_at": None if created_at is None else lasting_time(created_at),
+        "started_at": None if started_at is None else lasting_time(started_at),
+        "completed_at": None if completed_at is None else lasting_time(completed_at),
         "updated_at": None if updated_at is None else updated_at.isoformat(),
         "seq": seq,
         "owner": owner,
@@ -81,27 +82,6 @@ def _document(job: BatchJob, nested: Callable[[Any], Any]) -> dict[str, Any]:
         "cancel_requested": cancel_requested,
         "heartbeat_at": None if heartbeat_at is None else heartbeat_at.isoformat(),
     }
-
-
-_STATUS_TEXT = {status: status.value for status in BatchStatus}  # (.value is a slow property)
-# The text of timestamps that stay the same from one write of a job to the next, by the
-# datetime object itself: every update writes the whole document, and ``isoformat`` of
-# ``created_at`` and ``started_at`` was a third of encoding it. ``updated_at`` is new at
-# every write, so it would only churn this. Each entry holds its datetime, so an id seen
-# here is never another object's.
-_TIME_TEXT: dict[int, tuple[datetime, str]] = {}
-_TIME_TEXT_MAX = 4096
-
-
-def _lasting_time(value: datetime) -> str:
-    hit = _TIME_TEXT.get(id(value))
-    if hit is not None and hit[0] is value:
-        return hit[1]
-    text = value.isoformat()
-    if len(_TIME_TEXT) >= _TIME_TEXT_MAX:
-        _TIME_TEXT.clear()
-    _TIME_TEXT[id(value)] = (value, text)
-    return text
 
 
 # json.dumps with options builds a JSONEncoder per call; one shared encoder is stateless.

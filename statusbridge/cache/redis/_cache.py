@@ -27,6 +27,7 @@ import redis
 from statusbridge.cache._cache import StatusCache
 from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
+from statusbridge.cache._written import remember_written
 from statusbridge.errors import BackendRefused, BackendUnavailable
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
@@ -289,7 +290,8 @@ class RedisCache(StatusCache):
         if not reply:
             self._check_counter()
             return
-        self._note_written(self._take_absorbed())
+        # This process's own writes, by their feed entry's number: read nothing for them.
+        remember_written(self._written, self._take_absorbed(), int, _WRITTEN_MAX)
         newest: dict[str, int] = {}  # each job's last entry in this read (0: anonymous)
         for _stream, entries in reply:
             for entry_id, fields in entries:
@@ -332,14 +334,6 @@ class RedisCache(StatusCache):
         self._vanished_now.difference_update(mine)
         self._note_vanished([i for i, doc in found.items() if doc is None and listed[i]])
         self._apply_documents({**found, **mine}, _decoded)
-
-    def _note_written(self, absorbed: list[tuple[BatchJob, object]]) -> None:
-        """Remember this process's own writes, so their feed entries read nothing."""
-        if len(self._written) + len(absorbed) > _WRITTEN_MAX:
-            self._written.clear()  # bounded; those jobs are read as anyone else's
-        for job, n in absorbed:
-            if isinstance(n, int):
-                self._written[job.id] = (n, job)
 
     def _note_vanished(self, job_ids: Iterable[str]) -> None:
         """Count and name records that went without a delete (evicted), once each.

@@ -33,6 +33,7 @@ from statusbridge.cache._cache import StatusCache
 from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
 from statusbridge.cache._watcher import stop_observer
+from statusbridge.cache._written import remember_written
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
 from statusbridge.store._location import SqliteLocation, parse_location
@@ -230,7 +231,8 @@ class SqliteCache(StatusCache):
         return self._conn
 
     def _advance(self, *, full: bool) -> None:
-        self._note_written(self._take_absorbed())
+        # This process's own writes: the log's mention of them decodes nothing.
+        remember_written(self._written, self._take_absorbed(), str, _WRITTEN_MAX)
         now = time.monotonic()
         if now >= self._next_check:
             self._next_check = now + _NET_INTERVAL
@@ -252,14 +254,6 @@ class SqliteCache(StatusCache):
         self._rechecks = []
         self._data_version = version
         self._follow()
-
-    def _note_written(self, absorbed: list[tuple[BatchJob, object]]) -> None:
-        """Remember this process's own writes, so the log's mention of them decodes nothing."""
-        if len(self._written) + len(absorbed) > _WRITTEN_MAX:
-            self._written.clear()  # bounded; those rows are decoded as anyone else's
-        for job, text in absorbed:
-            if isinstance(text, str):
-                self._written[job.id] = (text, job)
 
     def _decode(self, job_id: str, doc: str) -> BatchJob:
         """A row the log named: the record this process wrote if it is that text, else decoded."""
