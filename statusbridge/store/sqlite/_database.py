@@ -18,9 +18,11 @@ import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from statusbridge.errors import LockTimeout, UnusableDatabase
 from statusbridge.store._location import SqliteLocation
+from statusbridge.store.sqlite._group import GroupCommit
 
 __all__ = ["SCHEMA", "Database", "busy_ms", "open_database"]
 
@@ -161,6 +163,7 @@ def _after_fork_in_child() -> None:
     # connection is not carried over either (connection() reopens it by pid).
     for database in list(_OPEN):
         database.lock = threading.Lock()
+        database.grouped.forget()
         database.forget_readers()
 
 
@@ -190,6 +193,8 @@ class Database:
         self.dir_mode = dir_mode
         self.file_mode = file_mode
         self.lock = threading.Lock()
+        # Writes that may share a transaction with those waiting beside them (``_group``).
+        self.grouped: GroupCommit[Any] = GroupCommit(self)
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
         self._path = os.fspath(where.path)  # stat()ed at every write: no Path conversion
@@ -234,7 +239,7 @@ class Database:
         return self._conn
 
     @property
-    def _lock_wait(self) -> float:
+    def lock_wait(self) -> float:
         """The timeout for ``threading.Lock.acquire`` (-1: forever)."""
         return -1 if math.isinf(self.timeout) else self.timeout
 
@@ -258,7 +263,7 @@ class Database:
         except OSError:
             st = None
         if st is None or st.st_size == 0:
-            if not self.lock.acquire(timeout=self._lock_wait):
+            if not self.lock.acquire(timeout=self.lock_wait):
                 raise LockTimeout("(read)", self.timeout, str(self.where.path))
             try:
                 yield self.connection()
@@ -330,28 +335,17 @@ class Database:
         beyond the timeout; ``PermissionError`` naming the file when it is read-only.
         """
         lock = self.lock
-        if not (lock.acquire(False) or lock.acquire(timeout=self._lock_wait)):
+        if not (lock.acquire(False) or lock.acquire(timeout=self.lock_wait)):
             raise LockTimeout(what, self.timeout, str(self.where.path))
         try:
-            return self._begin_holding_lock(what)
+            return self.begin_held(what)
         except BaseException:
             lock.release()
             raise
 
-    def begin_autocommit(self, what: str) -> sqlite3.Connection:
-        """Take the lock, for writes made each in its own (autocommit) statement; the
-        caller releases ``lock``. Raises as ``begin`` does; a statement's own "database
-        is locked" becomes ``LockTimeout`` through ``translated``."""
-        lock = self.lock
-        if not (lock.acquire(False) or lock.acquire(timeout=self._lock_wait)):
-            raise LockTimeout(what, self.timeout, str(self.where.path))
-        try:
-            return self._writable(what)
-        except BaseException:
-            lock.release()
-            raise
-
-    def _writable(self, what: str) -> sqlite3.Connection:
+    def writable(self, what: str) -> sqlite3.Connection:
+        """The writers' connection (the caller holds ``lock``); ``PermissionError`` naming
+        the file when it is read-only."""
         conn = self.connection()
         if self.readonly:
             raise PermissionError(
@@ -360,22 +354,29 @@ class Database:
             )
         return conn
 
-    def _begin_holding_lock(self, what: str) -> sqlite3.Connection:
-        conn = self._writable(what)
+    def begin_held(self, what: str) -> sqlite3.Connection:
+        """``BEGIN IMMEDIATE``, the caller holding ``lock`` (and releasing it after
+        ``commit_held``, or a ``ROLLBACK``)."""
+        conn = self.writable(what)
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise self.translated(exc, what) from None
         return conn
 
-    def commit(self, conn: sqlite3.Connection, what: str) -> None:
-        """``COMMIT`` the transaction ``begin`` started, and release the lock."""
+    def commit_held(self, conn: sqlite3.Connection, what: str) -> None:
+        """``COMMIT`` (``ROLLBACK`` if it fails), the caller holding ``lock``."""
         try:
             conn.execute("COMMIT")
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise self.translated(exc, what) from None
+
+    def commit(self, conn: sqlite3.Connection, what: str) -> None:
+        """``COMMIT`` the transaction ``begin`` started, and release the lock."""
+        try:
+            self.commit_held(conn, what)
         finally:
             self.lock.release()
 

@@ -14,8 +14,9 @@ One SQLite file holds everything (``sqlite:///relative.db``, ``sqlite:////abs.db
 - ``batches(name, doc)``: the shelf of batch definitions (``BatchManager``).
 
 Writes: WAL mode, one ``BEGIN IMMEDIATE`` transaction per ``update``/``modify``
-(read, merge with the shared ``merged()``, write; the trigger logs it); a job whose
-row this store wrote last skips the read: one ``UPDATE ... WHERE doc = <that text>``,
+(read, merge with the shared ``merged()``, write; the trigger logs it), shared by
+the writes of other threads that queued meanwhile (``_group``); a job whose row
+this store wrote last skips the read: one ``UPDATE ... WHERE doc = <that text>``,
 which SQLite runs under its write lock, so a row changed since by anyone makes the
 write the full transaction instead (``SqliteStore._modify_known``). A busy
 timeout of ``lock_timeout`` (beyond it: ``LockTimeout``); ``durable=True`` is
@@ -38,6 +39,7 @@ import random
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -210,23 +212,58 @@ class SqliteStore(StatusStore):
     ) -> BatchJob | None:
         """``modify``; ``checked``: what ``change`` returns needs no ``_check_fields``."""
         validate_job_id(job_id)
+        what = f"job {job_id!r}"
+        # Alone, as before; with other threads' writes waiting meanwhile, in one
+        # transaction with them (``_group``).
+        landed: BatchJob | None = self._db.grouped.run(
+            what,
+            partial(self._write_in_group, job_id, change, checked),
+            alone=partial(self._write_alone, what, job_id, change, checked),
+        )
+        return landed
+
+    def _write_alone(
+        self,
+        what: str,
+        job_id: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        checked: bool,
+    ) -> BatchJob | None:
+        """One write, the db lock held: the known row's one autocommit statement, else a
+        transaction of its own."""
         known = self._known.get(job_id)
         if known is not None and (self._writes + 1) % _TRIM_EVERY:
-            written = self._modify_known(job_id, known, change, checked=checked)
+            conn = self._db.writable(what)
+            written = self._modify_known(conn, job_id, known, change, checked=checked)
             if not isinstance(written, _Changed):
                 return written
-        what = f"job {job_id!r}"
-        conn = self._db.begin(what)  # (not `with writing()`: every update comes here)
+        conn = self._db.begin_held(what)
         try:
             written = self._write(conn, job_id, change, checked=checked)
         except BaseException:
-            self._db.rollback(conn)
+            conn.execute("ROLLBACK")
             raise
-        self._db.commit(conn, what)
+        self._db.commit_held(conn, what)
         return written
+
+    def _write_in_group(
+        self,
+        job_id: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        checked: bool,
+        conn: sqlite3.Connection,
+    ) -> BatchJob | None:
+        """One write inside a group's transaction (``conn``)."""
+        known = self._known.get(job_id)
+        if known is not None and (self._writes + 1) % _TRIM_EVERY:
+            written = self._modify_known(conn, job_id, known, change, checked=checked)
+            if not isinstance(written, _Changed):
+                return written
+        return self._write(conn, job_id, change, checked=checked)
 
     def _modify_known(
         self,
+        conn: sqlite3.Connection,
         job_id: str,
         known: tuple[str, BatchJob],
         change: Callable[[BatchJob | None], dict[str, Any] | None],
@@ -235,46 +272,38 @@ class SqliteStore(StatusStore):
     ) -> BatchJob | _Changed | None:
         """``_modify`` of a job whose row this store wrote last, without reading it first.
 
-        ``change`` decides on the remembered record, and the write is one autocommit
-        ``UPDATE ... WHERE doc = <the remembered text>``: SQLite itself checks, under its
-        write lock, that the row is still that text, so no other writer can slip in
-        between. The text decides the record, so what lands is what a locked read, merge
-        and write would have made. ``_CHANGED`` when the row is another now (another
-        process wrote it, a hand edit, a deleted or replaced database): the caller then
-        takes the locked path, which reads the row and calls ``change`` again, as a
-        Redis store does after losing a race. A write of the store's ``_TRIM_EVERY``
-        takes the locked path too, to trim the log in its transaction.
+        ``change`` decides on the remembered record; the write is one ``UPDATE ... WHERE
+        doc = <the remembered text>`` (alone: in autocommit), which SQLite checks under its
+        write lock, so what lands is what a locked read, merge and write would have made.
+        ``_CHANGED`` when the row is another now (another writer, a hand edit, a replaced
+        database): the caller then reads the row and calls ``change`` again, as a Redis
+        store does after losing a race. Every ``_TRIM_EVERY``-th write reads too, to trim.
         """
         text, current = known
-        db = self._db
-        conn = db.begin_autocommit(f"job {job_id!r}")
+        fields = change(current)
+        if fields is None:
+            # Decided on the remembered record: right only if it is still the row's.
+            row = conn.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND doc = ?", (job_id, text)
+            ).fetchone()
+            return None if row is not None else _CHANGED
+        if not checked:
+            self._check_fields(fields)
+        job = merged(job_id, current, fields, self._clock())
+        new_text, stored = self._text_of(job)
+        self._remember(job_id, new_text, stored)  # before it lands: see _write
         try:
-            fields = change(current)
-            if fields is None:
-                # Decided on the remembered record: right only if it is still the row's.
-                row = conn.execute(
-                    "SELECT 1 FROM jobs WHERE id = ? AND doc = ?", (job_id, text)
-                ).fetchone()
-                return None if row is not None else _CHANGED
-            if not checked:
-                self._check_fields(fields)
-            job = merged(job_id, current, fields, self._clock())
-            new_text, stored = self._text_of(job)
-            self._remember(job_id, new_text, stored)  # before it lands: see _write
-            try:
-                landed = conn.execute(
-                    "UPDATE jobs SET doc = ? WHERE id = ? AND doc = ?", (new_text, job_id, text)
-                ).rowcount
-            except sqlite3.OperationalError as exc:
-                self._known.pop(job_id, None)
-                raise db.translated(exc, f"job {job_id!r}") from None
-            if not landed:
-                self._known.pop(job_id, None)
-                return _CHANGED
-            self._writes += 1
-            return job
-        finally:
-            db.lock.release()
+            landed = conn.execute(
+                "UPDATE jobs SET doc = ? WHERE id = ? AND doc = ?", (new_text, job_id, text)
+            ).rowcount
+        except sqlite3.OperationalError as exc:
+            self._known.pop(job_id, None)
+            raise self._db.translated(exc, f"job {job_id!r}") from None
+        if not landed:
+            self._known.pop(job_id, None)
+            return _CHANGED
+        self._writes += 1
+        return job
 
     def _write(
         self,
