@@ -40,16 +40,20 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-__all__ = ["EventSink", "FolderWatch", "backend_name", "native_backend"]
+__all__ = ["FILE_CHANGES", "EventSink", "FolderWatch", "backend_name", "native_backend"]
 
 logger = logging.getLogger(__name__)
 
-_RELEVANT: list[type[FileSystemEvent]] = [
+# The events a file's change makes (the SQLite cache asks for these only).
+FILE_CHANGES: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
     FileClosedEvent,
     FileMovedEvent,
     FileDeletedEvent,
+]
+_RELEVANT: list[type[FileSystemEvent]] = [
+    *FILE_CHANGES,
     DirCreatedEvent,
     DirDeletedEvent,
     DirMovedEvent,

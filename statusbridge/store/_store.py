@@ -235,9 +235,10 @@ class StatusStore:
         """Create each job's record from its fields, unless the job has a record; the created ones.
 
         For many new jobs at once (a started batch's PENDING records): one transaction
-        on SQLite, one round trip on Redis, a write per file on a folder. Every record
-        is checked before any is written, so bad fields raise and write nothing. A job
-        that has a record already (any status) is left alone and not returned.
+        on SQLite, one round trip on Redis, a file linked into place per record on a
+        folder (no lock, no read). Every record is checked before any is written, so
+        bad fields raise and write nothing. A job that has a record already (any
+        status) is left alone and not returned.
         """
         created = []
         for job_id, (fields, _job) in self._new_records(records, self._clock()).items():

@@ -222,6 +222,34 @@ class TestBadInput:
         assert quick.update("j", progress=0.5).seq == 1  # free again
 
     @pytest.mark.slow
+    def test_create_absent_neither_waits_for_a_jobs_lock_nor_replaces_any_file(
+        self, store: FolderStore, tmp_path: Path
+    ) -> None:
+        """New records are linked into place (a name that exists is refused), so a batch's
+        PENDING records need no lock: another process holding one delays nothing."""
+        (store.directory / "broken.json").write_text("{not json")
+        store.update("kept", message="mine")
+        ready, release = tmp_path / "ready", tmp_path / "release"
+        holder = mp.get_context("spawn").Process(
+            target=hold_lock, args=(str(store.directory), "held", str(ready), str(release))
+        )
+        holder.start()
+        try:
+            wait_until(ready.exists, 30, "the other process to hold the lock")
+            quick = StatusStore(store.directory, lock_timeout=0.2)
+            names = ["held", "broken", "kept", "new"]
+            created = quick.create_absent({n: {"message": "pending"} for n in names})
+            assert not release.exists()  # (the holder still holds it)
+        finally:
+            release.touch()
+            holder.join(30)
+        assert [job.id for job in created] == ["held", "new"]
+        assert quick.read("held") == created[0] and quick.read("new") == created[1]
+        assert (store.directory / "broken.json").read_text() == "{not json"
+        assert store.read("kept").message == "mine"  # type: ignore[union-attr]
+        assert not temp_files(store.directory)
+
+    @pytest.mark.slow
     def test_infinite_lock_timeout_waits_for_the_holder(
         self, store: FolderStore, tmp_path: Path
     ) -> None:

@@ -32,7 +32,7 @@ from watchdog.observers.polling import PollingObserver
 from statusbridge.cache._cache import StatusCache
 from statusbridge.cache._health import CacheHealth
 from statusbridge.cache._snapshot import Snapshot
-from statusbridge.cache._watcher import stop_observer
+from statusbridge.cache._watcher import FILE_CHANGES, stop_observer
 from statusbridge.cache._written import remember_written
 from statusbridge.record import BatchJob
 from statusbridge.record._ranges import POSITIVE
@@ -51,7 +51,10 @@ _NET_INTERVAL = 0.5  # seconds between data_version checks without any event
 _RECHECKS = (0.001, 0.004, 0.016)
 _READ_COUNT = 5000  # log entries read per step
 _WRITTEN_MAX = 10_000  # own writes remembered until the log names them (see _note_written)
-_WAKING = frozenset({"modified", "created", "moved", "deleted", "closed"})
+# Only these reach the handler (inotify is not even asked for the others: a reader's
+# open and close of the database, the folder's own modified events).
+_WAKING_EVENTS = FILE_CHANGES
+_WAKING = frozenset(cls.event_type for cls in _WAKING_EVENTS)
 
 
 class _Wakeup(FileSystemEventHandler):
@@ -79,12 +82,12 @@ class _Watch:
         self.note: str | None = None
         try:
             self.observer: Any = Observer()
-            self.observer.schedule(handler, folder)
+            self.observer.schedule(handler, folder, event_filter=_WAKING_EVENTS)
             self.observer.start()
         except OSError as exc:
             self.note = f"native observer unavailable ({exc}); polling"
             self.observer = PollingObserver(timeout=1.0)
-            self.observer.schedule(handler, folder)
+            self.observer.schedule(handler, folder, event_filter=_WAKING_EVENTS)
             self.observer.start()
 
     @property

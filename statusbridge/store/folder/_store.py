@@ -199,10 +199,28 @@ class FolderStore(StatusStore):
             self._check_fields(fields)
             job = self._merge(job_id, current, fields)
             self._write(path, job)
+        self._sweep_once()
+        return job
+
+    def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
+        """As ``StatusStore.create_absent``: each file is created complete or not at all by
+        a link, which refuses a name that exists, so neither the job's lock nor a read is
+        needed. A writer that holds the lock, read no record and replaces the new file
+        wins, as if it had come first (its record is made from none)."""
+        created = []
+        for job_id, (_fields, job) in self._new_records(records, self._clock()).items():
+            try:
+                self._write(self.path_for(job_id), job, exclusive=True)
+            except FileExistsError:
+                continue
+            created.append(job)
+        self._sweep_once()
+        return created
+
+    def _sweep_once(self) -> None:
         if not self._swept:
             self._swept = True  # (two threads' first writes may both sweep: harmless)
             self.remove_stale_temp_files()
-        return job
 
     def _read_for_update(self, job_id: str, path: Path) -> BatchJob | None:
         known = self._known.pop(job_id, None)
@@ -241,8 +259,8 @@ class FolderStore(StatusStore):
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:
         return merged(job_id, current, fields, self._clock())
 
-    def _write(self, path: Path, job: BatchJob) -> None:
-        """Called with the job's lock held."""
+    def _write(self, path: Path, job: BatchJob, *, exclusive: bool = False) -> None:
+        """Called with the job's lock held, or ``exclusive`` (FileExistsError if ``path`` is)."""
         data, stored = encode_job_as_stored(job)
         if len(data) > self.max_bytes:
             raise ValueError(
@@ -256,6 +274,7 @@ class FolderStore(StatusStore):
             file_mode=self._file_mode,
             temp_dir=self._temp_dir,
             dir_mode=self._dir_mode,
+            exclusive=exclusive,
         )
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each reads its file again
