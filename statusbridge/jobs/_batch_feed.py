@@ -10,23 +10,24 @@ chunks, asking ``stop()`` (the batch's cancel marker) before each, and:
   within ``record_delay`` writes only its final record, one that runs longer writes
   RUNNING then, and one still waiting gets its PENDING record then (in groups: one
   transaction on SQLite). Before a worker takes a job from memory it asks the
-  marker again (one look at the definition's size while it is unchanged) and reads
-  the job's record, and it never runs a job whose batch is marked or whose record
-  someone made meanwhile and made final;
+  definition (``stop(job_id)``) whether the batch is marked cancelled or the job was
+  cancelled by itself; a look at the definition stands for ``MARKER_LOOK_SECONDS``
+  (one look at its size while it is unchanged), so this costs no I/O per job;
 - otherwise (process workers, or ``record_delay=0``), creates the chunk's PENDING
   records that do not exist yet in one ``StatusStore.create_absent``, asks
   ``stop()`` again *after* those records exist and *before* any of them reaches the
   pool, then submits them; a job someone already cancelled, or started, is skipped.
 
 Why no job starts after ``cancel_batch`` from another process has returned: that
-cancel sets the marker first, then cancels every record it finds. A recorded job is
-found by it, and its worker reads its record before it runs (``_start_deferred``);
-a job with no record is found by the marker, which the feed asks before it records
-a chunk and each worker asks before it takes a job from memory. A cancel of one job
-with no record creates its record CANCELLED (``_unrecorded``); the worker's read of
-the record finds it. A job already running when the cancel lands is asked to stop
-at its next write, or stopped at its first one if it has written none, as any
-running job.
+cancel sets the marker first, waits ``CANCEL_SETTLE_SECONDS`` (longer than a look
+stands), then cancels every record it finds. A recorded job is found by it, and its
+worker reads its record before it runs (``_start_deferred``); a job with no record is
+found by the marker, which the feed asks before it records a chunk and each worker
+asks before it takes a job from memory, on a look that began after the marker was
+written. A cancel of one job with no record names it in the definition the same way
+(then creates its record CANCELLED, for everyone to see: ``_unrecorded``). A job
+already running when the cancel lands is asked to stop at its next write, or stopped
+at its first one if it has written none, as any running job.
 
 Relies on its ``FeedTarget`` (the queue's supervisor) for the store and the
 pool; owns only its cursor and its thread.
@@ -46,7 +47,7 @@ from statusbridge.jobs._write_retries import WRITE_ERRORS, Backoff
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
 
-__all__ = ["FEED_CHUNK", "BatchFeed", "FeedTarget", "pending_fields"]
+__all__ = ["CANCELLED_ALONE", "FEED_CHUNK", "BatchFeed", "FeedTarget", "pending_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,13 @@ FEED_BACKOFF = Backoff(first=0.1, maximum=5.0)
 FEED_WRITE_TRIES = 14
 
 CANCELLED_BY_BATCH = "cancelled with its batch before it started"
+
+# The record of a job cancelled by itself before it had one (``_unrecorded``, the owner).
+CANCELLED_ALONE: dict[str, Any] = {
+    "status": BatchStatus.CANCELLED,
+    "cancel_requested": True,
+    "message": "cancelled before it started",
+}
 
 
 class FeedTarget(Protocol):
@@ -78,7 +86,7 @@ class FeedTarget(Protocol):
         func: Callable[[Any], Any],
         jobs: Sequence[tuple[str, Any]],
         batch_id: str,
-        stopped: Callable[[], bool],
+        stopped: Callable[[str | None], bool],
     ) -> None: ...
 
     def note_recorded(self, jobs: Sequence[BatchJob]) -> None: ...
@@ -95,7 +103,8 @@ class BatchFeed:
     batch_id: str
     func: Callable[[Any], Any]
     jobs: Sequence[tuple[str, Any]]  # (job id, params), in definition order
-    stop: Callable[[], bool]  # True once the batch was cancelled (asked per chunk)
+    # stop(None): the batch was cancelled (asked per chunk); stop(job_id): so was the job
+    stop: Callable[[str | None], bool]
     done_count: int = 0  # jobs handled so far (recorded and submitted, or skipped)
     cancelled: bool = False
     finished: threading.Event = field(default_factory=threading.Event)
@@ -109,9 +118,7 @@ class BatchFeed:
     def cancelled_record(self, job_id: str) -> dict[str, Any]:
         """The record of one of its jobs cancelled before the feed wrote it."""
         params = next((p for j, p in self.jobs if j == job_id), None)
-        fields = _pending(job_id, params, self.batch_id)
-        return {**fields, "status": BatchStatus.CANCELLED, "cancel_requested": True,
-                "message": "cancelled before it started"}  # fmt: skip
+        return {**_pending(job_id, params, self.batch_id), **CANCELLED_ALONE}
 
     def cancel_unfed(self, store: StatusStore, job_id: str) -> bool:
         """Cancel a job not fed yet: its record is created CANCELLED, unless one exists.
@@ -170,14 +177,18 @@ class BatchFeed:
                 queue.start_recorded(self.func, job)
             self.done_count += len(chunk)
 
-    def _stopped(self) -> bool:
+    def _stopped(self, job_id: str | None = None) -> bool:
+        """Whether the batch was cancelled (or, given ``job_id``, that job by itself)."""
         if self.cancelled:
             return True
         try:
-            self.cancelled = bool(self.stop())
+            stopped = bool(self.stop(job_id))
         except Exception:
             logger.warning("batch %s: cannot read its cancel marker", self.batch_id, exc_info=True)
-        return self.cancelled
+            return False
+        if job_id is None:
+            self.cancelled = stopped
+        return stopped
 
     def _write(
         self, queue: FeedTarget, job_id: str, create: dict[str, Any] | None, *, tries: int = 0

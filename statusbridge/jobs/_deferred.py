@@ -21,9 +21,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
-from statusbridge.jobs._batch_feed import CANCELLED_BY_BATCH
+from statusbridge.jobs._batch_feed import CANCELLED_ALONE, CANCELLED_BY_BATCH
 from statusbridge.jobs._context import JobContext, register
 from statusbridge.jobs._liveness import this_process
 from statusbridge.jobs._overlay import Overlay
@@ -31,7 +32,13 @@ from statusbridge.jobs._write_retries import FAILURE_LOG_SECONDS, WRITE_BACKOFF,
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.store import StatusStore
 
-__all__ = ["WRITE_GROUP", "DeferredRecord", "DeferredRecords"]
+__all__ = [
+    "CANCELLED_ALONE",
+    "CANCELLED_BY_MARKER",
+    "WRITE_GROUP",
+    "DeferredRecord",
+    "DeferredRecords",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +63,12 @@ class DeferredRecord:
     fields: dict[str, Any]
 
 
-def _cancelled_if_pending(current: BatchJob | None) -> dict[str, Any] | None:
+def _cancelled_if_pending(
+    change: dict[str, Any], current: BatchJob | None
+) -> dict[str, Any] | None:
     if current is None or current.status is not BatchStatus.PENDING:
         return None
-    return CANCELLED_BY_MARKER
+    return change
 
 
 class DeferredRecords:
@@ -108,24 +117,25 @@ class DeferredRecords:
                 if ctx.job_id not in self.entries:
                     return None
 
-    def claim_named(self, ctx: JobContext, *, stopped: Callable[[], bool]) -> tuple[Any] | None:
+    def claim_named(
+        self, ctx: JobContext, *, stopped: Callable[[str | None], bool]
+    ) -> tuple[Any] | None:
         """``claim`` for a job other processes can name: a batch's, fed from memory.
 
-        Asked first: the batch's cancel marker (``stopped``; set by ``cancel_batch``
-        anywhere), which records the job CANCELLED here instead, and the job's record,
-        in case someone made one meanwhile (the worker then starts from that record,
-        as from one written here). A job taken writes its record first when it outlives
-        ``record_delay`` or ends; that write keeps a record made final meanwhile.
+        Asked first: ``stopped(job_id)``, whether the batch's definition carries its
+        cancel marker (``cancel_batch`` anywhere) or names this job among those cancelled
+        while they had no record (a cancel of the job anywhere); the job is then recorded
+        CANCELLED here instead. The definition is the one place such a cancel is written
+        first, so no read of the job's record is needed. A job taken writes its record
+        first when it outlives ``record_delay`` or ends; that write keeps a record made
+        final meanwhile.
         """
         job_id = ctx.job_id
-        if stopped():
-            if not self.write_now(job_id, **CANCELLED_BY_MARKER):
+        if stopped(job_id):
+            change = CANCELLED_BY_MARKER if stopped(None) else CANCELLED_ALONE
+            if not self.write_now(job_id, **change):
                 # Its PENDING record was written meanwhile (write_now waited for that).
-                self._store.modify(job_id, _cancelled_if_pending)
-            return None
-        if job_id in self.entries and self._store.read(job_id) is not None:
-            with self.writing, self._lock:
-                self.entries.pop(job_id, None)  # the record there is the job's now
+                self._store.modify(job_id, partial(_cancelled_if_pending, change))
             return None
         # None: its PENDING record was written (claim waits for a write under way);
         # the worker starts from that record.

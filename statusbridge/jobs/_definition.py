@@ -1,7 +1,8 @@
 """The batch definition format (schema 1) and the changes made to it.
 
 A definition (name, the jobs' ids and params, when it was created and started,
-its cancel marker and, once it has finished, its final counts) is one JSON
+its cancel marker, the jobs cancelled one by one before they had a record and,
+once it has finished, its final counts) is one JSON
 document, changed only by compare-and-swap (see ``_definitions``). Each change
 here is a function of the current definition that returns the new one, or
 None to leave it as it is.
@@ -26,6 +27,7 @@ __all__ = [
     "FinalCounts",
     "cancelled_by_marker",
     "is_valid_job_id",
+    "job_marked_cancelled",
     "marked_cancelled",
     "new_batch_id",
     "refuse_if_started",
@@ -84,6 +86,8 @@ class BatchDefinition:
     started_at: datetime | None = None
     final: FinalCounts | None = None
     cancelled_at: datetime | None = None  # the batch-level cancel marker (``cancel_batch``)
+    # Jobs cancelled one by one, from anywhere, while they had no record (``_unrecorded``).
+    cancelled_jobs: frozenset[str] = frozenset()
 
     def jobs_json(self) -> str:
         """The JSON text of the jobs: what no change of the definition touches."""
@@ -104,6 +108,8 @@ class BatchDefinition:
         }
         if self.cancelled_at is not None:
             doc["cancelled_at"] = self.cancelled_at.isoformat()
+        if self.cancelled_jobs:
+            doc["cancelled_jobs"] = sorted(self.cancelled_jobs)
         if self.final is not None:
             doc["final"] = self.final.to_doc()
         head = json.dumps(doc, ensure_ascii=False)
@@ -121,6 +127,9 @@ class BatchDefinition:
             raise TypeError("jobs must be a list")
         started = doc.get("started_at")
         cancelled = doc.get("cancelled_at")
+        cancelled_jobs = doc.get("cancelled_jobs", [])
+        if not isinstance(cancelled_jobs, list):
+            raise TypeError("cancelled_jobs must be a list")
         final = doc.get("final")
         return cls(
             id=validate_job_id(doc["id"]),
@@ -131,6 +140,7 @@ class BatchDefinition:
             started_at=_aware(started, "started_at") if started else None,
             final=FinalCounts.from_doc(final) if final is not None else None,
             cancelled_at=_aware(cancelled, "cancelled_at") if cancelled else None,
+            cancelled_jobs=frozenset(validate_job_id(j) for j in cancelled_jobs),
         )
 
     def summary(self) -> BatchSummary | None:
@@ -156,6 +166,16 @@ def marked_cancelled(current: BatchDefinition, now: datetime) -> BatchDefinition
     if current.started_at is None or current.final is not None or current.cancelled_at:
         return None
     return replace(current, cancelled_at=now)
+
+
+def job_marked_cancelled(current: BatchDefinition, job_id: str) -> BatchDefinition | None:
+    """The change that names ``job_id`` among a started, unfinished batch's cancelled jobs
+    (else None: nothing to stop, or the whole batch is marked already)."""
+    if current.started_at is None or current.final is not None or current.cancelled_at:
+        return None
+    if job_id in current.cancelled_jobs or job_id not in current.job_ids:
+        return None
+    return replace(current, cancelled_jobs=current.cancelled_jobs | {job_id})
 
 
 def cancelled_by_marker(job: BatchJob, marked_at: datetime) -> bool:

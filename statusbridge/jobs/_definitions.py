@@ -18,11 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from statusbridge.errors import StatusBridgeError, UnknownJobError
-from statusbridge.jobs._definition import BatchDefinition, is_valid_job_id, marked_cancelled
+from statusbridge.jobs._definition import (
+    BatchDefinition,
+    is_valid_job_id,
+    job_marked_cancelled,
+    marked_cancelled,
+)
 from statusbridge.store._location import is_url
 from statusbridge.store._shelf import Shelf, open_shelf
 
-__all__ = ["CHANGE_TRIES", "RELIST_SECONDS", "Definitions", "mark_batch_cancelled"]
+__all__ = [
+    "CANCEL_SETTLE_SECONDS",
+    "CHANGE_TRIES",
+    "MARKER_LOOK_SECONDS",
+    "RELIST_SECONDS",
+    "Definitions",
+    "mark_batch_cancelled",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +45,11 @@ RELIST_SECONDS = 1.0
 # How many times a definition is read again when other writers keep changing it
 # between our read and our compare-and-swap (each retry means one of them won).
 CHANGE_TRIES = 100
+
+# How long a look at a batch's cancel markers stands for the jobs its owner starts, and
+# how long a cancel waits after writing a marker before it returns (see cancel_marked).
+MARKER_LOOK_SECONDS = 0.05
+CANCEL_SETTLE_SECONDS = 2 * MARKER_LOOK_SECONDS
 
 
 class Definitions:
@@ -49,6 +66,8 @@ class Definitions:
         # The bytes last read or written of each batch, with their definition: reading
         # the same bytes again decodes nothing (the feed reads the cancel marker often).
         self._stored: dict[str, tuple[bytes, BatchDefinition]] = {}
+        # When the cancel markers were last looked at, and the definition seen (``cancel_marked``).
+        self._looks: dict[str, tuple[float, BatchDefinition]] = {}
         # Each batch's jobs as JSON text, with the tuples it encodes: kept across changes.
         self._jobs_text: dict[str, tuple[tuple[str, ...], tuple[Any, ...], str]] = {}
         if load:
@@ -63,6 +82,7 @@ class Definitions:
         with self._lock:
             self._batches.pop(batch_id, None)
             self._stored.pop(batch_id, None)
+            self._looks.pop(batch_id, None)
             self._jobs_text.pop(batch_id, None)
 
     def encode(self, definition: BatchDefinition) -> bytes:
@@ -113,21 +133,44 @@ class Definitions:
         self._note_stored(data, definition)
         return data, definition
 
-    def cancel_marked(self, batch_id: str) -> bool:
-        """Whether the stored definition carries the cancel marker (``mark_cancelled``).
+    def cancel_marked(self, batch_id: str, job_id: str | None = None) -> bool:
+        """Whether the batch carries the cancel marker (``mark_cancelled``), or ``job_id``
+        is among its jobs cancelled while they had no record (``mark_job_cancelled``).
 
-        Cheap enough to ask before each job starts: while the definition is the one
-        last read here (same size: setting the marker, like every change, makes it
-        longer), one look at its size; else it is read again.
+        Cheap enough to ask before each job starts. A look stands for
+        ``MARKER_LOOK_SECONDS``, and both cancels return ``CANCEL_SETTLE_SECONDS`` (twice
+        that) after their write: a job taken after a cancel returned was taken on a look
+        that began after the cancel's write, so it saw it. A look, while the stored
+        definition is the one last read here (same size: every change makes it longer),
+        is one look at its size; else the definition is read again.
         """
+        now = time.monotonic()
+        look = self._looks.get(batch_id)
+        if look is None or now - look[0] >= MARKER_LOOK_SECONDS:
+            definition = self._look(batch_id, now)
+        else:
+            definition = look[1]
+        if definition is None:
+            return False
+        return definition.cancelled_at is not None or job_id in definition.cancelled_jobs
+
+    def _look(self, batch_id: str, began: float) -> BatchDefinition | None:
+        """The stored definition, read at ``began`` or after (None if there is none)."""
         known = self._stored.get(batch_id)
-        if known is not None:
-            if known[1].cancelled_at is not None:
-                return True  # a marker is never taken back
-            if self.shelf.size(batch_id) == len(known[0]):
-                return False
-        found = self.fresh(batch_id)
-        return found is not None and found[1].cancelled_at is not None
+        if known is not None and known[1].cancelled_at is not None:
+            definition: BatchDefinition | None = known[1]  # a marker is never taken back
+        elif known is not None and self.shelf.size(batch_id) == len(known[0]):
+            definition = known[1]
+        else:
+            found = self.fresh(batch_id)
+            definition = None if found is None else found[1]
+        if definition is not None:
+            with self._lock:
+                # The newest look wins: one that began earlier and ended later says less.
+                latest = self._looks.get(batch_id)
+                if latest is None or latest[0] <= began:
+                    self._looks[batch_id] = (began, definition)
+        return definition
 
     def _note_stored(self, data: bytes, definition: BatchDefinition) -> None:
         with self._lock:
@@ -210,11 +253,25 @@ class Definitions:
     def mark_cancelled(self, batch_id: str, now: datetime) -> BatchDefinition | None:
         """Set the cancel marker of a started, unfinished batch (compare-and-swap).
 
-        Whoever feeds the batch checks it before it starts a job. Returns the
-        definition as stored now (marked by us, by someone before, or not started),
-        None if there is none.
+        Whoever feeds the batch checks it before it starts a job; returns
+        ``CANCEL_SETTLE_SECONDS`` after the write, when every such check sees it (see
+        ``cancel_marked``). Returns the definition as stored now (marked by us, by
+        someone before, or not started), None if there is none.
         """
-        return self.change(batch_id, lambda current: marked_cancelled(current, now))
+        return self._settled(self.change(batch_id, lambda current: marked_cancelled(current, now)))
+
+    def mark_job_cancelled(self, batch_id: str, job_id: str) -> BatchDefinition | None:
+        """Name ``job_id`` among the started, unfinished batch's cancelled jobs, which its
+        owner never starts (compare-and-swap); returns as ``mark_cancelled`` does."""
+        return self._settled(
+            self.change(batch_id, lambda current: job_marked_cancelled(current, job_id))
+        )
+
+    @staticmethod
+    def _settled(stored: BatchDefinition | None) -> BatchDefinition | None:
+        if stored is not None and stored.started_at is not None and stored.final is None:
+            time.sleep(CANCEL_SETTLE_SECONDS)  # every owner's look from now on sees it
+        return stored
 
     def remember(self, definition: BatchDefinition) -> None:
         with self._lock:

@@ -243,15 +243,15 @@ class BatchQueue(ShutsDown):
         jobs: Sequence[tuple[str, Any]],
         *,
         batch_id: str,
-        stop: Callable[[], bool],
+        stop: Callable[[str | None], bool],
     ) -> None:
         """Queue ``func(params)`` for every ``(job_id, params)`` of a batch; returns at once.
 
         The jobs' PENDING records are written and the jobs submitted in the
         background, in order (see ``statusbridge.jobs._batch_feed``); a job that
-        already has a record is skipped. ``stop()`` says whether the batch was
-        cancelled: asked after each chunk's records are written, before they run.
-        ``wait()`` and ``running`` count the jobs not fed yet.
+        already has a record is skipped. ``stop(None)`` says whether the batch was
+        cancelled, ``stop(job_id)`` also whether that job was: asked per chunk and
+        before a job starts. ``wait()`` and ``running`` count the jobs not fed yet.
         """
         self.check_submittable(func)
         validate_job_id(batch_id)

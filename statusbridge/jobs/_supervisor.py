@@ -253,7 +253,7 @@ class Supervisor:
         func: Callable[[Any], Any],
         jobs: Sequence[tuple[str, Any]],
         batch_id: str,
-        stopped: Callable[[], bool],
+        stopped: Callable[[str | None], bool],
     ) -> None:
         """Start a batch's jobs from memory, as ``BatchQueue.submit`` starts its own: a
         PENDING record is written only for a job still waiting after ``record_delay``

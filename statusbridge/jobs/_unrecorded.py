@@ -3,9 +3,10 @@
 A started batch's jobs start from their owner's memory: a job's record is written
 when it ends, when it outlives ``record_delay``, or when it still waits after that
 (see ``_batch_feed``). Its batch definition names it all along, so another process
-(a second manager, the CLI, the web API) may cancel it meanwhile: the job's record is
-then created CANCELLED, only where there is none. The owner reads the record before
-it takes the job from memory and does not run it; a job already running from memory
+(a second manager, the CLI, the web API) may cancel it meanwhile: the definition then
+names the job among its cancelled ones (compare-and-swap), and the job's record is
+created CANCELLED, only where there is none. The owner asks the definition before it
+takes the job from memory and does not run it; a job already running from memory
 finds the record final at its first write, keeps it, and stops.
 """
 
@@ -15,11 +16,10 @@ import logging
 import os
 from pathlib import Path
 
-from statusbridge.jobs._batch_feed import pending_fields
+from statusbridge.jobs._batch_feed import CANCELLED_ALONE, pending_fields
 from statusbridge.jobs._cancel import request_cancel
 from statusbridge.jobs._definition import is_valid_job_id
 from statusbridge.jobs._definitions import Definitions
-from statusbridge.record import BatchStatus
 from statusbridge.store import StatusStore
 from statusbridge.store._location import is_url
 from statusbridge.store._shelf import open_shelf
@@ -48,12 +48,10 @@ def cancel_unrecorded(store: StatusStore, definitions: Definitions, job_id: str)
         index = definition.job_ids.index(job_id)
     except ValueError:
         return False
-    fields = {
-        **pending_fields(definition.params[index], batch_id),
-        "status": BatchStatus.CANCELLED,
-        "cancel_requested": True,
-        "message": "cancelled before it started",
-    }
+    # First the definition, which the owner asks before it starts the job (and which
+    # returns once every later look sees it); then the record, for everyone to see.
+    definitions.mark_job_cancelled(batch_id, job_id)
+    fields = {**pending_fields(definition.params[index], batch_id), **CANCELLED_ALONE}
     if store.modify(job_id, lambda current: fields if current is None else None) is not None:
         return True
     return request_cancel(store, job_id)

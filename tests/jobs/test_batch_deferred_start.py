@@ -3,10 +3,10 @@
 A job that ends within ``record_delay`` writes only its final record; one still
 waiting after it gets its PENDING record then. Until a record exists, the batch
 definition names the job, so other processes can still act on it: a cancel of the
-job (``statusbridge cancel JOB``) creates its record CANCELLED, a cancel of the batch
-sets the marker its owner reads before each start, and in both cases the job never
-runs; a job running from memory stops at its first write, and its record stays
-CANCELLED.
+job (``statusbridge cancel JOB``) names it in the definition and creates its record
+CANCELLED, a cancel of the batch sets the marker; the owner asks the definition before
+each start, and in both cases the job never runs; a job running from memory stops at
+its first write, and its record stays CANCELLED.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from statusbridge import BatchManager, BatchStatus, JobCancelled, report_progress
@@ -116,19 +118,51 @@ def test_a_job_waiting_in_memory_gets_its_pending_record_after_record_delay(
         assert len(list(runs.iterdir())) == 1
 
 
+@contextmanager
+def held_in_memory(tmp_path: Path, count: int) -> Iterator[tuple[BatchManager, str, list[str]]]:
+    """A batch on one worker, held by its first job until ``tmp_path/gate`` exists; its
+    other ``count`` jobs (``j0``...) wait in memory, each leaving a file in ``runs`` if run."""
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    jobs = [{"gate": str(gate)}] + [{"runs": str(runs), "job": f"j{i}"} for i in range(count)]
+    with BatchManager(tmp_path / "b", 1, tmp_path / "s", record_delay=60.0) as manager:
+        batch_id = manager.create_custom_batch(jobs, "held in memory")
+        manager.start_batch(batch_id, gate_or_count)
+        job_ids = list(manager.batches[batch_id].job_ids)
+        wait_until(lambda: manager.queue.running == len(jobs), 60, "every job submitted")
+        yield manager, batch_id, job_ids
+
+
+def test_a_job_cancelled_by_id_from_another_process_never_runs_and_the_rest_do(
+    tmp_path: Path,
+) -> None:
+    """The cancel names the job in the batch definition, which the owner asks (no read of
+    the job's record) before the job leaves memory; the rest of the batch runs."""
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    with held_in_memory(tmp_path, 4) as (manager, _batch_id, job_ids):
+        by_id = _cli("cancel", job_ids[2], "--dir", tmp_path / "s", "--batch-dir", tmp_path / "b")
+        assert by_id.returncode == 0, by_id.stderr
+        gate.touch()
+        assert manager.queue.wait(timeout=60)
+        assert sorted(p.name.split(".")[0] for p in runs.iterdir()) == ["j0", "j2", "j3"]
+        records = [manager.queue.store.read(j) for j in job_ids]
+        assert [r.status if r else None for r in records] == [
+            BatchStatus.COMPLETED,
+            BatchStatus.COMPLETED,
+            BatchStatus.CANCELLED,
+            BatchStatus.COMPLETED,
+            BatchStatus.COMPLETED,
+        ]
+        assert records[2] is not None and records[2].message == "cancelled before it started"
+
+
 def test_jobs_waiting_in_memory_never_run_after_a_cancel_from_another_process(
     tmp_path: Path,
 ) -> None:
     """One job cancelled by id, then the whole batch: both return before the jobs would
     start (one worker, held by the first job), and none of them runs afterwards."""
     gate, runs = tmp_path / "gate", tmp_path / "runs"
-    runs.mkdir()
-    jobs = [{"gate": str(gate)}] + [{"runs": str(runs), "job": f"j{i}"} for i in range(6)]
-    with BatchManager(tmp_path / "b", 1, tmp_path / "s", record_delay=60.0) as manager:
-        batch_id = manager.create_custom_batch(jobs, "held in memory")
-        manager.start_batch(batch_id, gate_or_count)
-        job_ids = manager.batches[batch_id].job_ids
-        wait_until(lambda: manager.queue.running == len(jobs), 60, "every job submitted")
+    with held_in_memory(tmp_path, 6) as (manager, batch_id, job_ids):
         assert all(manager.queue.store.read(j) is None for j in job_ids)  # none recorded
         by_id = _cli("cancel", job_ids[1], "--dir", tmp_path / "s", "--batch-dir", tmp_path / "b")
         assert by_id.returncode == 0, by_id.stderr

@@ -49,14 +49,14 @@ def start_big_batch_pausing(
     look_at_marker = _batch_feed.BatchFeed._stopped
     looks = itertools.count()
 
-    def pausing(feed: _batch_feed.BatchFeed) -> bool:
+    def pausing(feed: _batch_feed.BatchFeed, job_id: str | None = None) -> bool:
         on_feed = threading.current_thread().name == "statusbridge-batch-feed"
         if on_feed and next(looks) == 1:  # the feed's first look after the first chunk
             Path(gates, "paused").touch()
             deadline = time.monotonic() + 120  # never outlive a failed test by long
             while not Path(gates, "go").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)  # a poll interval inside a condition wait
-        return look_at_marker(feed)
+        return look_at_marker(feed, job_id)
 
     _batch_feed.BatchFeed._stopped = pausing  # type: ignore[method-assign,assignment]
     _batch_feed.FEED_CHUNK = 100  # several chunks in a batch a test can afford
