@@ -303,35 +303,26 @@ class SqliteCache(StatusCache):
     def _follow(self) -> None:
         conn = self._conn_now()
         while True:
-            conn.execute("BEGIN")
-            try:
-                entries = conn.execute(
-                    "SELECT pos, id FROM changes WHERE pos > ? ORDER BY pos LIMIT ?",
-                    (self._position, _READ_COUNT),
-                ).fetchall()
-                newest = newest_position(conn)
-                ids = sorted({job_id for _pos, job_id in entries})
-                docs: dict[str, Any] = {}
-                for start in range(0, len(ids), 500):
-                    chunk = ids[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    docs.update(
-                        conn.execute(f"SELECT id, doc FROM jobs WHERE id IN ({marks})", chunk)
-                    )
-            finally:
-                conn.execute("COMMIT")
-            if entries and entries[0][0] != self._position + 1:
+            # One statement, so one snapshot of the database: the entries past our
+            # position, each with its job's current document (None: deleted since).
+            rows = conn.execute(
+                "SELECT c.pos, c.id, j.doc FROM changes AS c LEFT JOIN jobs AS j ON j.id = c.id"
+                " WHERE c.pos > ? ORDER BY c.pos LIMIT ?",
+                (self._position, _READ_COUNT),
+            ).fetchall()
+            if rows and rows[0][0] != self._position + 1:
                 self._trimmed(f"change log trimmed past position {self._position}")
                 return
-            if not entries:
+            if not rows:
+                newest = newest_position(conn)
                 if newest < self._position:
                     self._trimmed(f"change log went back from {self._position} to {newest}")
                 return
-            self._position = entries[-1][0]
-            self._events += len(entries)
+            self._position = rows[-1][0]
+            self._events += len(rows)
             self._last_event_at = datetime.now(UTC)
-            self._apply_documents({i: docs.get(i) for i in ids}, self._decode)
-            if len(entries) < _READ_COUNT:
+            self._apply_documents({job_id: doc for _pos, job_id, doc in rows}, self._decode)
+            if len(rows) < _READ_COUNT:
                 return
 
     def _trimmed(self, why: str) -> None:
