@@ -178,17 +178,20 @@ class BatchFeed:
             self.done_count += len(chunk)
 
     def _stopped(self, job_id: str | None = None) -> bool:
-        """Whether the batch was cancelled (or, given ``job_id``, that job by itself)."""
+        """Whether the batch was cancelled (or, given ``job_id``, that job by itself).
+
+        A definition that cannot be read: False for the batch (logged); raised for a job,
+        whose claim then reads the job's record instead.
+        """
         if self.cancelled:
             return True
+        if job_id is not None:
+            return bool(self.stop(job_id))
         try:
-            stopped = bool(self.stop(job_id))
+            self.cancelled = bool(self.stop(None))
         except Exception:
             logger.warning("batch %s: cannot read its cancel marker", self.batch_id, exc_info=True)
-            return False
-        if job_id is None:
-            self.cancelled = stopped
-        return stopped
+        return self.cancelled
 
     def _write(
         self, queue: FeedTarget, job_id: str, create: dict[str, Any] | None, *, tries: int = 0

@@ -103,9 +103,16 @@ class DeferredRecords:
         if first:
             self._wake()  # the supervisor writes it if it still waits
 
-    def claim(self, ctx: JobContext, *, named: bool = False) -> tuple[Any] | None:
-        """A worker takes its job from memory if no record of it was written: (params,)."""
+    def claim(
+        self, ctx: JobContext, *, named: bool = False, stopped: Callable[[], bool] | None = None
+    ) -> tuple[Any] | None:
+        """A worker takes its job from memory if no record of it was written: (params,).
+
+        ``stopped``: asked right before each try (True: the job is not taken).
+        """
         while True:
+            if stopped is not None and stopped():
+                return None
             claimed = self._take(ctx, named=named)
             if claimed is _NOT_TO_RUN:
                 return None
@@ -122,24 +129,36 @@ class DeferredRecords:
     ) -> tuple[Any] | None:
         """``claim`` for a job other processes can name: a batch's, fed from memory.
 
-        Asked first: ``stopped(job_id)``, whether the batch's definition carries its
-        cancel marker (``cancel_batch`` anywhere) or names this job among those cancelled
-        while they had no record (a cancel of the job anywhere); the job is then recorded
-        CANCELLED here instead. The definition is the one place such a cancel is written
-        first, so no read of the job's record is needed. A job taken writes its record
+        Asked right before the job is taken: ``stopped(job_id)``, whether the batch's
+        definition carries its cancel marker (``cancel_batch`` anywhere) or names this
+        job among those cancelled while they had no record (a cancel of the job
+        anywhere); the job is then recorded CANCELLED here instead. The definition is
+        the one place such a cancel is written first, so no read of the job's record is
+        needed, unless the definition cannot be read. A job taken writes its record
         first when it outlives ``record_delay`` or ends; that write keeps a record made
         final meanwhile.
         """
         job_id = ctx.job_id
-        if stopped(job_id):
+
+        def cancelled_here() -> bool:
+            try:
+                if not stopped(job_id):
+                    return False
+            except Exception:
+                logger.warning("job %s: cannot read its batch's definition", job_id, exc_info=True)
+                if job_id in self.entries and self._store.read(job_id) is not None:
+                    with self.writing, self._lock:
+                        self.entries.pop(job_id, None)  # the record there is the job's now
+                return False
             change = CANCELLED_BY_MARKER if stopped(None) else CANCELLED_ALONE
             if not self.write_now(job_id, **change):
                 # Its PENDING record was written meanwhile (write_now waited for that).
                 self._store.modify(job_id, partial(_cancelled_if_pending, change))
-            return None
-        # None: its PENDING record was written (claim waits for a write under way);
-        # the worker starts from that record.
-        return self.claim(ctx, named=True)
+            return True
+
+        # None: cancelled, or its PENDING record was written (claim waits for a write
+        # under way); the worker then starts from that record.
+        return self.claim(ctx, named=True, stopped=cancelled_here)
 
     def _take(self, ctx: JobContext, *, named: bool = False) -> tuple[Any] | object | None:
         with self._lock:

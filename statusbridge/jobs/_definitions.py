@@ -47,9 +47,10 @@ RELIST_SECONDS = 1.0
 CHANGE_TRIES = 100
 
 # How long a look at a batch's cancel markers stands for the jobs its owner starts, and
-# how long a cancel waits after writing a marker before it returns (see cancel_marked).
+# how long a cancel waits after writing a marker before it returns (see cancel_marked):
+# longer, so that a worker paused between its look and taking the job is covered too.
 MARKER_LOOK_SECONDS = 0.05
-CANCEL_SETTLE_SECONDS = 2 * MARKER_LOOK_SECONDS
+CANCEL_SETTLE_SECONDS = 4 * MARKER_LOOK_SECONDS
 
 
 class Definitions:
@@ -138,9 +139,9 @@ class Definitions:
         is among its jobs cancelled while they had no record (``mark_job_cancelled``).
 
         Cheap enough to ask before each job starts. A look stands for
-        ``MARKER_LOOK_SECONDS``, and both cancels return ``CANCEL_SETTLE_SECONDS`` (twice
-        that) after their write: a job taken after a cancel returned was taken on a look
-        that began after the cancel's write, so it saw it. A look, while the stored
+        ``MARKER_LOOK_SECONDS``, and both cancels return ``CANCEL_SETTLE_SECONDS`` (four
+        times that) after their write: a job taken after a cancel returned was taken on a
+        look that began after the cancel's write, so it saw it. A look, while the stored
         definition is the one last read here (same size: every change makes it longer),
         is one look at its size; else the definition is read again.
         """
@@ -253,25 +254,27 @@ class Definitions:
     def mark_cancelled(self, batch_id: str, now: datetime) -> BatchDefinition | None:
         """Set the cancel marker of a started, unfinished batch (compare-and-swap).
 
-        Whoever feeds the batch checks it before it starts a job; returns
-        ``CANCEL_SETTLE_SECONDS`` after the write, when every such check sees it (see
-        ``cancel_marked``). Returns the definition as stored now (marked by us, by
-        someone before, or not started), None if there is none.
+        Whoever feeds the batch checks it before it starts a job. A marked batch is
+        returned ``CANCEL_SETTLE_SECONDS`` after the write, when every such check sees
+        it (see ``cancel_marked``). Returns the definition as stored now (marked by us,
+        by someone before, or not started), None if there is none.
         """
-        return self._settled(self.change(batch_id, lambda current: marked_cancelled(current, now)))
+        stored = self.change(batch_id, lambda current: marked_cancelled(current, now))
+        if stored is not None and stored.cancelled_at is not None and stored.final is None:
+            self.settle()
+        return stored
 
     def mark_job_cancelled(self, batch_id: str, job_id: str) -> BatchDefinition | None:
         """Name ``job_id`` among the started, unfinished batch's cancelled jobs, which its
-        owner never starts (compare-and-swap); returns as ``mark_cancelled`` does."""
-        return self._settled(
-            self.change(batch_id, lambda current: job_marked_cancelled(current, job_id))
-        )
+        owner never starts (compare-and-swap; ``settle`` before telling anyone it is done).
+        Returns the definition as stored now, None if there is none."""
+        return self.change(batch_id, lambda current: job_marked_cancelled(current, job_id))
 
     @staticmethod
-    def _settled(stored: BatchDefinition | None) -> BatchDefinition | None:
-        if stored is not None and stored.started_at is not None and stored.final is None:
-            time.sleep(CANCEL_SETTLE_SECONDS)  # every owner's look from now on sees it
-        return stored
+    def settle() -> None:
+        """Wait until every owner's look at the markers (``cancel_marked``) sees a write
+        made before this call."""
+        time.sleep(CANCEL_SETTLE_SECONDS)
 
     def remember(self, definition: BatchDefinition) -> None:
         with self._lock:

@@ -48,13 +48,18 @@ def cancel_unrecorded(store: StatusStore, definitions: Definitions, job_id: str)
         index = definition.job_ids.index(job_id)
     except ValueError:
         return False
-    # First the definition, which the owner asks before it starts the job (and which
-    # returns once every later look sees it); then the record, for everyone to see.
-    definitions.mark_job_cancelled(batch_id, job_id)
+    if store.read(job_id) is not None:
+        return request_cancel(store, job_id)  # recorded: its owner reads it before it runs
+    # First the definition, which the owner asks before it starts the job from memory;
+    # then the record, for everyone to see (and for an owner that writes PENDING records
+    # first); then the wait after which every owner's look sees the definition.
+    named = definitions.mark_job_cancelled(batch_id, job_id)
     fields = {**pending_fields(definition.params[index], batch_id), **CANCELLED_ALONE}
-    if store.modify(job_id, lambda current: fields if current is None else None) is not None:
-        return True
-    return request_cancel(store, job_id)
+    if store.modify(job_id, lambda current: fields if current is None else None) is None:
+        request_cancel(store, job_id)  # its record was made meanwhile
+    if named is not None and job_id in named.cancelled_jobs:
+        definitions.settle()
+    return True
 
 
 def cancel_unrecorded_at(store: StatusStore, where: str | os.PathLike[str], job_id: str) -> bool:

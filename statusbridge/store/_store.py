@@ -235,8 +235,8 @@ class StatusStore:
         """Create each job's record from its fields, unless the job has a record; the created ones.
 
         For many new jobs at once (a started batch's PENDING records): one transaction
-        on SQLite, one round trip on Redis, a file linked into place per record on a
-        folder (no lock, no read). Every record is checked before any is written, so
+        on SQLite, one round trip on Redis, a lock and a ``lstat`` per record on a
+        folder (no read). Every record is checked before any is written, so
         bad fields raise and write nothing. A job that has a record already (any
         status) is left alone and not returned.
         """

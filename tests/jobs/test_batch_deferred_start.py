@@ -178,3 +178,23 @@ def test_jobs_waiting_in_memory_never_run_after_a_cancel_from_another_process(
         assert [r.message for r in records[1:] if r] == [CANCELLED_BY_BATCH] * 5
         first = manager.queue.store.read(job_ids[0])
         assert first is not None and first.status is BatchStatus.COMPLETED
+
+
+def test_cancelling_a_finished_job_of_a_running_batch_leaves_its_definition_alone(
+    tmp_path: Path,
+) -> None:
+    """Only a job with no record is named in the definition (and waits for the owners'
+    looks); a finished one answers False at once, as any finished job."""
+    gate, runs = tmp_path / "gate", tmp_path / "runs"
+    runs.mkdir()
+    jobs = [{"gate": str(gate)}, {"runs": str(runs), "job": "quick"}]
+    with BatchManager(tmp_path / "b", 2, tmp_path / "s") as manager:
+        batch_id = manager.create_custom_batch(jobs, "one running")
+        manager.start_batch(batch_id, gate_or_count)
+        quick = manager.batches[batch_id].job_ids[1]
+        wait_until(lambda: (job := manager.get_job_status(quick)) and job.is_finished, 60, "quick")
+        assert manager.queue.cancel(quick) is False
+        stored = (tmp_path / "b" / f"{batch_id}.json").read_text()
+        assert "cancelled_jobs" not in stored
+        gate.touch()
+        assert manager.queue.wait(timeout=60)

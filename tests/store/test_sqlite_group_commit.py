@@ -82,7 +82,9 @@ def _queue_writes(
         first = Writer(writes[0])
         first.start()
         held: threading.Lock = store._db.lock  # type: ignore[attr-defined]
-        wait_until(held.locked, 10, "the first write holding the lock")
+        wait_until(
+            lambda: held.locked() and _waiting(store) == 0, 10, "the first write alone, holding"
+        )
         rest = []
         for write in writes[1:]:
             rest.append(writer := Writer(write))
@@ -150,19 +152,26 @@ def test_a_write_that_raises_fails_alone_and_the_rest_of_its_group_lands(db: Pat
 
 
 def test_a_group_that_cannot_commit_fails_every_write_naming_its_own_job(db: Path) -> None:
-    with StatusStore(f"sqlite:///{db}", lock_timeout=0.5) as store:
+    """Three writes queue while this thread holds the store's lock; one of them then
+    leads the group into a database another connection holds beyond the timeout."""
+    with StatusStore(f"sqlite:///{db}", lock_timeout=1.0) as store:
         store.update("x")
+        held: threading.Lock = store._db.lock  # type: ignore[attr-defined]
         with database_held(db):  # never let go while they try
-            writers = [Writer(partial(store.update, f"job-{i}", progress=0.5)) for i in range(4)]
-            for writer in writers:
-                writer.start()
+            with held:
+                writers = [
+                    Writer(partial(store.update, f"job-{i}", progress=0.5)) for i in range(3)
+                ]
+                for writer in writers:
+                    writer.start()
+                wait_until(lambda: _waiting(store) == 3, 10, "the writes queued")
             for writer in writers:
                 writer.join(60)
                 assert not writer.is_alive()
         for i, writer in enumerate(writers):
             assert isinstance(writer.error, LockTimeout)
             assert f"job-{i}'" in str(writer.error)
-        assert [store.read(f"job-{i}") for i in range(4)] == [None] * 4
+        assert [store.read(f"job-{i}") for i in range(3)] == [None] * 3
         assert _waiting(store) == 0  # nothing left behind in the queue
         assert store.update("job-0").seq == 1  # and the store writes again
 

@@ -221,30 +221,37 @@ class TestBadInput:
         assert holder.exitcode == 0
         assert quick.update("j", progress=0.5).seq == 1  # free again
 
-    @pytest.mark.slow
-    def test_create_absent_neither_waits_for_a_jobs_lock_nor_replaces_any_file(
-        self, store: FolderStore, tmp_path: Path
+    def test_create_absent_leaves_every_file_alone_and_readers_never_see_a_half_made_one(
+        self, store: FolderStore
     ) -> None:
-        """New records are linked into place (a name that exists is refused), so a batch's
-        PENDING records need no lock: another process holding one delays nothing."""
+        """A batch's PENDING records, while another thread reads and updates the same jobs:
+        each read finds no file or a whole record (never a second link to it)."""
         (store.directory / "broken.json").write_text("{not json")
         store.update("kept", message="mine")
-        ready, release = tmp_path / "ready", tmp_path / "release"
-        holder = mp.get_context("spawn").Process(
-            target=hold_lock, args=(str(store.directory), "held", str(ready), str(release))
-        )
-        holder.start()
+        names = [f"p-{i}" for i in range(300)]
+        problems: list[Exception] = []
+        done = threading.Event()
+
+        def read_along() -> None:
+            while not done.is_set():
+                for name in names[::7]:
+                    try:
+                        store.read(name)
+                    except Exception as exc:  # the test looks at it
+                        problems.append(exc)
+
+        reader = threading.Thread(target=read_along)
+        reader.start()
         try:
-            wait_until(ready.exists, 30, "the other process to hold the lock")
-            quick = StatusStore(store.directory, lock_timeout=0.2)
-            names = ["held", "broken", "kept", "new"]
-            created = quick.create_absent({n: {"message": "pending"} for n in names})
-            assert not release.exists()  # (the holder still holds it)
+            created = store.create_absent(
+                {n: {"message": "pending"} for n in ["broken", "kept", *names]}
+            )
         finally:
-            release.touch()
-            holder.join(30)
-        assert [job.id for job in created] == ["held", "new"]
-        assert quick.read("held") == created[0] and quick.read("new") == created[1]
+            done.set()
+            reader.join(30)
+        assert problems == []
+        assert [job.id for job in created] == names
+        assert store.read("p-299") == created[-1]
         assert (store.directory / "broken.json").read_text() == "{not json"
         assert store.read("kept").message == "mine"  # type: ignore[union-attr]
         assert not temp_files(store.directory)

@@ -203,16 +203,17 @@ class FolderStore(StatusStore):
         return job
 
     def create_absent(self, records: Mapping[str, Mapping[str, Any]]) -> list[BatchJob]:
-        """As ``StatusStore.create_absent``: each file is created complete or not at all by
-        a link, which refuses a name that exists, so neither the job's lock nor a read is
-        needed. A writer that holds the lock, read no record and replaces the new file
-        wins, as if it had come first (its record is made from none)."""
+        """As ``StatusStore.create_absent``: under each job's lock, one ``lstat`` says
+        whether a file is there (any file: a record, valid or not, is left alone), and
+        a new one is written as every record is (temp file, then rename: a reader never
+        sees it half-written or with a second link)."""
         created = []
         for job_id, (_fields, job) in self._new_records(records, self._clock()).items():
-            try:
-                self._write(self.path_for(job_id), job, exclusive=True)
-            except FileExistsError:
-                continue
+            path = self.path_for(job_id)
+            with self._locks.hold(job_id, self.lock_timeout):
+                if os.path.lexists(path):
+                    continue
+                self._write(path, job)
             created.append(job)
         self._sweep_once()
         return created
@@ -259,8 +260,8 @@ class FolderStore(StatusStore):
     def _merge(self, job_id: str, current: BatchJob | None, fields: dict[str, Any]) -> BatchJob:
         return merged(job_id, current, fields, self._clock())
 
-    def _write(self, path: Path, job: BatchJob, *, exclusive: bool = False) -> None:
-        """Called with the job's lock held, or ``exclusive`` (FileExistsError if ``path`` is)."""
+    def _write(self, path: Path, job: BatchJob) -> None:
+        """Called with the job's lock held."""
         data, stored = encode_job_as_stored(job)
         if len(data) > self.max_bytes:
             raise ValueError(
@@ -274,7 +275,6 @@ class FolderStore(StatusStore):
             file_mode=self._file_mode,
             temp_dir=self._temp_dir,
             dir_mode=self._dir_mode,
-            exclusive=exclusive,
         )
         if len(self._known) >= _KNOWN_MAX:
             self._known.clear()  # bounded; the next update of each reads its file again

@@ -18,8 +18,10 @@ in it fails with that error: nothing of it was written.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = ["GroupCommit"]
 
+logger = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 
@@ -40,12 +44,15 @@ class _Request(Generic[T]):
     work: Callable[[sqlite3.Connection], T]
     alone: Callable[[], T] | None
     done: bool = False
+    ran: bool = False  # ``result`` is set (None may be a result)
     result: T | None = None
     error: BaseException | None = None
 
     def outcome(self) -> T:
         if self.error is not None:
             raise self.error
+        if not self.ran:
+            raise RuntimeError(f"{self.what}: the write was not carried out")
         return self.result  # type: ignore[return-value]  # (None is a T of work's)
 
 
@@ -53,14 +60,29 @@ class GroupCommit(Generic[T]):
     """Runs ``work(conn)`` inside a write transaction shared with what else is waiting."""
 
     def __init__(self, db: Database) -> None:
-        self._db = db
+        # Weakly: the database owns this, and a store dropped without close() must free
+        # its database (and close its files) at once, not at the next garbage collection.
+        self._db_ref = weakref.ref(db)
         self._lock = threading.Lock()  # guards _waiting; never held around the db lock
         self._waiting: list[_Request[T]] = []
+        # Threads whose wait for the db lock timed out after a holder took their request:
+        # they wait for it to be done (not for the lock, which others may take next).
+        self._done = threading.Condition(self._lock)
+        self._stragglers = 0
+
+    @property
+    def _db(self) -> Database:
+        db = self._db_ref()
+        if db is None:
+            raise RuntimeError("the store's database was let go")  # (its store holds it)
+        return db
 
     def forget(self) -> None:
         """In a forked child: the parent's waiting threads are not here."""
         self._lock = threading.Lock()
+        self._done = threading.Condition(self._lock)
         self._waiting = []
+        self._stragglers = 0
 
     def run(
         self,
@@ -79,34 +101,64 @@ class GroupCommit(Generic[T]):
         with self._lock:
             self._waiting.append(request)
         db_lock = self._db.lock
-        if not (db_lock.acquire(False) or db_lock.acquire(timeout=self._db.lock_wait)):
-            with self._lock:
-                if request in self._waiting:  # nobody took it: give up
-                    self._waiting.remove(request)
-                    raise LockTimeout(what, self._db.timeout, str(self._db.where.path))
-            db_lock.acquire()  # taken by the lock's holder, who is writing it now
+        try:
+            locked = db_lock.acquire(False) or db_lock.acquire(timeout=self._db.lock_wait)
+        except BaseException:
+            self._withdraw(request)  # interrupted while waiting: not written later either
+            raise
+        if not locked:
+            self._withdraw(request)
+            if not request.done:
+                raise LockTimeout(what, self._db.timeout, str(self._db.where.path))
+            return request.outcome()
         try:
             if not request.done:
-                with self._lock:
-                    group, self._waiting = self._waiting, []
-                self._commit(group)
+                self._commit()
+        except BaseException:
+            with self._lock:  # interrupted: its own write is not carried out later
+                if request in self._waiting:
+                    self._waiting.remove(request)
+            raise
         finally:
             db_lock.release()
         return request.outcome()
 
-    def _commit(self, group: list[_Request[T]]) -> None:
-        """Every request of ``group`` in one transaction (the caller holds the db lock)."""
+    def _withdraw(self, request: _Request[T]) -> None:
+        """Take ``request`` back if nobody took it; else wait until its holder is done."""
+        with self._lock:
+            if request in self._waiting:
+                self._waiting.remove(request)
+                return
+            self._stragglers += 1
+            try:
+                self._done.wait_for(lambda: request.done)
+            finally:
+                self._stragglers -= 1
+
+    def _commit(self) -> None:
+        """Every request waiting now, in one transaction (the caller holds the db lock)."""
+        with self._lock:
+            group, self._waiting = self._waiting, []
+        try:
+            self._write(group)
+        finally:
+            with self._lock:
+                for request in group:
+                    request.done = request.done or request.ran or request.error is not None
+                # Not carried out (the holder was interrupted): back in line, first.
+                self._waiting[:0] = [r for r in group if not r.done]
+                if self._stragglers:
+                    self._done.notify_all()
+
+    def _write(self, group: list[_Request[T]]) -> None:
         alone = group[0].alone
         if len(group) == 1 and alone is not None:
             request = group[0]
             try:
                 request.result = alone()
-            except BaseException as exc:
+                request.ran = True
+            except Exception as exc:  # noqa: BLE001 - raised in the caller's thread
                 request.error = exc
-                if not isinstance(exc, Exception):
-                    raise
-            finally:
-                request.done = True
             return
         db = self._db
         conn: sqlite3.Connection | None = None
@@ -116,6 +168,7 @@ class GroupCommit(Generic[T]):
                 before = conn.total_changes
                 try:
                     request.result = request.work(conn)
+                    request.ran = True
                 except sqlite3.Error:
                     raise
                 except Exception as exc:
@@ -123,22 +176,38 @@ class GroupCommit(Generic[T]):
                         raise  # written in part: the group goes back
                     request.error = exc
             db.commit_held(conn, group[0].what)
-        except BaseException as exc:
-            if conn is not None and conn.in_transaction:
-                conn.execute("ROLLBACK")
+        except Exception as exc:  # noqa: BLE001 - raised in each caller's thread
             for request in group:
-                request.error = _for(request, exc, db)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and the like: this thread's, after the others know
-        finally:
+                request.ran = False
+                request.error = _for(request, exc, db)  # before anything else can fail
+            _roll_back(conn)
+        except BaseException:
             for request in group:
-                request.done = True
+                request.ran = False
+                request.error = None  # not carried out: another holder runs them again
+            _roll_back(conn)
+            raise
 
 
-def _for(request: _Request[T], exc: BaseException, db: Database) -> BaseException:
-    """The error a request of a failed group raises: a lock timeout names its own job."""
+def _roll_back(conn: sqlite3.Connection | None) -> None:
+    if conn is not None and conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            logger.warning("statusbridge: a failed group's ROLLBACK failed too", exc_info=True)
+
+
+def _for(request: _Request[T], exc: Exception, db: Database) -> Exception:
+    """The error a request of a failed group raises: its own instance, naming its job."""
     if isinstance(exc, LockTimeout):
         return LockTimeout(request.what, exc.timeout, exc.lock_path)
     if isinstance(exc, sqlite3.OperationalError):
-        return db.translated(exc, request.what)
-    return exc
+        translated = db.translated(exc, request.what)
+        if translated is not exc:
+            return translated
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001 - an exception type that cannot be made again
+        return exc
+    copy.__cause__ = exc
+    return copy
