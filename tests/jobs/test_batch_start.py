@@ -116,6 +116,10 @@ def assert_ran_once_and_completed(manager: BatchManager, batch_id: str, runs: Pa
         60,
         "the batch to finish",
     )
+    # A manager that did not run it learns that it ended from the definition's final
+    # counts, and each job's end from the job's record, through its cache: the two
+    # arrive apart (milliseconds), so its list of the jobs may lack the last for a moment.
+    wait_until(lambda: len(manager.get_batch_jobs(batch_id)) == JOBS, 60, "every job seen")
     jobs = manager.get_batch_jobs(batch_id)
     assert [j.status for j in jobs] == [BatchStatus.COMPLETED] * JOBS, [
         (j.id, j.status, j.error_message) for j in jobs
