@@ -71,6 +71,7 @@ class Specs:
             store=self.store,
             claim=claim,
             defer_start=self.timing.record_delay if deferrable else 0.0,
+            write_behind=not self.pickles,
         )
 
 

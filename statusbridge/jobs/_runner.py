@@ -1,10 +1,13 @@
 """The code that runs one job, in whatever thread or process the executor picked.
 
-Everything it needs travels in a picklable ``RunSpec``; the worker writes its
-own status (``owner`` = its own host:pid), so a process pool needs no channel
+Everything it needs travels in a picklable ``RunSpec``; a worker process writes
+its own status (``owner`` = its own host:pid), so a process pool needs no channel
 back to the queue. A thread job may instead be *claimed* from its queue's
 memory (``RunSpec.claim``) when its pending record was never written: it then
-starts without a write, and its record is created by its first write.
+starts without a write, and its record is created by its first write. A thread
+job hands its end to its queue (``Outcome``, ``RunSpec.write_behind``): the
+worker takes its next job at once, and the queue writes the ends of the jobs
+that ended meanwhile together.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from statusbridge.record._frozen import thaw
 from statusbridge.record._model import utc_now
 from statusbridge.store import StatusStore
 
-__all__ = ["TRACEBACK_LIMIT", "RunSpec", "run_job"]
+__all__ = ["TRACEBACK_LIMIT", "Outcome", "RunSpec", "run_job"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,11 +57,15 @@ class RunSpec:
     # A job whose PENDING record exists (a batch's): start it without writing RUNNING,
     # which its first write does this many seconds later (0: RUNNING is written at start).
     defer_start: float = 0.0
+    # In-process only: the job's end is handed back as an ``Outcome`` for its queue to
+    # write, with the other jobs that ended meanwhile, instead of written by the worker.
+    write_behind: bool = False
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["store"] = None
         state["claim"] = None
+        state["write_behind"] = False  # a worker process writes its own end
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -151,8 +158,9 @@ class _Heartbeats:
 _heartbeats = _Heartbeats()
 
 
-def run_job(spec: RunSpec) -> BatchJob | None:
-    """Run one job to its end and write its final status; returns the last record written.
+def run_job(spec: RunSpec) -> BatchJob | Outcome | None:
+    """Run one job to its end and write its final status; returns the last record written,
+    or (``write_behind``) the ``Outcome`` its queue is to write.
 
     None when it did not run and wrote nothing (its record was gone).
     """
@@ -195,6 +203,8 @@ def run_job(spec: RunSpec) -> BatchJob | None:
     finally:
         _heartbeats.remove(ctx)
         deactivate(ctx, token)
+    if spec.write_behind and spec.store is not None:
+        return _ended(ctx, final)
     return _finish(store, ctx, final)
 
 
@@ -238,19 +248,68 @@ def _start_deferred(store: StatusStore, ctx: JobContext, delay: float) -> BatchJ
     return job
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """A thread job's end, handed to its queue's supervisor to write (``write_behind``).
+
+    The supervisor writes the ends of all the jobs that ended meanwhile at once (one
+    transaction on SQLite: one commit, and one wake-up of every cache, for them all),
+    and the worker takes its next job instead of waiting for a write.
+    """
+
+    job_id: str
+    fields: dict[str, Any]
+    # Started over a PENDING record (or a batch's job) without writing RUNNING: a record
+    # made final meanwhile (cancelled while it looked pending) keeps its status.
+    keeps_final: bool
+
+    def change(self, kept: list[BatchJob]) -> Callable[[BatchJob | None], dict[str, Any] | None]:
+        """The write; a final record it leaves alone is appended to ``kept``."""
+
+        def change(current: BatchJob | None) -> dict[str, Any] | None:
+            if self.keeps_final and current is not None and current.is_finished:
+                kept.append(current)
+                return None
+            return self.fields
+
+        return change
+
+    def failed_instead(self, exc: Exception) -> dict[str, Any]:
+        """The write in its place when the end cannot be stored (a result JSON cannot hold)."""
+        fields = {k: v for k, v in self.fields.items() if k not in ("result", "meta", "progress")}
+        return {
+            **fields,
+            "status": BatchStatus.FAILED,
+            "error_message": f"job returned a result that cannot be stored: {exc}",
+            "heartbeat_at": utc_now(),
+        }
+
+
+def _ended(ctx: JobContext, final: dict[str, Any]) -> Outcome:
+    with ctx.write_lock:  # no heartbeat may land after this
+        ctx.finished = True
+        keeps_final = (ctx.over_record or ctx.named) and not ctx.written
+        return Outcome(ctx.job_id, _final_fields(ctx, final), keeps_final)
+
+
 def _finish(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
     with ctx.write_lock:  # no heartbeat may land after this
         ctx.finished = True
         return _write_final(store, ctx, final)
 
 
-def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
+def _final_fields(ctx: JobContext, final: dict[str, Any]) -> dict[str, Any]:
     fields = ctx.take_pending()
     meta = {**fields.pop("meta", {}), **final.pop("meta", {})}
     fields.update(final)
     if meta:
         fields["meta"] = meta
     fields["heartbeat_at"] = utc_now()
+    return fields
+
+
+def _write_final(store: StatusStore, ctx: JobContext, final: dict[str, Any]) -> BatchJob:
+    fields = _final_fields(ctx, final)
     try:
         try:
             job = _write_outcome(store, ctx, fields)

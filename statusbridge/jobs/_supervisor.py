@@ -1,7 +1,8 @@
 """The supervisor: one thread per queue that decides how each job submitted there ends.
 
 A future's done-callback only posts ``(job_id, future)`` to a ``SimpleQueue``;
-the supervisor does everything else: final records, pool replacement,
+the supervisor does everything else: final records (a thread job's end is
+written here, with the others that ended meanwhile: ``write_ended``), pool replacement,
 re-submitting jobs a dead pool never started, starts and writes to try again,
 retention and heartbeat checks. No callback ever takes a lock, so nothing can
 deadlock with a pool that runs callbacks under its own lock (CPython >= 3.12).
@@ -28,8 +29,9 @@ from statusbridge.jobs._deferred import CANCELLED_BY_MARKER
 from statusbridge.jobs._liveness import is_owner_alive, local_pid
 from statusbridge.jobs._parts import Parts
 from statusbridge.jobs._pool import BrokenExecutor, describe_exit
-from statusbridge.jobs._runner import OutcomeNotWritten, StartNotWritten
+from statusbridge.jobs._runner import Outcome, OutcomeNotWritten, StartNotWritten
 from statusbridge.jobs._submissions import Submission
+from statusbridge.jobs._write_retries import WRITE_ERRORS
 from statusbridge.record import BatchJob, BatchStatus
 from statusbridge.record._model import FIELD_NAMES
 
@@ -48,6 +50,9 @@ RETENTION_RETRY = 0.05
 # in one go instead of one wake-up each. A job's end waits at most this for its handling.
 DONE_GAP = 0.002
 
+# Jobs' ends written in one go at most (``write_ended``): one transaction on SQLite.
+ENDED_AT_ONCE = 256
+
 STOP = object()  # release everything once idle
 WAKE = object()  # something waits in memory, or a write is to be tried again
 DRAIN = object()  # stop after what was posted before
@@ -61,6 +66,7 @@ class Supervisor:
         self.parts = parts
         self.store = parts.store  # for the feeds
         self.events = events
+        self._ended: list[tuple[Submission, Outcome]] = []  # to write (``write_ended``)
         self.release: Callable[[], Any] = lambda: None  # the queue's finalizer, once made
 
     @property
@@ -105,10 +111,50 @@ class Supervisor:
         else:
             # What the worker wrote last: a finished record spares reading it back.
             last = future.result()
+            if isinstance(last, Outcome):
+                self._ended.append((sub, last))  # written with the others (``write_ended``)
+                return
             if isinstance(last, BatchJob) and last.is_finished:
                 self.forget(job_id, sub, last)
                 return
         self.forget(job_id, sub)
+
+    @property
+    def ended(self) -> int:
+        """How many ends of jobs wait for ``write_ended``."""
+        return len(self._ended)
+
+    def write_ended(self) -> None:
+        """Write the ends of the jobs that ended since the last call, all at once."""
+        ended, self._ended = self._ended, []
+        if not ended:
+            return
+        p = self.parts
+        kept: list[list[BatchJob]] = [[] for _ in ended]
+        changes = [(o.job_id, o.change(k)) for (_sub, o), k in zip(ended, kept, strict=True)]
+        outcomes = p.store.modify_many(changes)
+        for (sub, outcome), written, k in zip(ended, outcomes, kept, strict=True):
+            job_id = outcome.job_id
+            if isinstance(written, (TypeError, ValueError)):
+                # The result (or a meta value) cannot be stored: the job fails, saying why.
+                logger.warning("job %s: cannot store its outcome: %s", job_id, written)
+                failed = outcome.failed_instead(written)
+                p.retries.write_or_keep(job_id, partial(_outcome, failed), "its outcome")
+                self.forget(job_id, sub)
+            elif isinstance(written, WRITE_ERRORS):
+                logger.warning(
+                    "job %s: writing its outcome failed (%s: %s); the queue writes it when it can",
+                    job_id,
+                    type(written).__name__,
+                    written,
+                )
+                p.retries.keep(job_id, partial(_outcome, outcome.fields))
+                self.forget(job_id, sub)
+            elif isinstance(written, Exception):
+                logger.error("job %s: cannot write its outcome", job_id, exc_info=written)
+                self.forget(job_id, sub)
+            else:
+                self.forget(job_id, sub, written if written is not None else k[0] if k else None)
 
     def _after_broken_pool(self, sub: Submission) -> bool:
         """A worker of ``sub``'s pool died. Re-submit the job if it never started (True)."""
@@ -312,9 +358,12 @@ def supervise(
         except stdlib_queue.Empty:
             item = None
         if stopped.is_set() or queue_ref() is None:
-            return  # released, or collected: its finalizer released everything
+            # Released, or collected: its finalizer released everything. (A queue with
+            # jobs is kept alive until each is forgotten, its end written.)
+            return
         try:
             if item is DRAIN:
+                supervisor.write_ended()
                 supervisor.write_remaining()
                 return
             if item is STOP:
@@ -325,6 +374,8 @@ def supervise(
                 parts.submissions.check_idle()
             elif item is not None:
                 supervisor.handle_done(*item)
+            if supervisor.ended and (events.empty() or supervisor.ended >= ENDED_AT_ONCE):
+                supervisor.write_ended()
             if item is WAKE or (unwritten_due is not None and time.monotonic() >= unwritten_due):
                 unwritten_due = supervisor.write_due()
             done = item is not None and item is not STOP and item is not WAKE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, NamedTuple
@@ -156,6 +156,24 @@ class StatusStore:
         self, job_id: str, change: Callable[[BatchJob | None], dict[str, Any] | None]
     ) -> BatchJob | None:
         raise NotImplementedError
+
+    def modify_many(
+        self, changes: Sequence[tuple[str, Callable[[BatchJob | None], dict[str, Any] | None]]]
+    ) -> list[BatchJob | Exception | None]:
+        """Each ``modify(job_id, change)`` in turn; each one's outcome, or the exception
+        it raised (one failing does not stop the rest).
+
+        For a writer with many small writes ready at once (a queue's jobs that just
+        ended): SQLite commits them all in one transaction, so every cache that follows
+        the database wakes once for them.
+        """
+        outcomes: list[BatchJob | Exception | None] = []
+        for job_id, change in changes:
+            try:
+                outcomes.append(self.modify(job_id, change))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller, per write
+                outcomes.append(exc)
+        return outcomes
 
     def delete(self, job_id: str) -> bool:
         raise NotImplementedError

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from statusbridge import (
+    BatchJob,
     BatchStatus,
     InvalidRecordError,
     StatusCache,
@@ -98,6 +99,31 @@ def test_modify_decides_under_the_contract(store: StatusStore) -> None:
     made = store.modify("j", lambda cur: {"message": "new"} if cur is None else None)
     assert made is not None and made.message == "new"
     assert store.modify("j", lambda cur: {"message": "again"} if cur is None else None) is None
+
+
+def test_modify_many_gives_each_write_its_own_outcome(store: StatusStore) -> None:
+    """One write's bad result or bad id fails that write alone; the others land, in order."""
+    store.update("kept", status=BatchStatus.COMPLETED)
+    outcomes = store.modify_many(
+        [
+            ("a", lambda current: {"status": BatchStatus.RUNNING}),
+            ("a", lambda current: {"progress": 0.5} if current else None),
+            ("unstorable", lambda current: {"result": object()}),
+            ("bad/id", lambda current: {}),
+            ("kept", lambda current: None if current and current.is_finished else {}),
+            ("b", lambda current: {"message": "lands"}),
+        ]
+    )
+    first, second, unstorable, bad_id, kept, b = outcomes
+    assert isinstance(first, BatchJob) and first.seq == 1
+    assert isinstance(second, BatchJob) and second.seq == 2 and second.progress == 0.5
+    assert isinstance(unstorable, TypeError) and isinstance(bad_id, ValueError)
+    assert kept is None
+    assert isinstance(b, BatchJob) and b.message == "lands"
+    assert store.read("a") == second and store.read("b") == b
+    assert store.read("unstorable") is None
+    done = store.read("kept")
+    assert done is not None and done.seq == 1
 
 
 def test_create_absent_creates_only_the_jobs_without_a_record(

@@ -200,3 +200,32 @@ def test_many_threads_writing_the_same_jobs_lose_no_write(db: Path) -> None:
     with closing(sqlite3.connect(db)) as conn:  # every write logged for the caches
         logged = conn.execute("SELECT count(*) FROM changes").fetchone()[0]
     assert logged == threads * per_thread
+
+
+def test_modify_many_writes_in_one_transaction(db: Path) -> None:
+    with StatusStore(f"sqlite:///{db}", lock_timeout=30) as store:
+        store.update("known", message="before")
+        ran = _commits(store)
+        outcomes = store.modify_many(
+            [(f"job-{i}", lambda current: {"status": "completed"}) for i in range(50)]
+            + [("known", lambda current: {"message": "after"})]
+        )
+        assert all(isinstance(o, BatchJob) for o in outcomes)
+        assert ran.count("COMMIT") == 1
+        assert len(store.scan()) == 51
+        known = store.read("known")
+        assert known is not None and known.message == "after" and known.seq == 2
+
+
+def test_modify_many_that_cannot_get_the_database_fails_each_write(db: Path) -> None:
+    with StatusStore(f"sqlite:///{db}", lock_timeout=0.5) as store:
+        store.update("x")
+        with database_held(db):
+            outcomes = store.modify_many(
+                [(f"job-{i}", lambda current: {"progress": 0.5}) for i in range(3)]
+            )
+        for i, outcome in enumerate(outcomes):
+            assert isinstance(outcome, LockTimeout) and f"job-{i}'" in str(outcome)
+        assert [store.read(f"job-{i}") for i in range(3)] == [None] * 3
+        assert _waiting(store) == 0
+        assert store.modify_many([("job-0", lambda current: {})])[0] is not None

@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -98,40 +98,66 @@ class GroupCommit(Generic[T]):
         or none) when nothing else is waiting.
         """
         request: _Request[T] = _Request(what, work, alone)
+        self._carry([request])
+        return request.outcome()
+
+    def run_many(
+        self, items: Sequence[tuple[str, Callable[[sqlite3.Connection], T]]]
+    ) -> list[T | Exception]:
+        """Each ``work(conn)``'s result, or the exception it (or its transaction) raised:
+        all of them, with whatever else waits, in one transaction."""
+        requests: list[_Request[T]] = [_Request(what, work, None) for what, work in items]
+        self._carry(requests)
+        outcomes: list[T | Exception] = []
+        for request in requests:
+            try:
+                outcomes.append(request.outcome())
+            except Exception as exc:  # noqa: BLE001 - each caller's own outcome
+                outcomes.append(exc)
+        return outcomes
+
+    def _carry(self, requests: list[_Request[T]]) -> None:
+        """Queue ``requests`` and see them carried out: by this thread, which takes the db
+        lock and writes all that waits, or by another that held the lock meanwhile. One
+        that nobody carried out in time gets its ``LockTimeout``."""
         with self._lock:
-            self._waiting.append(request)
-        db_lock = self._db.lock
+            self._waiting.extend(requests)
+        db = self._db
+        db_lock = db.lock
         try:
-            locked = db_lock.acquire(False) or db_lock.acquire(timeout=self._db.lock_wait)
+            locked = db_lock.acquire(False) or db_lock.acquire(timeout=db.lock_wait)
         except BaseException:
-            self._withdraw(request)  # interrupted while waiting: not written later either
+            self._withdraw(requests)  # interrupted while waiting: not written later either
             raise
         if not locked:
-            self._withdraw(request)
-            if not request.done:
-                raise LockTimeout(what, self._db.timeout, str(self._db.where.path))
-            return request.outcome()
+            self._withdraw(requests)
+            for request in requests:
+                if not request.done:
+                    request.error = LockTimeout(request.what, db.timeout, str(db.where.path))
+            return
         try:
-            if not request.done:
+            if not all(request.done for request in requests):
                 self._commit()
         except BaseException:
-            with self._lock:  # interrupted: its own write is not carried out later
-                if request in self._waiting:
-                    self._waiting.remove(request)
+            mine = {id(request) for request in requests}
+            with self._lock:  # interrupted: its own writes are not carried out later
+                self._waiting = [r for r in self._waiting if id(r) not in mine]
             raise
         finally:
             db_lock.release()
-        return request.outcome()
 
-    def _withdraw(self, request: _Request[T]) -> None:
-        """Take ``request`` back if nobody took it; else wait until its holder is done."""
+    def _withdraw(self, requests: list[_Request[T]]) -> None:
+        """Take back the requests nobody took; wait until the holder of the others is done."""
+        mine = {id(request) for request in requests}
         with self._lock:
-            if request in self._waiting:
-                self._waiting.remove(request)
+            waiting = {id(request) for request in self._waiting}
+            taken = [request for request in requests if id(request) not in waiting]
+            self._waiting = [r for r in self._waiting if id(r) not in mine]
+            if not taken:
                 return
             self._stragglers += 1
             try:
-                self._done.wait_for(lambda: request.done)
+                self._done.wait_for(lambda: all(request.done for request in taken))
             finally:
                 self._stragglers -= 1
 

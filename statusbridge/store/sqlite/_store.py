@@ -37,7 +37,7 @@ import logging
 import os
 import random
 import sqlite3
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -203,6 +203,18 @@ class SqliteStore(StatusStore):
         """
         return self._modify(job_id, change, checked=False)
 
+    def modify_many(
+        self, changes: Sequence[tuple[str, Callable[[BatchJob | None], dict[str, Any] | None]]]
+    ) -> list[BatchJob | Exception | None]:
+        """As ``StatusStore.modify_many``, in one transaction (with any other thread's
+        writes waiting meanwhile); a write whose ``change`` raises fails alone."""
+        items = [
+            (f"job {job_id!r}", partial(self._write_valid_id, job_id, change))
+            for job_id, change in changes
+        ]
+        outcomes: list[BatchJob | Exception | None] = self._db.grouped.run_many(items)
+        return outcomes
+
     def _modify(
         self,
         job_id: str,
@@ -245,6 +257,15 @@ class SqliteStore(StatusStore):
             raise
         self._db.commit_held(conn, what)
         return written
+
+    def _write_valid_id(
+        self,
+        job_id: str,
+        change: Callable[[BatchJob | None], dict[str, Any] | None],
+        conn: sqlite3.Connection,
+    ) -> BatchJob | None:
+        validate_job_id(job_id)  # (in the group: a bad id fails its own write only)
+        return self._write_in_group(job_id, change, False, conn)
 
     def _write_in_group(
         self,
