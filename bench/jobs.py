@@ -20,9 +20,12 @@ def trivial(params: Any) -> int:
 
 
 def jobs_per_second(executor: str, n: int) -> float:
-    with BatchQueue(
-        2, max_completed_jobs=n, status_dir=tempfile.mkdtemp(), executor=executor
-    ) as queue:  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory() as scratch:
+        return _jobs_per_second(scratch, executor, n)
+
+
+def _jobs_per_second(folder: str, executor: str, n: int) -> float:
+    with BatchQueue(2, max_completed_jobs=n, status_dir=folder, executor=executor) as queue:  # type: ignore[arg-type]
         warm = queue.submit(trivial)  # process pools start their workers lazily
         queue.wait([warm], timeout=60)
         t = time.perf_counter()
@@ -32,7 +35,12 @@ def jobs_per_second(executor: str, n: int) -> float:
 
 
 def report_costs(n: int) -> tuple[float, float]:
-    store = StatusStore(tempfile.mkdtemp())
+    with tempfile.TemporaryDirectory() as scratch:
+        return _report_costs(scratch, n)
+
+
+def _report_costs(folder: str, n: int) -> tuple[float, float]:
+    store = StatusStore(folder)
     store.update("p", status="running")
     coalesced = JobContext(store, "p", interval=3600.0)
     token = activate(coalesced)

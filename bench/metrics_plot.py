@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,6 +100,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        shutil.rmtree(folder.parent, ignore_errors=True)
     plot(series, last, Path(args.out), len(series))
     print(f"{len(series)} scrapes of {url}; wrote {args.out}")
 

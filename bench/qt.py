@@ -26,6 +26,13 @@ GOAL_P99 = 0.050
 
 
 def latency_qt(rate: float, duration: float, max_refresh_rate: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sb-qt-") as scratch:
+        return _latency_qt(Path(scratch) / "status", rate, duration, max_refresh_rate)
+
+
+def _latency_qt(
+    folder: Path, rate: float, duration: float, max_refresh_rate: float
+) -> dict[str, Any]:
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -33,7 +40,6 @@ def latency_qt(rate: float, duration: float, max_refresh_rate: float) -> dict[st
 
     existing = QApplication.instance()
     app = existing if isinstance(existing, QApplication) else QApplication(["bench"])
-    folder = Path(tempfile.mkdtemp(prefix="sb-qt-")) / "status"
     folder.mkdir()
     seen: list[tuple[float, int]] = []
     refreshes = 0

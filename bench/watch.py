@@ -29,7 +29,11 @@ from statusbridge.record._model import utc_now
 
 def redraws(finished: int, rounds: int) -> tuple[float, float]:
     """Median seconds per redraw: (live view, old full table)."""
-    folder = Path(tempfile.mkdtemp(prefix="sb-watch-")) / "status"
+    with tempfile.TemporaryDirectory(prefix="sb-watch-") as scratch:
+        return _redraws(Path(scratch) / "status", finished, rounds)
+
+
+def _redraws(folder: Path, finished: int, rounds: int) -> tuple[float, float]:
     store = StatusStore(folder)
     for i in range(finished):
         store.update(f"done-{i:06d}", status="completed", batch_id="b")

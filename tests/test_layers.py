@@ -68,7 +68,7 @@ def test_web_is_an_adapter_and_core_does_not_import_starlette() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
-def test_redis_and_dask_are_imported_only_for_a_url() -> None:
+def test_redis_and_dask_are_imported_only_for_a_url(tmp_path: Path) -> None:
     """redis-py is an optional extra: only the backend modules import it, and only on demand."""
     for path in PACKAGE.rglob("*.py"):
         source = path.read_text()
@@ -77,7 +77,7 @@ def test_redis_and_dask_are_imported_only_for_a_url() -> None:
     code = (
         "import sys, statusbridge, statusbridge.cli; "
         "from statusbridge import StatusStore, StatusCache; "
-        "import tempfile; StatusCache(tempfile.mkdtemp()).close(); "
+        f"StatusCache({str(tmp_path)!r}).close(); "
         "assert 'redis' not in sys.modules, 'a folder location imported redis'; "
         "assert 'distributed' not in sys.modules, 'the core imported dask'"
     )

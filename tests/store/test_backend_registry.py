@@ -111,10 +111,10 @@ def test_base_classes_never_import_their_backends() -> None:
         assert not imported & backends, f"{core} imports {imported & backends}"
 
 
-def test_a_folder_location_imports_no_other_backend() -> None:
+def test_a_folder_location_imports_no_other_backend(tmp_path: Path) -> None:
     code = (
-        "import sys, tempfile; from statusbridge import StatusStore, StatusCache; "
-        "d = tempfile.mkdtemp(); StatusStore(d).update('a'); StatusCache(d).close(); "
+        "import sys; from statusbridge import StatusStore, StatusCache; "
+        f"d = {str(tmp_path)!r}; StatusStore(d).update('a'); StatusCache(d).close(); "
         "loaded = {m for m in sys.modules if m.startswith('statusbridge.') and "
         "('sqlite' in m or 'redis' in m)}; assert not loaded, loaded; "
         "assert 'sqlite3' not in sys.modules and 'redis' not in sys.modules"

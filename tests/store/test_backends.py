@@ -379,6 +379,7 @@ def test_redis_server_helper_is_stopped_by_pid() -> None:
     assert process is not None and process.poll() is None
     server.stop()
     assert process.poll() is not None
+    assert not server.workdir.exists()  # nothing left in the temp folder
 
 
 def test_close_never_waits_for_a_subscriber(store: StatusStore, cache: StatusCache) -> None:

@@ -160,6 +160,7 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         binary = redis_server_binary()
+        self.workdir.mkdir(exist_ok=True)  # (stop() removes it)
         self.process = subprocess.Popen(
             [binary, *self._listen_args(), "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--daemonize", "no", "--dir", str(self.workdir),
@@ -192,6 +193,7 @@ class RedisServer:
         if self.process is not None and self.process.stderr is not None:
             self.process.stderr.close()
         self.process = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def restart_empty(self) -> None:
         """Kill it and start a fresh, empty server on the same port."""
