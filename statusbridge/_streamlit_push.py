@@ -153,13 +153,20 @@ def push_routes(
 # The browser side: one EventSource per URL on a page, shared by the live fragments that
 # listen to it (the folder's, or one batch's).
 # Each mount tells the version its fragment drew; a newer one from the stream sets
-# the "change" trigger (at most every `gap` ms), which reruns that fragment only.
+# the "change" trigger (at most every `gap` ms), which reruns that fragment only. The
+# folder's events name the batches they touched: a fragment following one of them
+# reruns first, the folder's fragments once it has drawn.
 COMPONENT_JS = """
 const WATCHDOG_MS = 400; // a trigger not answered by then was dropped: ask again
+const YIELD_MS = 1000; // how long the folder's fragments wait for a batch's to draw first
+const batchOf = (url) => {
+  const at = url.indexOf('&batch=');
+  return at < 0 ? null : decodeURIComponent(url.slice(at + 7).split('&')[0]);
+};
 export default function (component) {
   const { data, key, setTriggerValue } = component;
   const hub = (window.__statusbridgePush ??= {
-    sources: new Map(), newest: new Map(), views: new Map(), n: 0,
+    sources: new Map(), newest: new Map(), views: new Map(), n: 0, touchedAt: new Map(),
   });
   const url = data.url;
   let view = hub.views.get(key);
@@ -183,7 +190,7 @@ export default function (component) {
   // trigger came may have drawn an older version: then it is asked again below).
   Object.assign(view, {
     url, drawn: data.version, asked: data.version, gap: data.gap_ms,
-    trigger: setTriggerValue, mounted: true,
+    trigger: setTriggerValue, mounted: true, batch: batchOf(url),
   });
   // One rerun in flight per page (whichever stream each fragment listens to):
   // Streamlit sends the widget updates of two fragments in one batch and reruns only
@@ -202,6 +209,19 @@ export default function (component) {
       view.waitingBusy = true;
       view.timer = setTimeout(fire, 1000 - (now - hub.busySince));
       return;
+    }
+    // A fragment that follows a batch the change touched goes first (its rows are what a
+    // person is looking at); the folder's fragments wait until it drew it, at most 1 s.
+    if (view.batch === null) {
+      const first = [...hub.views.values()].some((v) => v.mounted && v.batch !== null
+        && (hub.touchedAt.get(v.batch) ?? -1) > v.drawn);
+      view.yieldSince ??= now;
+      if (first && now - view.yieldSince < YIELD_MS) {
+        view.waitingBusy = true; // woken (offer) when a fragment is drawn
+        view.timer = setTimeout(fire, YIELD_MS - (now - view.yieldSince));
+        return;
+      }
+      view.yieldSince = null;
     }
     hub.busy = view;
     hub.busySince = now;
@@ -231,7 +251,10 @@ export default function (component) {
   if (!hub.sources.has(url)) {
     const source = new EventSource(url);
     const seen = (event) => {
-      const version = JSON.parse(event.data).version;
+      const { version, batches } = JSON.parse(event.data);
+      for (const batch of batches ?? []) {
+        hub.touchedAt.set(batch, Math.max(hub.touchedAt.get(batch) ?? -1, version));
+      }
       hub.newest.set(url, Math.max(hub.newest.get(url) ?? -1, version));
       for (const v of hub.views.values()) if (v.mounted && v.url === url) v.offer();
     };

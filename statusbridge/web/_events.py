@@ -33,6 +33,10 @@ __all__ = ["KEEP_ALIVE_SECONDS", "EventHub"]
 logger = logging.getLogger(__name__)
 
 KEEP_ALIVE_SECONDS = 15.0
+
+# A version-only event of the whole folder lists the batches its changes touched, up to
+# this many (more: none listed): a page's fragment that follows one of them goes first.
+BATCHES_LISTED = 64
 """A comment line this often on a quiet stream keeps proxies from closing it."""
 
 RETRY_MS = 1000  # how soon a browser reconnects after a stream ended
@@ -49,6 +53,18 @@ class Change:
     ids: frozenset[str]
     encoded: dict[str | None, str | None] = field(default_factory=dict)
     touched: dict[str, bool] = field(default_factory=dict)
+    _batches: list[frozenset[str]] = field(default_factory=list)  # batches(), made once
+
+    def batches(self) -> frozenset[str]:
+        """The batches a job of which changed here (or joined or left one)."""
+        if not self._batches:
+            found = set()
+            for job_id in self.ids:
+                for job in (self.snapshot.get(job_id), self.previous.get(job_id)):
+                    if job is not None and job.batch_id is not None:
+                        found.add(job.batch_id)
+            self._batches.append(frozenset(found))
+        return self._batches[0]
 
     @property
     def version(self) -> int:
@@ -114,6 +130,18 @@ def touches(change: Change, batch: str) -> bool:
                 break
         change.touched[batch] = known
     return known
+
+
+def version_data(changes: list[Change], batch: str | None) -> str:
+    """The ``data`` of a version-only ``change`` event: the newest version, and for the
+    whole folder (``batch`` None) the batches the changes touched, if any and few."""
+    version = changes[-1].version
+    if batch is not None:
+        return _json({"version": version})
+    touched = frozenset().union(*(change.batches() for change in changes))
+    if not touched or len(touched) > BATCHES_LISTED:
+        return _json({"version": version})
+    return _json({"version": version, "batches": sorted(touched)})
 
 
 def reset_data(snapshot: Snapshot, batch: str | None) -> str:
@@ -285,7 +313,7 @@ class EventHub:
                     # Nothing to fire, but the id moves on: a client that comes back
                     # resumes from here, not from a change that left the history.
                     return f"id: {self.run}:{sent.version}\n\n".encode()
-                return self._event("change", sent.version, _json({"version": sent.version}))
+                return self._event("change", sent.version, version_data(changes, batch))
             data = change_data(changes, batch)
             return b"" if data is None else self._event("change", sent.version, data)
 

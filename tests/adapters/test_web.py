@@ -436,6 +436,34 @@ def test_queue_overflow_gives_a_reset(
     assert b'"message":"3"' in second
 
 
+def test_version_only_events_of_the_folder_name_the_batches_they_touched(
+    store: StatusStore, cache: StatusCache
+) -> None:
+    """A page's folder fragments learn which batches moved (a batch's fragment goes first);
+    a batch's own stream needs no list."""
+    hub = _events.EventHub(cache)
+
+    async def scenario() -> tuple[bytes, bytes]:
+        folder = hub.stream(None, None, records=False)
+        batch = hub.stream(None, "b1", records=False)
+        await anext(folder), await anext(batch)  # the resets
+        store.update("a", batch_id="b1", message="moves")
+        await asyncio.to_thread(seen, cache, "a", 1)
+        while hub._last.version < cache.snapshot().version:
+            await asyncio.sleep(0.005)  # the cache thread hands the change to this loop
+        events = await anext(folder), await anext(batch)
+        for stream in (folder, batch):
+            await stream.aclose()  # type: ignore[attr-defined]
+        return events
+
+    try:
+        of_folder, of_batch = asyncio.run(scenario())
+    finally:
+        hub.close()
+    assert b"event: change" in of_folder and b'"batches":["b1"]' in of_folder
+    assert b"event: change" in of_batch and b"batches" not in of_batch
+
+
 def test_events_parse() -> None:
     """The test helper itself: fields, comments, data as JSON."""
     response = httpx.Response(

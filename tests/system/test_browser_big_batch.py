@@ -277,28 +277,37 @@ def test_a_10000_job_batch_costs_about_what_a_40_job_batch_costs(tmp_path: Path)
 
 
 # The push component's views on the page (window.__statusbridgePush, one per live
-# fragment): whether each follows a batch, the version it last drew, and for the one that
-# follows a batch every version drawn since the hook went in.
+# fragment): whether each follows a batch, the version it last drew, and every version
+# drawn since the hook went in, each with its place in the page's order of draws.
 VIEWS = """
 const hub = window.__statusbridgePush;
 if (!hub) return null;
 const views = [...hub.views.values()].filter((v) => v.mounted);
+hub.drawSeq ??= 0;
 for (const view of views) {
-    if (!view.url.includes('&batch=') || view.draws) continue;
+    if (view.draws) continue;
     let drawn = view.drawn;
     view.draws = [];
+    view.order = [];
     Object.defineProperty(view, 'drawn', {
-        get: () => drawn, set: (v) => { drawn = v; view.draws.push(v); }, configurable: true,
+        get: () => drawn,
+        set: (v) => { drawn = v; view.draws.push(v); view.order.push(++hub.drawSeq); },
+        configurable: true,
     });
 }
 return {
     settled: !hub.busy && views.every((v) => !v.timer && (hub.newest.get(v.url) ?? -1) <= v.drawn),
     views: views.map((v) => ({
-        batch: v.url.includes('&batch='), drawn: v.drawn, draws: v.draws ?? null,
+        batch: v.url.includes('&batch='), drawn: v.drawn, draws: v.draws, order: v.order,
         newest: hub.newest.get(v.url) ?? -1,
     })),
 };
 """
+
+
+def first_draw_after(view: dict[str, Any], version: int) -> int:
+    """The place, in the page's order of draws, of the view's first draw past ``version``."""
+    return int(next(n for v, n in zip(view["draws"], view["order"], strict=True) if v > version))
 
 
 @pytest.mark.skipif(not HAVE_CHROMIUM and not os.environ.get("CI"), reason=NO_CHROMIUM)
@@ -306,7 +315,8 @@ return {
 @pytest.mark.slow
 def test_a_write_to_another_batch_does_not_redraw_the_job_table(tmp_path: Path) -> None:
     """The demo's job table follows its batch (follow_batch): the bars show a write to
-    another batch, and the table's fragment is not run again for it."""
+    another batch, and the table's fragment is not run again for it. A write to its own
+    batch is drawn in the table first, then in the bars."""
     folder = tmp_path / "batch_status"
     made = datetime.now(UTC) - timedelta(minutes=5)
     records = [
@@ -349,9 +359,20 @@ def test_a_write_to_another_batch_does_not_redraw_the_job_table(tmp_path: Path) 
         # ... and the table's fragment did not run again.
         after = next(v for v in views()["views"] if v["batch"])
         assert after["draws"] == [] and after["drawn"] == table_view["drawn"], after
+        before = max(v["newest"] for v in views()["views"] if not v["batch"])
         store.update("shown-0", message="this batch moves")
         wait_until(lambda: "this batch moves" in table(), 30, "the table to show its write")
-        after = next(v for v in views()["views"] if v["batch"])
+        state = wait_until(
+            lambda: (
+                (v := views())["settled"] and all(w["drawn"] > before for w in v["views"]) and v
+            ),
+            30,
+            "every fragment to draw the write",
+        )
+        after = next(v for v in state["views"] if v["batch"])
         assert after["draws"] and min(after["draws"]) > folder_newest, after
+        table_first = first_draw_after(after, before)
+        bars = [first_draw_after(v, before) for v in state["views"] if not v["batch"]]
+        assert bars and table_first < min(bars), state
     problems = server_log_problems(log)
     assert not problems, log.read_text()
