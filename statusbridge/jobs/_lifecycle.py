@@ -12,6 +12,7 @@ import queue as stdlib_queue
 import threading
 import weakref
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from statusbridge.jobs._parts import Owned, Parts
@@ -59,6 +60,7 @@ class Lifecycle:
             events,
             stopped,
             self.thread,
+            partial(events.put, DRAIN),
         )
         self.release = weakref.finalize(queue, owned.release)
         self.supervisor.release = self.release

@@ -31,6 +31,10 @@ from statusbridge.store import StatusStore
 __all__ = ["Owned", "Parts", "Specs", "Timing"]
 
 
+# How long a release waits for the supervisor to write the ends of jobs that ended.
+DRAIN_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class Timing:
     """How often a job writes progress and heartbeats, and how long it may live in memory."""
@@ -136,8 +140,14 @@ class Owned:
     events: stdlib_queue.SimpleQueue[Any]
     stopped: threading.Event
     supervisor: threading.Thread
+    drain: Callable[[], None]  # asks the supervisor to handle what was posted, then stop
 
     def release(self) -> None:
+        if self.supervisor is not threading.current_thread() and self.supervisor.is_alive():
+            # The supervisor writes jobs' ends: those that ended (at interpreter exit, the
+            # pool's threads were joined first) are written before the store closes.
+            self.drain()
+            self.supervisor.join(timeout=DRAIN_SECONDS)
         self.stopped.set()
         self.events.put(None)  # wake the supervisor so it sees ``stopped``
         self.pool.shutdown(wait=False)

@@ -129,32 +129,55 @@ class Supervisor:
         ended, self._ended = self._ended, []
         if not ended:
             return
-        p = self.parts
         kept: list[list[BatchJob]] = [[] for _ in ended]
         changes = [(o.job_id, o.change(k)) for (_sub, o), k in zip(ended, kept, strict=True)]
-        outcomes = p.store.modify_many(changes)
+        try:
+            outcomes = self.parts.store.modify_many(changes)
+        except Exception as exc:  # noqa: BLE001 - each job is told, below
+            outcomes = [exc] * len(ended)
         for (sub, outcome), written, k in zip(ended, outcomes, kept, strict=True):
-            job_id = outcome.job_id
-            if isinstance(written, (TypeError, ValueError)):
-                # The result (or a meta value) cannot be stored: the job fails, saying why.
-                logger.warning("job %s: cannot store its outcome: %s", job_id, written)
-                failed = outcome.failed_instead(written)
-                p.retries.write_or_keep(job_id, partial(_outcome, failed), "its outcome")
-                self.forget(job_id, sub)
-            elif isinstance(written, WRITE_ERRORS):
-                logger.warning(
-                    "job %s: writing its outcome failed (%s: %s); the queue writes it when it can",
-                    job_id,
-                    type(written).__name__,
-                    written,
-                )
-                p.retries.keep(job_id, partial(_outcome, outcome.fields))
-                self.forget(job_id, sub)
-            elif isinstance(written, Exception):
-                logger.error("job %s: cannot write its outcome", job_id, exc_info=written)
-                self.forget(job_id, sub)
-            else:
-                self.forget(job_id, sub, written if written is not None else k[0] if k else None)
+            try:
+                self._after_end(sub, outcome, written, k)
+            except Exception:
+                logger.exception("job %s: handling its end failed", outcome.job_id)
+                self.forget(outcome.job_id, sub)  # (never left busy: the queue may go idle)
+
+    def _after_end(
+        self,
+        sub: Submission,
+        outcome: Outcome,
+        written: BatchJob | Exception | None,
+        kept: list[BatchJob],
+    ) -> None:
+        """What ``write_ended``'s write of one job's end came to."""
+        p = self.parts
+        job_id = outcome.job_id
+        if isinstance(written, (TypeError, ValueError)):
+            # The result (or a meta value) cannot be stored: the job fails, saying why.
+            logger.warning("job %s: cannot store its outcome: %s", job_id, written)
+            failed = outcome.failed_instead(written)
+            p.retries.write_or_keep(job_id, partial(_outcome, failed), "its outcome")
+            written = None
+        elif isinstance(written, WRITE_ERRORS):
+            logger.warning(
+                "job %s: writing its outcome failed (%s: %s); the queue writes it when it can",
+                job_id,
+                type(written).__name__,
+                written,
+            )
+            p.retries.keep(job_id, partial(_outcome, outcome.fields))
+            written = None
+        elif isinstance(written, Exception):
+            logger.error("job %s: cannot write its outcome", job_id, exc_info=written)
+            why = f"its outcome could not be written: {type(written).__name__}: {written}"
+            self.mark_if_unfinished(
+                job_id, BatchStatus.FAILED, why, create=self._memory_record(sub)
+            )
+            written = None
+        elif written is None and kept:
+            written = kept[-1]  # a final record found there, left as it was
+        if p.submissions.get(job_id) is sub:  # (not a newer run of the same id)
+            self.forget(job_id, sub, written)
 
     def _after_broken_pool(self, sub: Submission) -> bool:
         """A worker of ``sub``'s pool died. Re-submit the job if it never started (True)."""
@@ -357,9 +380,8 @@ def supervise(
             item = events.get(timeout=max(0.0, deadline - time.monotonic()))
         except stdlib_queue.Empty:
             item = None
-        if stopped.is_set() or queue_ref() is None:
-            # Released, or collected: its finalizer released everything. (A queue with
-            # jobs is kept alive until each is forgotten, its end written.)
+        if stopped.is_set() or (item is None and queue_ref() is None):
+            # Released (its finalizer posts DRAIN first: what was posted before is handled).
             return
         try:
             if item is DRAIN:

@@ -8,6 +8,8 @@ SQLite). Real threads, a real database; waits are conditions with timeouts.
 from __future__ import annotations
 
 import gc
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -60,7 +62,7 @@ def test_jobs_that_end_together_are_written_together(tmp_path: Path) -> None:
             )
         assert queue.wait(ids, timeout=30)
         # Those that ended behind the first write go in one more (a worker descheduled
-        # between its end and posting it may make one more write for itself).
+        # between its future's end and posting it makes the queue write once more).
         assert sum(sizes) == 20 and len(sizes) <= 4, sizes
         assert writers == {"statusbridge-queue"}
         for i, job_id in enumerate(ids):
@@ -110,3 +112,45 @@ def test_a_queue_dropped_as_its_jobs_end_still_writes_their_ends(tmp_path: Path)
     with StatusStore(url) as store:
         jobs = [store.read(job_id) for job_id in ids]
     assert all(job is not None and job.status is BatchStatus.COMPLETED for job in jobs)
+
+
+EXITS_WITHOUT_SHUTDOWN = """
+import sys, time
+from statusbridge import BatchQueue
+
+def work(params):
+    time.sleep(0.3)
+    return "done"
+
+queue = BatchQueue(4, status_dir=sys.argv[1], record_delay=float(sys.argv[2]))
+if sys.argv[3] == "stop":
+    ids = [queue.submit(work) for _ in range(4)]
+    queue.shutdown(wait=False)
+else:
+    ids = [queue.submit(work) for _ in range(4)]
+print(",".join(ids), flush=True)
+"""
+
+
+@pytest.mark.parametrize(("record_delay", "ending"), [(0.0, "end"), (1.0, "end"), (1.0, "stop")])
+def test_a_script_that_ends_without_waiting_still_writes_every_end(
+    tmp_path: Path, record_delay: float, ending: str
+) -> None:
+    """The script ends with its jobs running (no shutdown, or shutdown(wait=False)): the
+    interpreter waits for the pool's threads, then the queue writes the ends before it
+    lets go of its store."""
+    script = tmp_path / "script.py"
+    script.write_text(EXITS_WITHOUT_SHUTDOWN)
+    folder = tmp_path / "status"
+    run = subprocess.run(
+        [sys.executable, str(script), str(folder), str(record_delay), ending],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    ids = run.stdout.strip().split(",")
+    with StatusStore(folder) as store:
+        jobs = [store.read(job_id) for job_id in ids]
+    assert len(ids) == 4
+    assert all(j is not None and j.status is BatchStatus.COMPLETED for j in jobs), jobs

@@ -413,7 +413,7 @@ def test_a_cancel_whose_write_fails_still_holds(tmp_path: Path) -> None:
 
 def test_a_job_whose_only_write_fails_still_ends_with_a_record(tmp_path: Path) -> None:
     """The final write of a job run from memory, its only write, fails (simulated: one
-    OSError(ENOSPC)).
+    OSError(ENOSPC) from the store's first write, whichever thread makes it: the queue's).
 
     It must not vanish, nor lose what it did: its queue writes the outcome later
     (once it ended FAILED "worker failed: OSError ...").
