@@ -101,3 +101,20 @@ def test_backends_sit_behind_a_shared_core() -> None:
         assert not {
             m for m in top_level if any(m.startswith(f"statusbridge.{layer}.{b}") for b in backends)
         }
+
+
+def test_the_jobs_layer_stays_in_small_parts() -> None:
+    """Each module of the jobs layer holds at most 450 lines, each class at most 20 methods
+    (not counting ``__dunder__`` ones): a part grown past that is split, not added to."""
+    for path in sorted((PACKAGE / "jobs").glob("*.py")):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 450, f"{path.name}: {lines} lines"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                methods = [
+                    f.name
+                    for f in node.body
+                    if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)
+                    and not (f.name.startswith("__") and f.name.endswith("__"))
+                ]
+                assert len(methods) <= 20, f"{path.name}: {node.name} has {len(methods)} methods"
