@@ -185,10 +185,13 @@ class Overlay:
             except Exception:  # an invalid file: the cache reports it; forget ours
                 logger.exception("job %s: cannot read its final record", job_id)
                 final = None
+        # Retention may have removed the record already (it can judge a job by the cache,
+        # which has its end at once, before the supervisor is done with it): keep nothing.
+        removed = job_id in self._removed and self._cache.get(job_id) is None
         with self._lock:
             if self._jobs.get(job_id) is not local:
                 return
-            if final is None or final.created_at != local.created_at:
+            if final is None or final.created_at != local.created_at or removed:
                 del self._jobs[job_id]  # removed (or replaced by a new run) already
             else:
                 self._jobs[job_id] = final
