@@ -119,15 +119,13 @@ import sys, time
 from statusbridge import BatchQueue
 
 def work(params):
-    time.sleep(0.3)
+    time.sleep(0.3)  # the job's work: it still runs when the script ends
     return "done"
 
 queue = BatchQueue(4, status_dir=sys.argv[1], record_delay=float(sys.argv[2]))
+ids = [queue.submit(work) for _ in range(4)]
 if sys.argv[3] == "stop":
-    ids = [queue.submit(work) for _ in range(4)]
     queue.shutdown(wait=False)
-else:
-    ids = [queue.submit(work) for _ in range(4)]
 print(",".join(ids), flush=True)
 """
 
